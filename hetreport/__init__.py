@@ -1,0 +1,3 @@
+"""hetreport: heterogeneous treatment effects from interaction and hierarchical models."""
+
+__version__ = "0.1.0"

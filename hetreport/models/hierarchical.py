@@ -1,0 +1,381 @@
+"""Bayesian hierarchical model of group treatment effects (the seed paper's section 2).
+
+    y_i ~ Normal(mu_i, sigma)
+    mu_i = alpha + X_i beta + (beta_T + sum_S theta_S[g_i]) T_i + sum_S alpha_S[g_i]
+    (alpha_S[l], theta_S[l]) ~ MVN(0, diag(sd_alpha_S, sd_theta_S) R_S diag(...)),  R_S ~ LKJ(eta)
+
+with one varying intercept-and-slope term S for every non-empty combination of the
+modifiers (brms ``(1 + treat | m1*m2*…)``), or only the full crossing. Each group's
+effect theta_g = beta_T + the sum of the slopes of every term the group belongs to,
+recorded per draw (``group_effect``) and summarised from those draws.
+
+Two builds of the same design:
+- ``correlated: true`` (default, brms ``|``): a PyMC graph written here, non-centred,
+  with each term's 2x2 LKJ correlation as rho = 2 Beta(eta, eta) - 1 (exactly the LKJ
+  marginal for 2x2), and the Gaussian likelihood written through per-cell sufficient
+  statistics (exact; the graph's shape depends only on the number of groups, levels
+  and controls, not on N). Sampled with nutpie (PyMC NUTS as a fallback).
+- ``correlated: false`` (brms ``||``): bambi's model, whose group terms are uncorrelated.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass, field
+
+import arviz as az
+import numpy as np
+import pandas as pd
+
+from ..data import AnalysisData
+from ..errors import HetreportWarning, ModelError
+from ..groups import Groups, term_levels, terms
+from ..spec import Prior, Priors, Sampler
+
+RHAT_MAX = 1.01
+ESS_MIN = 400
+
+
+@dataclass(frozen=True)
+class HierarchicalFit:
+    idata: az.InferenceData  # posterior with group_effect (chain, draw, group), sd_intercept/sd_slope (term), ...
+    terms: tuple[str, ...]
+    formula_bambi: str
+    formula_brms: str
+    priors: dict[str, str]  # the priors actually used, after scaling to the outcome
+    correlated: bool
+    backend: str
+    timings: dict[str, float]
+    diagnostics: dict = field(default_factory=dict)
+
+    def group_draws(self) -> np.ndarray:
+        """Draws of every group's effect, shape (chains * draws, groups)."""
+        ge = self.idata.posterior["group_effect"]
+        return ge.stack(sample=("chain", "draw")).transpose("sample", "group").to_numpy()
+
+
+# --------------------------------------------------------------------------- priors
+
+
+def resolve_priors(priors: Priors, adata: AnalysisData) -> dict[str, Prior]:
+    """The spec's priors, with defaults scaled to the outcome where the spec is silent.
+
+    Defaults (documented in the README): intercept normal(mean(y), 2.5 sd(y)); coefficients
+    normal(0, sd(y)) for the treatment, normal(0, 2.5 sd(y) / sd(x)) per control column
+    (bambi's rule); group SDs halfnormal(sd(y)); sigma halfnormal(2 sd(y)); lkj(2).
+    """
+    sd_y = float(np.std(adata.y)) or 1.0
+    mean_y = float(np.mean(adata.y))
+    out = {
+        "intercept": priors.get("intercept") or Prior(family="normal", params=(_r(mean_y), _r(2.5 * sd_y))),
+        "b": priors.get("b") or Prior(family="normal", params=(0.0, _r(sd_y))),
+        "sd": priors.get("sd") or Prior(family="halfnormal", params=(_r(sd_y),)),
+        "sigma": priors.get("sigma") or Prior(family="halfnormal", params=(_r(2 * sd_y),)),
+        "cor": priors.get("cor"),
+    }
+    out["_b_default"] = priors.get("b") is None
+    return out
+
+
+def _r(x: float) -> float:
+    return float(f"{x:.3g}")
+
+
+def _control_prior_sds(resolved: dict, adata: AnalysisData) -> np.ndarray | None:
+    if not resolved["_b_default"] or adata.control_matrix.shape[1] == 0:
+        return None
+    sd_y = float(np.std(adata.y)) or 1.0
+    sd_x = adata.control_matrix.std(axis=0)
+    sd_x[sd_x == 0] = 1.0
+    return np.array([_r(2.5 * sd_y / s) for s in sd_x])
+
+
+def _dist(pm, prior: Prior, name: str, **kw):
+    cls = getattr(pm, {"normal": "Normal", "student_t": "StudentT", "cauchy": "Cauchy", "halfnormal": "HalfNormal",
+                       "halfstudent_t": "HalfStudentT", "halfcauchy": "HalfCauchy", "exponential": "Exponential"}[prior.family])
+    return cls(name, **prior.kwargs(), **kw)
+
+
+# --------------------------------------------------------------------------- design
+
+
+@dataclass(frozen=True)
+class Design:
+    """Everything the graph needs, as arrays; shapes depend only on groups/levels/controls."""
+
+    term_names: tuple[str, ...]
+    level_names: tuple[str, ...]
+    level_term: np.ndarray  # (L,) term position of each level
+    group_levels: np.ndarray  # (G, T) level position (global) of each group in each term
+    cell_n: np.ndarray  # (G, 2) units per group x arm
+    cell_sy: np.ndarray  # (G, 2) sum of centred y
+    cell_sx: np.ndarray  # (G, 2, p) sum of centred controls
+    xx: np.ndarray  # (p, p)
+    xy: np.ndarray  # (p,)
+    yy: float
+    y_mean: float
+    x_mean: np.ndarray
+    n: int
+
+
+def build_design(adata: AnalysisData, groups: Groups, mode: str = "all") -> Design:
+    term_list = terms(groups.modifiers, mode)
+    level_names, level_term, cols = [], [], []
+    for k, term in enumerate(term_list):
+        names, pos = term_levels(groups, term)
+        cols.append(pos + len(level_names))
+        level_names += names
+        level_term += [k] * len(names)
+    y_mean = float(adata.y.mean())
+    yc = adata.y - y_mean
+    X = adata.control_matrix
+    x_mean = X.mean(axis=0) if X.size else np.zeros(X.shape[1])
+    Xc = X - x_mean
+    G, p = groups.n_groups, X.shape[1]
+    t = adata.t.astype(int)
+    cell_n = np.zeros((G, 2))
+    cell_sy = np.zeros((G, 2))
+    cell_sx = np.zeros((G, 2, p))
+    np.add.at(cell_n, (groups.index, t), 1.0)
+    np.add.at(cell_sy, (groups.index, t), yc)
+    np.add.at(cell_sx, (groups.index, t), Xc)
+    return Design(
+        term_names=tuple(":".join(tm) for tm in term_list), level_names=tuple(level_names),
+        level_term=np.array(level_term), group_levels=np.column_stack(cols),
+        cell_n=cell_n, cell_sy=cell_sy, cell_sx=cell_sx, xx=Xc.T @ Xc, xy=Xc.T @ yc, yy=float(yc @ yc),
+        y_mean=y_mean, x_mean=x_mean, n=adata.n,
+    )
+
+
+def formulas(adata: AnalysisData, groups: Groups, mode: str, correlated: bool) -> tuple[str, str]:
+    y, t = adata.outcome.name, adata.treatment.name
+    controls = "".join(f" + {c}" for c in adata.controls)
+    bar = "|" if correlated else "||"
+    brms = f"{y} ~ 1{controls} + {t} + (1 + {t} {bar} {('*' if mode == 'all' else ':').join(groups.modifiers)})"
+    bambi = f"{y} ~ 1{controls} + {t}" + "".join(f" + (1 + {t} | {':'.join(tm)})" for tm in terms(groups.modifiers, mode))
+    return bambi, brms
+
+
+# --------------------------------------------------------------------------- the graph
+
+
+def build_model(design: Design, resolved: dict, control_sds: np.ndarray | None, control_names, group_keys):
+    """The correlated model as a PyMC graph (non-centred, sufficient-statistic likelihood)."""
+    import pymc as pm
+    import pytensor.tensor as pt
+
+    T, L = len(design.term_names), len(design.level_names)
+    p = design.xx.shape[0]
+    coords = {"term": list(design.term_names), "level": list(design.level_names), "group": list(group_keys),
+              "control": list(control_names), "component": ["intercept", "slope"]}
+    eta = resolved["cor"].params[0] if resolved["cor"] is not None else 2.0
+    intercept_prior = resolved["intercept"]
+    shift = design.y_mean  # the graph works on centred y; shift the intercept prior's location
+    with pm.Model(coords=coords) as model:
+        cell_n = pm.Data("cell_n", design.cell_n)
+        cell_sy = pm.Data("cell_sy", design.cell_sy)
+        cell_sx = pm.Data("cell_sx", design.cell_sx)
+        xx = pm.Data("xx", design.xx)
+        xy = pm.Data("xy", design.xy)
+        yy = pm.Data("yy", design.yy)
+        n_obs = pm.Data("n_obs", float(design.n))
+        ip = intercept_prior.kwargs()
+        if "mu" in ip:
+            ip["mu"] = ip["mu"] - shift
+        alpha_c = getattr(pm, {"normal": "Normal", "student_t": "StudentT", "cauchy": "Cauchy"}[intercept_prior.family])("alpha_centred", **ip)
+        pm.Deterministic("Intercept", alpha_c + shift)
+        b_treat = _dist(pm, resolved["b"], "b_treat")
+        if p:
+            if control_sds is not None:
+                beta = pm.Normal("beta", 0.0, control_sds, dims="control")
+            else:
+                beta = _dist(pm, resolved["b"], "beta", dims="control")
+        sd_int = _dist(pm, resolved["sd"], "sd_intercept", dims="term")
+        sd_slope = _dist(pm, resolved["sd"], "sd_slope", dims="term")
+        rho_raw = pm.Beta("rho_raw", eta, eta, dims="term")
+        rho = pm.Deterministic("rho", 2 * rho_raw - 1, dims="term")
+        sigma = _dist(pm, resolved["sigma"], "sigma")
+        z = pm.Normal("z", 0.0, 1.0, dims=("level", "component"))
+        lt = design.level_term
+        a_lev = sd_int[lt] * z[:, 0]
+        b_lev = sd_slope[lt] * (rho[lt] * z[:, 0] + pt.sqrt(1 - rho[lt] ** 2) * z[:, 1])
+        gl = design.group_levels
+        A = a_lev[gl].sum(axis=1)
+        B = b_lev[gl].sum(axis=1)
+        theta = pm.Deterministic("group_effect", b_treat + B, dims="group")
+        alpha_g = alpha_c + A
+        pm.Deterministic("group_intercept", alpha_g + shift, dims="group")
+        pm.Deterministic("crossing_slope", b_lev[gl[:, -1]], dims="group")
+        m = pt.stack([alpha_g, alpha_g + theta], axis=1)  # (G, 2) cell means before controls
+        quad = yy - 2 * (m * cell_sy).sum() + (cell_n * m**2).sum()
+        if p:
+            quad = quad - 2 * (xy * beta).sum() + 2 * (m[:, :, None] * cell_sx * beta).sum() + beta @ xx @ beta
+        pm.Potential("likelihood", -n_obs * pt.log(sigma) - 0.5 * n_obs * np.log(2 * np.pi) - quad / (2 * sigma**2))
+    return model
+
+
+# --------------------------------------------------------------------------- sampling
+
+
+def _sample(model, sampler: Sampler, var_names, progress: bool):
+    timings = {}
+    if sampler.backend == "nutpie":
+        try:
+            import nutpie
+        except ImportError:  # pragma: no cover - nutpie is a dependency
+            nutpie = None
+        if nutpie is not None:
+            t0 = time.perf_counter()
+            compiled = nutpie.compile_pymc_model(model, var_names=var_names)
+            timings["compile_s"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            idata = nutpie.sample(compiled, draws=sampler.draws, tune=sampler.tune, chains=sampler.chains,
+                                  seed=sampler.seed, target_accept=sampler.target_accept, progress_bar=progress,
+                                  save_warmup=False)
+            timings["sampling_s"] = time.perf_counter() - t0
+            return idata, timings, f"nutpie {nutpie.__version__}"
+    import pymc as pm
+
+    t0 = time.perf_counter()
+    with model:
+        idata = pm.sample(draws=sampler.draws, tune=sampler.tune, chains=sampler.chains, random_seed=sampler.seed,
+                          target_accept=sampler.target_accept, progressbar=progress, compute_convergence_checks=False,
+                          var_names=var_names)
+    timings["sampling_s"] = time.perf_counter() - t0
+    return idata, timings, f"PyMC {pm.__version__} NUTS"
+
+
+def fit_hierarchical(adata: AnalysisData, groups: Groups, priors: Priors, sampler: Sampler, *,
+                     mode: str = "all", correlated: bool = True, progress: bool = False) -> HierarchicalFit:
+    resolved = resolve_priors(priors, adata)
+    bambi_formula, brms_formula = formulas(adata, groups, mode, correlated)
+    if correlated:
+        design = build_design(adata, groups, mode)
+        control_sds = _control_prior_sds(resolved, adata)
+        t0 = time.perf_counter()
+        model = build_model(design, resolved, control_sds, adata.control_columns, groups.keys)
+        keep = ["Intercept", "b_treat", "sd_intercept", "sd_slope", "rho", "sigma", "group_effect", "group_intercept", "crossing_slope"]
+        if adata.control_matrix.shape[1]:
+            keep.append("beta")
+        idata, timings, backend = _sample(model, sampler, keep, progress)
+        timings["build_s"] = time.perf_counter() - t0 - sum(timings.values())
+        post = idata.posterior
+        post = post[[v for v in keep if v in post]]
+        idata = az.InferenceData(posterior=post, sample_stats=idata.sample_stats)
+        term_names = design.term_names
+    else:
+        from .bambi_route import fit_bambi
+
+        idata, timings, backend, term_names = fit_bambi(adata, groups, resolved, sampler, mode, progress)
+    idata = _add_summaries(idata, groups)
+    used = _priors_used(resolved, adata, correlated)
+    fit = HierarchicalFit(idata=idata, terms=tuple(term_names), formula_bambi=bambi_formula, formula_brms=brms_formula,
+                          priors=used, correlated=correlated, backend=backend, timings=timings)
+    diag = diagnose(fit)
+    object.__setattr__(fit, "diagnostics", diag)
+    if diag["flags"]:
+        warnings.warn(f"analysis '{adata.name}': " + " ".join(diag["flags"]), HetreportWarning, stacklevel=2)
+    return fit
+
+
+def _priors_used(resolved: dict, adata: AnalysisData, correlated: bool) -> dict[str, str]:
+    used = {
+        "Intercept": str(resolved["intercept"]),
+        f"{adata.treatment.name} (common slope)": str(resolved["b"]),
+    }
+    sds = _control_prior_sds(resolved, adata)
+    for k, name in enumerate(adata.control_columns):
+        used[name] = f"normal(0, {sds[k]:g})" if sds is not None else str(resolved["b"])
+    used["group SDs (intercepts and slopes, every term)"] = str(resolved["sd"])
+    if correlated:
+        used["intercept–slope correlation (every term)"] = str(resolved["cor"])
+    used["sigma (residual SD)"] = str(resolved["sigma"])
+    return used
+
+
+def _add_summaries(idata: az.InferenceData, groups: Groups) -> az.InferenceData:
+    """Population-average effect (n-weighted over groups) and sigma_theta, per draw."""
+    post = idata.posterior
+    w = groups.table["n"].to_numpy(dtype=float)
+    w = w / w.sum()
+    import xarray as xr
+
+    weights = xr.DataArray(w, dims="group", coords={"group": post["group"]})
+    post = post.assign(average_effect=(post["group_effect"] * weights).sum("group"))
+    post = post.assign(sigma_theta=post["sd_slope"].isel(term=-1, drop=True))
+    return az.InferenceData(posterior=post, sample_stats=idata.sample_stats)
+
+
+def diagnose(fit: HierarchicalFit) -> dict:
+    """R-hat, bulk/tail ESS for the reported quantities and the SDs; divergences, tree depth, BFMI."""
+    post = fit.idata.posterior
+    stats_ = fit.idata.sample_stats
+    out: dict = {"quantities": {}}
+    reported = ["group_effect", "average_effect", "sigma_theta", "sd_slope", "sd_intercept", "sigma"]
+    for var in reported:
+        if var not in post:
+            continue
+        rhat = az.rhat(post[[var]])[var].to_numpy()
+        ess_b = az.ess(post[[var]], method="bulk")[var].to_numpy()
+        ess_t = az.ess(post[[var]], method="tail")[var].to_numpy()
+        out["quantities"][var] = {
+            "kind": "reported" if var in ("group_effect", "average_effect", "sigma_theta") else "SD",
+            "max_rhat": float(np.nanmax(rhat)), "min_ess_bulk": float(np.nanmin(ess_b)), "min_ess_tail": float(np.nanmin(ess_t)),
+        }
+    div = stats_["diverging"].to_numpy() if "diverging" in stats_ else np.zeros(1)
+    out["divergences"] = int(div.sum())
+    out["draws"] = int(div.size)
+    depth_hits = 0
+    for name in ("maxdepth_reached", "reached_max_treedepth"):
+        if name in stats_:
+            depth_hits = int(stats_[name].to_numpy().sum())
+    out["max_treedepth_hits"] = depth_hits
+    try:
+        out["min_bfmi"] = float(np.min(az.bfmi(fit.idata)))
+    except Exception:  # energy not recorded by this backend
+        out["min_bfmi"] = float("nan")
+    flags = []
+    q = out["quantities"]
+    worst_rhat = max(v["max_rhat"] for v in q.values())
+    worst_ess = min(min(v["min_ess_bulk"], v["min_ess_tail"]) for v in q.values())
+    if worst_rhat > RHAT_MAX:
+        flags.append(f"R-hat up to {worst_rhat:.3f} (> {RHAT_MAX}): chains disagree; run more draws.")
+    if worst_ess < ESS_MIN:
+        flags.append(f"effective sample size down to {worst_ess:.0f} (< {ESS_MIN}): intervals are imprecise; run more draws.")
+    if out["divergences"]:
+        flags.append(f"{out['divergences']} divergent transitions of {out['draws']}: the sampler may have missed part of the posterior; raise sampler.target_accept.")
+    if depth_hits:
+        flags.append(f"{depth_hits} draws hit the maximum tree depth.")
+    if np.isfinite(out["min_bfmi"]) and out["min_bfmi"] < 0.3:
+        flags.append(f"BFMI {out['min_bfmi']:.2f} (< 0.3): poor exploration of the energy distribution.")
+    out["flags"] = flags
+    out["thresholds"] = {"rhat_max": RHAT_MAX, "ess_min": ESS_MIN, "divergences": 0}
+    return out
+
+
+def group_summary(fit: HierarchicalFit, groups: Groups) -> pd.DataFrame:
+    """Per-group summaries computed from the draws: mean, median, sd, 90/95% intervals, P(>0)."""
+    draws = fit.group_draws()
+    q = np.quantile(draws, [0.025, 0.05, 0.5, 0.95, 0.975], axis=0)
+    return pd.DataFrame({
+        "group": groups.keys, "estimate": draws.mean(axis=0), "median": q[2], "std_error": draws.std(axis=0, ddof=1),
+        "lower_90": q[1], "upper_90": q[3], "lower_95": q[0], "upper_95": q[4],
+        "prob_positive": (draws > 0).mean(axis=0), "estimable": True, "note": "",
+    })
+
+
+def posterior_predictive(fit: HierarchicalFit, adata: AnalysisData, groups: Groups, n_draws: int = 50, seed: int = 0) -> np.ndarray:
+    """Replicated outcomes (n_draws x n) from the fitted model, drawn by hand from the posterior."""
+    post = fit.idata.posterior.stack(sample=("chain", "draw"))
+    rng = np.random.default_rng(seed)
+    pick = rng.choice(post.sizes["sample"], size=min(n_draws, post.sizes["sample"]), replace=False)
+    alpha_g = post["group_intercept"].transpose("sample", "group").to_numpy()[pick]
+    theta = post["group_effect"].transpose("sample", "group").to_numpy()[pick]
+    sigma = post["sigma"].to_numpy()[pick]
+    mu = alpha_g[:, groups.index] + theta[:, groups.index] * adata.t[None, :]
+    if "beta" in post and adata.control_matrix.shape[1]:
+        beta = post["beta"].transpose("sample", "control").to_numpy()[pick]
+        Xc = adata.control_matrix - adata.control_matrix.mean(axis=0)
+        mu = mu + beta @ Xc.T
+    return mu + sigma[:, None] * rng.standard_normal(mu.shape)

@@ -1,0 +1,431 @@
+"""The study spec: pydantic models of the YAML file, loaded safely.
+
+A spec is data. It is read with ``yaml.safe_load``; expressions in it are
+parsed by :mod:`hetreport.expr`, never evaluated as Python. Every validation
+error becomes one :class:`~hetreport.errors.SpecError` paragraph naming the
+spec path (``analyses[0].modifiers[2]``) and the fix. This module knows
+nothing of pandas or PyMC; checks that need the data live in ``data.py``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import SpecError, path_str, suggest
+
+Scalar = int | float | str | bool
+
+# --------------------------------------------------------------------------- priors
+
+#: distribution name -> (PyMC class name, parameter names in order)
+PRIOR_FAMILIES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "normal": ("Normal", ("mu", "sigma")),
+    "student_t": ("StudentT", ("nu", "mu", "sigma")),
+    "cauchy": ("Cauchy", ("alpha", "beta")),
+    "halfnormal": ("HalfNormal", ("sigma",)),
+    "halfstudent_t": ("HalfStudentT", ("nu", "sigma")),
+    "halfcauchy": ("HalfCauchy", ("beta",)),
+    "exponential": ("Exponential", ("lam",)),
+    "lkj": ("LKJ", ("eta",)),
+}
+_POSITIVE = {"halfnormal", "halfstudent_t", "halfcauchy", "exponential"}
+_PRIOR_RE = re.compile(r"^\s*([a-z_]+)\s*\(([^()]*)\)\s*$")
+
+
+class Prior(BaseModel):
+    """A prior distribution: a name and numeric parameters, e.g. ``normal(0, 0.25)``."""
+
+    model_config = ConfigDict(frozen=True)
+    family: str
+    params: tuple[float, ...]
+
+    @classmethod
+    def parse(cls, text: str, where: str) -> Prior:
+        if isinstance(text, Prior):
+            return text
+        m = _PRIOR_RE.match(str(text))
+        if not m:
+            raise SpecError(
+                f"'{text}' is not a prior. Write a distribution and its numbers, e.g. "
+                f"'normal(0, 0.25)', 'halfnormal(1)', 'student_t(3, 0, 1)', 'exponential(2)' or 'lkj(2)'.",
+                where=where,
+            )
+        name, args = m.group(1), m.group(2)
+        if name not in PRIOR_FAMILIES:
+            raise SpecError(
+                f"unknown prior distribution '{name}'.{suggest(name, PRIOR_FAMILIES)} "
+                f"Known: {', '.join(PRIOR_FAMILIES)}.",
+                where=where,
+            )
+        try:
+            params = tuple(float(a) for a in args.split(",")) if args.strip() else ()
+        except ValueError:
+            raise SpecError(f"the parameters of '{text}' must be numbers.", where=where) from None
+        expected = PRIOR_FAMILIES[name][1]
+        if len(params) != len(expected):
+            raise SpecError(
+                f"'{name}' takes {len(expected)} number(s) ({', '.join(expected)}), got {len(params)} in '{text}'.",
+                where=where,
+            )
+        if any(not math.isfinite(p) for p in params):
+            raise SpecError(f"the parameters of '{text}' must be finite numbers.", where=where)
+        scale_ok = all(p > 0 for n, p in zip(expected, params) if n in ("sigma", "beta", "lam", "nu", "eta", "alpha") and not (name == "cauchy" and n == "alpha"))
+        if not scale_ok:
+            raise SpecError(f"scale parameters in '{text}' must be positive.", where=where)
+        return cls(family=name, params=params)
+
+    @property
+    def positive(self) -> bool:
+        return self.family in _POSITIVE
+
+    def kwargs(self) -> dict[str, float]:
+        return dict(zip(PRIOR_FAMILIES[self.family][1], self.params))
+
+    def __str__(self) -> str:
+        return f"{self.family}({', '.join(_fmt_num(p) for p in self.params)})"
+
+
+def _fmt_num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else f"{x:.4g}"
+
+
+# --------------------------------------------------------------------------- spec sections
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BinRule(_Strict):
+    """How to turn a continuous column into levels: ``{quantiles: 4}`` or ``{breaks: [...]}``."""
+
+    quantiles: int | None = Field(default=None, ge=2, le=20)
+    breaks: list[float] | None = None
+    labels: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> BinRule:
+        if (self.quantiles is None) == (self.breaks is None):
+            raise ValueError("give exactly one of 'quantiles' (a number of equal-count bins) or 'breaks' (a list of cut points)")
+        if self.breaks is not None:
+            if len(self.breaks) < 2 or any(b <= a for a, b in zip(self.breaks[:-1], self.breaks[1:])):
+                raise ValueError("'breaks' must be at least two strictly increasing numbers")
+        k = self.quantiles if self.quantiles is not None else len(self.breaks or []) - 1
+        if self.labels is not None and len(self.labels) != k:
+            raise ValueError(f"'labels' must name each of the {k} bins")
+        return self
+
+
+class DataSpec(_Strict):
+    path: str
+    format: Literal["csv", "tsv", "parquet", "dta", "sav", "xlsx"] | None = None
+    sheet: str | int | None = None
+    derive: dict[str, str] = Field(default_factory=dict)
+    filter: str | None = None
+    bins: dict[str, BinRule] = Field(default_factory=dict)
+
+
+class Labels(_Strict):
+    variables: dict[str, str] = Field(default_factory=dict)
+    levels: dict[str, dict[Scalar, str]] = Field(default_factory=dict)
+
+
+class Analysis(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=60)
+    title: str | None = None
+    modifiers: list[str] = Field(min_length=1)
+    controls: list[str] = Field(default_factory=list)
+    #: controls to treat as categorical (dummies) even though they are numeric
+    categorical: list[str] = Field(default_factory=list)
+    #: "all": a varying term for every non-empty combination of modifiers (brms ``| m1*m2*...``);
+    #: "crossing": one term over the full crossing only (brms ``| m1:m2:...``)
+    terms: Literal["all", "crossing"] = "all"
+    #: intercept and slope of each term share a bivariate normal with an LKJ correlation
+    correlated: bool = True
+    filter: str | None = None
+
+    @model_validator(mode="after")
+    def _distinct(self) -> Analysis:
+        for field in ("modifiers", "controls"):
+            seen: set[str] = set()
+            for i, v in enumerate(getattr(self, field)):
+                if v in seen:
+                    raise _LocatedError((field, i), f"'{v}' is listed twice; list each column once")
+                seen.add(v)
+        for i, c in enumerate(self.controls):
+            if c in self.modifiers:
+                raise _LocatedError(("controls", i), f"'{c}' is both a modifier and a control; a modifier is already in the model, so remove it from 'controls'")
+        for i, c in enumerate(self.categorical):
+            if c not in self.controls:
+                raise _LocatedError(("categorical", i), f"'{c}' is not among this analysis's controls {self.controls}; 'categorical' marks controls to enter as dummies")
+        return self
+
+
+class Priors(_Strict):
+    """Priors as text; ``None`` means the documented default scaled to the outcome."""
+
+    intercept: str | None = None
+    b: str | None = None
+    sd: str | None = None
+    sigma: str | None = None
+    cor: str = "lkj(2)"
+
+    @model_validator(mode="after")
+    def _parse(self) -> Priors:
+        for key in ("intercept", "b", "sd", "sigma", "cor"):
+            val = getattr(self, key)
+            if val is None:
+                continue
+            prior = Prior.parse(val, where=f"priors.{key}")
+            if key in ("sd", "sigma") and not prior.positive:
+                raise _LocatedError((key,), f"'{val}' can be negative but a standard deviation cannot; use halfnormal(s), halfstudent_t(nu, s), halfcauchy(s) or exponential(rate)")
+            if key in ("intercept", "b") and (prior.positive or prior.family == "lkj"):
+                raise _LocatedError((key,), f"'{val}' is not a prior for a coefficient; use normal(m, s), student_t(nu, m, s) or cauchy(m, s)")
+            if key == "cor" and prior.family != "lkj":
+                raise _LocatedError((key,), f"'{val}' is not a correlation prior; use lkj(eta), e.g. lkj(2)")
+        return self
+
+    def get(self, key: str) -> Prior | None:
+        val = getattr(self, key)
+        return None if val is None else Prior.parse(val, where=f"priors.{key}")
+
+
+class Sampler(_Strict):
+    draws: int = Field(default=1000, ge=10, le=100_000)
+    tune: int = Field(default=1000, ge=10, le=100_000)
+    chains: int = Field(default=4, ge=1, le=64)
+    seed: int = Field(default=20240529, ge=0, lt=2**32)
+    target_accept: float = Field(default=0.95, gt=0.5, lt=1.0)
+    backend: Literal["nutpie", "pymc"] = "nutpie"
+
+
+class OlsOptions(_Strict):
+    se_type: Literal["HC0", "HC1", "HC2", "HC3", "cluster"] = "HC2"
+    cluster: str | None = None
+
+    @model_validator(mode="after")
+    def _cluster(self) -> OlsOptions:
+        if self.se_type == "cluster" and not self.cluster:
+            raise _LocatedError(("cluster",), "se_type 'cluster' needs the column that defines clusters, e.g. cluster: school_id")
+        if self.cluster and self.se_type != "cluster":
+            raise _LocatedError(("cluster",), "a cluster column is given but se_type is not 'cluster'; set se_type: cluster or remove 'cluster'")
+        return self
+
+
+class ReportOptions(_Strict):
+    facet: str | None = None
+    formats: list[Literal["html", "pdf"]] = Field(default_factory=lambda: ["html", "pdf"], min_length=1)
+    templates: str | None = None
+    #: a data column holding each unit's true treatment effect (simulated studies)
+    truth: str | None = None
+    #: heat map axes (two modifiers); default: the two modifiers with most levels
+    heatmap: list[str] | None = Field(default=None, min_length=2, max_length=2)
+    #: groups with fewer units than this in an arm are flagged as small
+    min_arm: int = Field(default=5, ge=1)
+    author: str | None = None
+
+
+class Spec(_Strict):
+    title: str = Field(min_length=1)
+    subtitle: str | None = None
+    data: DataSpec
+    outcome: str
+    treatment: str
+    treated_value: Scalar | None = None
+    family: Literal["gaussian"] = "gaussian"
+    labels: Labels = Field(default_factory=Labels)
+    analyses: list[Analysis] = Field(min_length=1)
+    priors: Priors = Field(default_factory=Priors)
+    sampler: Sampler = Field(default_factory=Sampler)
+    ols: OlsOptions = Field(default_factory=OlsOptions)
+    report: ReportOptions = Field(default_factory=ReportOptions)
+    #: folder the spec was read from; data paths are relative to it (not a YAML key)
+    base_dir: Path = Field(default=Path("."), exclude=True)
+
+    @model_validator(mode="after")
+    def _roles(self) -> Spec:
+        names = [a.name for a in self.analyses]
+        for i, n in enumerate(names):
+            if names.index(n) != i:
+                raise _LocatedError(("analyses", i, "name"), f"analysis name '{n}' is used twice; names must be unique")
+        if self.outcome == self.treatment:
+            raise _LocatedError(("treatment",), f"the treatment '{self.treatment}' is also the outcome")
+        for ai, a in enumerate(self.analyses):
+            for field in ("modifiers", "controls"):
+                for i, v in enumerate(getattr(a, field)):
+                    if v == self.treatment:
+                        raise _LocatedError(("analyses", ai, field, i), f"'{v}' is the treatment; the effect of the treatment cannot vary by itself. Remove it from {field}")
+                    if v == self.outcome:
+                        raise _LocatedError(("analyses", ai, field, i), f"'{v}' is the outcome; remove it from {field}")
+        return self
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def data_path(self) -> Path:
+        p = Path(self.data.path)
+        return p if p.is_absolute() else (self.base_dir / p)
+
+    def canonical(self) -> dict[str, Any]:
+        """The spec as plain data with defaults filled in (key order irrelevant)."""
+        return self.model_dump(mode="json", exclude={"base_dir"})
+
+    def spec_hash(self) -> str:
+        """SHA-256 of the canonical spec: comments, key order and defaults written out do not change it."""
+        text = json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def analysis(self, name: str) -> Analysis:
+        for a in self.analyses:
+            if a.name == name:
+                return a
+        raise SpecError(f"there is no analysis named '{name}'.{suggest(name, [a.name for a in self.analyses])}")
+
+    def label(self, var: str) -> str:
+        return self.labels.variables.get(var, var)
+
+
+class _LocatedError(ValueError):
+    """Raised inside validators to point at a sub-path of the model being validated."""
+
+    def __init__(self, loc: tuple, message: str):
+        self.loc = loc
+        super().__init__(message)
+
+
+# --------------------------------------------------------------------------- loading
+
+_EXPECTED = {
+    "list_type": "a list (e.g. [a, b])",
+    "dict_type": "a mapping of keys to values",
+    "string_type": "text",
+    "int_type": "a whole number",
+    "int_parsing": "a whole number",
+    "float_type": "a number",
+    "float_parsing": "a number",
+    "bool_type": "true or false",
+    "bool_parsing": "true or false",
+    "model_type": "a mapping of keys to values",
+}
+
+
+def _model_fields(model: type[BaseModel], loc: tuple) -> list[str] | None:
+    """The allowed keys at a location, for suggestions on unknown keys."""
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return None
+        field = current.model_fields.get(str(part))
+        if field is None:
+            return None
+        ann = field.annotation
+        args = getattr(ann, "__args__", ()) or ()
+        nxt = next((a for a in (ann, *args) if isinstance(a, type) and issubclass(a, BaseModel)), None)
+        if nxt is None:
+            # list[Model] / dict[str, Model]
+            for a in args:
+                for b in getattr(a, "__args__", ()) or ():
+                    if isinstance(b, type) and issubclass(b, BaseModel):
+                        nxt = b
+        current = nxt
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return [k for k, f in current.model_fields.items() if not f.exclude]
+    return None
+
+
+def _explain(err: dict, root: type[BaseModel]) -> tuple[str, str]:
+    loc = tuple(err.get("loc", ()))
+    etype = err.get("type", "")
+    ctx_err = (err.get("ctx") or {}).get("error")
+    if isinstance(ctx_err, _LocatedError):
+        return path_str(loc + ctx_err.loc), str(ctx_err) + "."
+    if isinstance(ctx_err, SpecError):
+        return ctx_err.where or path_str(loc), ctx_err.message
+    if etype == "extra_forbidden":
+        key = str(loc[-1])
+        allowed = _model_fields(root, loc[:-1]) or []
+        hint = suggest(key, allowed)
+        return path_str(loc), f"unknown key '{key}'.{hint} Allowed here: {', '.join(allowed)}."
+    if etype == "missing":
+        return path_str(loc), f"this key is required but missing; add '{loc[-1]}:' to the spec."
+    given = err.get("input")
+    given_txt = json.dumps(given, default=str)[:80] if given is not None else "nothing"
+    if etype in _EXPECTED:
+        return path_str(loc), f"expected {_EXPECTED[etype]}, got {given_txt}."
+    if etype == "literal_error":
+        return path_str(loc), f"{given_txt} is not allowed; {err.get('msg', '').replace('Input should be', 'use')}."
+    msg = str(err.get("msg", "invalid value"))
+    msg = msg.removeprefix("Value error, ")
+    return path_str(loc), f"{msg} (got {given_txt})."
+
+
+def _rejoin_flow_priors(priors: Any, source: str) -> Any:
+    """Undo YAML flow-mapping splits of prior calls.
+
+    In ``priors: {b: normal(0, 0.25), sd: halfnormal(1)}`` YAML's flow syntax splits at the
+    comma inside the parentheses, giving ``{b: 'normal(0', '0.25)': None, sd: ...}``.
+    The spec format documents exactly this one-line form, so the pieces are rejoined.
+    """
+    if not isinstance(priors, dict):
+        return priors
+    out: dict = {}
+    items = list(priors.items())
+    i = 0
+    while i < len(items):
+        key, val = items[i]
+        i += 1
+        if isinstance(val, str) and val.count("(") > val.count(")"):
+            parts = [val]
+            while "".join(parts).count("(") > "".join(parts).count(")") and i < len(items) and items[i][1] is None:
+                parts.append(str(items[i][0]))
+                i += 1
+            val = ", ".join(parts)
+            if val.count("(") != val.count(")"):
+                raise SpecError(f"the prior '{val}' has unbalanced parentheses; quote it, e.g. {key}: \"normal(0, 1)\".", where=f"{source}: priors.{key}")
+        out[key] = val
+    return out
+
+
+def parse_spec(raw: Any, base_dir: Path | str = ".", source: str = "spec") -> Spec:
+    """Validate a mapping (as read from YAML) into a :class:`Spec`."""
+    if not isinstance(raw, dict):
+        raise SpecError(f"{source} must be a YAML mapping with keys such as title, data, outcome, treatment, analyses; got {type(raw).__name__}.")
+    if "priors" in raw:
+        raw = {**raw, "priors": _rejoin_flow_priors(raw["priors"], source)}
+    try:
+        spec = Spec.model_validate({**raw, "base_dir": Path(base_dir)})
+    except ValidationError as exc:
+        # an unknown key usually explains a "missing" one (a misspelling): report it first
+        errors = sorted(exc.errors(), key=lambda e: e.get("type") != "extra_forbidden")
+        where, why = _explain(errors[0], Spec)
+        more = f" ({len(errors) - 1} more problem(s) after this one.)" if len(errors) > 1 else ""
+        raise SpecError(f"{why}{more}", where=f"{source}: {where}") from None
+    except SpecError as exc:  # prior parsing inside validators
+        raise SpecError(exc.message, where=f"{source}: {exc.where}") from None
+    return spec
+
+
+def load_spec(path: str | Path) -> Spec:
+    """Read and validate a study spec from a YAML file (safe loader only)."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(f"the spec file '{path}' does not exist; give the path of a YAML study spec.")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise SpecError(f"the YAML cannot be read{at}: {problem}. Check indentation and quoting (quote expressions that contain ':' or '#').", where=str(path)) from None
+    except UnicodeDecodeError:
+        raise SpecError("the spec is not UTF-8 text.", where=str(path)) from None
+    return parse_spec(raw, base_dir=path.parent.resolve(), source=path.name)

@@ -191,8 +191,11 @@ _REFUSED_NODES = {
 
 @dataclass(frozen=True)
 class Expression:
-    """A checked expression: built once by :func:`compile_expr`, evaluated on
-    any frame that has the columns in :attr:`names`."""
+    """A checked expression: built once by :func:`compile_expr` (never
+    directly), evaluated on any frame that has the columns in :attr:`names`.
+
+    ``text`` is the expression as parsed (surrounding whitespace removed) and
+    ``where`` the spec path used in every error message."""
 
     text: str
     names: frozenset[str]
@@ -210,8 +213,6 @@ class Expression:
         try:
             with np.errstate(all="ignore"):
                 values = evaluator.value(self._tree.body)
-        except SpecError:
-            raise
         except (TypeError, ValueError, ArithmeticError, RecursionError) as exc:
             raise SpecError(
                 f"`{self.text}` could not be evaluated on the data: {exc}. "
@@ -267,10 +268,8 @@ def _parse(text: str, where: str) -> ast.Expression:
     try:
         tree = ast.parse(text, mode="eval")
     except SyntaxError as exc:
-        line = f"line {exc.lineno}, " if "\n" in text and exc.lineno else ""
-        position = f" at {line}column {exc.offset}" if exc.offset else ""
         raise SpecError(
-            f"cannot parse `{text}`: {exc.msg}{position}. "
+            f"cannot parse `{text}`: {exc.msg}{_syntax_position(text, exc)}. "
             f"Check brackets, quotes and operators (`==` compares, `=` is not allowed). " + ALLOWED,
             where=where,
         ) from None
@@ -287,6 +286,33 @@ def _parse(text: str, where: str) -> ast.Expression:
             where=where,
         )
     return tree
+
+
+def _syntax_position(text: str, exc: SyntaxError) -> str:
+    """' at column 9 (near `>= 4`)', ' at the end', or '' when unknown."""
+    lines = text.splitlines() or [""]
+    lineno = exc.lineno or 1
+    line = lines[lineno - 1] if lineno <= len(lines) else ""
+    on_line = f"line {lineno}, " if len(lines) > 1 else ""
+    if not exc.offset or exc.offset > len(line):
+        return " at the end" if lineno >= len(lines) else f" at the end of line {lineno}"
+    near = line[exc.offset - 1 :][:20].rstrip()
+    return f" at {on_line}column {exc.offset} (near `{near}`)"
+
+
+def _signature(name: str) -> str:
+    """How to call a function, e.g. 'Use round(x, digits=...).'"""
+    params = [p.name if p.required else f"{p.name}=..." for p in FUNCTIONS[name]]
+    return f"{name}({', '.join(params)})"
+
+
+def _in(text: str, piece: str) -> str:
+    """'in `whole text`, ' -- or '' when the piece is the whole text."""
+    return "" if piece == text else f"in `{text}`, "
+
+
+def _sentence(problem: str) -> str:
+    return problem if problem.endswith((".", "?", "!")) else problem + "."
 
 
 def _depth(tree: ast.AST) -> int:
@@ -318,16 +344,18 @@ def _check_names(names: Iterable[str], columns: list, text: str, where: str) -> 
 def _literal_value(node: ast.AST) -> object:
     """The Python value of a literal node (number, text or bool, possibly with
     a leading sign), or raise ValueError if it is not one."""
-    sign = 1
-    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
-        sign = -1 if isinstance(node.op, ast.USub) else 1
-        node = node.operand
-        if not isinstance(node, ast.Constant) or not _is_number(node.value) or isinstance(node.value, bool):
-            raise ValueError("not a literal")
-    if not isinstance(node, ast.Constant) or not isinstance(node.value, (bool, int, float, str)):
+    if isinstance(node, ast.Constant) and isinstance(node.value, (bool, int, float, str)):
+        return node.value
+    signed = (
+        isinstance(node, ast.UnaryOp)
+        and isinstance(node.op, (ast.USub, ast.UAdd))
+        and isinstance(node.operand, ast.Constant)
+        and type(node.operand.value) in (int, float)
+    )
+    if not signed:
         raise ValueError("not a literal")
-    value = node.value
-    return value if sign == 1 else -value
+    value = node.operand.value
+    return -value if isinstance(node.op, ast.USub) else value
 
 
 def _is_number(value: object) -> bool:
@@ -350,8 +378,10 @@ class _Checker:
 
     def refuse(self, node: ast.AST, problem: str, hint: str = ALLOWED) -> SpecError:
         piece = ast.get_source_segment(self.text, node) or self.text
-        at = f" (column {node.col_offset + 1})" if isinstance(node, ast.expr) else ""
-        return SpecError(f"in `{self.text}`, `{piece}`{at}: {problem}. {hint}", where=self.where)
+        positioned = isinstance(node, (ast.expr, ast.keyword)) and piece != self.text
+        at = f" (column {node.col_offset + 1})" if positioned else ""
+        return SpecError(f"{_in(self.text, piece)}`{piece}`{at}: {_sentence(problem)} {hint}",
+                         where=self.where)
 
     def check(self, node: ast.AST) -> None:
         """Check a node that produces a value."""
@@ -430,15 +460,19 @@ class _Checker:
         return values
 
     def literal(self, node: ast.AST, role: str) -> object:
+        """The value of a literal argument (e.g. a map() key), or refuse."""
+        constant = node.operand if isinstance(node, ast.UnaryOp) else node
+        if isinstance(constant, ast.Constant):
+            self.check_constant(constant)  # specific messages for None, bytes, huge numbers
         try:
-            value = _literal_value(node)
+            return _literal_value(node)
         except ValueError:
             raise self.refuse(node, f"{role} must be a number or quoted text",
                               "Column names and calculations are not allowed here.") from None
-        self.check_constant(node.operand if isinstance(node, ast.UnaryOp) else node)
-        return value
 
     def check_call(self, node: ast.Call) -> None:
+        if isinstance(node.func, ast.Attribute):
+            raise self.refuse(node.func, "attribute access (`.`) is not allowed, so no method can be called")
         if not isinstance(node.func, ast.Name):
             raise self.refuse(node, "only the listed functions can be called, by name")
         name = node.func.id
@@ -460,7 +494,7 @@ class _Checker:
     def bind(self, node: ast.Call, name: str) -> dict[str, ast.AST]:
         """Match the call's arguments to the function's parameters."""
         params = FUNCTIONS[name]
-        signature = f"{name}({', '.join(p.name for p in params)})"
+        signature = _signature(name)
         for arg in node.args:
             if isinstance(arg, ast.Starred):
                 raise self.refuse(arg, "starred (`*`) arguments are not allowed", f"Use {signature}.")
@@ -472,10 +506,10 @@ class _Checker:
             if keyword.arg is None:
                 raise self.refuse(node, "`**` arguments are not allowed", f"Use {signature}.")
             if keyword.arg not in allowed:
-                raise self.refuse(keyword.value, f"{name}() has no argument `{keyword.arg}`."
+                raise self.refuse(keyword, f"{name}() has no argument `{keyword.arg}`."
                                   f"{suggest(keyword.arg, allowed)}", f"Use {signature}.")
             if keyword.arg in args:
-                raise self.refuse(keyword.value, f"{name}() got `{keyword.arg}` twice", f"Use {signature}.")
+                raise self.refuse(keyword, f"{name}() got `{keyword.arg}` twice", f"Use {signature}.")
             args[keyword.arg] = keyword.value
         for param in params:
             if param.required and param.name not in args:
@@ -484,53 +518,56 @@ class _Checker:
 
     def check_literal_argument(self, name: str, param: _Param, node: ast.AST) -> None:
         role = f"`{param.name}` of {name}()"
+        hint = f"Use {_signature(name)}."
         if param.kind == INTEGER:
             value = self.literal(node, role)
             if not isinstance(value, int) or isinstance(value, bool) or abs(value) > 15:
-                raise self.refuse(node, f"{role} must be {INTEGER} between -15 and 15")
+                raise self.refuse(node, f"{role} must be {INTEGER} between -15 and 15", hint)
         elif param.kind == NUMBERS:
             self.check_literal_list(node, role, numbers_only=True)
         elif param.kind == TEXTS:
             for value, element in zip(self.check_literal_list(node, role, numbers_only=False), node.elts):
                 if not isinstance(value, str):
-                    raise self.refuse(element, f"{role} must be {TEXTS}")
+                    raise self.refuse(element, f"{role} must be {TEXTS}", hint)
         elif param.kind == MAPPING:
             if not isinstance(node, ast.Dict):
-                raise self.refuse(node, f"{role} must be {MAPPING}")
+                raise self.refuse(node, f"{role} must be {MAPPING}", hint)
             for key, value in zip(node.keys, node.values):
                 if key is None:
-                    raise self.refuse(value, "`**` inside a dict is not allowed")
+                    raise self.refuse(value, "`**` inside a dict is not allowed", hint)
                 self.literal(key, f"each key of {role}")
                 self.literal(value, f"each value of {role}")
         elif param.kind == LITERAL:
             self.literal(node, role)
 
     def check_cut(self, node: ast.Call, args: dict[str, ast.AST]) -> None:
+        hint = "For example cut(age, [18, 30, 45, 65, 120], labels=['18-30', '31-45', '46-65', '66+'])."
         breaks = [_literal_value(e) for e in args["breaks"].elts]
         if len(breaks) < 2:
-            raise self.refuse(args["breaks"], "cut() needs at least two breaks")
+            raise self.refuse(args["breaks"], "cut() needs at least two breaks", hint)
         if any(later <= earlier for earlier, later in zip(breaks, breaks[1:])):
-            raise self.refuse(args["breaks"], "the breaks of cut() must be strictly increasing")
+            raise self.refuse(args["breaks"], "the breaks of cut() must be strictly increasing", hint)
         if "labels" in args:
             n_labels, n_bins = len(args["labels"].elts), len(breaks) - 1
             if n_labels != n_bins:
-                raise self.refuse(args["labels"], f"cut() with {len(breaks)} breaks makes {n_bins} bins, "
-                                  f"but {n_labels} labels were given")
+                raise self.refuse(args["labels"], f"cut() with {len(breaks)} breaks makes {n_bins} "
+                                  f"bin(s), but {n_labels} label(s) were given", hint)
 
     def check_map(self, node: ast.Call, args: dict[str, ast.AST]) -> None:
+        hint = "For example map(pid7, {1: 'Dem', 2: 'Dem', 6: 'Rep', 7: 'Rep'}, default='Ind')."
         mapping = args["values"]
         seen: dict[object, ast.AST] = {}
         for key in mapping.keys:
             normalized = _normalize(_literal_value(key))
             if normalized in seen:
-                raise self.refuse(key, "this key appears twice in the map() dict")
+                raise self.refuse(key, "this key appears twice in the map() dict", hint)
             seen[normalized] = key
         outputs = [_literal_value(v) for v in mapping.values]
         if "default" in args:
             outputs.append(_literal_value(args["default"]))
         if len({isinstance(v, str) for v in outputs}) > 1:
             raise self.refuse(mapping, "the values of map() (and its default) must be all numbers "
-                              "or all quoted texts, not a mix")
+                              "or all quoted texts, not a mix", hint)
 
 
 # --------------------------------------------------------------------------
@@ -600,8 +637,9 @@ class _Evaluator:
 
     # -- messages ----------------------------------------------------------
 
-    def fail(self, problem: str) -> SpecError:
-        return SpecError(f"in `{self.text}`, {problem}", where=self.where)
+    def fail(self, problem: str, node: ast.AST | None = None) -> SpecError:
+        piece = ast.get_source_segment(self.text, node) if node is not None else None
+        return SpecError(f"{_in(self.text, piece)}{problem}", where=self.where)
 
     def label(self, node: ast.AST) -> str:
         if isinstance(node, ast.Name):
@@ -711,8 +749,9 @@ class _Evaluator:
             if len(kinds) > 1:
                 raise self.fail(
                     f"`{ast.get_source_segment(self.text, node)}` orders text against numbers with "
-                    f"`{symbol}`. Text can only be compared with text (e.g. party == 'Dem') and "
-                    f"numbers with numbers."
+                    f"`{symbol}`. Text can only be ordered against text, and numbers against "
+                    f"numbers; to test for a text value use `==` (e.g. party == 'Dem').",
+                    node,
                 )
         out[keep] = [bool(function(a, b)) for a, b in pairs]
         return out

@@ -249,6 +249,8 @@ class Spec(_Strict):
     report: ReportOptions = Field(default_factory=ReportOptions)
     #: folder the spec was read from; data paths are relative to it (not a YAML key)
     base_dir: Path = Field(default=Path("."), exclude=True)
+    #: the YAML text as written (for the reproducibility appendix; not a YAML key)
+    source_text: str | None = Field(default=None, exclude=True)
 
     @model_validator(mode="after")
     def _roles(self) -> Spec:
@@ -275,7 +277,7 @@ class Spec(_Strict):
 
     def canonical(self) -> dict[str, Any]:
         """The spec as plain data with defaults filled in (key order irrelevant)."""
-        return self.model_dump(mode="json", exclude={"base_dir"})
+        return self.model_dump(mode="json", exclude={"base_dir", "source_text"})
 
     def spec_hash(self) -> str:
         """SHA-256 of the canonical spec: comments, key order and defaults written out do not change it."""
@@ -395,14 +397,14 @@ def _rejoin_flow_priors(priors: Any, source: str) -> Any:
     return out
 
 
-def parse_spec(raw: Any, base_dir: Path | str = ".", source: str = "spec") -> Spec:
+def parse_spec(raw: Any, base_dir: Path | str = ".", source: str = "spec", source_text: str | None = None) -> Spec:
     """Validate a mapping (as read from YAML) into a :class:`Spec`."""
     if not isinstance(raw, dict):
         raise SpecError(f"{source} must be a YAML mapping with keys such as title, data, outcome, treatment, analyses; got {type(raw).__name__}.")
     if "priors" in raw:
         raw = {**raw, "priors": _rejoin_flow_priors(raw["priors"], source)}
     try:
-        spec = Spec.model_validate({**raw, "base_dir": Path(base_dir)})
+        spec = Spec.model_validate({**raw, "base_dir": Path(base_dir), "source_text": source_text})
     except ValidationError as exc:
         # an unknown key usually explains a "missing" one (a misspelling): report it first
         errors = sorted(exc.errors(), key=lambda e: e.get("type") != "extra_forbidden")
@@ -420,7 +422,8 @@ def load_spec(path: str | Path) -> Spec:
     if not path.is_file():
         raise SpecError(f"the spec file '{path}' does not exist; give the path of a YAML study spec.")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -428,4 +431,4 @@ def load_spec(path: str | Path) -> Spec:
         raise SpecError(f"the YAML cannot be read{at}: {problem}. Check indentation and quoting (quote expressions that contain ':' or '#').", where=str(path)) from None
     except UnicodeDecodeError:
         raise SpecError("the spec is not UTF-8 text.", where=str(path)) from None
-    return parse_spec(raw, base_dir=path.parent.resolve(), source=path.name)
+    return parse_spec(raw, base_dir=path.parent.resolve(), source=path.name, source_text=text)

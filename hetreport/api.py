@@ -1,0 +1,90 @@
+"""The pipeline as functions: spec -> data -> groups -> fits -> effects -> results."""
+
+from __future__ import annotations
+
+import platform
+import time
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+import pandas as pd
+
+from . import __version__
+from .data import load_data, prepare_analysis
+from .effects import combine, method_rows
+from .groups import build_groups
+from .models.hierarchical import fit_hierarchical, group_summary, posterior_predictive
+from .models.ols import fit_ols_additive, fit_ols_full, fit_subgroup
+from .results import AnalysisResults, Modifier, StudyResults
+from .spec import Spec, load_spec
+
+PACKAGES = ("bambi", "pymc", "pytensor", "nutpie", "arviz", "numpy", "pandas", "scipy", "statsmodels", "plotnine",
+            "jinja2", "pydantic", "pyreadstat", "pypandoc-binary", "typst")
+
+
+def package_versions() -> dict[str, str]:
+    out = {"python": platform.python_version(), "hetreport": __version__}
+    for p in PACKAGES:
+        try:
+            out[p] = metadata.version(p)
+        except metadata.PackageNotFoundError:
+            out[p] = "not installed"
+    return out
+
+
+def _as_spec(spec: Spec | str | Path) -> Spec:
+    return spec if isinstance(spec, Spec) else load_spec(spec)
+
+
+def fit(spec: Spec | str | Path, *, progress: bool = False, log=None) -> StudyResults:
+    """Fit every analysis of a study spec with every approach; returns typed results."""
+    spec = _as_spec(spec)
+    say = log or (lambda msg: None)
+    t_start = time.perf_counter()
+    dataset = load_data(spec)
+    say(f"read {dataset.path.name}: {dataset.n_read:,} rows" + (f", {len(dataset.frame):,} after the filter" if spec.data.filter else ""))
+    frames, analyses, timings = [], [], {}
+    modifier_order: list[str] = []
+    for analysis in spec.analyses:
+        t0 = time.perf_counter()
+        adata = prepare_analysis(spec, dataset, analysis)
+        groups = build_groups(adata, spec.report.min_arm)
+        say(f"analysis '{analysis.name}': {adata.n:,} rows, {groups.n_groups} groups")
+        ols_methods = [fit_ols_full(adata, groups, spec.ols.se_type), fit_ols_additive(adata, groups, spec.ols.se_type), fit_subgroup(adata, groups)]
+        say(f"analysis '{analysis.name}': sampling the hierarchical model ({spec.sampler.chains} chains x {spec.sampler.draws} draws)")
+        hfit = fit_hierarchical(adata, groups, spec.priors, spec.sampler, mode=analysis.terms, correlated=analysis.correlated, progress=progress)
+        hier = group_summary(hfit, groups)
+        truth = None
+        if adata.truth is not None:
+            truth = pd.Series(adata.truth).groupby(groups.table["group"].to_numpy()[groups.index]).mean()
+        mods = list(groups.modifiers)
+        modifier_order += [m for m in mods if m not in modifier_order]
+        for me in ols_methods:
+            frames.append(method_rows(analysis.name, me.method, groups.table, mods, me.table, truth))
+        frames.append(method_rows(analysis.name, "hierarchical", groups.table, mods, hier, truth))
+        y_rep = posterior_predictive(hfit, adata, groups, n_draws=50, seed=spec.sampler.seed)
+        timings[analysis.name] = {**{k: round(v, 2) for k, v in hfit.timings.items()}, "total_s": round(time.perf_counter() - t0, 2)}
+        group_table = groups.table.drop(columns=[]).copy()
+        analyses.append(AnalysisResults(
+            name=analysis.name, title=adata.title,
+            modifiers=tuple(Modifier(m.name, m.label, m.levels, m.level_labels) for m in adata.modifiers),
+            outcome=adata.outcome.label, treatment=adata.treatment.label, controls=adata.control_display,
+            groups=group_table, accounting=adata.accounting, posterior=hfit.idata, diagnostics=hfit.diagnostics,
+            hierarchical={"formula_bambi": hfit.formula_bambi, "formula_brms": hfit.formula_brms, "priors": hfit.priors,
+                          "correlated": hfit.correlated, "backend": hfit.backend, "terms": list(hfit.terms), "mode": analysis.terms,
+                          "timings": hfit.timings, "sampler": spec.sampler.model_dump()},
+            ols={me.method: {"formula": me.formula, **me.details} for me in ols_methods},
+            y=adata.y, t=adata.t, y_rep=y_rep, n=adata.n, n_start=adata.n_start, notes=adata.notes,
+        ))
+    effects = combine(frames, modifier_order)
+    manifest = {
+        "hetreport_version": __version__, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "spec_hash": spec.spec_hash(), "spec_dir": str(spec.base_dir),
+        "data_file": dataset.path.name, "data_sha256": dataset.sha256, "data_format": dataset.format,
+        "rows_read": dataset.n_read, "rows_after_filter": len(dataset.frame), "rows_filtered_out": dataset.n_filtered_out,
+        "rows_filter_missing": dataset.n_filter_missing, "seed": spec.sampler.seed, "sampler": spec.sampler.model_dump(),
+        "packages": package_versions(), "platform": platform.platform(), "timings": timings,
+        "total_s": round(time.perf_counter() - t_start, 2),
+    }
+    return StudyResults(spec=spec, effects=effects, analyses=tuple(analyses), manifest=manifest)

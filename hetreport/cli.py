@@ -1,0 +1,103 @@
+"""Command line: each command is one call into the API; errors are one paragraph, no traceback."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import textwrap
+import warnings
+from pathlib import Path
+
+from .errors import HetreportError, HetreportWarning
+
+
+def _say(msg: str) -> None:
+    print(f"hetreport: {msg}", file=sys.stderr, flush=True)
+
+
+def _warning(message, category, filename, lineno, file=None, line=None):
+    if issubclass(category, HetreportWarning):
+        print(textwrap.fill(f"warning: {message}", width=100, subsequent_indent="  "), file=sys.stderr)
+    # other libraries' warnings (PyTensor BLAS, numba) are noise for a user of this CLI
+
+
+def cmd_fit(args) -> int:
+    from .api import fit
+
+    results = fit(args.spec, progress=args.progress, log=_say)
+    out = results.save(args.out)
+    _say(f"wrote {out / 'effects.csv'} and the posterior, diagnostics and manifest in {out}")
+    return 0
+
+
+def cmd_run(args) -> int:
+    from .api import fit
+    from .report import build_and_render
+
+    results = fit(args.spec, progress=args.progress, log=_say)
+    out = results.save(args.out)
+    _say(f"wrote results to {out}")
+    outcome = build_and_render(results, out, formats=args.formats, route=args.route, log=_say)
+    for fmt, path in outcome.outputs.items():
+        print(f"{fmt.upper()}: {path}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .report import build_and_render
+    from .results import load_results
+
+    results = load_results(args.dir)
+    outcome = build_and_render(results, Path(args.dir), formats=args.formats, route=args.route, log=_say)
+    for fmt, path in outcome.outputs.items():
+        print(f"{fmt.upper()}: {path}")
+    return 0
+
+
+def _route(args) -> str:
+    return {True: "quarto", False: "builtin", None: "auto"}[args.quarto]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="hetreport", description="Heterogeneous treatment effects: interaction and hierarchical models, reported.")
+    sub = p.add_subparsers(dest="command", required=True)
+    f = sub.add_parser("fit", help="fit every analysis of a spec and save the results")
+    f.add_argument("spec", help="the study spec (YAML)")
+    f.add_argument("--out", required=True, help="folder for effects.csv, posterior, diagnostics, manifest")
+    f.set_defaults(func=cmd_fit)
+    for name, helptext in (("run", "fit and render the report"), ("report", "re-render the report from saved results, without refitting")):
+        r = sub.add_parser(name, help=helptext)
+        if name == "run":
+            r.add_argument("spec", help="the study spec (YAML)")
+            r.add_argument("--out", required=True, help="output folder")
+            r.set_defaults(func=cmd_run)
+        else:
+            r.add_argument("dir", help="a folder written by `hetreport fit` or `hetreport run`")
+            r.set_defaults(func=cmd_report)
+        r.add_argument("--format", dest="formats", action="append", choices=["html", "pdf"], help="output format (repeatable; default: the spec's report.formats)")
+        g = r.add_mutually_exclusive_group()
+        g.add_argument("--quarto", dest="quarto", action="store_true", default=None, help="render with Quarto (error if not installed)")
+        g.add_argument("--no-quarto", dest="quarto", action="store_false", help="render with the built-in pandoc + Typst route")
+    for s in (f, *[sub.choices[n] for n in ("run", "report")]):
+        s.add_argument("--progress", action=argparse.BooleanOptionalAction, default=sys.stderr.isatty(), help="show the sampler's progress bar")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if hasattr(args, "quarto"):
+        args.route = _route(args)
+    warnings.showwarning = _warning
+    try:
+        return args.func(args)
+    except HetreportError as exc:
+        kind = getattr(exc, "kind", "Error")
+        print(textwrap.fill(f"{kind}: {exc}", width=100, subsequent_indent="  "), file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; nothing was written.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

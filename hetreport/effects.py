@@ -1,0 +1,66 @@
+"""The tidy per-group effects table: the output contract every later stage reads.
+
+One row per analysis x method x group. The first columns are fixed (scripts read
+them; add columns, never rename these)::
+
+    analysis, method, group, <one column per modifier>, n, n_treated, n_control,
+    estimate, std_error, lower_90, upper_90, lower_95, upper_95, prob_positive, estimable
+
+followed by ``group_label, median, df, p_value, note, flag`` and ``truth`` when the
+spec names a true-effect column. ``prob_positive`` is a posterior probability and is
+empty for the frequentist methods (their ``p_value`` is the two-sided test of zero).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+METHODS = ("ols_full", "ols_additive", "subgroup", "hierarchical")
+CORE_COLUMNS = ["n", "n_treated", "n_control", "estimate", "std_error", "lower_90", "upper_90",
+                "lower_95", "upper_95", "prob_positive", "estimable"]
+EXTRA_COLUMNS = ["group_label", "median", "df", "p_value", "note", "flag"]
+
+
+def method_rows(analysis: str, method: str, groups_table: pd.DataFrame, modifiers: list[str],
+                estimates: pd.DataFrame, truth: pd.Series | None = None) -> pd.DataFrame:
+    """Join one method's per-group estimates to the group table in the contract's shape."""
+    est = estimates.set_index("group").reindex(groups_table["group"]).reset_index()
+    out = pd.DataFrame({"analysis": analysis, "method": method, "group": groups_table["group"].to_numpy()})
+    for m in modifiers:
+        out[m] = groups_table[m].to_numpy()
+    for c in ("n", "n_treated", "n_control"):
+        out[c] = groups_table[c].to_numpy()
+    for c in ("estimate", "std_error", "lower_90", "upper_90", "lower_95", "upper_95", "prob_positive"):
+        out[c] = est[c].to_numpy(dtype=float) if c in est else np.nan
+    out["estimable"] = est["estimable"].fillna(False).to_numpy(dtype=bool)
+    out["group_label"] = groups_table["group_label"].to_numpy()
+    out["median"] = est["median"].to_numpy(dtype=float) if "median" in est else np.nan
+    out["df"] = est["df"].to_numpy(dtype=float) if "df" in est else np.nan
+    out["p_value"] = est["p_value"].to_numpy(dtype=float) if "p_value" in est else np.nan
+    out["note"] = est["note"].fillna("").to_numpy() if "note" in est else ""
+    out["flag"] = groups_table["flag"].to_numpy()
+    if truth is not None:
+        out["truth"] = truth.reindex(groups_table["group"]).to_numpy(dtype=float)
+    return out
+
+
+def combine(frames: list[pd.DataFrame], modifier_order: list[str]) -> pd.DataFrame:
+    """Stack per-method rows of every analysis with the contract's column order."""
+    table = pd.concat(frames, ignore_index=True)
+    mods = [m for m in modifier_order if m in table.columns]
+    rest = [c for c in table.columns if c not in ["analysis", "method", "group", *mods, *CORE_COLUMNS, *EXTRA_COLUMNS]]
+    cols = ["analysis", "method", "group", *mods, *CORE_COLUMNS, *EXTRA_COLUMNS, *rest]
+    return table[cols]
+
+
+def write_effects(table: pd.DataFrame, directory) -> None:
+    from pathlib import Path
+
+    directory = Path(directory)
+    table.to_csv(directory / "effects.csv", index=False)
+    parquet = table.copy()
+    for c in parquet.columns:  # mixed-type modifier codes across analyses: store as text in parquet
+        if parquet[c].dtype == object and c not in ("note", "flag", "group_label", "analysis", "method", "group"):
+            parquet[c] = parquet[c].map(lambda v: None if v is None or (isinstance(v, float) and np.isnan(v)) else str(v))
+    parquet.to_parquet(directory / "effects.parquet", index=False)

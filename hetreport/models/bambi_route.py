@@ -1,0 +1,111 @@
+"""``correlated: false``: bambi's model, with uncorrelated varying intercepts and slopes
+(brms ``(1 + treat || m1*m2*…)``). Same design, priors and outputs as the correlated
+route; group effects are summed from bambi's term draws per draw."""
+
+from __future__ import annotations
+
+import time
+
+import arviz as az
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from ..data import AnalysisData, code_key
+from ..groups import Groups, terms
+
+
+def _bprior(bmb, prior):
+    name = {"normal": "Normal", "student_t": "StudentT", "cauchy": "Cauchy", "halfnormal": "HalfNormal",
+            "halfstudent_t": "HalfStudentT", "halfcauchy": "HalfCauchy", "exponential": "Exponential"}[prior.family]
+    return bmb.Prior(name, **prior.kwargs())
+
+
+def build_bambi_model(adata: AnalysisData, groups: Groups, resolved: dict, mode: str):
+    """The bambi Model (internal column names y, treat, m0.., x0..; controls centred)."""
+    import bambi as bmb
+
+    from .hierarchical import _control_prior_sds
+
+    frame = pd.DataFrame({"y": adata.y, "treat": adata.t})
+    mod_names = {m: f"m{k}" for k, m in enumerate(groups.modifiers)}
+    for m, safe in mod_names.items():
+        frame[safe] = [code_key(v) for v in adata.frame[m]]
+    X = adata.control_matrix
+    xs = [f"x{k}" for k in range(X.shape[1])]
+    for k, name in enumerate(xs):
+        frame[name] = X[:, k] - X[:, k].mean()
+    term_list = terms(groups.modifiers, mode)
+    safe_terms = [":".join(mod_names[m] for m in tm) for tm in term_list]
+    formula = "y ~ 1" + "".join(f" + {x}" for x in xs) + " + treat" + "".join(f" + (1 + treat | {st})" for st in safe_terms)
+    priors = {"Intercept": _bprior(bmb, resolved["intercept"]), "treat": _bprior(bmb, resolved["b"]),
+              "sigma": _bprior(bmb, resolved["sigma"])}
+    sds = _control_prior_sds(resolved, adata)
+    for k, name in enumerate(xs):
+        priors[name] = bmb.Prior("Normal", mu=0.0, sigma=float(sds[k])) if sds is not None else _bprior(bmb, resolved["b"])
+    for st in safe_terms:
+        for part in ("1", "treat"):
+            priors[f"{part}|{st}"] = bmb.Prior("Normal", mu=0.0, sigma=_bprior(bmb, resolved["sd"]))
+    model = bmb.Model(formula, frame, priors=priors, noncentered=True)
+    return model, term_list, safe_terms, mod_names
+
+
+def fit_bambi(adata: AnalysisData, groups: Groups, resolved: dict, sampler, mode: str, progress: bool):
+    import bambi as bmb
+
+    t0 = time.perf_counter()
+    model, term_list, safe_terms, mod_names = build_bambi_model(adata, groups, resolved, mode)
+    model.build()
+    timings = {"build_s": time.perf_counter() - t0}
+    if sampler.backend == "nutpie":
+        import nutpie
+
+        t0 = time.perf_counter()
+        compiled = nutpie.compile_pymc_model(model.backend.model)
+        timings["compile_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        raw = nutpie.sample(compiled, draws=sampler.draws, tune=sampler.tune, chains=sampler.chains, seed=sampler.seed,
+                            target_accept=sampler.target_accept, progress_bar=progress, save_warmup=False)
+        backend = f"bambi {bmb.__version__} model, nutpie {nutpie.__version__}"
+    else:
+        t0 = time.perf_counter()
+        raw = model.fit(draws=sampler.draws, tune=sampler.tune, chains=sampler.chains, random_seed=sampler.seed,
+                        target_accept=sampler.target_accept, progressbar=progress)
+        import pymc as pm
+
+        backend = f"bambi {bmb.__version__} model, PyMC {pm.__version__} NUTS"
+    timings["sampling_s"] = time.perf_counter() - t0
+    post = raw.posterior
+    G = groups.n_groups
+    theta = post["treat"].expand_dims(group=G, axis=-1).copy()
+    alpha = post["Intercept"].expand_dims(group=G, axis=-1).copy()
+    crossing = None
+    sd_int, sd_slope = [], []
+    for tm, st in zip(term_list, safe_terms):
+        dim = f"{st}__factor_dim"
+        keys = [":".join(code_key(v) for v in row) for row in groups.table[list(tm)].itertuples(index=False, name=None)]
+        slope = post[f"treat|{st}"].sel({dim: keys}).to_numpy()
+        inter = post[f"1|{st}"].sel({dim: keys}).to_numpy()
+        theta = theta + slope
+        alpha = alpha + inter
+        crossing = slope
+        sd_int.append(post[f"1|{st}_sigma"].to_numpy())
+        sd_slope.append(post[f"treat|{st}_sigma"].to_numpy())
+    coords = {"chain": post["chain"].to_numpy(), "draw": post["draw"].to_numpy(), "group": groups.keys,
+              "term": [":".join(tm) for tm in term_list]}
+    data = {
+        "Intercept": (("chain", "draw"), post["Intercept"].to_numpy()),
+        "b_treat": (("chain", "draw"), post["treat"].to_numpy()),
+        "sigma": (("chain", "draw"), post["sigma"].to_numpy()),
+        "sd_intercept": (("chain", "draw", "term"), np.stack(sd_int, axis=-1)),
+        "sd_slope": (("chain", "draw", "term"), np.stack(sd_slope, axis=-1)),
+        "group_effect": (("chain", "draw", "group"), np.asarray(theta)),
+        "group_intercept": (("chain", "draw", "group"), np.asarray(alpha)),
+        "crossing_slope": (("chain", "draw", "group"), crossing),
+    }
+    if adata.control_matrix.shape[1]:
+        coords["control"] = list(adata.control_columns)
+        data["beta"] = (("chain", "draw", "control"), np.stack([post[f"x{k}"].to_numpy() for k in range(adata.control_matrix.shape[1])], axis=-1))
+    posterior = xr.Dataset(data, coords=coords)
+    idata = az.InferenceData(posterior=posterior, sample_stats=raw.sample_stats)
+    return idata, timings, backend, [":".join(tm) for tm in term_list]

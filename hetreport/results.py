@@ -1,0 +1,170 @@
+"""Study results: what a fit produces, written to and read back from a folder.
+
+The saved folder is the contract between fitting and reporting: ``hetreport report
+DIR`` re-renders from it without refitting, so :class:`StudyResults` holds only what
+the folder holds.
+
+    effects.csv / effects.parquet   one row per analysis x method x group
+    groups.csv                      the group table of every analysis
+    diagnostics.json                sampler diagnostics per analysis
+    posterior_<analysis>.nc         the hierarchical posterior (ArviZ netCDF)
+    analysis_<analysis>.json        labels, formulas, priors used, row accounting
+    ppc_<analysis>.npz              observed outcome and replicated draws
+    spec.yml                        the spec as written
+    manifest.json                   versions, hashes, seed, timings
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import arviz as az
+import numpy as np
+import pandas as pd
+import yaml
+
+from .effects import write_effects
+from .errors import HetreportError
+from .spec import Spec, parse_spec
+
+
+@dataclass(frozen=True)
+class Modifier:
+    name: str
+    label: str
+    levels: tuple  # codes in display order
+    level_labels: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class AnalysisResults:
+    name: str
+    title: str
+    modifiers: tuple[Modifier, ...]
+    outcome: str  # outcome label
+    treatment: str  # treatment label
+    controls: tuple[str, ...]  # control display names (one per model column)
+    groups: pd.DataFrame
+    accounting: pd.DataFrame
+    posterior: az.InferenceData
+    diagnostics: dict
+    hierarchical: dict  # formulas, priors used, correlated, backend, terms, timings
+    ols: dict  # formulas and SE details per frequentist method
+    y: np.ndarray
+    t: np.ndarray
+    y_rep: np.ndarray
+    n: int
+    n_start: int
+    notes: tuple[str, ...] = ()
+
+    @property
+    def modifier_names(self) -> list[str]:
+        return [m.name for m in self.modifiers]
+
+    def group_draws(self) -> np.ndarray:
+        ge = self.posterior.posterior["group_effect"]
+        return ge.stack(sample=("chain", "draw")).transpose("sample", "group").to_numpy()
+
+    def draws(self, var: str) -> np.ndarray:
+        return self.posterior.posterior[var].stack(sample=("chain", "draw")).to_numpy()
+
+
+@dataclass(frozen=True)
+class StudyResults:
+    spec: Spec
+    effects: pd.DataFrame
+    analyses: tuple[AnalysisResults, ...]
+    manifest: dict = field(default_factory=dict)
+
+    def analysis(self, name: str) -> AnalysisResults:
+        for a in self.analyses:
+            if a.name == name:
+                return a
+        raise KeyError(name)
+
+    def save(self, directory: str | Path) -> Path:
+        """Write every output into ``directory`` atomically (a temporary folder, then a swap)."""
+        directory = Path(directory)
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".hetreport-", dir=directory.parent))
+        try:
+            self._write(tmp)
+            if directory.exists():
+                # keep anything else the user put there (e.g. a rendered report) but replace our files
+                for item in tmp.iterdir():
+                    target = directory / item.name
+                    if target.is_dir():
+                        shutil.rmtree(target)
+                    os.replace(item, target)
+                shutil.rmtree(tmp)
+            else:
+                os.replace(tmp, directory)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return directory
+
+    def _write(self, d: Path) -> None:
+        write_effects(self.effects, d)
+        pd.concat([a.groups.assign(analysis=a.name) for a in self.analyses], ignore_index=True).pipe(
+            lambda t: t[["analysis", *[c for c in t.columns if c != "analysis"]]]).to_csv(d / "groups.csv", index=False)
+        (d / "diagnostics.json").write_text(json.dumps({a.name: a.diagnostics for a in self.analyses}, indent=2, default=_json_default))
+        for a in self.analyses:
+            a.posterior.to_netcdf(str(d / f"posterior_{a.name}.nc"), engine="h5netcdf")
+            meta = {
+                "name": a.name, "title": a.title, "outcome": a.outcome, "treatment": a.treatment, "controls": list(a.controls),
+                "modifiers": [{"name": m.name, "label": m.label, "levels": list(m.levels), "level_labels": list(m.level_labels)} for m in a.modifiers],
+                "hierarchical": a.hierarchical, "ols": a.ols, "n": a.n, "n_start": a.n_start, "notes": list(a.notes),
+                "accounting": a.accounting.to_dict(orient="records"),
+            }
+            (d / f"analysis_{a.name}.json").write_text(json.dumps(meta, indent=2, default=_json_default))
+            np.savez_compressed(d / f"ppc_{a.name}.npz", y=a.y, t=a.t, y_rep=a.y_rep)
+        (d / "spec.yml").write_text(self.spec.source_text or yaml.safe_dump(self.spec.canonical(), sort_keys=False))
+        (d / "manifest.json").write_text(json.dumps(self.manifest, indent=2, default=_json_default))
+
+
+def _json_default(o):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    return str(o)
+
+
+def load_results(directory: str | Path) -> StudyResults:
+    """Read a folder written by :meth:`StudyResults.save`."""
+    d = Path(directory)
+    if not (d / "manifest.json").is_file() or not (d / "effects.parquet").is_file():
+        raise HetreportError(f"'{d}' is not a hetreport results folder (no manifest.json / effects.parquet). Run `hetreport fit SPEC --out {d}` first.")
+    manifest = json.loads((d / "manifest.json").read_text())
+    spec_text = (d / "spec.yml").read_text()
+    spec = parse_spec(yaml.safe_load(spec_text), base_dir=manifest.get("spec_dir", "."), source="spec.yml", source_text=spec_text)
+    effects = pd.read_csv(d / "effects.csv")
+    diagnostics = json.loads((d / "diagnostics.json").read_text())
+    groups_all = pd.read_csv(d / "groups.csv")
+    analyses = []
+    for a in spec.analyses:
+        meta = json.loads((d / f"analysis_{a.name}.json").read_text())
+        ppc = np.load(d / f"ppc_{a.name}.npz")
+        post = az.from_netcdf(str(d / f"posterior_{a.name}.nc"), engine="h5netcdf")
+        post.posterior.load()
+        groups = groups_all[groups_all["analysis"] == a.name].drop(columns="analysis").reset_index(drop=True)
+        groups = groups.dropna(axis=1, how="all")
+        analyses.append(AnalysisResults(
+            name=a.name, title=meta["title"],
+            modifiers=tuple(Modifier(m["name"], m["label"], tuple(m["levels"]), tuple(m["level_labels"])) for m in meta["modifiers"]),
+            outcome=meta["outcome"], treatment=meta["treatment"], controls=tuple(meta["controls"]), groups=groups,
+            accounting=pd.DataFrame(meta["accounting"]), posterior=post, diagnostics=diagnostics[a.name],
+            hierarchical=meta["hierarchical"], ols=meta["ols"], y=ppc["y"], t=ppc["t"], y_rep=ppc["y_rep"],
+            n=meta["n"], n_start=meta["n_start"], notes=tuple(meta["notes"]),
+        ))
+    return StudyResults(spec=spec, effects=effects, analyses=tuple(analyses), manifest=manifest)

@@ -112,7 +112,13 @@ def read_table(path: Path, fmt: str | None = None, sheet=None) -> tuple[pd.DataF
         elif pd.api.types.is_datetime64_any_dtype(s.dtype):
             continue
         else:
-            frame[col] = s.astype(object).where(s.notna(), np.nan)
+            # integer columns with missing values arrive as object (pyreadstat) or text (csv):
+            # if every non-missing value is a number, the column is numeric
+            values = s.astype(object).where(s.notna(), np.nan)
+            nonmissing = values.dropna()
+            numbers = pd.to_numeric(nonmissing, errors="coerce") if len(nonmissing) and all(
+                isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) for v in nonmissing) else None
+            frame[col] = numbers.reindex(values.index).astype("float64") if numbers is not None else values
     frame.columns = [str(c) for c in frame.columns]
     val_labels = {col: {code_key(k): str(v) for k, v in labels.items()} for col, labels in val_labels.items()}
     return frame.reset_index(drop=True), var_labels, val_labels, fmt

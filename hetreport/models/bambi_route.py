@@ -75,19 +75,25 @@ def fit_bambi(adata: AnalysisData, groups: Groups, resolved: dict, sampler, mode
 
         backend = f"bambi {bmb.__version__} model, PyMC {pm.__version__} NUTS"
     timings["sampling_s"] = time.perf_counter() - t0
-    post = raw.posterior
+    posterior = group_posterior(raw.posterior, adata, groups, term_list, safe_terms)
+    idata = az.InferenceData(posterior=posterior, sample_stats=raw.sample_stats)
+    return idata, timings, backend, [":".join(tm) for tm in term_list]
+
+
+def group_posterior(post: xr.Dataset, adata: AnalysisData, groups: Groups, term_list, safe_terms) -> xr.Dataset:
+    """Group effects from bambi's draws: the common slope plus, per draw, the slope of every
+    term the group belongs to (and the same for intercepts); per-term SDs stacked by term."""
     G = groups.n_groups
-    theta = post["treat"].expand_dims(group=G, axis=-1).copy()
-    alpha = post["Intercept"].expand_dims(group=G, axis=-1).copy()
+    theta = np.repeat(post["treat"].to_numpy()[..., None], G, axis=-1)
+    alpha = np.repeat(post["Intercept"].to_numpy()[..., None], G, axis=-1)
     crossing = None
     sd_int, sd_slope = [], []
     for tm, st in zip(term_list, safe_terms):
         dim = f"{st}__factor_dim"
         keys = [":".join(code_key(v) for v in row) for row in groups.table[list(tm)].itertuples(index=False, name=None)]
         slope = post[f"treat|{st}"].sel({dim: keys}).to_numpy()
-        inter = post[f"1|{st}"].sel({dim: keys}).to_numpy()
         theta = theta + slope
-        alpha = alpha + inter
+        alpha = alpha + post[f"1|{st}"].sel({dim: keys}).to_numpy()
         crossing = slope
         sd_int.append(post[f"1|{st}_sigma"].to_numpy())
         sd_slope.append(post[f"treat|{st}_sigma"].to_numpy())
@@ -99,13 +105,11 @@ def fit_bambi(adata: AnalysisData, groups: Groups, resolved: dict, sampler, mode
         "sigma": (("chain", "draw"), post["sigma"].to_numpy()),
         "sd_intercept": (("chain", "draw", "term"), np.stack(sd_int, axis=-1)),
         "sd_slope": (("chain", "draw", "term"), np.stack(sd_slope, axis=-1)),
-        "group_effect": (("chain", "draw", "group"), np.asarray(theta)),
-        "group_intercept": (("chain", "draw", "group"), np.asarray(alpha)),
+        "group_effect": (("chain", "draw", "group"), theta),
+        "group_intercept": (("chain", "draw", "group"), alpha),
         "crossing_slope": (("chain", "draw", "group"), crossing),
     }
     if adata.control_matrix.shape[1]:
         coords["control"] = list(adata.control_columns)
         data["beta"] = (("chain", "draw", "control"), np.stack([post[f"x{k}"].to_numpy() for k in range(adata.control_matrix.shape[1])], axis=-1))
-    posterior = xr.Dataset(data, coords=coords)
-    idata = az.InferenceData(posterior=posterior, sample_stats=raw.sample_stats)
-    return idata, timings, backend, [":".join(tm) for tm in term_list]
+    return xr.Dataset(data, coords=coords)

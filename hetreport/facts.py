@@ -1,0 +1,216 @@
+"""The numbers the report's text and tables need, computed once per analysis.
+
+Everything uncertain is computed per posterior draw first and summarised after
+(an average over groups, a contrast between groups, a share of variance), never
+pieced together from interval bounds. Facts are plain data: templates format them,
+they never compute.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from .data import code_key
+from .results import AnalysisResults
+
+#: a difference is called credible in the text only at or above this posterior probability
+CREDIBLE = 0.95
+
+
+@dataclass(frozen=True)
+class Interval:
+    estimate: float
+    lower: float
+    upper: float
+    level: float = 0.95
+
+    @classmethod
+    def from_draws(cls, draws: np.ndarray, level: float = 0.95) -> Interval:
+        d = np.asarray(draws, dtype=float)
+        a = (1 - level) / 2
+        return cls(float(d.mean()), float(np.quantile(d, a)), float(np.quantile(d, 1 - a)), level)
+
+
+@dataclass(frozen=True)
+class GroupFact:
+    group: str
+    label: str
+    n: int
+    effect: Interval
+    prob_positive: float
+
+
+@dataclass(frozen=True)
+class ModifierFact:
+    name: str
+    label: str
+    levels: list[dict]  # {"label", "n", "effect": Interval}
+    highest: str
+    lowest: str
+    difference: Interval  # highest-level minus lowest-level average effect, per draw
+    prob_difference: float  # P(highest > lowest)
+    range_mean: float  # posterior mean of the range of level averages
+
+
+@dataclass(frozen=True)
+class MethodFact:
+    method: str
+    n_estimable: int
+    dispersion: float  # SD of the estimable group estimates
+    mean_width: float  # mean width of the 95% intervals (finite ones)
+    dispersion_ratio: float  # relative to OLS full interactions (same groups)
+    width_ratio: float
+    rmse: float | None = None  # against the truth, when known
+    coverage_95: float | None = None
+    coverage_90: float | None = None
+
+
+@dataclass(frozen=True)
+class Facts:
+    analysis: str
+    n: int
+    n_groups: int
+    n_one_arm: int
+    n_small: int
+    n_singleton: int
+    average: Interval  # hierarchical population-average effect (n-weighted over groups)
+    raw_difference: Interval  # overall difference in means, Welch 95% CI
+    smallest: GroupFact
+    median: GroupFact
+    largest: GroupFact
+    prob_largest_above_smallest: float
+    n_credibly_positive: int
+    n_credibly_negative: int
+    sd_all_draws: float
+    sd_between_groups: Interval  # SD of the group effects across groups, per draw
+    sigma_theta: Interval
+    share_unexplained: Interval  # per draw: var over groups of the crossing term's slopes / var of effects
+    terms: list[dict]  # {"term", "sd_slope": Interval, "sd_intercept": Interval, "rho": Interval | None}
+    modifiers: list[ModifierFact]
+    methods: list[MethodFact]
+    shrinkage: dict  # mean absolute move from OLS to hierarchical; share moved toward the mean
+    diagnostics_ok: bool
+    flags: list[str] = field(default_factory=list)
+    has_truth: bool = False
+
+
+def _label_of(a: AnalysisResults, group_row: pd.Series) -> str:
+    return str(group_row["group_label"])
+
+
+def compute_facts(a: AnalysisResults, effects: pd.DataFrame) -> Facts:
+    eff = effects[effects["analysis"] == a.name]
+    hier = eff[eff["method"] == "hierarchical"].reset_index(drop=True)
+    draws = a.group_draws()  # (S, G) in group order
+    groups = a.groups.reset_index(drop=True)
+    order = {g: j for j, g in enumerate(a.posterior.posterior["group"].to_numpy().tolist())}
+    hier = hier.assign(_j=hier["group"].map(order)).sort_values("_j").reset_index(drop=True)
+    n_w = hier["n"].to_numpy(dtype=float)
+
+    def group_fact(idx: int) -> GroupFact:
+        row = hier.iloc[idx]
+        return GroupFact(row["group"], _label_of(a, row), int(row["n"]), Interval.from_draws(draws[:, idx]), float(row["prob_positive"]))
+
+    ranked = np.argsort(hier["estimate"].to_numpy(), kind="stable")
+    i_min, i_max = int(ranked[0]), int(ranked[-1])
+    i_med = int(ranked[(len(ranked) - 1) // 2])
+    post = a.posterior.posterior
+    avg = Interval.from_draws(a.draws("average_effect"))
+    y, t = a.y, a.t
+    y1, y0 = y[t == 1], y[t == 0]
+    diff = y1.mean() - y0.mean()
+    se = np.sqrt(y1.var(ddof=1) / len(y1) + y0.var(ddof=1) / len(y0))
+    raw = Interval(float(diff), float(diff - 1.96 * se), float(diff + 1.96 * se))
+    sd_between = Interval.from_draws(draws.std(axis=1, ddof=1))
+    crossing = post["crossing_slope"].stack(sample=("chain", "draw")).transpose("sample", "group").to_numpy()
+    var_total = draws.var(axis=1, ddof=1)
+    share = np.where(var_total > 0, crossing.var(axis=1, ddof=1) / np.where(var_total > 0, var_total, 1), np.nan)
+    share = Interval.from_draws(np.clip(share[np.isfinite(share)], 0, None)) if np.isfinite(share).any() else Interval(np.nan, np.nan, np.nan)
+    terms = []
+    for k, term in enumerate(post["term"].to_numpy().tolist()):
+        sel = {"term": term}
+        terms.append({
+            "term": term, "label": " × ".join(_mod_label(a, m) for m in term.split(":")),
+            "sd_slope": Interval.from_draws(post["sd_slope"].sel(sel).to_numpy().ravel()),
+            "sd_intercept": Interval.from_draws(post["sd_intercept"].sel(sel).to_numpy().ravel()),
+            "rho": Interval.from_draws(post["rho"].sel(sel).to_numpy().ravel()) if "rho" in post else None,
+        })
+    modifiers = [_modifier_fact(a, m, hier, draws, n_w) for m in a.modifiers]
+    methods = _method_facts(eff)
+    ols = eff[eff["method"] == "ols_full"].set_index("group")
+    h = hier.set_index("group")
+    both = ols.index[ols["estimable"]]
+    move = (h.loc[both, "estimate"] - ols.loc[both, "estimate"]).abs()
+    centre = float(np.average(h["estimate"], weights=h["n"]))
+    toward = ((h.loc[both, "estimate"] - centre).abs() <= (ols.loc[both, "estimate"] - centre).abs()).mean() if len(both) else np.nan
+    diag = a.diagnostics
+    return Facts(
+        analysis=a.name, n=a.n, n_groups=len(groups), n_one_arm=int(groups["one_arm"].sum()),
+        n_small=int(groups["small_arm"].sum()), n_singleton=int(groups["singleton_arm"].sum()),
+        average=avg, raw_difference=raw,
+        smallest=group_fact(i_min), median=group_fact(i_med), largest=group_fact(i_max),
+        prob_largest_above_smallest=float((draws[:, i_max] > draws[:, i_min]).mean()),
+        n_credibly_positive=int((hier["prob_positive"] >= CREDIBLE).sum()),
+        n_credibly_negative=int((hier["prob_positive"] <= 1 - CREDIBLE).sum()),
+        sd_all_draws=float(draws.std(ddof=1)), sd_between_groups=sd_between,
+        sigma_theta=Interval.from_draws(a.draws("sigma_theta")), share_unexplained=share, terms=terms,
+        modifiers=modifiers, methods=methods,
+        shrinkage={"mean_abs_move": float(move.mean()) if len(move) else np.nan, "share_toward_centre": float(toward), "centre": centre,
+                   "n_compared": int(len(both))},
+        diagnostics_ok=not diag.get("flags"), flags=list(diag.get("flags", [])),
+        has_truth="truth" in eff.columns and eff["truth"].notna().any(),
+    )
+
+
+def _mod_label(a: AnalysisResults, name: str) -> str:
+    for m in a.modifiers:
+        if m.name == name:
+            return m.label
+    return name
+
+
+def _modifier_fact(a, m, hier: pd.DataFrame, draws: np.ndarray, n_w: np.ndarray) -> ModifierFact:
+    keys = hier[m.name].map(code_key).to_numpy()
+    levels, level_draws = [], []
+    for code, label in zip(m.levels, m.level_labels):
+        sel = keys == code_key(code)
+        if not sel.any():
+            continue
+        w = n_w[sel] / n_w[sel].sum()
+        d = draws[:, sel] @ w
+        level_draws.append(d)
+        levels.append({"label": label, "n": int(n_w[sel].sum()), "effect": Interval.from_draws(d)})
+    stacked = np.column_stack(level_draws)
+    means = stacked.mean(axis=0)
+    hi, lo = int(np.argmax(means)), int(np.argmin(means))
+    diff = stacked[:, hi] - stacked[:, lo]
+    return ModifierFact(name=m.name, label=m.label, levels=levels, highest=levels[hi]["label"], lowest=levels[lo]["label"],
+                        difference=Interval.from_draws(diff), prob_difference=float((diff > 0).mean()),
+                        range_mean=float((stacked.max(axis=1) - stacked.min(axis=1)).mean()))
+
+
+def _method_facts(eff: pd.DataFrame) -> list[MethodFact]:
+    out = []
+    ols = eff[(eff["method"] == "ols_full") & eff["estimable"]]
+    common = set(ols["group"])
+    base_disp = ols["estimate"].std(ddof=1)
+    base_width = (ols["upper_95"] - ols["lower_95"]).replace([np.inf, -np.inf], np.nan).mean()
+    for method in ("ols_full", "ols_additive", "subgroup", "hierarchical"):
+        d = eff[(eff["method"] == method) & eff["estimable"]]
+        if d.empty:
+            continue
+        same = d[d["group"].isin(common)]
+        disp = same["estimate"].std(ddof=1)
+        width = (same["upper_95"] - same["lower_95"]).replace([np.inf, -np.inf], np.nan).mean()
+        rmse = cov95 = cov90 = None
+        if "truth" in d.columns and d["truth"].notna().any():
+            err = d["estimate"] - d["truth"]
+            rmse = float(np.sqrt(np.mean(err**2)))
+            ok = d["lower_95"].notna()
+            cov95 = float(((d["lower_95"] <= d["truth"]) & (d["truth"] <= d["upper_95"]))[ok].mean())
+            cov90 = float(((d["lower_90"] <= d["truth"]) & (d["truth"] <= d["upper_90"]))[ok].mean())
+        out.append(MethodFact(method, len(d), float(disp), float(width), float(disp / base_disp), float(width / base_width), rmse, cov95, cov90))
+    return out

@@ -1,0 +1,374 @@
+"""Fill the Jinja templates with a study's results and write a Quarto project.
+
+Templates are documents with holes: every number arrives formatted from ``facts``
+through :mod:`hetreport.report.format`, every table is prepared here, and every value
+printed by a template is markdown-escaped unless it was prepared as markup. The
+environment is sandboxed, so a user's template directory cannot run code either.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+import warnings
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from jinja2 import ChoiceLoader, FileSystemLoader, StrictUndefined, TemplateError
+from jinja2.sandbox import SandboxedEnvironment
+from markupsafe import Markup
+
+from .. import figures as figs
+from ..data import code_key
+from ..errors import RenderError
+from ..facts import CREDIBLE, Facts, compute_facts
+from ..results import AnalysisResults, StudyResults
+from . import format as fmt
+from .render import RenderOutcome, describe_route, render_project
+
+ROOT = Path(__file__).resolve().parents[2]
+TEMPLATE_DIR = ROOT / "templates"
+QUARTO_YML = ROOT / "_quarto.yml"
+
+METHOD_NAMES = {"ols_full": "OLS, full interactions", "ols_additive": "OLS, additive interactions",
+                "subgroup": "Subgroup difference in means", "hierarchical": "Hierarchical (Bayesian)"}
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "analysis"
+
+
+def environment(user_dir: Path | None = None) -> SandboxedEnvironment:
+    loaders = ([FileSystemLoader(str(user_dir))] if user_dir else []) + [FileSystemLoader(str(TEMPLATE_DIR))]
+    env = SandboxedEnvironment(loader=ChoiceLoader(loaders), finalize=fmt.md_finalize, autoescape=False,
+                               undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
+                               # pandoc attributes are written {#id}: Jinja comments use other delimiters
+                               comment_start_string="<#--", comment_end_string="--#>")
+    env.filters.update(num=fmt.num, count=fmt.count, pct=fmt.pct, interval=fmt.interval, md=fmt.md,
+                       ci=fmt.ci, yaml_md=fmt.yaml_md, code=fmt.code)
+    return env
+
+
+# --------------------------------------------------------------------------- display data
+
+
+def display_effects(a: AnalysisResults, effects: pd.DataFrame) -> pd.DataFrame:
+    """One analysis's effects with modifier columns as ordered label categoricals (for figures)."""
+    eff = effects[effects["analysis"] == a.name].copy()
+    for m in a.modifiers:
+        lookup = {code_key(c): lab for c, lab in zip(m.levels, m.level_labels)}
+        cats = list(dict.fromkeys(m.level_labels))
+        eff[m.name] = pd.Categorical(eff[m.name].map(code_key).map(lookup), categories=cats, ordered=True)
+    drop = [c for c in eff.columns if c not in eff.columns[:3] and eff[c].isna().all() and c not in ("prob_positive", "median", "p_value", "df")]
+    return eff.drop(columns=[c for c in drop if c not in a.modifier_names and c != "truth"])
+
+
+def names_for(a: AnalysisResults) -> dict[str, str]:
+    out = {m.name: m.label for m in a.modifiers}
+    out["estimate"] = f"Effect of {a.treatment} on {a.outcome}"
+    out["y"] = a.outcome
+    return out
+
+
+def default_facet(a: AnalysisResults, requested: str | None) -> str:
+    if requested and requested in a.modifier_names:
+        return requested
+    first = a.modifiers[:2]
+    return min(first, key=lambda m: len(m.levels)).name
+
+
+def heatmap_axes(a: AnalysisResults, requested: list[str] | None) -> tuple[str, str, str | None]:
+    mods = list(a.modifiers)
+    if requested and all(r in a.modifier_names for r in requested):
+        x, y = requested
+    else:
+        ranked = sorted(mods, key=lambda m: -len(m.levels))
+        x, y = ranked[0].name, ranked[1].name
+    rest = [m for m in mods if m.name not in (x, y)]
+    n_rest = int(np.prod([len(m.levels) for m in rest])) if rest else 1
+    facet = "__facet" if rest and n_rest <= 8 else None
+    return x, y, facet
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def write_figures(a: AnalysisResults, effects: pd.DataFrame, facts: Facts, folder: Path, spec) -> dict[str, dict]:
+    """Every figure of one analysis as PNG (200 dpi) and SVG; returns id -> {path, caption, alt}."""
+    folder.mkdir(parents=True, exist_ok=True)
+    slug = _slug(a.name)
+    eff = display_effects(a, effects)
+    names = names_for(a)
+    G = len(a.groups)
+    out: dict[str, dict] = {}
+
+    def save(key, plot, kind, caption, alt, n_facets=1):
+        stem = folder / f"{slug}-{key}"
+        width, height = figs.figure_size(kind, G, n_facets)
+        figs.save_figure(plot, stem, width, height)
+        out[key] = {"id": Markup(f"fig-{slug}-{key}"), "path": Markup(f"figures/{slug}-{key}"), "caption": caption, "alt": Markup(alt)}
+
+    facet = default_facet(a, spec.report.facet)
+    facet_label = names[facet]
+    n_facets = len(a.modifiers[a.modifier_names.index(facet)].levels)
+    save("comparison", figs.plot_comparison(eff, facet, names=names), "comparison",
+         f"Each group's effect from OLS with fully crossed interactions and from the hierarchical model: point estimate and 95% interval, "
+         f"one panel per level of {facet_label}." + (" Crosses mark the true effects." if facts.has_truth else ""),
+         "Dot-and-interval plot comparing OLS and hierarchical estimates for every group.", n_facets)
+    save("shrinkage", figs.plot_shrinkage(eff, names=names), "shrinkage",
+         "Partial pooling: each line joins a group's OLS estimate (left) to its hierarchical estimate (right); larger points are larger groups. "
+         "The dashed line is the average hierarchical estimate.", "Lines from OLS to hierarchical estimates for each group.")
+    draws = a.group_draws()
+    long = pd.DataFrame({"group": np.repeat(np.asarray(a.posterior.posterior["group"].to_numpy(), dtype=object)[None, :], draws.shape[0], axis=0).ravel(),
+                         "draw": np.repeat(np.arange(draws.shape[0]), draws.shape[1]), "value": draws.ravel()})
+    ann = [{"role": role, "label": gf.label, "estimate": gf.effect.estimate, "lower": gf.effect.lower, "upper": gf.effect.upper}
+           for role, gf in (("smallest", facts.smallest), ("median", facts.median), ("largest", facts.largest))]
+    save("distribution", figs.plot_distribution(long, ann, sd_all=facts.sd_all_draws,
+                                                sigma_theta=(facts.sigma_theta.estimate, facts.sigma_theta.lower, facts.sigma_theta.upper), names=names),
+         "distribution", "Posterior distribution of all group effects (draws pooled over groups), with the smallest, median and largest "
+         "group effects marked (posterior mean and 95% interval).", "Density of all posterior draws of the group effects.")
+    save("by-modifier", figs.plot_by_modifier(eff, a.modifier_names, names=names), "by_modifier",
+         "Hierarchical group effects by level of each modifier: each point is a group; boxes show the median and interquartile range "
+         "of the groups at that level. Every group appears in every panel.", "Box plots of group effects by modifier level.", len(a.modifiers))
+    x, y, facet_col = heatmap_axes(a, spec.report.heatmap)
+    heat = eff.copy()
+    if facet_col:
+        rest = [m for m in a.modifier_names if m not in (x, y)]
+        combo = heat[rest].astype(str).agg(", ".join, axis=1)
+        order = list(dict.fromkeys(combo[np.lexsort([heat[r].cat.codes for r in reversed(rest)])]))
+        heat[facet_col] = pd.Categorical(combo, categories=order, ordered=True)
+        names_h = {**names, facet_col: ", ".join(names[r] for r in rest)}
+    else:
+        names_h = names
+    n_f = int(heat[facet_col].nunique()) if facet_col else 1
+    save("heatmap", figs.plot_heatmap(heat, x, y, facet=facet_col, names=names_h), "heatmap",
+         f"Median group effect over {names[x]} and {names[y]}" + (f", one panel per combination of the other modifiers." if facet_col else
+                                                                 "; cells average the groups that share them (weighted by size)."),
+         "Heat map of group effects.", n_f)
+    save("ppc", figs.plot_ppc(a.y, a.y_rep, names=names), "ppc",
+         "Posterior predictive check: the observed outcome against outcomes replicated from the fitted hierarchical model.",
+         "Observed outcome distribution against replicated draws.")
+    return out
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def _md_cell(*parts) -> Markup:
+    return Markup("").join(p if isinstance(p, Markup) else fmt.md(p) for p in parts)
+
+
+def tables_for(a: AnalysisResults, effects: pd.DataFrame, facts: Facts, slug: str, min_arm: int) -> dict[str, Markup]:
+    eff = effects[effects["analysis"] == a.name]
+    t: dict[str, Markup] = {}
+    g = a.groups
+    rows = [[r.group_label, fmt.count(r.n), fmt.count(r.n_treated), fmt.count(r.n_control), r.flag or ""] for r in g.itertuples()]
+    t["groups"] = fmt.pipe_table(["Group", "n", "Treated", "Control", "Flag"], rows, "lrrrl",
+                                 f"Group sizes by treatment arm. Flags: groups with only one arm, an arm of one unit, or an arm of fewer than {min_arm} units.",
+                                 f"tbl-{slug}-groups")
+    acc = a.accounting
+    rows = [[r.label if r.label != r.variable else r.variable, r.role, fmt.count(r.missing), fmt.count(r.removed)] for r in acc.itertuples()]
+    rows.append([Markup("**Rows analysed**"), "", "", Markup(f"**{fmt.count(a.n)}** of {fmt.count(a.n_start)}")])
+    t["accounting"] = fmt.pipe_table(["Variable", "Role", "Missing", "Removed"], rows, "llrr",
+                                     "Rows removed for missing values (listwise deletion), in the order of the variables; a row missing on several variables is counted once, at the first.",
+                                     f"tbl-{slug}-rows")
+    rows = []
+    truth = facts.has_truth
+    for mf in facts.methods:
+        row = [METHOD_NAMES[mf.method], fmt.count(mf.n_estimable), fmt.num(mf.dispersion), fmt.num(mf.mean_width),
+               fmt.num(mf.dispersion_ratio), fmt.num(mf.width_ratio)]
+        if truth:
+            row += [fmt.num(mf.rmse, 3), fmt.pct(mf.coverage_95), fmt.pct(mf.coverage_90)]
+        rows.append(row)
+    header = ["Approach", "Groups estimated", "SD of estimates", "Mean 95% width", "SD ratio", "Width ratio"]
+    if truth:
+        header += ["RMSE vs truth", "95% coverage", "90% coverage"]
+    t["methods"] = fmt.pipe_table(header, rows, "l" + "r" * (len(header) - 1),
+                                  "Dispersion of the group estimates and mean width of their 95% intervals, over the groups OLS can estimate; ratios are relative to OLS with full interactions."
+                                  + (" RMSE and coverage against the true group effects." if truth else ""),
+                                  f"tbl-{slug}-methods")
+    ols = eff[eff["method"] == "ols_full"].set_index("group")
+    hier = eff[eff["method"] == "hierarchical"].set_index("group")
+    rows = []
+    for r in g.itertuples():
+        o, h = ols.loc[r.group], hier.loc[r.group]
+        o_txt = f"{fmt.num(o.estimate)} ({fmt.ci(o.lower_95, o.upper_95)})" if o.estimable and np.isfinite(o.std_error) else (
+            fmt.num(o.estimate) + " (no SE)" if o.estimable else "not estimable")
+        row = [r.group_label, fmt.count(r.n), o_txt, f"{fmt.num(h.estimate)} ({fmt.ci(h.lower_95, h.upper_95)})", fmt.pct(h.prob_positive)]
+        if truth:
+            row.append(fmt.num(h.truth))
+        rows.append(row)
+    t["effects"] = fmt.pipe_table(["Group", "n", "OLS (95% CI)", "Hierarchical (95% interval)", "P(effect > 0)"] + (["True"] if truth else []), rows,
+                                  "lrrrr" + ("r" if truth else ""), "Effect of the treatment within each group.", f"tbl-{slug}-effects")
+    rows = []
+    for tf in facts.terms:
+        rows.append([tf["label"], fmt.interval(tf["sd_slope"]), fmt.interval(tf["sd_intercept"]),
+                     fmt.interval(tf["rho"]) if tf["rho"] is not None else "0 (uncorrelated)"])
+    t["terms"] = fmt.pipe_table(["Term", "Slope SD", "Intercept SD", "Correlation"], rows, "lrrr",
+                                "Standard deviations of the varying slopes and intercepts of each term (posterior mean and 95% interval). The last term's slope SD is σθ.",
+                                f"tbl-{slug}-terms")
+    rows = []
+    for mf in facts.modifiers:
+        for k, lev in enumerate(mf.levels):
+            rows.append([mf.label if k == 0 else "", lev["label"], fmt.count(lev["n"]), fmt.interval(lev["effect"])])
+    t["modifiers"] = fmt.pipe_table(["Modifier", "Level", "n", "Average effect (95% interval)"], rows, "llrr",
+                                    "Average hierarchical effect at each level of each modifier (weighted by group size, computed per draw).",
+                                    f"tbl-{slug}-levels")
+    d = a.diagnostics
+    rows = []
+    for var, q in d["quantities"].items():
+        rows.append([var, "reported" if q["kind"] == "reported" else "scale (SD)", f"{q['max_rhat']:.3f}", fmt.count(q["min_ess_bulk"]), fmt.count(q["min_ess_tail"])])
+    t["diagnostics"] = fmt.pipe_table(["Quantity", "Kind", "Max R-hat", "Min bulk ESS", "Min tail ESS"], rows, "llrrr",
+                                      f"Convergence diagnostics (thresholds: R-hat ≤ {d['thresholds']['rhat_max']}, ESS ≥ {d['thresholds']['ess_min']}).",
+                                      f"tbl-{slug}-diagnostics")
+    pri = a.hierarchical["priors"]
+    t["priors"] = fmt.pipe_table(["Parameter", "Prior"], [[k, v] for k, v in pri.items()], "ll",
+                                 "Priors used (after scaling defaults to the outcome where the spec gave none).", f"tbl-{slug}-priors")
+    return t
+
+
+# --------------------------------------------------------------------------- text helpers
+
+
+def plural(n: int, one: str, many: str | None = None) -> str:
+    return f"{fmt.count(n)} {one if n == 1 else (many or one + 's')}"
+
+
+def join_words(items: list[str]) -> str:
+    items = [str(i) for i in items]
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def analysis_context(a: AnalysisResults, results: StudyResults, figures: dict, tables: dict, facts: Facts) -> dict:
+    slug = _slug(a.name)
+    mods = [m.label for m in a.modifiers]
+    ms = {mf.method: mf for mf in facts.methods}
+    hier, ols = ms.get("hierarchical"), ms.get("ols_full")
+    ranked_mods = sorted(facts.modifiers, key=lambda m: -m.range_mean)
+    n_terms = len(a.hierarchical["terms"])
+    cmp = _comparison_words(hier, ols)
+    return {
+        "cmp": cmp, "name": a.name, "slug": Markup(slug), "title": a.title, "a": a, "f": facts, "fig": figures, "tbl": tables,
+        "modifier_list": join_words(mods), "n_modifiers": len(mods), "modifiers": a.modifiers,
+        "level_counts": " × ".join(str(len(m.levels)) for m in a.modifiers),
+        "treatment": a.treatment, "outcome": a.outcome, "controls": list(a.controls),
+        "hier": hier, "ols": ols, "methods": {k: v for k, v in ms.items()},
+        "ranked_modifiers": ranked_mods, "n_terms": n_terms, "terms_mode": a.hierarchical["mode"],
+        "correlated": a.hierarchical["correlated"], "formula_bambi": a.hierarchical["formula_bambi"],
+        "formula_brms": a.hierarchical["formula_brms"], "backend": a.hierarchical["backend"],
+        "ols_formula": a.ols["ols_full"]["formula"], "additive_formula": a.ols["ols_additive"]["formula"],
+        "se_type": a.ols["ols_full"]["se_type"], "credible": CREDIBLE,
+        "largest_credibly_above": facts.prob_largest_above_smallest >= CREDIBLE,
+        "diag": a.diagnostics, "sampler": a.hierarchical["sampler"], "timings": a.hierarchical["timings"],
+        "notes": list(a.notes), "n_small": facts.n_small,
+        "term_names": [" × ".join(m for m in t.split(":")) for t in a.hierarchical["terms"]],
+    }
+
+
+def _comparison_words(hier, ols) -> dict:
+    if hier is None or ols is None or not np.isfinite(ols.dispersion) or ols.dispersion == 0:
+        return {"spread_words": "not comparable", "width_words": "not comparable", "meaning": ""}
+    r_sd, r_w = hier.dispersion / ols.dispersion, hier.mean_width / ols.mean_width
+    spread = f"{fmt.pct(1 - r_sd)} less spread out" if r_sd < 1 else f"{fmt.pct(r_sd - 1)} more spread out"
+    width = f"{fmt.pct(1 - r_w)} narrower" if r_w < 1 else f"{fmt.pct(r_w - 1)} wider"
+    if r_sd < 1 and r_w < 1:
+        meaning = ("Partial pooling pulls noisy estimates from small groups toward the overall pattern, so the hierarchical estimates are "
+                   "steadier and more precise; where the two disagree, the extreme OLS estimates are the ones more likely to reflect noise.")
+    elif r_sd < 1:
+        meaning = "Partial pooling pulls the separate estimates toward the overall pattern, at the price of intervals that also carry the uncertainty about that pattern."
+    else:
+        meaning = "Here pooling changes little: the groups are large enough, or their effects different enough, that the model keeps the separate estimates."
+    return {"spread_words": spread, "width_words": width, "meaning": meaning}
+
+
+def study_context(results: StudyResults, analyses: list[dict], route: str, formats: list[str]) -> dict:
+    spec, man = results.spec, results.manifest
+    versions = man.get("packages", {})
+    across = []
+    for c in analyses:
+        f = c["f"]
+        across.append([c["title"], fmt.count(f.n_groups), fmt.interval(f.average), f"{fmt.num(f.smallest.effect.estimate)} to {fmt.num(f.largest.effect.estimate)}",
+                       fmt.interval(f.sigma_theta), "OK" if f.diagnostics_ok else "check"])
+    across_tbl = fmt.pipe_table(["Analysis", "Groups", "Average effect (95% interval)", "Range of group effects", "σθ (95% interval)", "Diagnostics"],
+                                across, "lrrrrl", "Headline numbers of every analysis.", "tbl-across")
+    return {
+        "title": spec.title, "subtitle": spec.subtitle, "author": spec.report.author,
+        "date": man.get("created", "")[:10], "analyses": analyses, "across_table": across_tbl,
+        "spec_block": fmt.code_block(results.spec.source_text or ""), "manifest": man, "min_arm": spec.report.min_arm,
+        "pagebreak": Markup("{{< pagebreak >}}"), "route": route, "formats": formats,
+        "data_file": man.get("data_file"), "data_sha256": man.get("data_sha256"), "spec_hash": man.get("spec_hash"),
+        "versions": fmt.pipe_table(["Package", "Version"], [[k, v] for k, v in versions.items()], "ll", "Package versions used for the fit.", "tbl-versions"),
+        "seed": man.get("seed"), "rows_read": man.get("rows_read"), "rows_after_filter": man.get("rows_after_filter"),
+        "filter": spec.data.filter, "derive": spec.data.derive,
+        "timings": fmt.pipe_table(["Analysis", "Compile (s)", "Sampling (s)", "Total (s)"],
+                                  [[k, fmt.num(v.get("compile_s"), 1), fmt.num(v.get("sampling_s"), 1), fmt.num(v.get("total_s"), 1)] for k, v in man.get("timings", {}).items()],
+                                  "lrrr", "Wall-clock time of the fit.", "tbl-timings"),
+    }
+
+
+# --------------------------------------------------------------------------- build + render
+
+
+def build_project(results: StudyResults, project: Path, route: str = "auto", formats=None, log=None) -> Path:
+    """Write the Quarto project (report.qmd, _quarto.yml, figures/) into ``project``."""
+    say = log or (lambda m: None)
+    spec = results.spec
+    formats = list(formats or spec.report.formats)
+    project.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(QUARTO_YML, project / "_quarto.yml")
+    user_dir = None
+    if spec.report.templates:
+        user_dir = Path(spec.report.templates)
+        user_dir = user_dir if user_dir.is_absolute() else Path(spec.base_dir) / user_dir
+        if not user_dir.is_dir():
+            raise RenderError(f"report.templates points at '{user_dir}', which is not a folder. Give a folder whose files override hetreport's templates by name.")
+    contexts = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for a in results.analyses:
+            say(f"analysis '{a.name}': figures and tables")
+            facts = compute_facts(a, results.effects)
+            figures = write_figures(a, results.effects, facts, project / "figures", spec)
+            tables = tables_for(a, results.effects, facts, _slug(a.name), spec.report.min_arm)
+            contexts.append(analysis_context(a, results, figures, tables, facts))
+    ctx = study_context(results, contexts, describe_route(route), formats)
+    env = environment(user_dir)
+    env.globals.update(plural=plural, join_words=join_words, md=fmt.md, Markup=Markup, METHOD_NAMES=METHOD_NAMES)
+    try:
+        text = env.get_template("report.qmd.j2").render(**ctx)
+    except TemplateError as exc:
+        where = f"{getattr(exc, 'name', None) or 'a template'}, line {getattr(exc, 'lineno', '?')}"
+        raise RenderError(f"the report template failed ({where}): {exc}. If report.templates overrides hetreport's templates, check that file; "
+                          "otherwise this is a bug in hetreport.") from None
+    (project / "report.qmd").write_text(text, encoding="utf-8")
+    return project
+
+
+def build_and_render(results: StudyResults, out_dir: Path, formats=None, route: str = "auto", log=None) -> RenderOutcome:
+    """Build the project in a temporary folder, render it, and only then replace ``out_dir/report``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    formats = list(formats or results.spec.report.formats)
+    tmp = Path(tempfile.mkdtemp(prefix=".report-", dir=out_dir))
+    say = log or (lambda m: None)
+    try:
+        build_project(results, tmp, route=route, formats=formats, log=log)
+        say(f"rendering {', '.join(formats)} ({describe_route(route)})")
+        outcome = render_project(tmp, formats=formats, route=route)
+        final = out_dir / "report"
+        old = None
+        if final.exists():
+            old = out_dir / f".report-old-{os.getpid()}"
+            os.replace(final, old)
+        os.replace(tmp, final)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    outputs = {k: final / Path(v).name for k, v in outcome.outputs.items()}
+    return replace(outcome, outputs=outputs)

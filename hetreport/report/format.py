@@ -1,0 +1,123 @@
+"""One formatter for prose and tables, and markdown escaping for everything from data.
+
+Numbers: effects with 2 decimals and a true minus sign, counts with thousands
+separators, probabilities as percentages. Text from data or the spec (labels, titles)
+is escaped so that ``<script>``, ``{{ 7*7 }}``, ``$x$``, ``@fig-x`` or ``*`` appear
+literally in the rendered report.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+from markupsafe import Markup
+
+MINUS = "\u2212"
+
+# ASCII punctuation that pandoc's markdown can read as markup (all of it is escapable)
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()<>#+!|$@~^&=:\"'%;-])")
+
+
+def md(text) -> Markup:
+    """Escape text for pandoc markdown (every special character backslash-escaped)."""
+    if isinstance(text, Markup):
+        return text
+    s = "" if text is None else str(text)
+    s = s.replace("\r", " ").replace("\n", " ")
+    s = _MD_SPECIAL.sub(r"\\\1", s)
+    s = re.sub(r"^(\d+)\.", r"\1\\.", s)  # "1. …" would start a list
+    return Markup(s)
+
+
+def md_finalize(value):
+    """Jinja ``finalize``: every value printed by a template is escaped unless marked safe."""
+    if isinstance(value, Markup):
+        return value
+    if isinstance(value, float):
+        return md(num(value))
+    return md(value)
+
+
+def _isnan(x) -> bool:
+    try:
+        return x is None or math.isnan(float(x))
+    except (TypeError, ValueError):
+        return False
+
+
+def num(x, digits: int = 2) -> str:
+    """An effect-scale number: 2 decimals, a real minus sign, '—' for missing."""
+    if _isnan(x):
+        return "—"
+    s = f"{float(x):,.{digits}f}"
+    if s.startswith("-"):
+        s = MINUS + s[1:]
+    if s in (f"{MINUS}0." + "0" * digits,):
+        s = s[1:]
+    return s
+
+
+def count(n) -> str:
+    return "—" if _isnan(n) else f"{int(round(float(n))):,}"
+
+
+def pct(p, digits: int = 0) -> str:
+    """A probability as a percentage; never prints 100% or 0% for a posterior probability."""
+    if _isnan(p):
+        return "—"
+    v = 100 * float(p)
+    if digits == 0 and 99.5 <= v < 100:
+        return ">99%"
+    if digits == 0 and v >= 100:
+        return ">99.9%"
+    if digits == 0 and 0 < v < 0.5:
+        return "<1%"
+    if v <= 0:
+        return "<0.1%"
+    return f"{v:.{digits}f}%"
+
+
+def interval(iv, sep: str = " to ") -> str:
+    """'0.31 (0.12 to 0.50)' from an Interval-like object."""
+    return f"{num(iv.estimate)} ({num(iv.lower)}{sep}{num(iv.upper)})"
+
+
+def ci(lower, upper) -> str:
+    return f"{num(lower)} to {num(upper)}"
+
+
+def pipe_table(header: list[str], rows: list[list], align: str | None = None, caption: str | None = None,
+               label: str | None = None) -> Markup:
+    """A pandoc pipe table. Cells are escaped unless already Markup; ``align`` is one of
+    'l', 'r', 'c' per column."""
+    align = align or "l" + "r" * (len(header) - 1)
+    marks = {"l": ":---", "r": "---:", "c": ":---:"}
+    esc = lambda v: (v if isinstance(v, Markup) else md(num(v) if isinstance(v, float) else v))  # noqa: E731
+    lines = ["| " + " | ".join(esc(h) for h in header) + " |", "|" + "|".join(marks[a] for a in align) + "|"]
+    for r in rows:
+        lines.append("| " + " | ".join(str(esc(v)) for v in r) + " |")
+    if caption:
+        lines.append("")
+        lines.append(f": {md(caption)}" + (f" {{#{label}}}" if label else ""))
+    return Markup("\n".join(lines))
+
+
+def yaml_md(text) -> Markup:
+    """A YAML front-matter value: markdown-escaped, then a YAML double-quoted string."""
+    import json
+
+    return Markup(json.dumps(str(md(text)), ensure_ascii=False))
+
+
+def code(text) -> Markup:
+    """Content for inline code (between single backticks in the template): kept literal;
+    a backtick inside is replaced so it cannot close the span."""
+    return Markup(str("" if text is None else text).replace("`", "\u2018").replace("\n", " "))
+
+
+def code_block(text: str, lang: str = "yaml") -> Markup:
+    """A fenced code block whose fence is longer than any backtick run in the text."""
+    longest = max((len(m) for m in re.findall(r"`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return Markup(f"{fence}{lang}\n{text.rstrip()}\n{fence}")

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .data import AnalysisData, code_key
+from .data import AnalysisData, canonical_code, code_key
 from .errors import HetreportWarning
 
 
@@ -41,6 +41,12 @@ def group_key(modifiers, codes) -> str:
     return "|".join(f"{m}={code_key(c)}" for m, c in zip(modifiers, codes))
 
 
+def level_phrase(modifier, k: int) -> str:
+    """A level as text in a group's name: its label, or 'variable = code' when it has none."""
+    label = modifier.level_labels[k]
+    return f"{modifier.label} = {label}" if label == str(canonical_code(modifier.levels[k])) else label
+
+
 def build_groups(adata: AnalysisData, min_arm: int = 5) -> Groups:
     mods = adata.modifiers
     names = tuple(m.name for m in mods)
@@ -61,7 +67,7 @@ def build_groups(adata: AnalysisData, min_arm: int = 5) -> Groups:
         n = int(in_g.sum())
         row = {"group": group_key(names, levels)}
         row.update({m.name: lev for m, lev in zip(mods, levels)})
-        row["group_label"] = ", ".join(m.level_labels[k] for m, k in zip(mods, combo))
+        row["group_label"] = ", ".join(level_phrase(m, k) for m, k in zip(mods, combo))
         row.update(n=n, n_treated=n_t, n_control=n - n_t)
         rows.append(row)
     table = pd.DataFrame(rows)

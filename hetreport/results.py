@@ -158,7 +158,9 @@ def load_results(directory: str | Path) -> StudyResults:
         post = az.from_netcdf(str(d / f"posterior_{a.name}.nc"), engine="h5netcdf")
         post.posterior.load()
         groups = groups_all[groups_all["analysis"] == a.name].drop(columns="analysis").reset_index(drop=True)
-        groups = groups.dropna(axis=1, how="all")
+        # other analyses' modifier columns are empty here; an empty flag is "" not missing
+        keep = [c for c in groups.columns if c in ("flag", "group_label") or groups[c].notna().any()]
+        groups = groups[keep].assign(flag=groups["flag"].fillna("").astype(str))
         analyses.append(AnalysisResults(
             name=a.name, title=meta["title"],
             modifiers=tuple(Modifier(m["name"], m["label"], tuple(m["levels"]), tuple(m["level_labels"])) for m in meta["modifiers"]),

@@ -59,3 +59,33 @@ def random_frame(n=400, seed=0, levels=(2, 3), controls=True):
 @pytest.fixture
 def frame():
     return random_frame()
+
+
+EVIL = "<script>alert(1)</script> {{ 7*7 }} $x$ @fig-x *bold*"
+
+
+@pytest.fixture(scope="session")
+def small_study(tmp_path_factory):
+    """A small simulated study with a known truth and hostile labels, fitted once per session."""
+    from hetreport.api import fit
+    from hetreport.simulate import simulate_study
+
+    d = tmp_path_factory.mktemp("study")
+    sim = simulate_study(n=800, sd=0.25, probs=(0.4, 0.5, 0.6), coef_mean=0.0, seed=5)
+    sim.data.to_csv(d / "sim.csv", index=False)
+    (d / "spec.yml").write_text(
+        "title: Small simulated study\n"
+        "data: {path: sim.csv}\n"
+        "outcome: y\ntreatment: treat\n"
+        "labels:\n"
+        "  variables: {m1: First modifier, m2: Second modifier, m3: Third modifier, y: Outcome, treat: Treatment}\n"
+        "  levels:\n"
+        f"    m1: {{0: 'plain', 1: '{EVIL}'}}\n"
+        "analyses:\n  - name: sim\n    modifiers: [m1, m2, m3]\n"
+        "report: {truth: true_effect}\n"
+        "sampler: {draws: 300, tune: 400, chains: 2, seed: 3}\n"
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        results = fit(d / "spec.yml")
+    return d, results

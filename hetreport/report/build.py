@@ -108,7 +108,10 @@ def write_figures(a: AnalysisResults, effects: pd.DataFrame, facts: Facts, folde
 
     def save(key, plot, kind, caption, alt, n_facets=1):
         stem = folder / f"{slug}-{key}"
-        width, height = figs.figure_size(kind, G, n_facets)
+        try:  # each plot carries the size it was laid out for (tile grids, unequal facets)
+            width, height = plot.theme.getp("figure_size")
+        except Exception:
+            width, height = figs.figure_size(kind, G, n_facets)
         figs.save_figure(plot, stem, width, height)
         out[key] = {"id": Markup(f"fig-{slug}-{key}"), "path": Markup(f"figures/{slug}-{key}"), "caption": caption, "alt": Markup(alt)}
 
@@ -139,7 +142,7 @@ def write_figures(a: AnalysisResults, effects: pd.DataFrame, facts: Facts, folde
     if facet_col:
         rest = [m for m in a.modifier_names if m not in (x, y)]
         combo = heat[rest].astype(str).agg(", ".join, axis=1)
-        order = list(dict.fromkeys(combo[np.lexsort([heat[r].cat.codes for r in reversed(rest)])]))
+        order = list(dict.fromkeys(combo.to_numpy()[np.lexsort([heat[r].cat.codes.to_numpy() for r in reversed(rest)])]))
         heat[facet_col] = pd.Categorical(combo, categories=order, ordered=True)
         names_h = {**names, facet_col: ", ".join(names[r] for r in rest)}
     else:

@@ -67,10 +67,8 @@ def pct(p, digits: int = 0) -> str:
     if _isnan(p):
         return "—"
     v = 100 * float(p)
-    if digits == 0 and 99.5 <= v < 100:
+    if digits == 0 and v >= 99.5:
         return ">99%"
-    if digits == 0 and v >= 100:
-        return ">99.9%"
     if digits == 0 and 0 < v < 0.5:
         return "<1%"
     if v <= 0:

@@ -1,0 +1,145 @@
+"""The report end to end on the built-in route (pandoc + Typst): real fit, real render."""
+
+import re
+import warnings
+from html.parser import HTMLParser
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hetreport.errors import RenderError
+from hetreport.facts import compute_facts
+from hetreport.report import build_and_render
+from hetreport.report.format import md, num, pct
+from hetreport.results import load_results
+from tests.conftest import EVIL
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def rendered(small_study):
+    d, results = small_study
+    out = d / "out"
+    results.save(out)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        outcome = build_and_render(results, out, route="builtin")
+    return out, results, outcome
+
+
+class _Collect(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.tags, self.text = [], []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+def _pdf_text(path):
+    from pypdf import PdfReader
+
+    return re.sub(r"\s+", " ", " ".join(page.extract_text() for page in PdfReader(str(path)).pages))
+
+
+def test_html_is_self_contained_and_complete(rendered):
+    out, results, outcome = rendered
+    html = outcome.outputs["html"].read_text()
+    p = _Collect()
+    p.feed(html)
+    for tag, attrs in p.tags:
+        for key in ("src", "href"):
+            url = attrs.get(key) or ""
+            if tag in ("img", "script", "link", "source", "iframe") or (tag == "a" and key == "href" and False):
+                assert not re.match(r"https?://|//", url), f"external resource {tag} {key}={url[:80]}"
+    imgs = [a for t, a in p.tags if t == "img"]
+    svgs = [a for t, a in p.tags if t == "svg"]
+    assert len(imgs) + len(svgs) >= 6  # comparison, shrinkage, distribution, by-modifier, heatmap, ppc
+    assert all((a.get("src") or "").startswith("data:") for a in imgs)
+    assert not [a for t, a in p.tags if t == "script" and "alert" in str(a)]
+    text = "".join(p.text)
+    for section in ("Summary", "Groups", "Comparison of approaches", "Distribution of effects", "Sources of variation",
+                    "Diagnostics", "Methods", "Appendix: reproducibility"):
+        assert section in text
+    assert "<math" in html  # MathML, no CDN
+
+
+def test_labels_from_data_appear_literally(rendered):
+    out, _, outcome = rendered
+    html = outcome.outputs["html"].read_text()
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "<script>alert(1)</script>" not in html
+    assert "{{ 7*7 }}" in html and "49" not in re.findall(r"\{\{ 7\*7 \}\}|49", html)[:1]
+    assert "$x$" in html and "@fig-x" in html
+    pdf = _pdf_text(outcome.outputs["pdf"])
+    assert "<script>alert(1)</script> {{ 7*7 }} $x$ @fig-x *bold*" in pdf
+
+
+def test_pdf_summary_numbers_equal_effects_csv(rendered):
+    out, results, outcome = rendered
+    effects = pd.read_csv(out / "effects.csv")
+    hier = effects[effects.method == "hierarchical"]
+    largest = hier.loc[hier.estimate.idxmax()]
+    smallest = hier.loc[hier.estimate.idxmin()]
+    pdf = _pdf_text(outcome.outputs["pdf"])
+    for row in (largest, smallest):
+        assert f"{num(row.estimate)} ({num(row.lower_95)} to {num(row.upper_95)})" in pdf
+    facts = compute_facts(results.analyses[0], results.effects)
+    assert f"by {num(facts.average.estimate)} (95% interval {num(facts.average.lower)} to {num(facts.average.upper)})" in pdf
+    assert "Figure 1" in pdf and "@fig-sim" not in pdf and "?@" not in pdf and "{{<" not in pdf
+
+
+def test_truth_is_shown_for_simulated_studies(rendered):
+    out, results, outcome = rendered
+    html = outcome.outputs["html"].read_text()
+    assert "Against the known truth" in html and "RMSE vs truth" in html
+
+
+def test_rerender_from_saved_results_without_refitting(rendered):
+    out, results, outcome = rendered
+    loaded = load_results(out)
+    pd.testing.assert_frame_equal(loaded.effects.reset_index(drop=True), pd.read_csv(out / "effects.csv"))
+    np.testing.assert_array_equal(loaded.analyses[0].group_draws(), results.analyses[0].group_draws())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        again = build_and_render(loaded, out, formats=["html"], route="builtin")
+    assert again.outputs["html"].exists()
+
+
+def test_failed_render_keeps_the_previous_report(rendered, tmp_path):
+    out, results, outcome = rendered
+    before = (out / "report" / "report.html").read_bytes()
+    bad = tmp_path / "tpl"
+    bad.mkdir()
+    (bad / "_summary.qmd.j2").write_text("{% if %}broken")
+    spec = results.spec.model_copy(update={"report": results.spec.report.model_copy(update={"templates": str(bad)})})
+    broken = type(results)(spec=spec, effects=results.effects, analyses=results.analyses, manifest=results.manifest)
+    with pytest.raises(RenderError, match="_summary.qmd.j2"):
+        build_and_render(broken, out, route="builtin")
+    assert (out / "report" / "report.html").read_bytes() == before
+    assert not [p for p in out.iterdir() if p.name.startswith(".report-")]
+
+
+def test_user_template_overrides_by_name_and_cannot_run_code(rendered, tmp_path):
+    out, results, _ = rendered
+    tpl = tmp_path / "mine"
+    tpl.mkdir()
+    (tpl / "_appendix.qmd.j2").write_text("# My appendix\n\n{{ ''.__class__.__mro__ }}\n")
+    spec = results.spec.model_copy(update={"report": results.spec.report.model_copy(update={"templates": str(tpl)})})
+    custom = type(results)(spec=spec, effects=results.effects, analyses=results.analyses, manifest=results.manifest)
+    with pytest.raises(RenderError):  # the sandbox refuses dunder access
+        build_and_render(custom, tmp_path / "o", formats=["html"], route="builtin")
+    (tpl / "_appendix.qmd.j2").write_text("# My appendix {#sec-mine}\n\nCustom text.\n")
+    res = build_and_render(custom, tmp_path / "o", formats=["html"], route="builtin")
+    assert "Custom text." in res.outputs["html"].read_text()
+
+
+def test_markdown_escaping_and_number_format():
+    assert str(md("<b>$x$ {{ y }} @fig-a *z*")) == r"\<b\>\$x\$ \{\{ y \}\} \@fig\-a \*z\*"
+    assert num(-0.0001) == "0.00" and num(-0.5) == "\u22120.50" and num(float("nan")) == "—"
+    assert pct(0.999999) == ">99%" and pct(1.0) == ">99%" and pct(0.5) == "50%" and pct(0.001) == "<1%"

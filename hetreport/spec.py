@@ -230,6 +230,8 @@ class ReportOptions(_Strict):
     heatmap: list[str] | None = Field(default=None, min_length=2, max_length=2)
     #: groups with fewer units than this in an arm are flagged as small
     min_arm: int = Field(default=5, ge=1)
+    #: what the rows are, for the text ("respondents", "schools"); singular is derived
+    units: str = Field(default="units", min_length=1, max_length=40)
     author: str | None = None
 
 

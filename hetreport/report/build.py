@@ -268,8 +268,13 @@ def analysis_context(a: AnalysisResults, results: StudyResults, figures: dict, t
         "largest_credibly_above": facts.prob_largest_above_smallest >= CREDIBLE,
         "diag": a.diagnostics, "sampler": a.hierarchical["sampler"], "timings": a.hierarchical["timings"],
         "notes": list(a.notes), "n_small": facts.n_small,
+        "units": results.spec.report.units, "unit": _singular(results.spec.report.units),
         "term_names": [" × ".join(m for m in t.split(":")) for t in a.hierarchical["terms"]],
     }
+
+
+def _singular(units: str) -> str:
+    return units[:-1] if units.endswith("s") and not units.endswith("ss") else units
 
 
 def _comparison_words(hier, ols) -> dict:
@@ -304,6 +309,16 @@ def study_context(results: StudyResults, analyses: list[dict], route: str, forma
         "spec_block": fmt.code_block(results.spec.source_text or ""), "manifest": man, "min_arm": spec.report.min_arm,
         "pagebreak": Markup("{{< pagebreak >}}"), "route": route, "formats": formats,
         "data_file": man.get("data_file"), "data_sha256": man.get("data_sha256"), "spec_hash": man.get("spec_hash"),
+        "provenance": fmt.pipe_table(["Item", "Value"], [
+            ["Data file", fmt.code_span(man.get("data_file"))],
+            ["Data SHA-256", fmt.code_span(man.get("data_sha256"))],
+            ["Rows read", fmt.count(man.get("rows_read"))],
+            *([["Filter", fmt.code_span(spec.data.filter)], ["Rows after the filter", fmt.count(man.get("rows_after_filter"))]] if spec.data.filter else []),
+            ["Spec hash (canonical form, SHA-256)", fmt.code_span(man.get("spec_hash"))],
+            ["Random seed", str(man.get("seed"))],
+            ["Fitted", man.get("created", "")],
+            ["Rendered with", route],
+        ], "ll", "Provenance of this report.", "tbl-provenance"),
         "versions": fmt.pipe_table(["Package", "Version"], [[k, v] for k, v in versions.items()], "ll", "Package versions used for the fit.", "tbl-versions"),
         "seed": man.get("seed"), "rows_read": man.get("rows_read"), "rows_after_filter": man.get("rows_after_filter"),
         "filter": spec.data.filter, "derive": spec.data.derive,

@@ -119,3 +119,9 @@ def code_block(text: str, lang: str = "yaml") -> Markup:
     longest = max((len(m) for m in re.findall(r"`+", text)), default=0)
     fence = "`" * max(3, longest + 1)
     return Markup(f"{fence}{lang}\n{text.rstrip()}\n{fence}")
+
+
+def code_span(text) -> Markup:
+    """Inline code with its backticks, safe for any content."""
+    body = str(code("" if text is None else text))
+    return Markup(f"`{body}`") if body else Markup("")

@@ -391,7 +391,7 @@ def test_quarto_yml_options():
     assert html_opts["theme"] == "default"
     assert typst_opts["default-image-extension"] == "png"
     assert typst_opts["papersize"] in ("a4", "us-letter")
-    assert typst_opts["toc"] is True
+    assert typst_opts["toc"] is False  # page one of the PDF is the summary
     assert config["number-sections"] is True
     assert "engine" not in config and "jupyter" not in config
 

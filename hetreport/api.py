@@ -88,3 +88,17 @@ def fit(spec: Spec | str | Path, *, progress: bool = False, log=None) -> StudyRe
         "total_s": round(time.perf_counter() - t_start, 2),
     }
     return StudyResults(spec=spec, effects=effects, analyses=tuple(analyses), manifest=manifest)
+
+
+def render(results: StudyResults, out: str | Path, *, formats=None, route: str = "auto", log=None):
+    """Build the Quarto project in ``out/report`` and render it (Quarto, or pandoc + Typst)."""
+    from .report import build_and_render
+
+    return build_and_render(results, Path(out), formats=formats, route=route, log=log)
+
+
+def run(spec: Spec | str | Path, out: str | Path, *, formats=None, route: str = "auto", progress: bool = False, log=None):
+    """Fit, save the results into ``out`` and render the report there; returns (results, outcome)."""
+    results = fit(spec, progress=progress, log=log)
+    results.save(out)
+    return results, render(results, out, formats=formats, route=route, log=log)

@@ -17,7 +17,7 @@ def _say(msg: str) -> None:
 
 def _warning(message, category, filename, lineno, file=None, line=None):
     if issubclass(category, HetreportWarning):
-        print(textwrap.fill(f"warning: {message}", width=100, subsequent_indent="  "), file=sys.stderr)
+        print(textwrap.fill(f"warning: {message}", width=100, subsequent_indent="  ", break_long_words=False, break_on_hyphens=False), file=sys.stderr)
     # other libraries' warnings (PyTensor BLAS, numba) are noise for a user of this CLI
 
 
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except HetreportError as exc:
         kind = getattr(exc, "kind", "Error")
-        print(textwrap.fill(f"{kind}: {exc}", width=100, subsequent_indent="  "), file=sys.stderr)
+        print(textwrap.fill(f"{kind}: {exc}", width=100, subsequent_indent="  ", break_long_words=False, break_on_hyphens=False), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; nothing was written.", file=sys.stderr)

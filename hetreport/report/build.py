@@ -49,7 +49,7 @@ def environment(user_dir: Path | None = None) -> SandboxedEnvironment:
                                # pandoc attributes are written {#id}: Jinja comments use other delimiters
                                comment_start_string="<#--", comment_end_string="--#>")
     env.filters.update(num=fmt.num, count=fmt.count, pct=fmt.pct, interval=fmt.interval, md=fmt.md,
-                       ci=fmt.ci, yaml_md=fmt.yaml_md, code=fmt.code)
+                       ci=fmt.ci, yaml_md=fmt.yaml_md, code=fmt.code, share=fmt.share)
     return env
 
 
@@ -185,7 +185,7 @@ def tables_for(a: AnalysisResults, effects: pd.DataFrame, facts: Facts, slug: st
         row = [METHOD_NAMES[mf.method], fmt.count(mf.n_estimable), fmt.num(mf.dispersion), fmt.num(mf.mean_width),
                fmt.num(mf.dispersion_ratio), fmt.num(mf.width_ratio)]
         if truth:
-            row += [fmt.num(mf.rmse, 3), fmt.pct(mf.coverage_95), fmt.pct(mf.coverage_90)]
+            row += [fmt.num(mf.rmse, 3), fmt.share(mf.coverage_95), fmt.share(mf.coverage_90)]
         rows.append(row)
     header = ["Approach", "Groups estimated", "SD of estimates", "Mean 95% width", "SD ratio", "Width ratio"]
     if truth:
@@ -283,7 +283,10 @@ def _comparison_words(hier, ols) -> dict:
     r_sd, r_w = hier.dispersion / ols.dispersion, hier.mean_width / ols.mean_width
     spread = f"{fmt.pct(1 - r_sd)} less spread out" if r_sd < 1 else f"{fmt.pct(r_sd - 1)} more spread out"
     width = f"{fmt.pct(1 - r_w)} narrower" if r_w < 1 else f"{fmt.pct(r_w - 1)} wider"
-    if r_sd < 1 and r_w < 1:
+    if r_sd > 0.9 and r_w > 0.9:
+        meaning = ("Pooling changes little here: the groups are large enough, or their effects different enough, "
+                   "that the model keeps close to the separate estimates.")
+    elif r_sd < 1 and r_w < 1:
         meaning = ("Partial pooling pulls noisy estimates from small groups toward the overall pattern, so the hierarchical estimates are "
                    "steadier and more precise; where the two disagree, the extreme OLS estimates are the ones more likely to reflect noise.")
     elif r_sd < 1:

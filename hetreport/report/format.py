@@ -76,6 +76,11 @@ def pct(p, digits: int = 0) -> str:
     return f"{v:.{digits}f}%"
 
 
+def share(p) -> str:
+    """An observed frequency as a percentage (100% and 0% are possible here)."""
+    return "—" if _isnan(p) else f"{100 * float(p):.0f}%"
+
+
 def interval(iv, sep: str = " to ") -> str:
     """'0.31 (0.12 to 0.50)' from an Interval-like object."""
     return f"{num(iv.estimate)} ({num(iv.lower)}{sep}{num(iv.upper)})"

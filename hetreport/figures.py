@@ -28,6 +28,7 @@ columns hold display labels as ordered Categoricals.  Rows with
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import textwrap
@@ -48,6 +49,7 @@ from plotnine import (
     facet_grid,
     facet_wrap,
     geom_area,
+    geom_blank,
     geom_boxplot,
     geom_col,
     geom_hline,
@@ -90,6 +92,7 @@ __all__ = [
     "METHOD_LINETYPES",
     "METHOD_SHAPES",
     "PAGE_WIDTH",
+    "comparison_facet_chunks",
     "figure_size",
     "layer_data",
     "plot_by_modifier",
@@ -417,6 +420,143 @@ def _finish(p: ggplot, size: tuple[float, float]) -> ggplot:
     return p + theme_hetreport() + theme(figure_size=size)
 
 
+# --------------------------------------------------------------------------
+# Fitting tick and strip labels: measured widths, wrapping at word boundaries
+# --------------------------------------------------------------------------
+
+_TICK_PT = 7.0  # x tick labels of the by-modifier figure, tick labels of the heatmap
+_STRIP_PT = 8.5  # strip text: 0.85 x the 10 pt base size, bold
+_SUBTITLE_PT = 8.5  # plot subtitle: 0.85 x the base size
+_LINE = 1.2  # line height of multi-line labels (x font size)
+_GAP = 0.08  # inches between facet panels (a little more than the theme's)
+_SLOT_PAD = 0.07  # inches kept free between neighbouring x tick labels
+_STRIP_PAD = 0.14  # inches kept free inside a strip
+_MAX_TICK_LINES = 3
+
+
+def _lines_height_in(n_lines: int, size: float) -> float:
+    return n_lines * size * _LINE / 72.0
+
+
+def _n_lines(text: str) -> int:
+    return str(text).count("\n") + 1
+
+
+def _greedy_wrap(words: Sequence[str], max_w: float, size: float, weight: str) -> list[str]:
+    """Fill lines word by word up to ``max_w`` inches (fewest lines for that width)."""
+    lines: list[str] = []
+    cur = ""
+    for w in words:
+        cand = f"{cur} {w}" if cur else w
+        if cur and _line_width_in(cand, size, weight) > max_w + 1e-9:
+            lines.append(cur)
+            cur = w
+        else:
+            cur = cand
+    if cur:
+        lines.append(cur)
+    return lines
+
+
+def _min_wrap_width(text: str, size: float = _TICK_PT, *, weight: str = "normal",
+                    max_lines: int = _MAX_TICK_LINES) -> float:
+    """Narrowest width (inches) ``text`` can be wrapped to at spaces in at
+    most ``max_lines`` lines (words are never broken)."""
+    text = str(text)
+    words = text.split()
+    if len(words) <= 1:
+        return _line_width_in(text, size, weight)
+    floor = max(_line_width_in(w, size, weight) for w in words)
+    spans = sorted({_line_width_in(" ".join(words[i:j]), size, weight)
+                    for i in range(len(words)) for j in range(i + 1, len(words) + 1)})
+    for width in spans:
+        if width >= floor and len(_greedy_wrap(words, width, size, weight)) <= max_lines:
+            return width
+    return spans[-1]
+
+
+def _wrap_to_width(text: str, max_w: float, size: float = _TICK_PT, *, weight: str = "normal",
+                   max_lines: int = _MAX_TICK_LINES) -> str:
+    """``text`` wrapped at spaces so that every line is at most ``max_w``
+    inches wide at ``size`` pt, in as few lines as possible; words are never
+    broken.  When that would take more than ``max_lines`` lines, the text is
+    split into ``max_lines`` lines as evenly as possible (the narrowest
+    result, which is then wider than ``max_w``); a single word wider than
+    ``max_w`` stays whole.  Use :func:`_fits_width` to check the result."""
+    text = str(text)
+    words = text.split()
+    if len(words) <= 1 or _line_width_in(" ".join(words), size, weight) <= max_w + 1e-9:
+        return " ".join(words) if words else text
+    lines = _greedy_wrap(words, max_w, size, weight)
+    if len(lines) > max_lines:
+        narrowest = _min_wrap_width(text, size, weight=weight, max_lines=max_lines)
+        lines = _greedy_wrap(words, narrowest, size, weight)
+    return "\n".join(lines)
+
+
+def _wrap_strip(text: str, max_w: float, *, size: float = _STRIP_PT, max_lines: int = 3) -> str:
+    """Strip text ("Title: level") fitted to ``max_w`` inches: kept on one
+    line when it fits, else broken after the colon first, then at spaces."""
+    text = str(text)
+    if _line_width_in(text, size, "bold") <= max_w + 1e-9:
+        return text
+    if ": " in text and max_lines >= 2:
+        head, tail = text.split(": ", 1)
+        head_lines = _wrap_to_width(head + ":", max_w, size, weight="bold",
+                                    max_lines=max(max_lines - 1, 1)).split("\n")
+        tail_lines = _wrap_to_width(tail, max_w, size, weight="bold",
+                                    max_lines=max(max_lines - len(head_lines), 1)).split("\n")
+        return "\n".join(head_lines + tail_lines)
+    return _wrap_to_width(text, max_w, size, weight="bold", max_lines=max_lines)
+
+
+def _fits_width(text: str, max_w: float, size: float, weight: str = "normal") -> bool:
+    return _text_width_in(text, size, weight) <= max_w + 1e-9
+
+
+_ROT_WRAP = 1.5  # inches: rotated tick labels wrap at this width
+_MAX_FIG_H = 9.0  # inches: the tallest figure that fits a page with its caption
+
+
+def _rotated_text(size: float) -> element_text:
+    """x tick labels at 45 degrees, each ending (right-aligned lines) at its tick."""
+    return element_text(size=size, rotation=45, ha="right", va="top", ma="right", linespacing=_LINE)
+
+
+def _rotated_extent(text: str, size: float) -> float:
+    """Horizontal (= vertical) extent in inches of ``text`` rotated 45 degrees."""
+    return (_text_width_in(text, size) + _lines_height_in(_n_lines(text), size)) * math.sqrt(0.5)
+
+
+def _rotated_slot(text: str, size: float) -> float:
+    """Slot width (inches) that keeps parallel 45-degree labels apart."""
+    return (_lines_height_in(_n_lines(text), size) + 0.04) / math.sqrt(0.5)
+
+
+def _short_levels(levels: Sequence[str], title: str) -> list[str]:
+    """Level labels without a word that every label repeats from the title.
+
+    Under the axis or strip title "Internationalism", the levels "lowest
+    internationalism", "low internationalism", ..., "highest
+    internationalism" read "lowest", "low", ..., "highest".  Only a shared
+    first or last word that is also a word of ``title`` (ignoring case) is
+    dropped, and only when every label has another word and the shortened
+    labels stay distinct; otherwise the labels are returned unchanged.
+    """
+    levels = [str(v) for v in levels]
+    words = [v.split() for v in levels]
+    if len(levels) < 2 or any(len(w) < 2 for w in words):
+        return levels
+    title_words = {w.lower() for w in re.findall(r"\w+", str(title))}
+    for pos in (-1, 0):
+        common = {w[pos].lower() for w in words}
+        if len(common) == 1 and next(iter(common)) in title_words:
+            short = [" ".join(w[:-1] if pos == -1 else w[1:]) for w in words]
+            if len(set(short)) == len(short):
+                return short
+    return levels
+
+
 def layer_data(plot: ggplot, i: int = 0) -> pd.DataFrame:
     """The computed data of layer ``i`` (like ggplot2's ``layer_data``).
 
@@ -509,6 +649,8 @@ def plot_comparison(
     *,
     names: Mapping[str, str] | None = None,
     methods: Sequence[str] = ("ols_full", "hierarchical"),
+    facet_levels: Sequence[str] | None = None,
+    drop_facet_level: bool = True,
 ) -> ggplot:
     """Figure 1: each group's estimate and 95% interval under each method.
 
@@ -522,6 +664,19 @@ def plot_comparison(
     present, adds the true effect as an extra black ``x`` marker.  Groups a
     method cannot estimate simply lack that method's marker; the caption says
     how many.
+
+    With ``drop_facet_level`` (default) the y labels leave out the facet
+    level their panel's strip already shows ("non-white, men, low
+    internationalism" reads "men, low internationalism" under "Race:
+    non-white") -- when every group label lists that level exactly once
+    among its comma-separated parts; otherwise labels are shown whole.
+
+    One row per group does not fit a page beyond about 60 groups (rows of
+    6 pt labels need 0.1 in; 100 groups make a 12.5 in figure).
+    ``facet_levels`` (labels of levels of ``facet``) draws only the groups at
+    those levels, with the x axis of the whole table so that the parts share
+    one scale; :func:`comparison_facet_chunks` splits the levels into parts
+    that each fit a page, for one figure per part.
     """
     what = "plot_comparison"
     _check_effects(effects, ["group_label", "estimate", "lower_95", "upper_95"], what)
@@ -534,6 +689,10 @@ def plot_comparison(
         raise DataError(
             f"no estimable rows for method(s) {', '.join(methods)}; nothing to plot.", where=what
         )
+    x_limits = None
+    if facet_levels is not None:
+        x_limits = _comparison_x_range(effects, rows)
+        effects, rows = _select_facet_levels(effects, rows, facet, facet_levels, what)
 
     # One record per group: label, facet level, ordering key.
     groups = effects.drop_duplicates("group").set_index("group")
@@ -557,6 +716,11 @@ def plot_comparison(
     )
     y_levels = list(dict.fromkeys(labels.loc[order.index]))
     label_of = labels.to_dict()
+    # Rows are keyed by the full label; the tick shows it without the facet
+    # level, which the panel's strip already gives.
+    shown = (_labels_without_level(labels, facet_cat.astype(str)) if drop_facet_level
+             else labels)
+    tick_of = dict(zip(labels, shown))
     facet_title = _name(names, facet)
     strip_of = dict(zip(groups.index, _facet_strip_labels(facet_cat, facet_title).to_numpy()))
     strip_levels = list(_facet_strip_labels(facet_cat, facet_title).cat.categories)
@@ -599,6 +763,7 @@ def plot_comparison(
             legend_methods.append("truth")
 
     p += facet_wrap(facet, ncol=1, scales="free_y")
+    p += scale_y_discrete(labels=lambda breaks: [tick_of.get(str(b), str(b)) for b in breaks])
     p += _method_scales(legend_methods)
     if len(legend_methods) > 3:  # two legend rows fit the page width
         p += guides(**{a: guide_legend(nrow=2) for a in ("color", "shape", "linetype")})
@@ -610,6 +775,8 @@ def plot_comparison(
     caption_text = (f"Groups not estimable (shown without that marker): {'; '.join(caption)}."
                     if caption else None)
     p += labs(x=_name(names, "estimate"), y="", caption=_caption(caption_text))
+    if x_limits is not None:  # a part of the table: the scale of the whole table
+        p += scale_x_continuous(limits=x_limits)
     # Panels share one height, so size them for the most crowded facet level.
     per_panel = int(pd.Series(facet_codes).value_counts().max())
     size = _comparison_size(per_panel, n_facets, len(present))
@@ -619,6 +786,93 @@ def plot_comparison(
         panel_grid_major_y=element_line(color="#F2F2F2", size=0.4),
         legend_title=element_blank(),
     )
+
+
+def _labels_without_level(labels: pd.Series, levels: pd.Series) -> pd.Series:
+    """Group labels ("a, b, c") without the part equal to the group's facet
+    level.  Unchanged (all of them) unless every label holds its level exactly
+    once and something else besides."""
+    parts = [str(lab).split(", ") for lab in labels]
+    levels = [str(v) for v in levels]
+    if any(p.count(v) != 1 or len(p) < 2 for p, v in zip(parts, levels)):
+        return labels
+    return pd.Series([", ".join(x for x in p if x != v) for p, v in zip(parts, levels)], index=labels.index)
+
+
+def _comparison_x_range(effects: pd.DataFrame, rows: pd.DataFrame) -> tuple[float, float]:
+    """x range of the full comparison figure: every interval, every true
+    effect, and 0 (the reference line)."""
+    vals = [rows["lower_95"].astype(float).to_numpy(), rows["upper_95"].astype(float).to_numpy(), [0.0]]
+    if "truth" in effects.columns:
+        tr = pd.to_numeric(effects.loc[effects["group"].isin(rows["group"]), "truth"], errors="coerce")
+        vals.append(tr.astype(float).to_numpy())
+    allv = np.concatenate([np.asarray(v, dtype=float) for v in vals])
+    allv = allv[np.isfinite(allv)]
+    return (float(allv.min()), float(allv.max()))
+
+
+def _select_facet_levels(effects: pd.DataFrame, rows: pd.DataFrame, facet: str,
+                         facet_levels: Sequence[str] | str, what: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The rows (of ``effects`` and of the plottable ``rows``) of the groups
+    at the given levels of ``facet``."""
+    wanted = [facet_levels] if isinstance(facet_levels, str) else list(facet_levels)
+    wanted = [str(v) for v in wanted]
+    known = [str(c) for c in _as_categorical(effects[facet]).cat.categories]
+    for v in wanted:
+        if v not in known:
+            raise SpecError(
+                f"'{v}' is not a level of '{facet}'; its levels are {', '.join(known)}." + suggest(v, known),
+                where=what,
+            )
+    if not wanted:
+        raise SpecError("facet_levels is empty; give at least one level.", where=what)
+    keep = effects.loc[effects[facet].astype(str).isin(wanted), "group"].unique()
+    effects = effects.loc[effects["group"].isin(keep)]
+    rows = rows.loc[rows["group"].isin(keep)]
+    if rows.empty:
+        raise DataError(f"no estimable rows at {facet} = {', '.join(wanted)}; nothing to plot.", where=what)
+    return effects, rows
+
+
+def comparison_facet_chunks(
+    effects: pd.DataFrame,
+    facet: str,
+    *,
+    methods: Sequence[str] = ("ols_full", "hierarchical"),
+    max_height: float = 9.0,
+) -> list[list[str]]:
+    """Levels of ``facet`` split into consecutive parts whose comparison
+    figures (:func:`plot_comparison` with ``facet_levels=part``) are each at
+    most ``max_height`` inches tall -- 9 in fits an A4 or letter page with
+    its caption.  Returns one part, all levels, when the whole figure fits;
+    a single level too tall on its own is a part by itself.  Levels are
+    display labels, in the modifier's order, and only levels with plottable
+    groups are listed.
+    """
+    what = "comparison_facet_chunks"
+    _check_effects(effects, ["group_label", "estimate", "lower_95", "upper_95"], what)
+    _check_modifier(effects, facet, what)
+    methods = _check_methods(methods, what)
+    rows = _plottable(effects.loc[effects["method"].isin(methods)], ["estimate", "lower_95", "upper_95"])
+    if rows.empty:
+        return []
+    n_methods = int(rows["method"].nunique())
+    groups = effects.drop_duplicates("group").set_index("group")
+    groups = groups.loc[groups.index.isin(rows["group"].unique())]
+    cat = _as_categorical(groups[facet])
+    counts = cat.value_counts(sort=False)
+    levels = [(str(c), int(counts[c])) for c in cat.cat.categories if counts.get(c, 0) > 0]
+
+    def height(part: list[tuple[str, int]]) -> float:
+        return _comparison_size(max(k for _, k in part), len(part), n_methods)[1]
+
+    parts: list[list[tuple[str, int]]] = []
+    for lv in levels:
+        if parts and height(parts[-1] + [lv]) <= max_height:
+            parts[-1].append(lv)
+        else:
+            parts.append([lv])
+    return [[name for name, _ in part] for part in parts]
 
 
 # --------------------------------------------------------------------------
@@ -720,18 +974,29 @@ def _annotation_text(a: Mapping[str, Any]) -> str:
     return "\n".join([head, *lines])
 
 
-def _text_width_in(text: str, size: float) -> float:
+def _text_width_in(text: str, size: float, weight: str = "normal") -> float:
     """Width (inches) of multi-line ``text`` at ``size`` pt in the theme font."""
+    return max(_line_width_in(ln, float(size), weight) for ln in str(text).split("\n"))
+
+
+@functools.lru_cache(maxsize=16384)
+def _line_width_in(line: str, size: float, weight: str = "normal") -> float:
     import matplotlib as mpl
     from matplotlib.font_manager import FontProperties
     from matplotlib.textpath import text_to_path
     from plotnine.options import get_option
 
-    with mpl.rc_context(theme_hetreport().rcParams):
-        prop = FontProperties(family=get_option("base_family"), size=size)
-        w = max(text_to_path.get_text_width_height_descent(ln, prop, ismath=False)[0]
-                for ln in text.split("\n"))
+    if not line:
+        return 0.0
+    with mpl.rc_context(_theme_rc()):
+        prop = FontProperties(family=get_option("base_family"), size=size, weight=weight)
+        w = text_to_path.get_text_width_height_descent(line, prop, ismath=False)[0]
     return w / 72.0
+
+
+@functools.lru_cache(maxsize=1)
+def _theme_rc() -> dict:
+    return dict(theme_hetreport().rcParams)
 
 
 def _layout_annotations(
@@ -960,10 +1225,141 @@ def plot_distribution(
 # --------------------------------------------------------------------------
 
 _SEP = "\x1f"
+_BM_LEFT = 0.58  # y axis title + tick labels of the by-modifier figure (inches)
+_BM_RIGHT = 0.06
+_MIN_SLOT = 0.34  # narrowest x slot (inches): room for a box and its points
+_DISCRETE_PAD = 0.6  # plotnine's default discrete expansion, in slots, on each side
+_TICK_SIZES = (7.0, 6.5, 6.0)  # x tick label sizes tried, largest first
 
 
-def _wrap_level(s: str, width: int = 11) -> str:
-    return "\n".join(textwrap.wrap(str(s), width)) or str(s)
+def _slot_need(ticks: Sequence[str], size: float) -> float:
+    """Narrowest slot (inches per level) in which the (wrapped) tick labels
+    ``ticks`` do not touch: neighbours share the distance between their
+    centres, the outer labels may use the panel's expansion and half the gap
+    to the next panel."""
+    w = [_text_width_in(t, size) for t in ticks] or [0.0]
+    need = max([(a + b) / 2 + _SLOT_PAD for a, b in zip(w, w[1:])] + [_MIN_SLOT])
+    edge = max(w[0], w[-1]) / 2 + _SLOT_PAD / 2 - _GAP / 2
+    return max(need, edge / _DISCRETE_PAD)
+
+
+def _fit_ticks(levels: Sequence[str], slot: float, size: float) -> list[str]:
+    """Tick labels wrapped as little as the ``slot`` (inches per level) allows."""
+    levels = [str(v) for v in levels]
+    longest = max((_text_width_in(v, size) for v in levels), default=0.0)
+    target = longest
+    while target > 0:
+        ticks = [_wrap_to_width(v, target, size) for v in levels]
+        if _slot_need(ticks, size) <= slot + 1e-9:
+            return ticks
+        target -= 0.02
+    return [_wrap_to_width(v, 0.0, size) for v in levels]
+
+
+def _by_modifier_layout(levels: Sequence[Sequence[str]], titles: Sequence[str],
+                        width: float = PAGE_WIDTH) -> dict[str, Any]:
+    """Panel arrangement and fitted labels of Figure 3.
+
+    ``levels``: the tick labels of each modifier (already shortened);
+    ``titles``: the strip titles.  Tick labels wrap at spaces into at most
+    three lines and neighbouring labels must not touch.  In order of
+    preference:
+
+    1. all modifiers in one row (``ncol`` None), each panel as wide as its
+       labels need and the room left shared out so slots are as equal as
+       possible (two-level panels stay narrow), tick labels at 7 then 6.5 pt;
+    2. panels of equal width in rows (``facet_wrap``: at most 3 columns, 2
+       for 4 modifiers), labels at 7, 6.5 or 6 pt, if the figure stays
+       within 9 in;
+    3. labels rotated 45 degrees (wrapped to at most 1.5 in), in one row if
+       the slots are wide enough, else in rows.
+
+    Returns ``ncol``, ``nrow``, ``widths`` (panel widths, inches), ``ticks``
+    (labels per modifier), ``tick_size``, ``strips``, ``rotate``,
+    ``margin_left`` (inches the rotated first label needs beyond the usual
+    margin, else 0) and ``size``.
+    """
+    n = len(titles)
+    k = [max(len(lv), 1) for lv in levels]
+    units = [kk + 2 * _DISCRETE_PAD - 1 for kk in k]  # panel width in slots
+    avail = width - _BM_LEFT - _BM_RIGHT
+    room = avail - _GAP * (n - 1)
+    strip_one = [_text_width_in(t, _STRIP_PT, "bold") + _STRIP_PAD for t in titles]
+    strip_two = [_min_wrap_width(t, _STRIP_PT, weight="bold", max_lines=2) + _STRIP_PAD for t in titles]
+    cands = [c for c in (3, 2, 1) if c <= n and not (c == 3 and n == 4)]
+
+    def narrowest(size: float) -> list[list[str]]:
+        return [[_wrap_to_width(v, 0.0, size) for v in lv] for lv in levels]
+
+    def one_row(nd: Sequence[float]) -> list[float] | None:
+        for strip in (strip_one, strip_two):
+            def total(slot: float, strip=strip) -> float:
+                return sum(max(u * max(x, slot), st) for u, x, st in zip(units, nd, strip))
+
+            if total(0.0) <= room:
+                lo, hi = 0.0, room
+                for _ in range(50):  # the widest common slot that still fits
+                    mid = (lo + hi) / 2
+                    lo, hi = (mid, hi) if total(mid) <= room else (lo, mid)
+                return [max(u * max(x, lo), st) for u, x, st in zip(units, nd, strip)]
+        return None
+
+    def in_rows(nd: Sequence[float]) -> int | None:
+        for c in cands:
+            w = (avail - _GAP * (c - 1)) / c
+            if all(u * x <= w for u, x in zip(units, nd)) and all(st <= w for st in strip_two):
+                return c
+        return None
+
+    def height(nrow: int, tick_h: float, strips: Sequence[str]) -> float:
+        strip_h = _lines_height_in(max(_n_lines(t) for t in strips), _STRIP_PT) + 0.12
+        panel_h = 2.3 if nrow == 1 else 1.75
+        return 0.45 + nrow * (strip_h + panel_h + tick_h) + _GAP * (nrow - 1)
+
+    ncol: int | None = None
+    widths: list[float] | None = None
+    rotate = False
+    tick_size = _TICK_SIZES[0]
+    if n <= 5:  # 1. one row
+        for tick_size in _TICK_SIZES[:2]:
+            widths = one_row([_slot_need(t, tick_size) for t in narrowest(tick_size)])
+            if widths:
+                break
+    if widths is None:  # 2. rows of equal panels
+        for c, tick_size in product(cands, _TICK_SIZES):
+            narrow = narrowest(tick_size)
+            if in_rows([_slot_need(t, tick_size) for t in narrow]) == c:
+                lines = max(_n_lines(v) for lv in narrow for v in lv)
+                h = height(math.ceil(n / c), _lines_height_in(lines, tick_size) + 0.1, titles)
+                if h <= _MAX_FIG_H:
+                    ncol, widths = c, [(avail - _GAP * (c - 1)) / c] * n
+                    break
+    rot_ticks: list[list[str]] = []
+    if widths is None:  # 3. rotated labels
+        rotate, tick_size = True, _TICK_SIZES[0]
+        rot_ticks = [[_wrap_to_width(v, _ROT_WRAP, tick_size) for v in lv] for lv in levels]
+        nd = [max([_rotated_slot(t, tick_size) for t in lv] + [_MIN_SLOT]) for lv in rot_ticks]
+        widths = one_row(nd) if n <= 5 else None
+        if widths is None:
+            ncol = in_rows(nd) or cands[-1]
+            widths = [(avail - _GAP * (ncol - 1)) / ncol] * n
+    nrow = 1 if ncol is None else math.ceil(n / ncol)
+
+    margin_left = 0.0
+    if rotate:
+        ticks = rot_ticks
+        tick_h = max(_rotated_extent(v, tick_size) for lv in ticks for v in lv) + 0.1
+        first_tick = _BM_LEFT + _DISCRETE_PAD * widths[0] / units[0]
+        margin_left = max(_rotated_extent(ticks[0][0], tick_size) + 0.05 - first_tick, 0.0)
+    else:
+        ticks = [_fit_ticks(lv, w / u, tick_size) for lv, w, u in zip(levels, widths, units)]
+        lines = max(_n_lines(v) for lv in ticks for v in lv)
+        tick_h = _lines_height_in(lines, tick_size) + 0.1
+    strips = [_wrap_strip(t, w - _STRIP_PAD, max_lines=2) for t, w in zip(titles, widths)]
+    h = height(nrow, tick_h, strips)
+    return {"ncol": ncol, "nrow": nrow, "widths": widths, "ticks": ticks, "tick_size": tick_size,
+            "strips": strips, "rotate": rotate, "margin_left": round(margin_left, 3),
+            "size": (width, round(min(h, 24.0), 2))}
 
 
 def plot_by_modifier(
@@ -972,14 +1368,22 @@ def plot_by_modifier(
     *,
     names: Mapping[str, str] | None = None,
     method: str = "hierarchical",
+    abbreviate: bool = True,
 ) -> ggplot:
     """Figure 3: group estimates by level of each modifier.
 
-    One facet per modifier (panel width proportional to its number of levels,
-    free x), x = level label (in the Categorical's order), y = the ``method``'s
-    group estimate.  Boxplots (no outlier points) with the groups jittered on
-    top (fixed seed, so reruns are identical) and a line at 0.  A group
-    appears once in every facet.
+    One facet per modifier, x = level label (in the Categorical's order), y =
+    the ``method``'s group estimate.  Boxplots (no outlier points) with the
+    groups jittered on top (fixed seed, so reruns are identical) and a line at
+    0.  A group appears once in every facet.
+
+    Labels are fitted to the 6.5 in page (see :func:`_by_modifier_layout`):
+    tick labels wrap at spaces into at most three lines, panels are as wide
+    as their labels need (two-level modifiers stay narrow), and when one row
+    cannot hold them the panels go into rows.  With ``abbreviate`` (default)
+    a word every level of a modifier repeats from its name is left out of
+    the tick labels ("lowest internationalism" -> "lowest" under
+    "Internationalism").
     """
     what = "plot_by_modifier"
     if isinstance(modifiers, str):
@@ -995,52 +1399,166 @@ def plot_by_modifier(
     if rows.empty:
         raise DataError(f"no estimable rows for method '{method}'; nothing to plot.", where=what)
 
-    parts, x_levels, n_levels = [], [], []
-    for m in modifiers:
+    # x is numeric: level i of modifier j sits at 1000 * j + i, so every
+    # position names one tick label, and panels can be given equal slot
+    # widths when they are laid out in rows (see below).
+    parts, level_text, titles, positions = [], [], [], []
+    for j, m in enumerate(modifiers):
         cat = _as_categorical(rows[m])
         title = _name(names, m)
-        keys = [f"{title}{_SEP}{c}" for c in cat.cat.categories if (cat == c).any()]
-        x_levels += keys
-        n_levels.append(len(keys))
+        present = [str(c) for c in cat.cat.categories if (cat == c).any()]
+        pos_of = {c: 1000.0 * j + i for i, c in enumerate(present, start=1)}
+        titles.append(title)
+        level_text.append(_short_levels(present, title) if abbreviate else present)
+        positions.append([pos_of[c] for c in present])
         parts.append(pd.DataFrame({
             "modifier": title,
             "level": [f"{title}{_SEP}{v}" for v in cat.astype(str)],
+            "x": [pos_of[v] for v in cat.astype(str)],
             "estimate": rows["estimate"].astype(float).to_numpy(),
             "group": rows["group"].to_numpy(),
         }))
     long = pd.concat(parts, ignore_index=True)
-    long["modifier"] = pd.Categorical(long["modifier"], categories=[_name(names, m) for m in modifiers])
-    long["level"] = pd.Categorical(long["level"], categories=list(dict.fromkeys(x_levels)))
+    long["modifier"] = pd.Categorical(long["modifier"], categories=titles)
+    long["level"] = pd.Categorical(long["level"], categories=list(dict.fromkeys(long["level"])))
 
-    def _labels(breaks: Sequence[str]) -> list[str]:
-        return [_wrap_level(str(b).split(_SEP, 1)[-1]) for b in breaks]
+    lay = _by_modifier_layout(level_text, titles)
+    tick_of = {pos: tick for pp, tt in zip(positions, lay["ticks"]) for pos, tick in zip(pp, tt)}
+    all_pos = sorted(tick_of)
+    strips = pd.Categorical(lay["strips"], categories=list(dict.fromkeys(lay["strips"])))
+    long["modifier"] = long["modifier"].cat.rename_categories(dict(zip(titles, lay["strips"])))
 
-    n_mod = len(modifiers)
-    # Panel widths follow the number of levels, but a binary modifier still
-    # gets room for two labels such as "Non-white".
-    facet = (facet_grid(cols="modifier", scales="free_x",
-                        space={"x": [max(k, 2.6) for k in n_levels], "y": [1]})
-             if n_mod <= 5 else facet_wrap("modifier", ncol=3, scales="free_x"))
+    def _breaks(limits: Sequence[float]) -> list[float]:
+        return [v for v in all_pos if limits[0] - 0.5 <= v <= limits[1] + 0.5]
+
+    def _labels(breaks: Sequence[float]) -> list[str]:
+        return [tick_of.get(float(b), "") for b in breaks]
+
+    # Each panel's x range is set by two blank points: its levels plus
+    # _DISCRETE_PAD slots on either side (as a discrete scale would; the box
+    # and jitter widths must not widen it), or -- panels in rows, all equally
+    # wide -- as many slots as the modifier with the most levels, so boxes
+    # and slots are equally wide in every panel.
+    pad = _DISCRETE_PAD
+    if lay["ncol"] is None:  # one row: panel widths from the labels
+        facet = facet_grid(cols="modifier", scales="free_x",
+                           space={"x": [round(w, 4) for w in lay["widths"]], "y": [1]})
+        spans = [len(pp) - 1 + 2 * pad for pp in positions]
+    else:
+        facet = facet_wrap("modifier", ncol=lay["ncol"], scales="free_x")
+        spans = [max(len(pp) for pp in positions) - 1 + 2 * pad] * len(positions)
+    centre = [(pp[0] + pp[-1]) / 2 for pp in positions]
+    ends = pd.DataFrame({
+        "modifier": pd.Categorical(np.repeat(lay["strips"], 2), categories=strips.categories),
+        "x": np.ravel([[c - w / 2, c + w / 2] for c, w in zip(centre, spans)]),
+        "estimate": float(long["estimate"].median()),
+    })
     p = (
-        ggplot(long, aes("level", "estimate"))
+        ggplot(long, aes("x", "estimate"))
         + geom_hline(yintercept=0, color=_REF_LINE, linetype="dashed", size=0.4)
-        + geom_boxplot(outlier_shape="", fill="#F2F2F2", color="#4D4D4D", width=0.6, size=0.4)
+        + geom_boxplot(aes(group="level"), outlier_shape="", fill="#F2F2F2", color="#4D4D4D",
+                       width=0.6, size=0.4)
         + geom_point(position=position_jitter(width=0.18, height=0, random_state=_JITTER_SEED),
                      color=METHOD_COLORS[method], shape=METHOD_SHAPES[method], size=0.9,
                      alpha=0.6, stroke=0)
+        + geom_blank(data=ends)
         + facet
-        + scale_x_discrete(labels=_labels)
+        + scale_x_continuous(breaks=_breaks, labels=_labels, minor_breaks=[], expand=(0, 0))
         + labs(x="", y=_name(names, "estimate"))
     )
-    return _finish(p, figure_size("by_modifier", rows["group"].nunique(), n_mod)) + theme(
+    x_text = (_rotated_text(lay["tick_size"]) if lay["rotate"]
+              else element_text(size=lay["tick_size"], linespacing=_LINE))
+    out = _finish(p, lay["size"]) + theme(
         panel_grid_major_x=element_blank(),
-        axis_text_x=element_text(size=7),
+        axis_text_x=x_text,
+        panel_spacing_x=_GAP / PAGE_WIDTH,
     )
+    if lay["margin_left"] > 0:  # room for the first rotated label
+        out += theme(plot_margin_left=lay["margin_left"] / lay["size"][0])
+    return out
 
 
 # --------------------------------------------------------------------------
 # Heatmap
 # --------------------------------------------------------------------------
+
+
+_HM_YTITLE = 0.3  # inches: y axis title of the heatmap, plus its margin
+_HM_RIGHT = 0.08
+_HM_MAX_H = 9.0  # the heatmap never gets taller than this (inches)
+_VALUE_PT = 7.0  # tile numbers
+
+
+def _heatmap_layout(x_levels: Sequence[str], y_levels: Sequence[str], strips: Sequence[str] | None,
+                    subtitle_lines: int = 0, width: float = PAGE_WIDTH) -> dict[str, Any]:
+    """Panel arrangement, tile size and fitted labels of the heatmap.
+
+    Tick labels are 7 pt.  y labels wider than 0.8 in wrap into two lines;
+    x labels wrap at spaces into at most three lines (rotated labels: lines of
+    at most 1.5 in).  Facet panels go in at
+    most 3 columns (2 for four panels) -- the most that leave every x label,
+    every tile number and every strip (wrapped after its colon, then at
+    spaces) room in its tile or panel; when no column count does, x labels
+    are rotated 45 degrees.  Tiles are at most 0.55 in (0.45 in when
+    faceted) tall and the figure at most 9 in.
+
+    Returns ``ncol``, ``nrow``, ``x_ticks``, ``y_ticks``, ``strips`` (wrapped),
+    ``rotate``, ``tile`` (width, height in inches), ``value_size``,
+    ``margin_left`` (inches the rotated first label needs, else 0) and ``size``.
+    """
+    nx, ny = max(len(x_levels), 1), max(len(y_levels), 1)
+    n_f = len(strips) if strips else 1
+    longest_word = max((_line_width_in(w, _TICK_PT, "normal") for v in y_levels for w in str(v).split()),
+                       default=0.0)
+    y_ticks = [_wrap_to_width(v, max(0.8, longest_word), _TICK_PT, max_lines=2) for v in y_levels]
+    left = _HM_YTITLE + max((_text_width_in(t, _TICK_PT) for t in y_ticks), default=0.0) + 0.12
+    avail = width - left - _HM_RIGHT
+    value_w = _text_width_in("\u22120.00", _VALUE_PT)
+    x_need = max((_min_wrap_width(v, _TICK_PT) for v in x_levels), default=0.0) + _SLOT_PAD
+
+    def strips_fit(panel_w: float) -> bool:
+        for t in strips or []:
+            w = _wrap_strip(t, panel_w - _STRIP_PAD)
+            if _n_lines(w) > 3 or not _fits_width(w, panel_w - _STRIP_PAD, _STRIP_PT, "bold"):
+                return False
+        return True
+
+    cands = [1] if n_f == 1 else [c for c in (3, 2, 1) if c <= n_f and not (c == 3 and n_f == 4)]
+    ncol, rotate = None, False
+    for c in cands:
+        panel_w = (avail - _GAP * (c - 1)) / c
+        tile_w = panel_w / nx
+        if tile_w >= x_need and tile_w >= value_w + 0.06 and strips_fit(panel_w):
+            ncol = c
+            break
+    if ncol is None:  # the x labels do not fit side by side: rotate them
+        rotate = True
+        ncol = next((c for c in cands if strips_fit((avail - _GAP * (c - 1)) / c)
+                     and (avail - _GAP * (c - 1)) / c / nx >= value_w + 0.06), cands[-1])
+    nrow = math.ceil(n_f / ncol)
+    panel_w = (avail - _GAP * (ncol - 1)) / ncol
+    tile_w = panel_w / nx
+    margin_left = 0.0
+    if rotate:
+        x_ticks = [_wrap_to_width(v, _ROT_WRAP, _TICK_PT) for v in x_levels]
+        tick_h = max((_rotated_extent(v, _TICK_PT) for v in x_ticks), default=0.0) + 0.1
+        if x_ticks:  # the first label must not leave the figure on the left
+            margin_left = max(_rotated_extent(x_ticks[0], _TICK_PT) + 0.05 - (left + tile_w / 2), 0.0)
+    else:
+        x_ticks = [_wrap_to_width(v, tile_w - _SLOT_PAD, _TICK_PT) for v in x_levels]
+        tick_h = _lines_height_in(max((_n_lines(t) for t in x_ticks), default=1), _TICK_PT) + 0.1
+    wrapped = [_wrap_strip(t, panel_w - _STRIP_PAD) for t in strips] if strips else None
+    strip_h = (_lines_height_in(max(_n_lines(t) for t in wrapped), _STRIP_PT) + 0.12) if wrapped else 0.0
+    fixed = 1.25 + 0.2 * subtitle_lines + tick_h  # x title, legend, margins
+    tile_h = min(tile_w, 0.55 if n_f == 1 else 0.45)
+    tile_h = min(tile_h, ((_HM_MAX_H - fixed) / nrow - strip_h - _GAP) / ny)
+    if tile_h < _lines_height_in(2, _TICK_PT) + 0.04:  # too low for two-line y labels
+        y_ticks = [str(v) for v in y_levels]
+    value_size = _VALUE_PT if (tile_w >= value_w + 0.1 and tile_h >= 0.2) else 6.0
+    h = fixed + nrow * (strip_h + ny * tile_h + _GAP)
+    return {"ncol": ncol, "nrow": nrow, "x_ticks": x_ticks, "y_ticks": y_ticks, "strips": wrapped,
+            "rotate": rotate, "tile": (tile_w, tile_h), "value_size": value_size,
+            "margin_left": round(margin_left, 3), "size": (width, round(min(h, 24.0), 2))}
 
 
 def plot_heatmap(
@@ -1051,6 +1569,7 @@ def plot_heatmap(
     facet: str | None = None,
     names: Mapping[str, str] | None = None,
     method: str = "hierarchical",
+    abbreviate: bool = True,
 ) -> ggplot:
     """Tiles of the group effect over two modifiers (optionally faceted).
 
@@ -1060,6 +1579,13 @@ def plot_heatmap(
     fill is diverging (orange-white-purple, centred on 0, symmetric limits)
     when the values span 0 and sequential from 0 otherwise, so tile
     lightness always reads as distance from zero.
+
+    Labels are fitted to the 6.5 in page (see :func:`_heatmap_layout`): tick
+    labels wrap at spaces (x labels rotate when even that is too wide),
+    facets go in at most 3 columns (fewer when labels are long) and strip
+    titles wrap.  With ``abbreviate`` (default) a word every level repeats
+    from the axis title is left out of the tick labels ("lowest
+    internationalism" -> "lowest" under "Internationalism").
     """
     what = "plot_heatmap"
     _check_effects(effects, ["estimate", "n"], what)
@@ -1105,43 +1631,51 @@ def plot_heatmap(
         others = [_name(names, m) for m in _modifier_columns(effects) if m not in keys]
         subtitle = ("Each tile: n-weighted mean of the estimates of the groups in the cell"
                     + (f" (which differ in {', '.join(others)})" if others else "") + ".")
-        subtitle = textwrap.fill(subtitle, 95)
+        # placed at the figure's left edge (plot_title_position="plot")
+        subtitle = _wrap_to_width(subtitle, PAGE_WIDTH - 0.25, _SUBTITLE_PT, max_lines=4)
 
-    n_facets = 1
+    # Tick labels: the levels shown (x, y), shortened and wrapped to the tiles.
+    x_cats = [str(c) for c in cells[x].cat.categories if (cells[x] == c).any()]
+    y_cats = [str(c) for c in cells[y].cat.categories if (cells[y] == c).any()]
+    x_text = _short_levels(x_cats, _name(names, x)) if abbreviate else x_cats
+    y_text = _short_levels(y_cats, _name(names, y)) if abbreviate else y_cats
+    strip_text = None
     if facet:  # strips read "Name: level"
         cells[facet] = _facet_strip_labels(cells[facet], _name(names, facet))
-        n_facets = len(cells[facet].cat.categories)
+        strip_text = [str(c) for c in cells[facet].cat.categories]
+    lay = _heatmap_layout(x_text, y_text, strip_text,
+                          subtitle.count("\n") + 1 if subtitle else 0)
+    x_lab = dict(zip(x_cats, lay["x_ticks"]))
+    y_lab = dict(zip(y_cats, lay["y_ticks"]))
+    if facet:
+        cells[facet] = cells[facet].cat.rename_categories(dict(zip(strip_text, lay["strips"])))
+
     p = (
         ggplot(cells, aes(x=x, y=y, fill="value"))
         + geom_tile(color="white", size=0.6)
-        + geom_text(aes(label="label", color="text_color"), size=7)
+        + geom_text(aes(label="label", color="text_color"), size=lay["value_size"])
         + scale_color_identity()
         + fill
-        + scale_x_discrete(expand=(0, 0))
-        + scale_y_discrete(expand=(0, 0))
+        + scale_x_discrete(expand=(0, 0), labels=lambda b: [x_lab.get(str(v), str(v)) for v in b])
+        + scale_y_discrete(expand=(0, 0), labels=lambda b: [y_lab.get(str(v), str(v)) for v in b])
         + labs(x=_name(names, x), y=_name(names, y), subtitle=subtitle)
     )
     if facet:
-        p += facet_wrap(facet, ncol=min(n_facets, 3))
-    size = _heatmap_size(cells[x].nunique(), cells[y].nunique(), n_facets, bool(facet), subtitle)
-    return _finish(p, size) + theme(
+        p += facet_wrap(facet, ncol=lay["ncol"])
+    x_axis = (_rotated_text(_TICK_PT) if lay["rotate"]
+              else element_text(size=_TICK_PT, linespacing=_LINE))
+    out = _finish(p, lay["size"]) + theme(
         panel_grid_major=element_blank(),
+        axis_text_x=x_axis,
+        axis_text_y=element_text(size=_TICK_PT, linespacing=_LINE),
+        panel_spacing=_GAP / PAGE_WIDTH,
+        plot_title_position="plot",
         legend_key_width=170,  # colourbar length (pt) when horizontal
         legend_key_height=8,
     )
-
-
-def _heatmap_size(nx: int, ny: int, n_facets: int, strips: bool, subtitle: str | None):
-    """Height from the tile grid: tiles at most 0.55 in tall, so a 2 x 5
-    heatmap is not blown up to a full page."""
-    ncol = min(n_facets, 3)
-    nrow = math.ceil(n_facets / ncol)
-    panel_w = (PAGE_WIDTH - 1.3 - 0.1 * (ncol - 1)) / ncol
-    tile = min(panel_w / max(nx, 1), 0.55)
-    h = 1.45 + nrow * (ny * tile + (0.32 if strips else 0) + 0.1)
-    if subtitle:
-        h += 0.2 * (subtitle.count("\n") + 1)
-    return (PAGE_WIDTH, round(min(h, 24.0), 2))
+    if lay["margin_left"] > 0:  # room for the first rotated label
+        out += theme(plot_margin_left=lay["margin_left"] / lay["size"][0])
+    return out
 
 
 # --------------------------------------------------------------------------

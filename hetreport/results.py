@@ -7,6 +7,8 @@ the folder holds.
     effects.csv / effects.parquet   one row per analysis x method x group
     groups.csv                      the group table of every analysis
     diagnostics.json                sampler diagnostics per analysis
+    summary.json                    headline numbers per analysis (average effect, sigma_theta,
+                                    SD of all draws, variance shares, per-term SDs, extremes)
     posterior_<analysis>.nc         the hierarchical posterior (ArviZ netCDF)
     analysis_<analysis>.json        labels, formulas, priors used, row accounting
     ppc_<analysis>.npz              observed outcome and replicated draws
@@ -124,6 +126,12 @@ class StudyResults:
             }
             (d / f"analysis_{a.name}.json").write_text(json.dumps(meta, indent=2, default=_json_default))
             np.savez_compressed(d / f"ppc_{a.name}.npz", y=a.y, t=a.t, y_rep=a.y_rep)
+        from dataclasses import asdict
+
+        from .facts import compute_facts  # the headline numbers, machine-readable
+
+        summary = {a.name: asdict(compute_facts(a, self.effects)) for a in self.analyses}
+        (d / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default))
         (d / "spec.yml").write_text(self.spec.source_text or yaml.safe_dump(self.spec.canonical(), sort_keys=False))
         (d / "manifest.json").write_text(json.dumps(self.manifest, indent=2, default=_json_default))
 

@@ -621,3 +621,289 @@ def test_missing_columns_are_reported(effects):
         F.plot_comparison(effects.drop(columns="lower_95"), "intl")
     with pytest.raises(HetreportError, match="group"):
         F.plot_distribution(pd.DataFrame({"value": [1.0]}), [])
+
+
+# --------------------------------------------------------------------------
+# Fitting labels to the page: wrapping, abbreviation, layout, page limits
+# --------------------------------------------------------------------------
+
+# The Tomz-Weeks survey's modifiers: long level labels.
+TW = {
+    "race": ["non-white", "white"],
+    "gender": ["women", "men"],
+    "intl": ["lowest internationalism", "low internationalism", "middling internationalism",
+             "high internationalism", "highest internationalism"],
+    "hawk": ["least hawkish", "somewhat dovish", "middling hawkishness", "somewhat hawkish",
+             "most hawkish"],
+}
+TW_NAMES = {"race": "Race", "gender": "Gender", "intl": "Internationalism",
+            "hawk": "Militant assertiveness", "estimate": "Effect of alliance on support"}
+# The scenario analysis: short labels, four modifiers.
+SCEN = {
+    "regime": ["autocracy", "democracy"],
+    "stakes": ["high stakes", "low stakes"],
+    "costs": ["costly", "not costly"],
+    "region": ["Africa", "Asia", "Eastern Europe", "South America"],
+}
+MAX_FIG_H = 9.0  # a figure plus caption on an A4/letter page at 6.5 in wide
+
+
+def make_tw_effects(**kw):
+    """Effects of the paper's 100 groups with group labels 'non-white, women, ...'."""
+    eff = make_effects(TW, **kw)
+    h = eff.drop_duplicates("group").set_index("group")
+    label = h[list(TW)].astype(str).agg(", ".join, axis=1)
+    eff["group_label"] = eff["group"].map(label)
+    return eff
+
+
+@pytest.fixture(scope="module")
+def tw():
+    return make_tw_effects(truth=True, n_small=8)
+
+
+def tick_labels(p, axis: str = "x") -> list[list[str]]:
+    """The tick labels the plot's scales produce, per panel (after building)."""
+    from copy import deepcopy
+
+    from plotnine._utils.context import plot_context
+
+    q = deepcopy(p)
+    with plot_context(q):
+        q._setup()
+        q._build()
+        q.layout.setup_panel_params(q.coordinates)
+    return [list(getattr(pp, axis).labels) for pp in q.layout.panel_params]
+
+
+def _drawn(p):
+    fig = p.draw()
+    fig.canvas.draw()
+    return fig, fig.canvas.get_renderer()
+
+
+def assert_ticks_apart_and_inside(p, axis: str = "x"):
+    """Drawn tick labels of all panels: none overlaps another, all inside the figure."""
+    fig, r = _drawn(p)
+    fig_box = fig.bbox
+    boxes = []
+    for ax in fig.axes:
+        labels = ax.get_xticklabels() if axis == "x" else ax.get_yticklabels()
+        boxes += [t.get_window_extent(r) for t in labels if t.get_text() and t.get_visible()]
+    assert boxes
+    for b in boxes:
+        assert b.x0 >= fig_box.x0 - 0.5 and b.x1 <= fig_box.x1 + 0.5, b
+        assert b.y0 >= fig_box.y0 - 0.5 and b.y1 <= fig_box.y1 + 0.5, b
+    for a, b in itertools.combinations(boxes, 2):
+        overlap_w = min(a.x1, b.x1) - max(a.x0, b.x0)
+        overlap_h = min(a.y1, b.y1) - max(a.y0, b.y0)
+        assert overlap_w <= 0.5 or overlap_h <= 0.5, (a, b)
+    return fig, r
+
+
+def assert_strips_fit(fig, r):
+    """Strip titles: inside their panel's width and apart from each other."""
+    from plotnine._mpl.text import StripText
+
+    strips = [t.get_window_extent(r) for t in fig.findobj(StripText) if t.get_text()]
+    panels = [ax.get_window_extent(r) for ax in fig.axes]
+    assert strips
+    for s in strips:
+        assert any(s.x0 >= pb.x0 - 0.5 and s.x1 <= pb.x1 + 0.5 for pb in panels), s
+    for a, b in itertools.combinations(strips, 2):
+        assert not a.overlaps(b), (a, b)
+
+
+def test_wrap_to_width_breaks_at_spaces_only():
+    size = F._TICK_PT
+    assert F._wrap_to_width("middling hawkishness", 0.6, size) == "middling\nhawkishness"
+    assert F._wrap_to_width("middling hawkishness", 5.0, size) == "middling hawkishness"
+    assert F._wrap_to_width("internationalism", 0.1, size) == "internationalism"  # never split a word
+    text = "level number 7 of a rather verbose question wording"
+    for width in (0.0, 0.3, 0.8, 1.5, 10.0):
+        out = F._wrap_to_width(text, width, size)
+        assert out.replace("\n", " ") == text
+        assert out.count("\n") + 1 <= 3
+    # three lines as even as possible when the width cannot be met
+    narrow = F._wrap_to_width(text, 0.0, size)
+    assert np.isclose(F._text_width_in(narrow, size), F._min_wrap_width(text, size))
+    assert F._min_wrap_width(text, size, max_lines=2) > F._min_wrap_width(text, size, max_lines=3)
+
+
+def test_wrap_strip_breaks_after_colon_first():
+    s = "Stakes, Costs: high stakes, not costly"
+    assert F._wrap_strip(s, 5.0) == s
+    assert F._wrap_strip(s, 2.0) == "Stakes, Costs:\nhigh stakes, not costly"
+    out = F._wrap_strip("Race, Gender: non-white, women", 1.0)
+    assert out.split("\n")[0] == "Race, Gender:" and out.replace("\n", " ") == "Race, Gender: non-white, women"
+
+
+def test_short_levels_drop_a_word_repeated_from_the_title():
+    assert F._short_levels(TW["intl"], "Internationalism") == ["lowest", "low", "middling", "high", "highest"]
+    assert F._short_levels(SCEN["stakes"], "Stakes") == ["high", "low"]
+    assert F._short_levels(TW["hawk"], "Militant assertiveness") == TW["hawk"]  # no shared word
+    assert F._short_levels(SCEN["costs"], "Costs") == SCEN["costs"]  # 'costly' alone has one word
+    assert F._short_levels(["low x", "x"], "X") == ["low x", "x"]  # would leave an empty label
+    assert F._short_levels(["1 (low)", "2"], "Intl") == ["1 (low)", "2"]
+
+
+def test_by_modifier_tw_tick_labels_wrapped_and_page_sized(tw):
+    mods = list(TW)
+    p = F.plot_by_modifier(tw, mods, names=TW_NAMES)
+    lay = F._by_modifier_layout([F._short_levels(TW[m], TW_NAMES[m]) for m in mods],
+                                [TW_NAMES[m] for m in mods])
+    # 5 long levels of two modifiers do not fit one row: a 2 x 2 grid
+    assert lay["ncol"] == 2 and not lay["rotate"]
+    w, h = p.theme.getp("figure_size")
+    assert (w, h) == lay["size"] and w == F.PAGE_WIDTH and h <= MAX_FIG_H
+    labels = tick_labels(p)
+    assert labels[2] == ["lowest", "low", "middling", "high", "highest"]
+    hawk = labels[3]
+    assert [t.replace("\n", " ") for t in hawk] == TW["hawk"]  # only line breaks added
+    assert all(t.count("\n") <= 2 for t in hawk) and "middling\nhawkishness" in hawk
+    # neighbours fit their slots (slot = panel width / (levels + 0.2))
+    slot = lay["widths"][3] / (5 + 2 * F._DISCRETE_PAD - 1)
+    assert F._slot_need(hawk, lay["tick_size"]) <= slot + 1e-9
+    assert lay["tick_size"] >= 6
+    fig, r = assert_ticks_apart_and_inside(p)
+    assert_strips_fit(fig, r)
+
+
+def test_by_modifier_one_row_keeps_two_level_panels_narrow():
+    eff = make_effects(SCEN, n_small=0)
+    names = {"regime": "Regime", "stakes": "Stakes", "costs": "Costs", "region": "Region"}
+    p = F.plot_by_modifier(eff, list(SCEN), names=names)
+    assert list(p.facet.cols) == ["modifier"]  # one row
+    ratios = p.facet.space["x"]
+    assert max(ratios[:3]) < ratios[3]  # the 4-level panel is the widest
+    assert all(r_ < 0.65 * ratios[3] for r_ in ratios[:3])
+    labels = tick_labels(p)
+    assert labels[1] == ["high", "low"]  # "stakes" is in the strip
+    assert labels[3][2] in ("Eastern Europe", "Eastern\nEurope")
+    assert p.theme.getp("figure_size")[1] <= 4
+    assert_ticks_apart_and_inside(p)
+
+
+def test_by_modifier_unabbreviated_labels_rotate_rather_than_grow(tw):
+    p = F.plot_by_modifier(tw, list(TW), names=TW_NAMES, abbreviate=False)
+    assert p.theme.getp("figure_size")[1] <= MAX_FIG_H
+    assert tick_labels(p)[2][0].replace("\n", " ") == "lowest internationalism"
+    assert p.theme.themeables["axis_text_x"].properties.get("rotation") == 45
+    assert_ticks_apart_and_inside(p)
+
+
+def test_by_modifier_many_modifiers_in_rows():
+    mods = {**TW, "a": ["alpha one", "beta two", "gamma three"], "b": ["x", "y"]}
+    eff = make_effects(mods, n_small=0)
+    p = F.plot_by_modifier(eff, list(mods))
+    assert p.facet.__class__.__name__ == "facet_wrap"
+    assert p.theme.getp("figure_size")[1] <= MAX_FIG_H
+    assert_ticks_apart_and_inside(p)
+
+
+def _tw_heat(eff):
+    """The builder's heatmap input: facet = the combination of the other modifiers."""
+    heat = eff.copy()
+    combo = heat[["race", "gender"]].astype(str).agg(", ".join, axis=1)
+    order = [f"{r_}, {g}" for r_ in TW["race"] for g in TW["gender"]]
+    heat["__facet"] = pd.Categorical(combo, categories=order, ordered=True)
+    return heat, {**TW_NAMES, "__facet": "Race, Gender"}
+
+
+def test_heatmap_tw_facets_two_columns_and_fitted_labels(tw):
+    heat, names = _tw_heat(tw)
+    p = F.plot_heatmap(heat, "intl", "hawk", facet="__facet", names=names)
+    assert p.facet.ncol == 2
+    w, h = p.theme.getp("figure_size")
+    assert w == F.PAGE_WIDTH and h <= MAX_FIG_H
+    strips = list(p.data["__facet"].cat.categories)
+    assert strips[0].replace("\n", " ") == "Race, Gender: non-white, women"
+    x = tick_labels(p, "x")
+    assert x[0] == ["lowest", "low", "middling", "high", "highest"]
+    y = tick_labels(p, "y")[0]
+    assert [t.replace("\n", " ") for t in y] == TW["hawk"]
+    assert all(t.count("\n") <= 1 for t in y)
+    # every tile keeps its number, in a tile wide enough for it
+    assert len(F.layer_data(p, 1)) == 100
+    lay = F._heatmap_layout(F._short_levels(TW["intl"], "Internationalism"), TW["hawk"], strips)
+    assert lay["tile"][0] >= F._text_width_in("\u22120.00", lay["value_size"]) + 0.06
+    fig, r = assert_ticks_apart_and_inside(p)
+    assert_strips_fit(fig, r)
+    assert_ticks_apart_and_inside(p, "y")
+
+
+def test_heatmap_long_x_labels_wrap_or_rotate():
+    heat = make_effects(SCEN, n_small=0)
+    names = {"regime": "Regime", "stakes": "Stakes", "costs": "Costs", "region": "Region"}
+    p = F.plot_heatmap(heat, "region", "regime", facet="stakes", names=names)
+    assert tick_labels(p)[0][2] == "Eastern\nEurope" or p.facet.ncol == 1
+    assert_ticks_apart_and_inside(p)
+    verbose = {"q": [f"level number {i} of a rather verbose question wording" for i in range(8)],
+               "r": ["a", "b"]}
+    p = F.plot_heatmap(make_effects(verbose, n_small=0), "q", "r")
+    assert p.theme.themeables["axis_text_x"].properties.get("rotation") == 45
+    assert all(t.count("\n") <= 2 for t in tick_labels(p)[0])
+    assert_ticks_apart_and_inside(p)
+
+
+def test_heatmap_subtitle_stays_inside_the_figure(effects):
+    p = F.plot_heatmap(effects, "intl", "male", names=NAMES)  # cells pool groups: subtitle
+    sub = p.labels.get("subtitle", None)
+    assert sub and F._text_width_in(sub, F._SUBTITLE_PT) <= F.PAGE_WIDTH - 0.25
+    fig, r = _drawn(p)
+    for t in fig.findobj(mpl.text.Text):
+        if t.get_text() == sub:
+            b = t.get_window_extent(r)
+            assert b.x0 >= 0 and b.x1 <= fig.bbox.x1
+
+
+def test_comparison_facet_levels_draws_a_part_on_the_full_scale(tw):
+    full = F.plot_comparison(tw, "race", names=TW_NAMES)
+    part = F.plot_comparison(tw, "race", names=TW_NAMES, facet_levels=["white"])
+    h = tw.query("method == 'hierarchical'")
+    assert set(F.layer_data(part, 4)["y"].round().astype(int)) <= set(range(1, 51))
+    assert len(F.layer_data(part, 4)) == (h["race"] == "white").sum() == 50
+    assert input_data(part, 4)["race"].cat.categories.tolist() == ["Race: white"]
+    # the parts share the x range of the whole figure
+    xs = next(s for s in part.scales if "x" in s.aesthetics)
+    lo = min(tw["lower_95"].min(), tw["truth"].min(), 0)
+    hi = max(tw["upper_95"].max(), tw["truth"].max(), 0)
+    assert np.allclose(xs.limits, (lo, hi))
+    # y labels leave out the level the strip shows; rows stay keyed by the full label
+    ticks = tick_labels(part, "y")[0]
+    assert len(ticks) == 50 and not any("white" in t for t in ticks)
+    assert all(t.count(", ") == 2 for t in ticks)
+    assert set(input_data(part, 4)["y"].cat.categories) == set(tw["group_label"])
+    assert part.theme.getp("figure_size")[1] <= MAX_FIG_H < full.theme.getp("figure_size")[1]
+    fig, r = _drawn(part)
+    for ax in fig.axes:  # nothing clipped on the left or right
+        for t in ax.get_yticklabels():
+            if t.get_text():
+                b = t.get_window_extent(r)
+                assert b.x0 >= 0 and b.x1 <= fig.bbox.x1
+    with pytest.raises(HetreportError, match="Did you mean 'white'"):
+        F.plot_comparison(tw, "race", facet_levels=["whit"])
+    kept = F.plot_comparison(tw, "race", facet_levels=["white"], drop_facet_level=False)
+    assert all(t.startswith("white, ") for t in tick_labels(kept, "y")[0])
+
+
+def test_comparison_labels_kept_whole_when_the_level_is_ambiguous(effects):
+    eff = effects.copy()
+    eff["group_label"] = "same"  # no part equals the facet level
+    ticks = tick_labels(F.plot_comparison(eff, "white"), "y")
+    assert all(t.startswith("same") for panel in ticks for t in panel)
+
+
+def test_comparison_facet_chunks_fit_the_page(tw):
+    parts = F.comparison_facet_chunks(tw, "race")
+    assert parts == [["non-white"], ["white"]]  # 100 groups: 2 figures of 50 rows
+    five = F.comparison_facet_chunks(tw, "hawk")
+    assert [lv for part in five for lv in part] == TW["hawk"] and len(five) == 2
+    for part in parts + five:
+        col = "race" if part[0] in TW["race"] else "hawk"
+        h = F.plot_comparison(tw, col, facet_levels=part).theme.getp("figure_size")[1]
+        assert h <= MAX_FIG_H
+    # a study that fits in one figure stays one part
+    small = make_effects(SCEN, n_small=0)
+    assert F.comparison_facet_chunks(small, "regime") == [["autocracy", "democracy"]]
+    assert F.figure_size("comparison", 32, 2)[1] <= MAX_FIG_H

@@ -118,10 +118,24 @@ def write_figures(a: AnalysisResults, effects: pd.DataFrame, facts: Facts, folde
     facet = default_facet(a, spec.report.facet)
     facet_label = names[facet]
     n_facets = len(a.modifiers[a.modifier_names.index(facet)].levels)
-    save("comparison", figs.plot_comparison(eff, facet, names=names), "comparison",
-         f"Each group's effect from OLS with fully crossed interactions and from the hierarchical model: point estimate and 95% interval, "
-         f"one panel per level of {facet_label}." + (" Crosses mark the true effects." if facts.has_truth else ""),
-         "Dot-and-interval plot comparing OLS and hierarchical estimates for every group.", n_facets)
+    cmp_caption = (f"Each group's effect from OLS with fully crossed interactions and from the hierarchical model: point estimate and 95% interval, "
+                   f"one panel per level of {facet_label}." + (" Crosses mark the true effects." if facts.has_truth else ""))
+    cmp_alt = "Dot-and-interval plot comparing OLS and hierarchical estimates for every group."
+    # One row per group: beyond ~60 groups the figure is taller than a page, so it is
+    # split by level of the facet modifier into parts that each fit (same x axis).
+    parts = figs.comparison_facet_chunks(eff, facet) or [None]
+    cmp_keys = []
+    for k, levels in enumerate(parts, start=1):
+        key = "comparison" if k == 1 else f"comparison-{k}"
+        if len(parts) == 1:
+            plot, caption = figs.plot_comparison(eff, facet, names=names), cmp_caption
+        else:
+            plot = figs.plot_comparison(eff, facet, names=names, facet_levels=levels)
+            caption = (cmp_caption + f" Part {k} of {len(parts)}: {facet_label} {join_words(levels)}; "
+                       "all parts share one horizontal scale.")
+        save(key, plot, "comparison", caption, cmp_alt, len(levels) if levels else n_facets)
+        cmp_keys.append(key)
+    out["comparison_parts"] = [out[key] for key in cmp_keys]
     save("shrinkage", figs.plot_shrinkage(eff, names=names), "shrinkage",
          "Partial pooling: each line joins a group's OLS estimate (left) to its hierarchical estimate (right); larger points are larger groups. "
          "The dashed line is the average hierarchical estimate.", "Lines from OLS to hierarchical estimates for each group.")
@@ -149,10 +163,10 @@ def write_figures(a: AnalysisResults, effects: pd.DataFrame, facts: Facts, folde
         names_h = names
     n_f = int(heat[facet_col].nunique()) if facet_col else 1
     save("heatmap", figs.plot_heatmap(heat, x, y, facet=facet_col, names=names_h), "heatmap",
-         f"Median group effect over {names[x]} and {names[y]}" + (f", one panel per combination of the other modifiers." if facet_col else
+         f"Hierarchical group effects (posterior means) over {names[x]} and {names[y]}" + (f", one panel per combination of the other modifiers." if facet_col else
                                                                  "; cells average the groups that share them (weighted by size)."),
          "Heat map of group effects.", n_f)
-    save("ppc", figs.plot_ppc(a.y, a.y_rep, names=names), "ppc",
+    save("ppc", figs.plot_ppc(a.y, a.y_rep, names={**names, "outcome": a.outcome}), "ppc",
          "Posterior predictive check: the observed outcome against outcomes replicated from the fitted hierarchical model.",
          "Observed outcome distribution against replicated draws.")
     return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import textwrap
 import warnings
@@ -97,6 +98,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; nothing was written.", file=sys.stderr)
         return 130
+    except Exception as exc:  # a bug, not a user mistake: still one paragraph unless asked
+        if os.environ.get("HETREPORT_DEBUG"):
+            raise
+        print(textwrap.fill(f"Internal error: {type(exc).__name__}: {exc}. Nothing was written. This is a bug in hetreport; "
+                            "rerun with HETREPORT_DEBUG=1 to see the traceback and report it.", width=100,
+                            subsequent_indent="  ", break_long_words=False, break_on_hyphens=False), file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -168,3 +168,18 @@ def test_uncorrelated_route_sums_bambi_terms_like_bambi_predicts(analysis):
     pred = model.predict(raw, data=pd.DataFrame(rows), kind="response_params", inplace=False)
     mu = pred.posterior["mu"].to_numpy()[0]  # (draw, obs)
     np.testing.assert_allclose(ours, mu[:, 1::2] - mu[:, 0::2], atol=1e-8)
+
+
+@pytest.mark.slow
+def test_pymc_backend_gives_the_same_posterior(analysis, fitted):
+    """sampler.backend: pymc samples the same model with PyMC's NUTS: group effects agree with
+    nutpie's to Monte-Carlo error."""
+    spec, adata, groups = analysis
+    sampler = spec.sampler.model_copy(update={"backend": "pymc"})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        other = fit_hierarchical(adata, groups, spec.priors, sampler)
+    assert "PyMC" in other.backend
+    a, b = group_summary(fitted, groups), group_summary(other, groups)
+    mc_se = np.sqrt(a["std_error"] ** 2 / 150 + b["std_error"] ** 2 / 150)  # conservative ESS
+    assert (np.abs(a["estimate"] - b["estimate"]) < 4 * mc_se).all()

@@ -86,6 +86,11 @@ class Prior(BaseModel):
     def positive(self) -> bool:
         return self.family in _POSITIVE
 
+    @property
+    def dist_name(self) -> str:
+        """The PyMC / bambi distribution class name, e.g. 'HalfNormal'."""
+        return PRIOR_FAMILIES[self.family][0]
+
     def kwargs(self) -> dict[str, float]:
         return dict(zip(PRIOR_FAMILIES[self.family][1], self.params))
 

@@ -16,9 +16,7 @@ from ..groups import Groups, terms
 
 
 def _bprior(bmb, prior):
-    name = {"normal": "Normal", "student_t": "StudentT", "cauchy": "Cauchy", "halfnormal": "HalfNormal",
-            "halfstudent_t": "HalfStudentT", "halfcauchy": "HalfCauchy", "exponential": "Exponential"}[prior.family]
-    return bmb.Prior(name, **prior.kwargs())
+    return bmb.Prior(prior.dist_name, **prior.kwargs())
 
 
 def build_bambi_model(adata: AnalysisData, groups: Groups, resolved: dict, mode: str):

@@ -92,9 +92,7 @@ def _control_prior_sds(resolved: dict, adata: AnalysisData) -> np.ndarray | None
 
 
 def _dist(pm, prior: Prior, name: str, **kw):
-    cls = getattr(pm, {"normal": "Normal", "student_t": "StudentT", "cauchy": "Cauchy", "halfnormal": "HalfNormal",
-                       "halfstudent_t": "HalfStudentT", "halfcauchy": "HalfCauchy", "exponential": "Exponential"}[prior.family])
-    return cls(name, **prior.kwargs(), **kw)
+    return getattr(pm, prior.dist_name)(name, **prior.kwargs(), **kw)
 
 
 # --------------------------------------------------------------------------- design
@@ -183,7 +181,7 @@ def build_model(design: Design, resolved: dict, control_sds: np.ndarray | None, 
         ip = intercept_prior.kwargs()
         if "mu" in ip:
             ip["mu"] = ip["mu"] - shift
-        alpha_c = getattr(pm, {"normal": "Normal", "student_t": "StudentT", "cauchy": "Cauchy"}[intercept_prior.family])("alpha_centred", **ip)
+        alpha_c = getattr(pm, intercept_prior.dist_name)("alpha_centred", **ip)
         pm.Deterministic("Intercept", alpha_c + shift)
         b_treat = _dist(pm, resolved["b"], "b_treat")
         if p:

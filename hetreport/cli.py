@@ -55,6 +55,23 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_simulate(args) -> int:
+    from .simstudy import load_design, render_simulation, run_grid
+
+    design = load_design(args.sim)
+    try:
+        run_grid(design, args.out, scheduler=args.scheduler, workers=args.workers, resume=args.resume, progress=args.progress, log=_say)
+    except KeyboardInterrupt:
+        _say(f"interrupted; finished replications are in {Path(args.out) / 'results.parquet'}: add --resume to run the rest")
+        return 130
+    if args.no_report:
+        return 0
+    outcome = render_simulation(args.out, design=design, formats=args.formats, route=args.route, log=_say)
+    for fmt, path in outcome.outputs.items():
+        print(f"{fmt.upper()}: {path}")
+    return 0
+
+
 def _route(args) -> str:
     return {True: "quarto", False: "builtin", None: "auto"}[args.quarto]
 
@@ -79,6 +96,19 @@ def build_parser() -> argparse.ArgumentParser:
         g = r.add_mutually_exclusive_group()
         g.add_argument("--quarto", dest="quarto", action="store_true", default=None, help="render with Quarto (error if not installed)")
         g.add_argument("--no-quarto", dest="quarto", action="store_false", help="render with the built-in pandoc + Typst route")
+    sim = sub.add_parser("simulate", help="run a grid of simulated studies and report how the approaches compare")
+    sim.add_argument("sim", help="the simulation design (SIM.yml; see examples/simulation/paper.yml)")
+    sim.add_argument("--out", required=True, help="folder for results.parquet and the report")
+    sim.add_argument("--scheduler", help="address of a running Dask scheduler (tcp://host:port); default: local processes")
+    sim.add_argument("--workers", type=int, help="local processes (default: the file's workers, else every core)")
+    sim.add_argument("--resume", action="store_true", help="continue the run in --out: only replications not yet done are run")
+    sim.add_argument("--no-report", action="store_true", help="run the grid only")
+    sim.add_argument("--format", dest="formats", action="append", choices=["html", "pdf"], help="output format (repeatable; default: the file's report.formats)")
+    g = sim.add_mutually_exclusive_group()
+    g.add_argument("--quarto", dest="quarto", action="store_true", default=None, help="render with Quarto (error if not installed)")
+    g.add_argument("--no-quarto", dest="quarto", action="store_false", help="render with the built-in pandoc + Typst route")
+    sim.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None, help="progress bar (default: when stderr is a terminal)")
+    sim.set_defaults(func=cmd_simulate)
     for s in (f, *[sub.choices[n] for n in ("run", "report")]):
         s.add_argument("--progress", action=argparse.BooleanOptionalAction, default=sys.stderr.isatty(), help="show the sampler's progress bar")
     return p

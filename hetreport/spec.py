@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import SpecError, path_str, suggest
 
@@ -423,19 +423,25 @@ def parse_spec(raw: Any, base_dir: Path | str = ".", source: str = "spec", sourc
     return spec
 
 
-def load_spec(path: str | Path) -> Spec:
-    """Read and validate a study spec from a YAML file (safe loader only)."""
+def read_yaml(path: str | Path, what: str = "spec", hint: str = "give the path of a YAML study spec") -> tuple[Any, str]:
+    """Read a YAML file with the safe loader; every problem is one SpecError naming the file and line."""
     path = Path(path)
     if not path.is_file():
-        raise SpecError(f"the spec file '{path}' does not exist; give the path of a YAML study spec.")
+        raise SpecError(f"the {what} file '{path}' does not exist; {hint}.")
     try:
         text = path.read_text(encoding="utf-8")
-        raw = yaml.safe_load(text)
+        return yaml.safe_load(text), text
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise SpecError(f"the YAML cannot be read{at}: {problem}. Check indentation and quoting (quote expressions that contain ':' or '#').", where=str(path)) from None
     except UnicodeDecodeError:
-        raise SpecError("the spec is not UTF-8 text.", where=str(path)) from None
+        raise SpecError(f"the {what} file is not UTF-8 text.", where=str(path)) from None
+
+
+def load_spec(path: str | Path) -> Spec:
+    """Read and validate a study spec from a YAML file (safe loader only)."""
+    path = Path(path)
+    raw, text = read_yaml(path)
     return parse_spec(raw, base_dir=path.parent.resolve(), source=path.name, source_text=text)

@@ -9,7 +9,6 @@ import pytest
 
 from hetreport.data import load_data, prepare_analysis, read_table
 from hetreport.errors import DataError, SpecError
-from hetreport.groups import build_groups
 from hetreport.spec import parse_spec
 from tests.conftest import SHARED, make_analysis, make_spec, random_frame
 

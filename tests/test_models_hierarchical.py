@@ -9,7 +9,7 @@ from scipy import stats
 from hetreport.groups import group_key, terms
 from hetreport.models.hierarchical import (build_design, build_model, fit_hierarchical, group_summary,
                                            posterior_predictive, resolve_priors, _control_prior_sds)
-from hetreport.spec import Priors, Sampler
+from hetreport.spec import Priors
 from tests.conftest import SMALL_SAMPLER, make_analysis, random_frame
 
 

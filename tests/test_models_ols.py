@@ -1,7 +1,6 @@
 """Frequentist approaches checked against second routes to the same numbers."""
 
 import numpy as np
-import pandas as pd
 import pytest
 import statsmodels.formula.api as smf
 from scipy import stats

@@ -13,7 +13,7 @@ from hetreport.facts import compute_facts
 from hetreport.report import build_and_render
 from hetreport.report.format import md, num, pct
 from hetreport.results import load_results
-from tests.conftest import EVIL
+
 
 pytestmark = pytest.mark.slow
 

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from ..data import AnalysisData
-from ..errors import HetreportWarning, ModelError
+from ..errors import HetreportWarning
 from ..groups import Groups, term_levels, terms
 from ..spec import Prior, Priors, Sampler
 
@@ -163,7 +163,7 @@ def build_model(design: Design, resolved: dict, control_sds: np.ndarray | None, 
     import pymc as pm
     import pytensor.tensor as pt
 
-    T, L = len(design.term_names), len(design.level_names)
+
     p = design.xx.shape[0]
     coords = {"term": list(design.term_names), "level": list(design.level_names), "group": list(group_keys),
               "control": list(control_names), "component": ["intercept", "slope"]}

@@ -163,7 +163,7 @@ def write_figures(a: AnalysisResults, effects: pd.DataFrame, facts: Facts, folde
         names_h = names
     n_f = int(heat[facet_col].nunique()) if facet_col else 1
     save("heatmap", figs.plot_heatmap(heat, x, y, facet=facet_col, names=names_h), "heatmap",
-         f"Hierarchical group effects (posterior means) over {names[x]} and {names[y]}" + (f", one panel per combination of the other modifiers." if facet_col else
+         f"Hierarchical group effects (posterior means) over {names[x]} and {names[y]}" + (", one panel per combination of the other modifiers." if facet_col else
                                                                  "; cells average the groups that share them (weighted by size)."),
          "Heat map of group effects.", n_f)
     save("ppc", figs.plot_ppc(a.y, a.y_rep, names={**names, "outcome": a.outcome}), "ppc",
@@ -383,15 +383,15 @@ def build_project(results: StudyResults, project: Path, route: str = "auto", for
     return project
 
 
-def build_and_render(results: StudyResults, out_dir: Path, formats=None, route: str = "auto", log=None) -> RenderOutcome:
-    """Build the project in a temporary folder, render it, and only then replace ``out_dir/report``."""
+def render_atomically(out_dir: Path, build, formats, route: str = "auto", log=None) -> RenderOutcome:
+    """Run ``build(project_dir)`` in a temporary folder, render it, and only then replace
+    ``out_dir/report``: a failure leaves the previous report in place."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    formats = list(formats or results.spec.report.formats)
     tmp = Path(tempfile.mkdtemp(prefix=".report-", dir=out_dir))
     say = log or (lambda m: None)
     try:
-        build_project(results, tmp, route=route, formats=formats, log=log)
+        build(tmp)
         say(f"rendering {', '.join(formats)} ({describe_route(route)})")
         outcome = render_project(tmp, formats=formats, route=route)
         final = out_dir / "report"
@@ -405,5 +405,11 @@ def build_and_render(results: StudyResults, out_dir: Path, formats=None, route: 
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    outputs = {k: final / Path(v).name for k, v in outcome.outputs.items()}
-    return replace(outcome, outputs=outputs)
+    return replace(outcome, outputs={k: final / Path(v).name for k, v in outcome.outputs.items()})
+
+
+def build_and_render(results: StudyResults, out_dir: Path, formats=None, route: str = "auto", log=None) -> RenderOutcome:
+    """Build the study's Quarto project and render it into ``out_dir/report`` (atomically)."""
+    formats = list(formats or results.spec.report.formats)
+    return render_atomically(out_dir, lambda tmp: build_project(results, tmp, route=route, formats=formats, log=log),
+                             formats, route, log)

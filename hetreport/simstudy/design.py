@@ -19,11 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..errors import SpecError, suggest
-from ..spec import OlsOptions, Priors, Sampler, _explain, _LocatedError, _rejoin_flow_priors
+from ..spec import OlsOptions, Priors, Sampler, _explain, _LocatedError, _rejoin_flow_priors, read_yaml
 
 APPROACHES = ("ols_full", "ols_additive", "subgroup", "hierarchical")
 PAPER_MODIFIERS = ({"name": "m1", "probability": 0.3}, {"name": "m2", "probability": 0.4},
@@ -222,18 +221,7 @@ def parse_design(raw, base_dir: Path | str = ".", source: str = "simulation", so
 def load_design(path: str | Path) -> SimDesign:
     """Read and validate a SIM.yml (safe loader only)."""
     path = Path(path)
-    if not path.is_file():
-        raise SpecError(f"the simulation file '{path}' does not exist; give the path of a SIM.yml (see examples/simulation/paper.yml).")
-    try:
-        text = path.read_text(encoding="utf-8")
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise SpecError(f"the YAML cannot be read{at}: {problem}. Check indentation and quoting.", where=str(path)) from None
-    except UnicodeDecodeError:
-        raise SpecError("the simulation file is not UTF-8 text.", where=str(path)) from None
+    raw, text = read_yaml(path, "simulation", "give the path of a SIM.yml (see examples/simulation/paper.yml)")
     design = parse_design(raw, base_dir=path.parent.resolve(), source=path.name, source_text=text)
     sp = design.study_spec_path()
     if sp is not None and not sp.is_file():

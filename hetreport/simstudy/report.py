@@ -10,11 +10,9 @@ only then replaces ``DIR/report``.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,8 +22,8 @@ from markupsafe import Markup
 
 from ..errors import RenderError
 from ..report import format as fmt
-from ..report.build import QUARTO_YML, environment, join_words, plural
-from ..report.render import describe_route, render_project
+from ..report.build import QUARTO_YML, environment, join_words, plural, render_atomically
+from ..report.render import describe_route
 from . import figures as sf
 from .design import SimDesign, parse_design
 from .executor import META, RESULTS
@@ -382,21 +380,9 @@ def render_simulation(out_dir: str | Path, *, design: SimDesign | None = None, f
     out = Path(out_dir)
     sim = load_simulation(out, design)
     formats = list(formats or sim.design.report.formats)
-    tmp = Path(tempfile.mkdtemp(prefix=".report-", dir=out))
-    try:
+
+    def build(tmp: Path) -> None:
         say("simulation report: figures and tables")
         build_project(sim, tmp, route)
-        say(f"rendering {', '.join(formats)} ({describe_route(route)})")
-        outcome = render_project(tmp, formats=formats, route=route)
-        final = out / "report"
-        old = None
-        if final.exists():
-            old = out / f".report-old-{os.getpid()}"
-            os.replace(final, old)
-        os.replace(tmp, final)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return replace(outcome, outputs={k: final / Path(v).name for k, v in outcome.outputs.items()})
+
+    return render_atomically(out, build, formats, route, log)

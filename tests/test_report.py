@@ -143,3 +143,15 @@ def test_markdown_escaping_and_number_format():
     assert str(md("<b>$x$ {{ y }} @fig-a *z*")) == r"\<b\>\$x\$ \{\{ y \}\} \@fig\-a \*z\*"
     assert num(-0.0001) == "0.00" and num(-0.5) == "\u22120.50" and num(float("nan")) == "—"
     assert pct(0.999999) == ">99%" and pct(1.0) == ">99%" and pct(0.5) == "50%" and pct(0.001) == "<1%"
+
+
+def test_figure_labels_escape_dollar_signs(small_study):
+    """matplotlib reads $...$ as math: labels from data reach the figures with $ escaped."""
+    from hetreport.report.build import display_effects, names_for
+
+    _, results = small_study
+    a = results.analyses[0]
+    eff = display_effects(a, results.effects)
+    assert any(r"\$x\$" in str(v) for v in eff["m1"].cat.categories)
+    assert all("$x$" not in str(v).replace(r"\$x\$", "") for v in eff["group_label"])
+    assert names_for(a)["m1"] == "First modifier"

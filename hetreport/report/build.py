@@ -56,21 +56,27 @@ def environment(user_dir: Path | None = None) -> SandboxedEnvironment:
 # --------------------------------------------------------------------------- display data
 
 
+def plain(text) -> str:
+    """A label for a figure: matplotlib reads $...$ as math, so a dollar sign is escaped."""
+    return str(text).replace("$", r"\$")
+
+
 def display_effects(a: AnalysisResults, effects: pd.DataFrame) -> pd.DataFrame:
     """One analysis's effects with modifier columns as ordered label categoricals (for figures)."""
     eff = effects[effects["analysis"] == a.name].copy()
+    eff["group_label"] = eff["group_label"].map(plain)
     for m in a.modifiers:
-        lookup = {code_key(c): lab for c, lab in zip(m.levels, m.level_labels)}
-        cats = list(dict.fromkeys(m.level_labels))
+        lookup = {code_key(c): plain(lab) for c, lab in zip(m.levels, m.level_labels)}
+        cats = list(dict.fromkeys(plain(lab) for lab in m.level_labels))
         eff[m.name] = pd.Categorical(eff[m.name].map(code_key).map(lookup), categories=cats, ordered=True)
     drop = [c for c in eff.columns if c not in eff.columns[:3] and eff[c].isna().all() and c not in ("prob_positive", "median", "p_value", "df")]
     return eff.drop(columns=[c for c in drop if c not in a.modifier_names and c != "truth"])
 
 
 def names_for(a: AnalysisResults) -> dict[str, str]:
-    out = {m.name: m.label for m in a.modifiers}
-    out["estimate"] = f"Effect of {a.treatment} on {a.outcome}"
-    out["y"] = a.outcome
+    out = {m.name: plain(m.label) for m in a.modifiers}
+    out["estimate"] = plain(f"Effect of {a.treatment} on {a.outcome}")
+    out["y"] = plain(a.outcome)
     return out
 
 
@@ -142,7 +148,7 @@ def write_figures(a: AnalysisResults, effects: pd.DataFrame, facts: Facts, folde
     draws = a.group_draws()
     long = pd.DataFrame({"group": np.repeat(np.asarray(a.posterior.posterior["group"].to_numpy(), dtype=object)[None, :], draws.shape[0], axis=0).ravel(),
                          "draw": np.repeat(np.arange(draws.shape[0]), draws.shape[1]), "value": draws.ravel()})
-    ann = [{"role": role, "label": gf.label, "estimate": gf.effect.estimate, "lower": gf.effect.lower, "upper": gf.effect.upper}
+    ann = [{"role": role, "label": plain(gf.label), "estimate": gf.effect.estimate, "lower": gf.effect.lower, "upper": gf.effect.upper}
            for role, gf in (("smallest", facts.smallest), ("median", facts.median), ("largest", facts.largest))]
     save("distribution", figs.plot_distribution(long, ann, sd_all=facts.sd_all_draws,
                                                 sigma_theta=(facts.sigma_theta.estimate, facts.sigma_theta.lower, facts.sigma_theta.upper), names=names),
@@ -166,7 +172,7 @@ def write_figures(a: AnalysisResults, effects: pd.DataFrame, facts: Facts, folde
          f"Hierarchical group effects (posterior means) over {names[x]} and {names[y]}" + (", one panel per combination of the other modifiers." if facet_col else
                                                                  "; cells average the groups that share them (weighted by size)."),
          "Heat map of group effects.", n_f)
-    save("ppc", figs.plot_ppc(a.y, a.y_rep, names={**names, "outcome": a.outcome}), "ppc",
+    save("ppc", figs.plot_ppc(a.y, a.y_rep, names={**names, "outcome": plain(a.outcome)}), "ppc",
          "Posterior predictive check: the observed outcome against outcomes replicated from the fitted hierarchical model.",
          "Observed outcome distribution against replicated draws.")
     return out

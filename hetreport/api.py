@@ -53,7 +53,8 @@ def fit(spec: Spec | str | Path, *, progress: bool = False, log=None) -> StudyRe
         say(f"analysis '{analysis.name}': {adata.n:,} rows, {groups.n_groups} groups")
         ols_methods = [fit_ols_full(adata, groups, spec.ols.se_type), fit_ols_additive(adata, groups, spec.ols.se_type), fit_subgroup(adata, groups)]
         say(f"analysis '{analysis.name}': sampling the hierarchical model ({spec.sampler.chains} chains x {spec.sampler.draws} draws)")
-        hfit = fit_hierarchical(adata, groups, spec.priors, spec.sampler, mode=analysis.terms, correlated=analysis.correlated, progress=progress)
+        hfit = fit_hierarchical(adata, groups, spec.priors, spec.sampler, mode=analysis.terms, correlated=analysis.correlated,
+                                progress=progress, predictors=analysis.slope_predictors)
         hier = group_summary(hfit, groups)
         truth = None
         if adata.truth is not None:
@@ -73,6 +74,7 @@ def fit(spec: Spec | str | Path, *, progress: bool = False, log=None) -> StudyRe
             groups=group_table, accounting=adata.accounting, posterior=hfit.idata, diagnostics=hfit.diagnostics,
             hierarchical={"formula_bambi": hfit.formula_bambi, "formula_brms": hfit.formula_brms, "priors": hfit.priors,
                           "correlated": hfit.correlated, "backend": hfit.backend, "terms": list(hfit.terms), "mode": analysis.terms,
+                          "slope_predictors": list(analysis.slope_predictors),
                           "timings": hfit.timings, "sampler": spec.sampler.model_dump()},
             ols={me.method: {"formula": me.formula, **me.details} for me in ols_methods},
             y=adata.y, t=adata.t, y_rep=y_rep, n=adata.n, n_start=adata.n_start, notes=adata.notes,

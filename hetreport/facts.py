@@ -95,6 +95,7 @@ class Facts:
     diagnostics_ok: bool
     flags: list[str] = field(default_factory=list)
     has_truth: bool = False
+    predictors: list[dict] = field(default_factory=list)  # {"name", "label", "lambda": Interval}
 
 
 def _label_of(a: AnalysisResults, group_row: pd.Series) -> str:
@@ -162,6 +163,8 @@ def compute_facts(a: AnalysisResults, effects: pd.DataFrame) -> Facts:
                    "n_compared": int(len(both))},
         diagnostics_ok=not diag.get("flags"), flags=list(diag.get("flags", [])),
         has_truth="truth" in eff.columns and eff["truth"].notna().any(),
+        predictors=[{"name": z, "label": _mod_label(a, z), "lambda": Interval.from_draws(post["lambda"].sel(predictor=z).to_numpy().ravel())}
+                    for z in (post["predictor"].to_numpy().tolist() if "lambda" in post else [])],
     )
 
 

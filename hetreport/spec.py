@@ -155,6 +155,9 @@ class Analysis(_Strict):
     terms: Literal["all", "crossing"] = "all"
     #: intercept and slope of each term share a bivariate normal with an LKJ correlation
     correlated: bool = True
+    #: modifiers that also predict the treatment slope linearly (the "lambda" specification:
+    #: treat:(z1 + z2) + (1 + treat | group)); usually with terms: crossing
+    slope_predictors: list[str] = Field(default_factory=list)
     filter: str | None = None
 
     @model_validator(mode="after")
@@ -168,6 +171,9 @@ class Analysis(_Strict):
         for i, c in enumerate(self.controls):
             if c in self.modifiers:
                 raise _LocatedError(("controls", i), f"'{c}' is both a modifier and a control; a modifier is already in the model, so remove it from 'controls'")
+        for i, z in enumerate(self.slope_predictors):
+            if z not in self.modifiers:
+                raise _LocatedError(("slope_predictors", i), f"'{z}' is not one of this analysis's modifiers {self.modifiers}; a slope predictor is a group characteristic, so list modifiers here")
         for i, c in enumerate(self.categorical):
             if c not in self.controls:
                 raise _LocatedError(("categorical", i), f"'{c}' is not among this analysis's controls {self.controls}; 'categorical' marks controls to enter as dummies")

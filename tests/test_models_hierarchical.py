@@ -183,3 +183,25 @@ def test_pymc_backend_gives_the_same_posterior(analysis, fitted):
     a, b = group_summary(fitted, groups), group_summary(other, groups)
     mc_se = np.sqrt(a["std_error"] ** 2 / 150 + b["std_error"] ** 2 / 150)  # conservative ESS
     assert (np.abs(a["estimate"] - b["estimate"]) < 4 * mc_se).all()
+
+
+@pytest.mark.slow
+def test_slope_predictors_recover_a_linear_effect_pattern(tmp_path):
+    """The lambda specification: theta_g = beta_T + z_g' lambda + u_g; on data whose effect rises
+    by 0.3 per level of m2, lambda is near 0.3 and each draw's group effect is the systematic part
+    plus the varying part exactly."""
+    rng = np.random.default_rng(2)
+    n = 1500
+    import pandas as pd
+
+    frame = pd.DataFrame({"treat": rng.integers(0, 2, n), "m1": rng.integers(0, 2, n), "m2": rng.integers(1, 5, n)})
+    frame["y"] = 0.2 + (0.1 + 0.3 * frame["m2"]) * frame["treat"] + rng.normal(0, 0.5, n)
+    spec, adata, groups = make_analysis(tmp_path, frame, ["m1", "m2"], analysis={"terms": "crossing", "slope_predictors": ["m2"]})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit = fit_hierarchical(adata, groups, spec.priors, spec.sampler, mode="crossing", predictors=["m2"])
+    post = fit.idata.posterior
+    lam = post["lambda"].sel(predictor="m2").to_numpy().ravel()
+    assert abs(lam.mean() - 0.3) < 3 * lam.std() + 0.02
+    np.testing.assert_allclose(post["group_effect"], post["systematic_slope"] + post["crossing_slope"], atol=1e-10)
+    assert "treat:(m2)" in fit.formula_brms and "(1 + treat | m1:m2)" in fit.formula_brms

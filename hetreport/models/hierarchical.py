@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from ..data import AnalysisData
-from ..errors import HetreportWarning
+from ..errors import HetreportWarning, SpecError
 from ..groups import Groups, term_levels, terms
 from ..spec import Prior, Priors, Sampler
 
@@ -146,9 +146,11 @@ def build_design(adata: AnalysisData, groups: Groups, mode: str = "all") -> Desi
     )
 
 
-def formulas(adata: AnalysisData, groups: Groups, mode: str, correlated: bool) -> tuple[str, str]:
+def formulas(adata: AnalysisData, groups: Groups, mode: str, correlated: bool, predictors=()) -> tuple[str, str]:
     y, t = adata.outcome.name, adata.treatment.name
     controls = "".join(f" + {c}" for c in adata.controls)
+    if predictors:  # the slope-predictor ("lambda") specification: linear in the predictors, then varying
+        controls += "".join(f" + {z}" for z in predictors) + f" + {t}:({' + '.join(predictors)})"
     bar = "|" if correlated else "||"
     brms = f"{y} ~ 1{controls} + {t} + (1 + {t} {bar} {('*' if mode == 'all' else ':').join(groups.modifiers)})"
     bambi = f"{y} ~ 1{controls} + {t}" + "".join(f" + (1 + {t} | {':'.join(tm)})" for tm in terms(groups.modifiers, mode))
@@ -158,15 +160,20 @@ def formulas(adata: AnalysisData, groups: Groups, mode: str, correlated: bool) -
 # --------------------------------------------------------------------------- the graph
 
 
-def build_model(design: Design, resolved: dict, control_sds: np.ndarray | None, control_names, group_keys):
-    """The correlated model as a PyMC graph (non-centred, sufficient-statistic likelihood)."""
+def build_model(design: Design, resolved: dict, control_sds: np.ndarray | None, control_names, group_keys,
+                predictors: np.ndarray | None = None, predictor_names=()):
+    """The correlated model as a PyMC graph (non-centred, sufficient-statistic likelihood).
+
+    ``predictors`` (groups x q, centred) are slope predictors: the group's effect is then
+    b_treat + predictors @ lambda + the varying slopes, and its intercept gets predictors @ gamma.
+    """
     import pymc as pm
     import pytensor.tensor as pt
 
 
     p = design.xx.shape[0]
     coords = {"term": list(design.term_names), "level": list(design.level_names), "group": list(group_keys),
-              "control": list(control_names), "component": ["intercept", "slope"]}
+              "control": list(control_names), "component": ["intercept", "slope"], "predictor": list(predictor_names)}
     eta = resolved["cor"].params[0] if resolved["cor"] is not None else 2.0
     intercept_prior = resolved["intercept"]
     shift = design.y_mean  # the graph works on centred y; shift the intercept prior's location
@@ -201,7 +208,15 @@ def build_model(design: Design, resolved: dict, control_sds: np.ndarray | None, 
         gl = design.group_levels
         A = a_lev[gl].sum(axis=1)
         B = b_lev[gl].sum(axis=1)
-        theta = pm.Deterministic("group_effect", b_treat + B, dims="group")
+        if predictors is not None and predictors.shape[1]:
+            lam = _dist(pm, resolved["b"], "lambda", dims="predictor")
+            gam = _dist(pm, resolved["b"], "gamma", dims="predictor")
+            Z = pt.as_tensor_variable(predictors)
+            systematic = pm.Deterministic("systematic_slope", b_treat + Z @ lam, dims="group")
+            A = A + Z @ gam
+        else:
+            systematic = b_treat
+        theta = pm.Deterministic("group_effect", systematic + B, dims="group")
         alpha_g = alpha_c + A
         pm.Deterministic("group_intercept", alpha_g + shift, dims="group")
         pm.Deterministic("crossing_slope", b_lev[gl[:, -1]], dims="group")
@@ -245,15 +260,30 @@ def _sample(model, sampler: Sampler, var_names, progress: bool):
 
 
 def fit_hierarchical(adata: AnalysisData, groups: Groups, priors: Priors, sampler: Sampler, *,
-                     mode: str = "all", correlated: bool = True, progress: bool = False) -> HierarchicalFit:
+                     mode: str = "all", correlated: bool = True, progress: bool = False, predictors=()) -> HierarchicalFit:
     resolved = resolve_priors(priors, adata)
-    bambi_formula, brms_formula = formulas(adata, groups, mode, correlated)
+    predictors = tuple(predictors)
+    bambi_formula, brms_formula = formulas(adata, groups, mode, correlated, predictors)
+    if predictors and not correlated:
+        raise SpecError("slope_predictors need the correlated model (the default); remove 'correlated: false' from this analysis.",
+                        where=f"analysis '{adata.name}'")
     if correlated:
         design = build_design(adata, groups, mode)
         control_sds = _control_prior_sds(resolved, adata)
+        Z = None
+        if predictors:
+            try:
+                Z = groups.table[list(predictors)].to_numpy(dtype=float)
+            except (TypeError, ValueError):
+                raise SpecError(f"slope predictors must have numeric codes (they enter linearly); {list(predictors)} include text. "
+                                "Recode them with data.derive, e.g. map(x, {'low': 1, 'high': 2}).", where=f"analysis '{adata.name}'") from None
+            w = groups.table["n"].to_numpy(dtype=float)
+            Z = Z - (w[:, None] * Z).sum(axis=0) / w.sum()  # centred on the unit average: same θ_g, better geometry
         t0 = time.perf_counter()
-        model = build_model(design, resolved, control_sds, adata.control_columns, groups.keys)
+        model = build_model(design, resolved, control_sds, adata.control_columns, groups.keys, Z, predictors)
         keep = ["Intercept", "b_treat", "sd_intercept", "sd_slope", "rho", "sigma", "group_effect", "group_intercept", "crossing_slope"]
+        if predictors:
+            keep += ["lambda", "gamma", "systematic_slope"]
         if adata.control_matrix.shape[1]:
             keep.append("beta")
         idata, timings, backend = _sample(model, sampler, keep, progress)
@@ -267,7 +297,7 @@ def fit_hierarchical(adata: AnalysisData, groups: Groups, priors: Priors, sample
 
         idata, timings, backend, term_names = fit_bambi(adata, groups, resolved, sampler, mode, progress)
     idata = _add_summaries(idata, groups)
-    used = _priors_used(resolved, adata, correlated)
+    used = _priors_used(resolved, adata, correlated, predictors)
     fit = HierarchicalFit(idata=idata, terms=tuple(term_names), formula_bambi=bambi_formula, formula_brms=brms_formula,
                           priors=used, correlated=correlated, backend=backend, timings=timings)
     diag = diagnose(fit)
@@ -277,7 +307,7 @@ def fit_hierarchical(adata: AnalysisData, groups: Groups, priors: Priors, sample
     return fit
 
 
-def _priors_used(resolved: dict, adata: AnalysisData, correlated: bool) -> dict[str, str]:
+def _priors_used(resolved: dict, adata: AnalysisData, correlated: bool, predictors=()) -> dict[str, str]:
     used = {
         "Intercept": str(resolved["intercept"]),
         f"{adata.treatment.name} (common slope)": str(resolved["b"]),
@@ -285,6 +315,8 @@ def _priors_used(resolved: dict, adata: AnalysisData, correlated: bool) -> dict[
     sds = _control_prior_sds(resolved, adata)
     for k, name in enumerate(adata.control_columns):
         used[name] = f"normal(0, {sds[k]:g})" if sds is not None else str(resolved["b"])
+    for z in predictors:
+        used[f"{z}: slope predictor (λ) and main effect"] = str(resolved["b"])
     used["group SDs (intercepts and slopes, every term)"] = str(resolved["sd"])
     if correlated:
         used["intercept–slope correlation (every term)"] = str(resolved["cor"])

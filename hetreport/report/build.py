@@ -248,6 +248,11 @@ def tables_for(a: AnalysisResults, effects: pd.DataFrame, facts: Facts, slug: st
     t["diagnostics"] = fmt.pipe_table(["Quantity", "Kind", "Max R-hat", "Min bulk ESS", "Min tail ESS"], rows, "llrrr",
                                       f"Convergence diagnostics (thresholds: R-hat ≤ {d['thresholds']['rhat_max']}, ESS ≥ {d['thresholds']['ess_min']}).",
                                       f"tbl-{slug}-diagnostics")
+    if facts.predictors:
+        t["predictors"] = fmt.pipe_table(["Slope predictor", "Change in the effect per unit (λ, 95% interval)"],
+                                         [[pf["label"], fmt.interval(pf["lambda"])] for pf in facts.predictors], "lr",
+                                         "Slope predictors: how the treatment effect changes with each group characteristic (per unit of its code); "
+                                         "the varying slopes around this line have SD σθ.", f"tbl-{slug}-predictors")
     pri = a.hierarchical["priors"]
     t["priors"] = fmt.pipe_table(["Parameter", "Prior"], [[k, v] for k, v in pri.items()], "ll",
                                  "Priors used (after scaling defaults to the outcome where the spec gave none).", f"tbl-{slug}-priors")

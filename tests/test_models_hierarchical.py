@@ -205,3 +205,51 @@ def test_slope_predictors_recover_a_linear_effect_pattern(tmp_path):
     assert abs(lam.mean() - 0.3) < 3 * lam.std() + 0.02
     np.testing.assert_allclose(post["group_effect"], post["systematic_slope"] + post["crossing_slope"], atol=1e-10)
     assert "treat:(m2)" in fit.formula_brms and "(1 + treat | m1:m2)" in fit.formula_brms
+
+
+def test_collapsed_likelihood_is_the_exact_marginal(tmp_path):
+    """The sampled graph integrates the intercept, common slope and coarse terms out: at any point,
+    joint log density = collapsed potential + log N(gamma | gamma_mean, P^-1), for any gamma."""
+    from scipy.stats import multivariate_normal as mvn
+    from scipy.stats import norm
+
+    from hetreport.models import hierarchical as H
+
+    frame = random_frame(n=600, seed=4, levels=(2, 3, 5))
+    spec, adata, groups = make_analysis(tmp_path, frame, ["m1", "m2", "m3"], ["x1"],
+                                        priors={"intercept": "normal(0, 1)", "b": "normal(0, 0.5)"})
+    resolved = H.resolve_priors(spec.priors, adata)
+    design = H.build_design(adata, groups, "all")
+    K = H.collapsed_terms(design, resolved)
+    assert 0 < len(K) < len(design.term_names)  # some terms integrated out, some sampled
+    model = H.build_collapsed_model(design, resolved, H._control_prior_sds(resolved, adata), adata.control_columns, groups.keys, K)
+    k_idx, _, _, member, _, Hm, _ = H._collapse_design(design, K)
+    rng = np.random.default_rng(5)
+    point = {k: v + rng.normal(size=np.shape(v)) * 0.5 for k, v in model.initial_point().items()}
+    logm, gm, Ar, Br, sdi, sds, rho, sig, beta = _evaluate(
+        model, ["likelihood", "gamma_mean", "A_rest", "B_rest", "sd_intercept", "sd_slope", "rho", "sigma", "beta"], point)
+    lk, LK = design.level_term[k_idx], len(k_idx)
+    ipr, bpr = resolved["intercept"].kwargs(), resolved["b"].kwargs()
+    ia, ib = 2 + np.arange(LK), 2 + LK + np.arange(LK)
+    om = 1 - rho[lk] ** 2
+    P = Hm / sig**2
+    P[0, 0] += 1 / ipr["sigma"] ** 2
+    P[1, 1] += 1 / bpr["sigma"] ** 2
+    P[ia, ia] += 1 / (sdi[lk] ** 2 * om)
+    P[ib, ib] += 1 / (sds[lk] ** 2 * om)
+    P[ia, ib] -= rho[lk] / (sdi[lk] * sds[lk] * om)
+    P[ib, ia] -= rho[lk] / (sdi[lk] * sds[lk] * om)
+    gaps = []
+    for _ in range(3):
+        gam = rng.normal(size=2 + 2 * LK) * 0.3
+        lp = norm.logpdf(gam[0], ipr["mu"] - design.y_mean, ipr["sigma"]) + norm.logpdf(gam[1], bpr["mu"], bpr["sigma"])
+        for j, l in enumerate(lk):
+            C = [[sdi[l] ** 2, rho[l] * sdi[l] * sds[l]], [rho[l] * sdi[l] * sds[l], sds[l] ** 2]]
+            lp += mvn.logpdf([gam[2 + j], gam[2 + LK + j]], [0, 0], C)
+        m0 = gam[0] + member @ gam[2:2 + LK] + Ar
+        m = np.stack([m0, m0 + gam[1] + member @ gam[2 + LK:] + Br], axis=1)
+        quad = (design.yy - 2 * (m * design.cell_sy).sum() + (design.cell_n * m**2).sum() - 2 * design.xy @ beta
+                + 2 * (m[:, :, None] * design.cell_sx * beta).sum() + beta @ design.xx @ beta)
+        ll = -design.n * np.log(sig) - 0.5 * design.n * np.log(2 * np.pi) - quad / (2 * sig**2)
+        gaps.append(ll + lp - logm - mvn.logpdf(gam, gm, np.linalg.inv(P)))
+    np.testing.assert_allclose(gaps, 0, atol=1e-6)

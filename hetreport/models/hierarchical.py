@@ -16,6 +16,10 @@ Two builds of the same design:
   statistics (exact; the graph's shape depends only on the number of groups, levels
   and controls, not on N). Sampled with nutpie (PyMC NUTS as a fallback).
 - ``correlated: false`` (brms ``||``): bambi's model, whose group terms are uncorrelated.
+
+The correlated graph that is sampled (``build_collapsed_model``) integrates the intercept, the common
+slope and the level effects of the coarsest terms out analytically and draws them afterwards from their
+exact Gaussian conditional: the same posterior, without the ridges and funnels that made NUTS diverge.
 """
 
 from __future__ import annotations
@@ -228,6 +232,163 @@ def build_model(design: Design, resolved: dict, control_sds: np.ndarray | None, 
     return model
 
 
+#: the intercept, the common slope and the level effects of the coarsest terms (fewest levels, most
+#: units per level), up to this many levels in all, are integrated out analytically
+COLLAPSE_MAX_LEVELS = 20
+
+
+def collapsed_terms(design: Design, resolved: dict) -> tuple[int, ...] | None:
+    """Terms whose level effects are integrated out: the smallest terms while their levels total at most
+    COLLAPSE_MAX_LEVELS (depends on the design's structure only). None when the intercept or the
+    common slope has a non-normal prior: then nothing is integrated out."""
+    if resolved["intercept"].family != "normal" or resolved["b"].family != "normal":
+        return None
+    sizes = np.bincount(design.level_term, minlength=len(design.term_names))
+    chosen, total = [], 0
+    for k in sorted(range(len(sizes)), key=lambda k: sizes[k]):
+        if total + sizes[k] > COLLAPSE_MAX_LEVELS:
+            break
+        chosen.append(k)
+        total += sizes[k]
+    return tuple(sorted(chosen))
+
+
+def _collapse_design(design: Design, collapse: tuple[int, ...]):
+    """Collapsed levels, kept terms, each group's membership in the collapsed levels (G, LK), the
+    incidence D of gamma = (alpha, b_treat, a_K, b_K) in the cell means (2G, d), and H = D'ND."""
+    lt, gl = design.level_term, design.group_levels
+    in_k = np.isin(lt, collapse)
+    k_idx, r_idx = np.flatnonzero(in_k), np.flatnonzero(~in_k)
+    kept = [k for k in range(len(design.term_names)) if k not in collapse]
+    pos = np.full(len(lt), -1)
+    pos[k_idx] = np.arange(len(k_idx))
+    member = np.zeros((gl.shape[0], len(k_idx)))
+    for k in collapse:
+        member[np.arange(gl.shape[0]), pos[gl[:, k]]] = 1.0
+    one, zero = np.ones((gl.shape[0], 1)), np.zeros((gl.shape[0], 1))
+    D = np.stack([np.hstack([one, zero, member, 0 * member]), np.hstack([one, one, member, member])], axis=1).reshape(2 * gl.shape[0], -1)
+    H = D.T @ (design.cell_n.reshape(-1, 1) * D)
+    rest_pos = np.full(len(lt), -1)
+    rest_pos[r_idx] = np.arange(len(r_idx))
+    return k_idx, r_idx, kept, member, D, H, rest_pos[gl[:, kept]]
+
+
+def build_collapsed_model(design: Design, resolved: dict, control_sds: np.ndarray | None, control_names, group_keys,
+                          collapse: tuple[int, ...]):
+    """build_model's posterior, with the intercept, the common slope and the level effects of the terms
+    in ``collapse`` (gamma, d = 2 + 2 x their levels) integrated out analytically.
+
+    Given the rest, gamma has a Gaussian prior and enters the cell means linearly (m = r + D gamma), so
+    the likelihood is Gaussian in gamma with precision H / sigma^2, H = D'ND; the potential is the
+    exact marginal log p(y | rest) through a Cholesky factor of P = prior precision + H / sigma^2.
+    gamma is drawn afterwards from N(P^-1 v, P^-1) per draw (``draw_collapsed``). Sampled, these
+    coarse terms (hundreds of units per level, SDs informed by a few levels) make the ridges and
+    funnels behind the divergences; integrated out, NUTS needs ~30 leapfrog steps per draw, not ~200.
+    """
+    import pymc as pm
+    import pytensor.tensor as pt
+    from pytensor.tensor.slinalg import cholesky, solve_triangular
+
+    k_idx, r_idx, kept, member, D, H, gl_rest = _collapse_design(design, collapse)
+    lt, G, LK, p = design.level_term, design.group_levels.shape[0], len(k_idx), design.xx.shape[0]
+    ia, ib = 2 + np.arange(LK), 2 + LK + np.arange(LK)
+    ip, bp = resolved["intercept"].kwargs(), resolved["b"].kwargs()
+    mu_a, s_a, mu_b, s_b = ip["mu"] - design.y_mean, ip["sigma"], bp["mu"], bp["sigma"]
+    names = [design.level_names[l] for l in k_idx]
+    coords = {"term": list(design.term_names), "level_rest": [design.level_names[l] for l in r_idx], "group": list(group_keys),
+              "control": list(control_names), "component": ["intercept", "slope"],
+              "collapsed": ["Intercept", "b_treat"] + [f"{n} intercept" for n in names] + [f"{n} slope" for n in names]}
+    eta = resolved["cor"].params[0] if resolved["cor"] is not None else 2.0
+    with pm.Model(coords=coords) as model:
+        cell_n = pm.Data("cell_n", design.cell_n)
+        cell_sy = pm.Data("cell_sy", design.cell_sy)
+        cell_sx = pm.Data("cell_sx", design.cell_sx)
+        xx = pm.Data("xx", design.xx)
+        xy = pm.Data("xy", design.xy)
+        yy = pm.Data("yy", design.yy)
+        n_obs = pm.Data("n_obs", float(design.n))
+        Dm = pm.Data("collapse_D", D)
+        Hm = pm.Data("collapse_H", H)
+        if p:
+            if control_sds is not None:
+                beta = pm.Normal("beta", 0.0, control_sds, dims="control")
+            else:
+                beta = _dist(pm, resolved["b"], "beta", dims="control")
+        sd_int = _dist(pm, resolved["sd"], "sd_intercept", dims="term")
+        sd_slope = _dist(pm, resolved["sd"], "sd_slope", dims="term")
+        rho_raw = pm.Beta("rho_raw", eta, eta, dims="term")
+        rho = pm.Deterministic("rho", 2 * rho_raw - 1, dims="term")
+        sigma = _dist(pm, resolved["sigma"], "sigma")
+        A, B = pt.zeros(G), pt.zeros(G)
+        if len(r_idx):
+            lr = lt[r_idx]
+            z = pm.Normal("z", 0.0, 1.0, dims=("level_rest", "component"))
+            a_r = sd_int[lr] * z[:, 0]
+            b_r = sd_slope[lr] * (rho[lr] * z[:, 0] + pt.sqrt(1 - rho[lr] ** 2) * z[:, 1])
+            A, B = a_r[gl_rest].sum(axis=1), b_r[gl_rest].sum(axis=1)
+            if kept[-1] == len(design.term_names) - 1:
+                pm.Deterministic("crossing_rest", b_r[gl_rest[:, -1]], dims="group")
+        pm.Deterministic("A_rest", A, dims="group")
+        pm.Deterministic("B_rest", B, dims="group")
+        r = pt.stack([A, A + B], axis=1)  # (G, 2) cell means from the sampled terms
+        quad = yy - 2 * (r * cell_sy).sum() + (cell_n * r**2).sum()
+        h = cell_sy - cell_n * r
+        if p:
+            sxb = (cell_sx * beta).sum(axis=2)
+            quad = quad - 2 * (xy * beta).sum() + 2 * (r * sxb).sum() + beta @ xx @ beta
+            h = h - sxb
+        lk = lt[k_idx]
+        sa, sb, rk = sd_int[lk], sd_slope[lk], rho[lk]
+        om = 1 - rk**2
+        P = Hm / sigma**2
+        P = pt.inc_subtensor(P[[0, 1], [0, 1]], np.array([1 / s_a**2, 1 / s_b**2]))
+        if LK:
+            P = pt.inc_subtensor(P[ia, ia], 1 / (sa**2 * om))
+            P = pt.inc_subtensor(P[ib, ib], 1 / (sb**2 * om))
+            P = pt.inc_subtensor(P[ia, ib], -rk / (sa * sb * om))
+            P = pt.inc_subtensor(P[ib, ia], -rk / (sa * sb * om))
+        m0 = np.zeros(2 + 2 * LK)
+        m0[:2] = mu_a / s_a**2, mu_b / s_b**2
+        v = m0 + Dm.T @ h.reshape((2 * G,)) / sigma**2
+        chol = cholesky(P, lower=True)
+        w = solve_triangular(chol, v, lower=True)
+        logdet_prior = 2 * np.log(s_a * s_b) + (2 * pt.log(sa * sb) + pt.log(om)).sum()
+        pm.Potential("likelihood", -n_obs * pt.log(sigma) - 0.5 * n_obs * np.log(2 * np.pi) - quad / (2 * sigma**2)
+                     - 0.5 * logdet_prior - pt.log(pt.diagonal(chol)).sum() + 0.5 * (w**2).sum() - 0.5 * (mu_a**2 / s_a**2 + mu_b**2 / s_b**2))
+        pm.Deterministic("gamma_mean", solve_triangular(chol.T, w, lower=False), dims="collapsed")
+    return model
+
+
+def draw_collapsed(post, design: Design, resolved: dict, collapse: tuple[int, ...], seed: int) -> dict:
+    """Exact draws of gamma | rest ~ N(gamma_mean, P^-1), one per posterior draw, and the quantities
+    build_model records: Intercept, b_treat, group_effect, group_intercept, crossing_slope."""
+    k_idx, _, kept, member, _, H, _ = _collapse_design(design, collapse)
+    LK, lk = len(k_idx), design.level_term[k_idx]
+    ia, ib = 2 + np.arange(LK), 2 + LK + np.arange(LK)
+    s_a, s_b = resolved["intercept"].kwargs()["sigma"], resolved["b"].kwargs()["sigma"]
+    sa, sb = post["sd_intercept"].to_numpy()[..., lk], post["sd_slope"].to_numpy()[..., lk]
+    rk = post["rho"].to_numpy()[..., lk]
+    om = 1 - rk**2
+    P = H / post["sigma"].to_numpy()[..., None, None] ** 2
+    P[..., 0, 0] += 1 / s_a**2
+    P[..., 1, 1] += 1 / s_b**2
+    P[..., ia, ia] += 1 / (sa**2 * om)
+    P[..., ib, ib] += 1 / (sb**2 * om)
+    P[..., ia, ib] -= rk / (sa * sb * om)
+    P[..., ib, ia] -= rk / (sa * sb * om)
+    chol = np.linalg.cholesky(P)
+    eps = np.random.default_rng(seed).standard_normal(P.shape[:-1] + (1,))
+    gamma = post["gamma_mean"].to_numpy() + np.linalg.solve(np.swapaxes(chol, -1, -2), eps)[..., 0]
+    theta = gamma[..., 1:2] + gamma[..., 2 + LK:] @ member.T + post["B_rest"].to_numpy()
+    alpha_g = gamma[..., :1] + gamma[..., 2:2 + LK] @ member.T + post["A_rest"].to_numpy() + design.y_mean
+    last = len(design.term_names) - 1
+    crossing = (post["crossing_rest"].to_numpy() if last in kept else
+                gamma[..., 2 + LK + np.searchsorted(k_idx, design.group_levels[:, last])])
+    gd = ("chain", "draw", "group")
+    return {"Intercept": (("chain", "draw"), gamma[..., 0] + design.y_mean), "b_treat": (("chain", "draw"), gamma[..., 1]),
+            "group_effect": (gd, theta), "group_intercept": (gd, alpha_g), "crossing_slope": (gd, crossing)}
+
+
 # --------------------------------------------------------------------------- sampling
 
 
@@ -242,10 +403,13 @@ def _sample(model, sampler: Sampler, var_names, progress: bool):
             t0 = time.perf_counter()
             compiled = nutpie.compile_pymc_model(model, var_names=var_names)
             timings["compile_s"] = time.perf_counter() - t0
+            from threadpoolctl import threadpool_limits
+
             t0 = time.perf_counter()
-            idata = nutpie.sample(compiled, draws=sampler.draws, tune=sampler.tune, chains=sampler.chains,
-                                  seed=sampler.seed, target_accept=sampler.target_accept, progress_bar=progress,
-                                  save_warmup=False)
+            with threadpool_limits(1):  # one BLAS thread per chain: the collapsed route's small LAPACK calls
+                idata = nutpie.sample(compiled, draws=sampler.draws, tune=sampler.tune, chains=sampler.chains,
+                                      seed=sampler.seed, target_accept=sampler.target_accept, progress_bar=progress,
+                                      save_warmup=False)
             timings["sampling_s"] = time.perf_counter() - t0
             return idata, timings, f"nutpie {nutpie.__version__}"
     import pymc as pm
@@ -280,15 +444,23 @@ def fit_hierarchical(adata: AnalysisData, groups: Groups, priors: Priors, sample
             w = groups.table["n"].to_numpy(dtype=float)
             Z = Z - (w[:, None] * Z).sum(axis=0) / w.sum()  # centred on the unit average: same θ_g, better geometry
         t0 = time.perf_counter()
-        model = build_model(design, resolved, control_sds, adata.control_columns, groups.keys, Z, predictors)
         keep = ["Intercept", "b_treat", "sd_intercept", "sd_slope", "rho", "sigma", "group_effect", "group_intercept", "crossing_slope"]
         if predictors:
             keep += ["lambda", "gamma", "systematic_slope"]
         if adata.control_matrix.shape[1]:
             keep.append("beta")
-        idata, timings, backend = _sample(model, sampler, keep, progress)
+        # integrate the coarse terms out (nutpie only: under PyMC's C backend the Cholesky gradients are slow)
+        collapse = collapsed_terms(design, resolved) if sampler.backend == "nutpie" and not predictors else None
+        if collapse is None:
+            model, stored = build_model(design, resolved, control_sds, adata.control_columns, groups.keys, Z, predictors), keep
+        else:
+            model = build_collapsed_model(design, resolved, control_sds, adata.control_columns, groups.keys, collapse)
+            stored = [v for v in keep + ["gamma_mean", "A_rest", "B_rest", "crossing_rest"] if v in model.named_vars]
+        idata, timings, backend = _sample(model, sampler, stored, progress)
         timings["build_s"] = time.perf_counter() - t0 - sum(timings.values())
         post = idata.posterior
+        if collapse is not None:
+            post = post.assign(draw_collapsed(post, design, resolved, collapse, sampler.seed))
         post = post[[v for v in keep if v in post]]
         idata = az.InferenceData(posterior=post, sample_stats=idata.sample_stats)
         term_names = design.term_names

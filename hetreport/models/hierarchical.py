@@ -164,6 +164,26 @@ def formulas(adata: AnalysisData, groups: Groups, mode: str, correlated: bool, p
 # --------------------------------------------------------------------------- the graph
 
 
+def _data_containers(pm, design: Design):
+    """The data as PyMC containers (swappable with nutpie's with_data): per-cell sums and cross-products."""
+    return (pm.Data("cell_n", design.cell_n), pm.Data("cell_sy", design.cell_sy), pm.Data("cell_sx", design.cell_sx),
+            pm.Data("xx", design.xx), pm.Data("xy", design.xy), pm.Data("yy", design.yy), pm.Data("n_obs", float(design.n)))
+
+
+def _scale_parameters(pm, resolved: dict, control_sds, p: int, eta: float):
+    """Control coefficients, every term's intercept and slope SDs and correlation, and sigma
+    (created in this order: the order fixes the sampler's parameter vector)."""
+    beta = None
+    if p:
+        beta = pm.Normal("beta", 0.0, control_sds, dims="control") if control_sds is not None else _dist(pm, resolved["b"], "beta", dims="control")
+    sd_int = _dist(pm, resolved["sd"], "sd_intercept", dims="term")
+    sd_slope = _dist(pm, resolved["sd"], "sd_slope", dims="term")
+    rho_raw = pm.Beta("rho_raw", eta, eta, dims="term")
+    rho = pm.Deterministic("rho", 2 * rho_raw - 1, dims="term")
+    sigma = _dist(pm, resolved["sigma"], "sigma")
+    return beta, sd_int, sd_slope, rho, sigma
+
+
 def build_model(design: Design, resolved: dict, control_sds: np.ndarray | None, control_names, group_keys,
                 predictors: np.ndarray | None = None, predictor_names=()):
     """The correlated model as a PyMC graph (non-centred, sufficient-statistic likelihood).
@@ -182,29 +202,14 @@ def build_model(design: Design, resolved: dict, control_sds: np.ndarray | None, 
     intercept_prior = resolved["intercept"]
     shift = design.y_mean  # the graph works on centred y; shift the intercept prior's location
     with pm.Model(coords=coords) as model:
-        cell_n = pm.Data("cell_n", design.cell_n)
-        cell_sy = pm.Data("cell_sy", design.cell_sy)
-        cell_sx = pm.Data("cell_sx", design.cell_sx)
-        xx = pm.Data("xx", design.xx)
-        xy = pm.Data("xy", design.xy)
-        yy = pm.Data("yy", design.yy)
-        n_obs = pm.Data("n_obs", float(design.n))
+        cell_n, cell_sy, cell_sx, xx, xy, yy, n_obs = _data_containers(pm, design)
         ip = intercept_prior.kwargs()
         if "mu" in ip:
             ip["mu"] = ip["mu"] - shift
         alpha_c = getattr(pm, intercept_prior.dist_name)("alpha_centred", **ip)
         pm.Deterministic("Intercept", alpha_c + shift)
         b_treat = _dist(pm, resolved["b"], "b_treat")
-        if p:
-            if control_sds is not None:
-                beta = pm.Normal("beta", 0.0, control_sds, dims="control")
-            else:
-                beta = _dist(pm, resolved["b"], "beta", dims="control")
-        sd_int = _dist(pm, resolved["sd"], "sd_intercept", dims="term")
-        sd_slope = _dist(pm, resolved["sd"], "sd_slope", dims="term")
-        rho_raw = pm.Beta("rho_raw", eta, eta, dims="term")
-        rho = pm.Deterministic("rho", 2 * rho_raw - 1, dims="term")
-        sigma = _dist(pm, resolved["sigma"], "sigma")
+        beta, sd_int, sd_slope, rho, sigma = _scale_parameters(pm, resolved, control_sds, p, eta)
         z = pm.Normal("z", 0.0, 1.0, dims=("level", "component"))
         lt = design.level_term
         a_lev = sd_int[lt] * z[:, 0]
@@ -300,25 +305,10 @@ def build_collapsed_model(design: Design, resolved: dict, control_sds: np.ndarra
               "collapsed": ["Intercept", "b_treat"] + [f"{n} intercept" for n in names] + [f"{n} slope" for n in names]}
     eta = resolved["cor"].params[0] if resolved["cor"] is not None else 2.0
     with pm.Model(coords=coords) as model:
-        cell_n = pm.Data("cell_n", design.cell_n)
-        cell_sy = pm.Data("cell_sy", design.cell_sy)
-        cell_sx = pm.Data("cell_sx", design.cell_sx)
-        xx = pm.Data("xx", design.xx)
-        xy = pm.Data("xy", design.xy)
-        yy = pm.Data("yy", design.yy)
-        n_obs = pm.Data("n_obs", float(design.n))
+        cell_n, cell_sy, cell_sx, xx, xy, yy, n_obs = _data_containers(pm, design)
         Dm = pm.Data("collapse_D", D)
         Hm = pm.Data("collapse_H", H)
-        if p:
-            if control_sds is not None:
-                beta = pm.Normal("beta", 0.0, control_sds, dims="control")
-            else:
-                beta = _dist(pm, resolved["b"], "beta", dims="control")
-        sd_int = _dist(pm, resolved["sd"], "sd_intercept", dims="term")
-        sd_slope = _dist(pm, resolved["sd"], "sd_slope", dims="term")
-        rho_raw = pm.Beta("rho_raw", eta, eta, dims="term")
-        rho = pm.Deterministic("rho", 2 * rho_raw - 1, dims="term")
-        sigma = _dist(pm, resolved["sigma"], "sigma")
+        beta, sd_int, sd_slope, rho, sigma = _scale_parameters(pm, resolved, control_sds, p, eta)
         A, B = pt.zeros(G), pt.zeros(G)
         if len(r_idx):
             lr = lt[r_idx]

@@ -492,30 +492,29 @@ _PANDOC_HINT = (
 )
 
 
-def _render_builtin_html(work: Path, document: str, deadline: float) -> Path:
-    options = _format_options(_load_quarto_yml(work), "html")
-    output = work / (Path(document).stem + ".html")
-    cmd = [
-        str(_pandoc_path()),
-        document,
-        "--from", _PANDOC_FROM,
-        "--to", "html5",
-        "--standalone",
-        "--embed-resources",
-        "--mathml",
-        "--css", str(HTML_CSS),
-        "--lua-filter", str(LUA_FILTER),
-        "--default-image-extension", _image_extension(options, "svg"),
-        "--resource-path", ".",
-        "--output", output.name,
-    ]
+def _pandoc_command(document: str, to: str, output: str, options: dict, default_ext: str, writer_args: list[str],
+                    toc_depth_args) -> list[str]:
+    """pandoc's argument list for the builtin route: the same reader, Lua filter and _quarto.yml
+    options (image extension, toc, numbering) for every writer."""
+    cmd = [str(_pandoc_path()), document, "--from", _PANDOC_FROM, "--to", to, "--standalone", *writer_args,
+           "--lua-filter", str(LUA_FILTER), "--default-image-extension", _image_extension(options, default_ext),
+           "--resource-path", ".", "--output", output]
     if _truthy(options.get("toc", True)):
         cmd.append("--toc")
         depth = _toc_depth(options)
         if depth:
-            cmd += ["--toc-depth", depth]
+            cmd += toc_depth_args(depth)
     if _truthy(options.get("number-sections", True)):
         cmd.append("--number-sections")
+    return cmd
+
+
+def _render_builtin_html(work: Path, document: str, deadline: float) -> Path:
+    options = _format_options(_load_quarto_yml(work), "html")
+    output = work / (Path(document).stem + ".html")
+    cmd = _pandoc_command(document, "html5", output.name, options, "svg",
+                          ["--embed-resources", "--mathml", "--css", str(HTML_CSS)],
+                          lambda depth: ["--toc-depth", depth])
     proc = _run(cmd, work, deadline, "pandoc", _PANDOC_HINT)
     _check_missing_resources(proc.stderr, "pandoc")
     if not output.exists():
@@ -549,25 +548,10 @@ def _render_builtin_pdf(work: Path, document: str, deadline: float) -> Path:
     stem = Path(document).stem
     typ_path = work / f"{stem}.typ"
     pdf_path = work / f"{stem}.pdf"
-    cmd = [
-        str(_pandoc_path()),
-        document,
-        "--from", _PANDOC_FROM,
-        "--to", "typst",
-        "--standalone",
-        "--template", str(TYPST_TEMPLATE),
-        "--lua-filter", str(LUA_FILTER),
-        "--default-image-extension", _image_extension(options, "png"),
-        "--resource-path", ".",
-        "--output", typ_path.name,
-    ]
-    if _truthy(options.get("toc", True)):
-        cmd.append("--toc")
-        depth = _toc_depth(options)
-        if depth:
-            cmd += ["--variable", f"toc-depth={depth}"]
+    cmd = _pandoc_command(document, "typst", typ_path.name, options, "png",
+                          ["--template", str(TYPST_TEMPLATE)],
+                          lambda depth: ["--variable", f"toc-depth={depth}"])
     if _truthy(options.get("number-sections", True)):
-        cmd.append("--number-sections")
         numbering = str(options.get("section-numbering") or "1.1.1")
         if not _NUMBERING.match(numbering):
             numbering = "1.1.1"

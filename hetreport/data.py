@@ -228,6 +228,12 @@ class AnalysisData:
     accounting: pd.DataFrame  # variable, role, missing, removed (sequential)
     n_start: int
     notes: tuple[str, ...] = field(default_factory=tuple)
+    family: str = "gaussian"
+    #: binomial: trials per row (the outcome y holds the successes)
+    trials: np.ndarray | None = None
+    #: ordinal: the outcome's categories (numeric codes, ascending) and their labels
+    categories: tuple[float, ...] = ()
+    category_labels: tuple[str, ...] = ()
 
     @property
     def n(self) -> int:
@@ -271,6 +277,8 @@ def prepare_analysis(spec: Spec, dataset: Dataset, analysis: Analysis) -> Analys
     roles: list[tuple[str, str, str]] = [(spec.outcome, "outcome", "outcome"), (spec.treatment, "treatment", "treatment")]
     roles += [(m, "modifier", f"analyses[{ai}].modifiers[{i}]") for i, m in enumerate(analysis.modifiers)]
     roles += [(c, "control", f"analyses[{ai}].controls[{i}]") for i, c in enumerate(analysis.controls)]
+    if spec.trials:
+        roles.append((spec.trials, "trials", "trials"))
     if spec.ols.cluster:
         roles.append((spec.ols.cluster, "cluster", "ols.cluster"))
     if spec.report.truth:
@@ -313,6 +321,8 @@ def prepare_analysis(spec: Spec, dataset: Dataset, analysis: Analysis) -> Analys
         raise DataError(f"the outcome '{spec.outcome}' is not numeric (e.g. the value {example!r}). A gaussian outcome must be a number; if the file stores label text, recode it with data.derive, e.g. map({spec.outcome}, {{'Agree': 1, 'Disagree': 0}}).", where="outcome")
     if y.nunique() < 2:
         raise DataError(f"the outcome '{spec.outcome}' takes a single value ({y.iloc[0]!r}) in this analysis; there is no variation to explain.", where="outcome")
+    trials = pd.to_numeric(sub[spec.trials], errors="coerce").to_numpy(dtype=float) if spec.trials else None
+    categories = _check_family(spec, dataset, y.to_numpy(dtype=float), trials)
     # modifiers
     mods = []
     for i, m in enumerate(analysis.modifiers):
@@ -363,7 +373,55 @@ def prepare_analysis(spec: Spec, dataset: Dataset, analysis: Analysis) -> Analys
         modifiers=tuple(mods), controls=tuple(analysis.controls), control_matrix=X,
         control_columns=tuple(columns), control_display=tuple(display), cluster=cluster, truth=truth,
         accounting=accounting, n_start=n_start, notes=tuple(notes + list(dataset.notes)),
+        family=spec.family, trials=trials, categories=categories,
+        category_labels=tuple(_level_label(dataset, spec.outcome, c) for c in categories),
     )
+
+
+def _check_family(spec: Spec, dataset: Dataset, y: np.ndarray, trials: np.ndarray | None) -> tuple[float, ...]:
+    """A family that does not fit the outcome is an error naming the offending value and the fix.
+    Returns the ordered categories for an ordinal outcome (else ())."""
+    fam, col = spec.family, spec.outcome
+
+    def first(bad: np.ndarray) -> str:
+        v = y[bad][0]
+        return f"{v:g}"
+
+    integer = np.isclose(y, np.round(y))
+    if fam == "bernoulli":
+        bad = ~np.isin(y, (0.0, 1.0))
+        if bad.any():
+            vals = ", ".join(f"{v:g}" for v in np.unique(y)[:8])
+            raise DataError(f"family bernoulli needs a 0/1 outcome, but '{col}' takes the value {first(bad)} ({int(bad.sum()):,} rows; its values are {vals}). "
+                            f"Derive a 0/1 outcome with data.derive, e.g. {{{col}_bin: \"{col} >= 4\"}}, use family: ordinal for ordered categories, or family: gaussian.", where="family")
+    elif fam in ("poisson", "negativebinomial"):
+        bad = (y < 0) | ~integer
+        if bad.any():
+            what = "negative" if (y < 0).any() else "not a whole number"
+            raise DataError(f"family {fam} needs counts (whole numbers 0, 1, 2, …), but '{col}' takes the value {first(bad)}, which is {what} ({int(bad.sum()):,} rows). "
+                            "Use family: gaussian for a continuous outcome, or recode the outcome with data.derive.", where="family")
+    elif fam == "binomial":
+        assert trials is not None
+        badt = ~np.isclose(trials, np.round(trials)) | (trials < 1)
+        if badt.any():
+            raise DataError(f"the trials column '{spec.trials}' must hold whole numbers of at least 1, but takes the value {trials[badt][0]:g} ({int(badt.sum()):,} rows). "
+                            "Drop those rows with data.filter or fix the column.", where="trials")
+        bad = (y < 0) | ~integer | (y > trials)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise DataError(f"family binomial needs successes between 0 and the trials, but '{col}' is {y[i]:g} with {trials[i]:g} trials in {int(bad.sum()):,} rows. "
+                            f"Check that outcome is the count of successes and trials ('{spec.trials}') the count of attempts.", where="outcome")
+    elif fam == "ordinal":
+        cats = np.unique(y)
+        if not integer.all():
+            raise DataError(f"family ordinal needs ordered categories coded as whole numbers (e.g. 1-5), but '{col}' takes the value {first(~integer)}. "
+                            "Recode it with data.derive or use family: gaussian.", where="family")
+        if len(cats) < 3:
+            raise DataError(f"family ordinal needs at least three ordered categories, but '{col}' takes only {len(cats)} values ({', '.join(f'{c:g}' for c in cats)}). Use family: bernoulli for a 0/1 outcome.", where="family")
+        if len(cats) > 15:
+            raise DataError(f"family ordinal models each category's threshold, but '{col}' has {len(cats)} distinct values; that is a count or a continuous scale. Use family: gaussian, poisson or negativebinomial, or bin the outcome with data.bins.", where="family")
+        return tuple(float(c) for c in cats)
+    return ()
 
 
 def _code_treatment(spec: Spec, dataset: Dataset, raw: pd.Series, values: list) -> np.ndarray:

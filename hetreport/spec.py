@@ -254,7 +254,12 @@ class Spec(_Strict):
     outcome: str
     treatment: str
     treated_value: Scalar | None = None
-    family: Literal["gaussian"] = "gaussian"
+    #: the outcome's likelihood: gaussian (identity link), bernoulli (0/1, logit), binomial
+    #: (successes out of ``trials``, logit), poisson / negativebinomial (counts, log),
+    #: ordinal (ordered categories, cumulative logit)
+    family: Literal["gaussian", "bernoulli", "binomial", "poisson", "negativebinomial", "ordinal"] = "gaussian"
+    #: binomial only: the column holding each row's number of trials (the outcome is the successes)
+    trials: str | None = None
     labels: Labels = Field(default_factory=Labels)
     analyses: list[Analysis] = Field(min_length=1)
     priors: Priors = Field(default_factory=Priors)
@@ -274,6 +279,11 @@ class Spec(_Strict):
                 raise _LocatedError(("analyses", i, "name"), f"analysis name '{n}' is used twice; names must be unique")
         if self.outcome == self.treatment:
             raise _LocatedError(("treatment",), f"the treatment '{self.treatment}' is also the outcome")
+        if self.family == "binomial" and not self.trials:
+            raise _LocatedError(("trials",), "family binomial needs 'trials': the column with each row's number of trials "
+                                "(the outcome column holds the successes). For one 0/1 outcome per row use family: bernoulli")
+        if self.trials and self.family != "binomial":
+            raise _LocatedError(("trials",), f"'trials' is only used with family: binomial (the family is {self.family}); remove it or set family: binomial")
         for ai, a in enumerate(self.analyses):
             for field in ("modifiers", "controls"):
                 for i, v in enumerate(getattr(a, field)):

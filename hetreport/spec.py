@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import SpecError, path_str, suggest
+from .prereg.design import PlannedDesign
 
 Scalar = int | float | str | bool
 
@@ -188,17 +189,21 @@ class Priors(_Strict):
     sd: str | None = None
     sigma: str | None = None
     cor: str = "lkj(2)"
+    #: family negativebinomial: the dispersion alpha (variance = mu + mu^2 / alpha)
+    alpha: str | None = None
+    #: family ordinal: every cutpoint (threshold) of the cumulative logit
+    cutpoints: str | None = None
 
     @model_validator(mode="after")
     def _parse(self) -> Priors:
-        for key in ("intercept", "b", "sd", "sigma", "cor"):
+        for key in ("intercept", "b", "sd", "sigma", "cor", "alpha", "cutpoints"):
             val = getattr(self, key)
             if val is None:
                 continue
             prior = Prior.parse(val, where=f"priors.{key}")
-            if key in ("sd", "sigma") and not prior.positive:
+            if key in ("sd", "sigma", "alpha") and not prior.positive:
                 raise _LocatedError((key,), f"'{val}' can be negative but a standard deviation cannot; use halfnormal(s), halfstudent_t(nu, s), halfcauchy(s) or exponential(rate)")
-            if key in ("intercept", "b") and (prior.positive or prior.family == "lkj"):
+            if key in ("intercept", "b", "cutpoints") and (prior.positive or prior.family == "lkj"):
                 raise _LocatedError((key,), f"'{val}' is not a prior for a coefficient; use normal(m, s), student_t(nu, m, s) or cauchy(m, s)")
             if key == "cor" and prior.family != "lkj":
                 raise _LocatedError((key,), f"'{val}' is not a correlation prior; use lkj(eta), e.g. lkj(2)")
@@ -250,7 +255,12 @@ class ReportOptions(_Strict):
 class Spec(_Strict):
     title: str = Field(min_length=1)
     subtitle: str | None = None
-    data: DataSpec
+    #: the data to analyse; a spec to pre-register has ``design:`` instead (exactly one of the two)
+    data: DataSpec | None = None
+    #: the planned study (hetreport preregister); see hetreport/prereg/design.py
+    design: PlannedDesign | None = None
+    #: a pre-registration appendix folder or its registration.json: `run` checks conformance with it
+    preregistration: str | None = None
     outcome: str
     treatment: str
     treated_value: Scalar | None = None
@@ -273,6 +283,14 @@ class Spec(_Strict):
 
     @model_validator(mode="after")
     def _roles(self) -> Spec:
+        if self.data is not None and self.design is not None:
+            raise _LocatedError(("design",), "the spec has both 'data' and 'design', so it is ambiguous whether it analyses data or "
+                                "plans a study. Keep 'design:' (and no 'data:') in the spec you pre-register with `hetreport preregister`, "
+                                "and 'data:' (and no 'design:') in the spec that analyses the data; `hetreport run SPEC --preregistration DIR` "
+                                "then checks that the two agree")
+        if self.data is None and self.design is None:
+            raise _LocatedError(("data",), "this key is required but missing; add 'data:' with the path of the data file "
+                                "(or 'design:' to plan a study for pre-registration)")
         names = [a.name for a in self.analyses]
         for i, n in enumerate(names):
             if names.index(n) != i:
@@ -296,12 +314,19 @@ class Spec(_Strict):
     # ------------------------------------------------------------------ helpers
     @property
     def data_path(self) -> Path:
+        if self.data is None:
+            raise SpecError("this spec has a 'design:' block and no 'data:', so it can be pre-registered (`hetreport preregister`) "
+                            "but not fitted. Replace 'design:' by 'data:' with the collected data's path to run the analysis.", where="data")
         p = Path(self.data.path)
         return p if p.is_absolute() else (self.base_dir / p)
 
     def canonical(self) -> dict[str, Any]:
         """The spec as plain data with defaults filled in (key order irrelevant)."""
-        return self.model_dump(mode="json", exclude={"base_dir", "source_text"})
+        out = self.model_dump(mode="json", exclude={"base_dir", "source_text"})
+        for key in ("data", "design", "preregistration"):  # absent keys leave the hash of older specs unchanged
+            if out.get(key) is None:
+                out.pop(key, None)
+        return out
 
     def spec_hash(self) -> str:
         """SHA-256 of the canonical spec: comments, key order and defaults written out do not change it."""

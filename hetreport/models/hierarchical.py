@@ -52,6 +52,9 @@ class HierarchicalFit:
     backend: str
     timings: dict[str, float]
     diagnostics: dict = field(default_factory=dict)
+    family: str = "gaussian"
+    #: the likelihood's terms: rows summed over, units, whether units were aggregated into cells
+    likelihood: dict = field(default_factory=dict)
 
     def group_draws(self) -> np.ndarray:
         """Draws of every group's effect, shape (chains * draws, groups)."""
@@ -65,10 +68,27 @@ class HierarchicalFit:
 def resolve_priors(priors: Priors, adata: AnalysisData) -> dict[str, Prior]:
     """The spec's priors, with defaults scaled to the outcome where the spec is silent.
 
-    Defaults (documented in the README): intercept normal(mean(y), 2.5 sd(y)); coefficients
-    normal(0, sd(y)) for the treatment, normal(0, 2.5 sd(y) / sd(x)) per control column
-    (bambi's rule); group SDs halfnormal(sd(y)); sigma halfnormal(2 sd(y)); lkj(2).
+    Gaussian defaults (documented in the README): intercept normal(mean(y), 2.5 sd(y)); coefficients
+    normal(0, sd(y)) for the treatment, normal(0, 2.5 sd(y) / sd(x)) per control column (bambi's rule);
+    group SDs halfnormal(sd(y)); sigma halfnormal(2 sd(y)); lkj(2).
+    Other families work on the link scale, where one unit is already a large effect: intercept
+    normal(link(mean y), 2.5); treatment normal(0, 1); controls normal(0, 2.5 / sd(x)); group SDs
+    halfnormal(1); negative binomial dispersion alpha halfcauchy(1) (bambi's); ordinal cutpoints
+    normal(logit of the cumulative category shares, 2.5), ordered.
     """
+    if adata.family != "gaussian":
+        from .families import default_location
+
+        out = {
+            "intercept": priors.get("intercept") or Prior(family="normal", params=(_r(default_location(adata)), 2.5)),
+            "b": priors.get("b") or Prior(family="normal", params=(0.0, 1.0)),
+            "sd": priors.get("sd") or Prior(family="halfnormal", params=(1.0,)),
+            "sigma": None, "cor": priors.get("cor"),
+            "alpha": (priors.get("alpha") or Prior(family="halfcauchy", params=(1.0,))) if adata.family == "negativebinomial" else None,
+            "cutpoints": priors.get("cutpoints") if adata.family == "ordinal" else None,
+        }
+        out["_b_default"] = priors.get("b") is None
+        return out
     sd_y = float(np.std(adata.y)) or 1.0
     mean_y = float(np.mean(adata.y))
     out = {
@@ -89,7 +109,7 @@ def _r(x: float) -> float:
 def _control_prior_sds(resolved: dict, adata: AnalysisData) -> np.ndarray | None:
     if not resolved["_b_default"] or adata.control_matrix.shape[1] == 0:
         return None
-    sd_y = float(np.std(adata.y)) or 1.0
+    sd_y = (float(np.std(adata.y)) or 1.0) if adata.family == "gaussian" else 1.0
     sd_x = adata.control_matrix.std(axis=0)
     sd_x[sd_x == 0] = 1.0
     return np.array([_r(2.5 * sd_y / s) for s in sd_x])
@@ -170,7 +190,7 @@ def _data_containers(pm, design: Design):
             pm.Data("xx", design.xx), pm.Data("xy", design.xy), pm.Data("yy", design.yy), pm.Data("n_obs", float(design.n)))
 
 
-def _scale_parameters(pm, resolved: dict, control_sds, p: int, eta: float):
+def _scale_parameters(pm, resolved: dict, control_sds, p: int, eta: float, with_sigma: bool = True):
     """Control coefficients, every term's intercept and slope SDs and correlation, and sigma
     (created in this order: the order fixes the sampler's parameter vector)."""
     beta = None
@@ -180,7 +200,7 @@ def _scale_parameters(pm, resolved: dict, control_sds, p: int, eta: float):
     sd_slope = _dist(pm, resolved["sd"], "sd_slope", dims="term")
     rho_raw = pm.Beta("rho_raw", eta, eta, dims="term")
     rho = pm.Deterministic("rho", 2 * rho_raw - 1, dims="term")
-    sigma = _dist(pm, resolved["sigma"], "sigma")
+    sigma = _dist(pm, resolved["sigma"], "sigma") if with_sigma else None
     return beta, sd_int, sd_slope, rho, sigma
 
 
@@ -234,6 +254,61 @@ def build_model(design: Design, resolved: dict, control_sds: np.ndarray | None, 
         if p:
             quad = quad - 2 * (xy * beta).sum() + 2 * (m[:, :, None] * cell_sx * beta).sum() + beta @ xx @ beta
         pm.Potential("likelihood", -n_obs * pt.log(sigma) - 0.5 * n_obs * np.log(2 * np.pi) - quad / (2 * sigma**2))
+    return model
+
+
+def build_glm_model(design: Design, ut, family: str, resolved: dict, control_sds: np.ndarray | None, control_names,
+                    group_keys, predictors: np.ndarray | None = None, predictor_names=(), cut_mu: np.ndarray | None = None):
+    """The correlated model for a non-Gaussian family: the same varying intercepts and slopes on the link
+    scale, eta_r = alpha_g + theta_g t_r + x_r' beta, and the family's likelihood summed over the unit
+    table ``ut`` (aggregated cells when there are no controls; see ``families.py``). For ordinal outcomes
+    the intercept is absorbed by the cutpoints. The response-scale effects are computed after sampling."""
+    import pymc as pm
+    import pytensor.tensor as pt
+
+    from .families import add_likelihood
+
+    p = design.xx.shape[0]
+    coords = {"term": list(design.term_names), "level": list(design.level_names), "group": list(group_keys),
+              "control": list(control_names), "component": ["intercept", "slope"], "predictor": list(predictor_names)}
+    if family == "ordinal":
+        coords["cutpoint"] = [f"{k + 1}|{k + 2}" for k in range(len(cut_mu))]
+    eta = resolved["cor"].params[0] if resolved["cor"] is not None else 2.0
+    with pm.Model(coords=coords) as model:
+        if family == "ordinal":
+            cp = resolved["cutpoints"]
+            ordered = dict(dims="cutpoint", transform=pm.distributions.transforms.ordered, initval=np.sort(cut_mu))
+            cut = (pm.Normal("cutpoints", cut_mu, 2.5, **ordered) if cp is None
+                   else getattr(pm, cp.dist_name)("cutpoints", **cp.kwargs(), **ordered))
+            alpha0 = pt.as_tensor_variable(0.0)
+        else:
+            alpha0 = _dist(pm, resolved["intercept"], "Intercept")
+            cut = None
+        b_treat = _dist(pm, resolved["b"], "b_treat")
+        beta, sd_int, sd_slope, rho, _ = _scale_parameters(pm, resolved, control_sds, p, eta, with_sigma=False)
+        disp = _dist(pm, resolved["alpha"], "alpha") if family == "negativebinomial" else None
+        z = pm.Normal("z", 0.0, 1.0, dims=("level", "component"))
+        lt = design.level_term
+        a_lev = sd_int[lt] * z[:, 0]
+        b_lev = sd_slope[lt] * (rho[lt] * z[:, 0] + pt.sqrt(1 - rho[lt] ** 2) * z[:, 1])
+        gl = design.group_levels
+        A = a_lev[gl].sum(axis=1)
+        B = b_lev[gl].sum(axis=1)
+        if predictors is not None and predictors.shape[1]:
+            lam = _dist(pm, resolved["b"], "lambda", dims="predictor")
+            gam = _dist(pm, resolved["b"], "gamma", dims="predictor")
+            Z = pt.as_tensor_variable(predictors)
+            systematic = pm.Deterministic("systematic_slope", b_treat + Z @ lam, dims="group")
+            A = A + Z @ gam
+        else:
+            systematic = b_treat
+        theta = pm.Deterministic("group_slope", systematic + B, dims="group")
+        alpha_g = pm.Deterministic("group_intercept", alpha0 + A, dims="group")
+        pm.Deterministic("crossing_slope", b_lev[gl[:, -1]], dims="group")
+        eta_r = alpha_g[ut.group] + theta[ut.group] * ut.t
+        if p:
+            eta_r = eta_r + pt.as_tensor_variable(ut.X) @ beta
+        add_likelihood(pm, pt, eta_r, ut, family, alpha=disp, cutpoints=cut)
     return model
 
 
@@ -417,6 +492,8 @@ def fit_hierarchical(adata: AnalysisData, groups: Groups, priors: Priors, sample
                      mode: str = "all", correlated: bool = True, progress: bool = False, predictors=()) -> HierarchicalFit:
     resolved = resolve_priors(priors, adata)
     predictors = tuple(predictors)
+    family = adata.family
+    likelihood = {"rows": adata.n, "units": adata.n, "aggregated": False}
     bambi_formula, brms_formula = formulas(adata, groups, mode, correlated, predictors)
     if predictors and not correlated:
         raise SpecError("slope_predictors need the correlated model (the default); remove 'correlated: false' from this analysis.",
@@ -440,8 +517,19 @@ def fit_hierarchical(adata: AnalysisData, groups: Groups, priors: Priors, sample
         if adata.control_matrix.shape[1]:
             keep.append("beta")
         # integrate the coarse terms out (nutpie only: under PyMC's C backend the Cholesky gradients are slow)
-        collapse = collapsed_terms(design, resolved) if sampler.backend == "nutpie" and not predictors else None
-        if collapse is None:
+        collapse = collapsed_terms(design, resolved) if sampler.backend == "nutpie" and not predictors and family == "gaussian" else None
+        if family != "gaussian":
+            from .families import default_cutpoints, unit_table
+
+            ut = unit_table(adata, groups)
+            likelihood = {"rows": ut.n_rows, "units": ut.n_units, "aggregated": ut.aggregated}
+            keep = [v for v in keep if v not in ("sigma", "group_effect", "Intercept")] + ["group_slope"]
+            keep += ["cutpoints"] if family == "ordinal" else ["Intercept"]
+            keep += ["alpha"] if family == "negativebinomial" else []
+            model = build_glm_model(design, ut, family, resolved, control_sds, adata.control_columns, groups.keys, Z, predictors,
+                                    default_cutpoints(adata) if family == "ordinal" else None)
+            stored = keep
+        elif collapse is None:
             model, stored = build_model(design, resolved, control_sds, adata.control_columns, groups.keys, Z, predictors), keep
         else:
             model = build_collapsed_model(design, resolved, control_sds, adata.control_columns, groups.keys, collapse)
@@ -458,10 +546,13 @@ def fit_hierarchical(adata: AnalysisData, groups: Groups, priors: Priors, sample
         from .bambi_route import fit_bambi
 
         idata, timings, backend, term_names = fit_bambi(adata, groups, resolved, sampler, mode, progress)
+    if family != "gaussian":
+        idata = _add_response_effects(idata, adata, groups)
     idata = _add_summaries(idata, groups)
     used = _priors_used(resolved, adata, correlated, predictors)
     fit = HierarchicalFit(idata=idata, terms=tuple(term_names), formula_bambi=bambi_formula, formula_brms=brms_formula,
-                          priors=used, correlated=correlated, backend=backend, timings=timings)
+                          priors=used, correlated=correlated, backend=backend, timings=timings, family=family,
+                          likelihood=likelihood)
     diag = diagnose(fit)
     object.__setattr__(fit, "diagnostics", diag)
     if diag["flags"]:
@@ -482,8 +573,41 @@ def _priors_used(resolved: dict, adata: AnalysisData, correlated: bool, predicto
     used["group SDs (intercepts and slopes, every term)"] = str(resolved["sd"])
     if correlated:
         used["intercept–slope correlation (every term)"] = str(resolved["cor"])
-    used["sigma (residual SD)"] = str(resolved["sigma"])
+    if adata.family == "gaussian":
+        used["sigma (residual SD)"] = str(resolved["sigma"])
+    elif adata.family == "negativebinomial":
+        used["alpha (dispersion: variance = μ + μ²/α)"] = str(resolved["alpha"])
+    elif adata.family == "ordinal":
+        del used["Intercept"]
+        if resolved["cutpoints"] is None:
+            from .families import default_cutpoints
+
+            centres = ", ".join(f"{c:.2f}" for c in default_cutpoints(adata))
+            used["cutpoints (ordered)"] = f"normal(c_k, 2.5), c = {centres} (logits of the cumulative category shares)"
+        else:
+            used["cutpoints (ordered)"] = str(resolved["cutpoints"])
     return used
+
+
+def _add_response_effects(idata: az.InferenceData, adata: AnalysisData, groups: Groups) -> az.InferenceData:
+    """group_effect = each group's effect on the response scale, per draw, from the link-scale draws
+    (group_intercept, group_slope, beta, cutpoints); see ``families.response_effects``."""
+    from .families import response_effects
+
+    post = idata.posterior
+    C, D = post.sizes["chain"], post.sizes["draw"]
+
+    def flat(var, last):
+        return post[var].transpose("chain", "draw", last).to_numpy().reshape(C * D, -1)
+
+    X = adata.control_matrix
+    beta = flat("beta", "control") if ("beta" in post and X.shape[1]) else None
+    Xc = X - X.mean(axis=0) if X.shape[1] else X
+    cut = flat("cutpoints", "cutpoint") if "cutpoints" in post else None
+    delta = response_effects(flat("group_intercept", "group"), flat("group_slope", "group"), beta, Xc, groups.index,
+                             groups.n_groups, adata.family, cut, adata.categories)
+    post = post.assign(group_effect=(("chain", "draw", "group"), delta.reshape(C, D, -1)))
+    return az.InferenceData(posterior=post, sample_stats=idata.sample_stats)
 
 
 def _add_summaries(idata: az.InferenceData, groups: Groups) -> az.InferenceData:
@@ -549,24 +673,42 @@ def group_summary(fit: HierarchicalFit, groups: Groups) -> pd.DataFrame:
     """Per-group summaries computed from the draws: mean, median, sd, 90/95% intervals, P(>0)."""
     draws = fit.group_draws()
     q = np.quantile(draws, [0.025, 0.05, 0.5, 0.95, 0.975], axis=0)
-    return pd.DataFrame({
+    table = pd.DataFrame({
         "group": groups.keys, "estimate": draws.mean(axis=0), "median": q[2], "std_error": draws.std(axis=0, ddof=1),
         "lower_90": q[1], "upper_90": q[3], "lower_95": q[0], "upper_95": q[4],
         "prob_positive": (draws > 0).mean(axis=0), "estimable": True, "note": "",
     })
+    post = fit.idata.posterior
+    if "group_slope" in post:  # non-identity link: the link-scale slope next to the response-scale effect
+        link = post["group_slope"].stack(sample=("chain", "draw")).transpose("sample", "group").to_numpy()
+        lq = np.quantile(link, [0.025, 0.975], axis=0)
+        table["link_estimate"] = link.mean(axis=0)
+        table["link_std_error"] = link.std(axis=0, ddof=1)
+        table["link_lower_95"], table["link_upper_95"] = lq[0], lq[1]
+    return table
 
 
 def posterior_predictive(fit: HierarchicalFit, adata: AnalysisData, groups: Groups, n_draws: int = 50, seed: int = 0) -> np.ndarray:
-    """Replicated outcomes (n_draws x n) from the fitted model, drawn by hand from the posterior."""
+    """Replicated outcomes (n_draws x n) from the fitted model, drawn by hand from the posterior
+    (binomial: as proportions of the trials, like the outcome the report shows)."""
+    from .families import draw_outcomes
+
     post = fit.idata.posterior.stack(sample=("chain", "draw"))
     rng = np.random.default_rng(seed)
     pick = rng.choice(post.sizes["sample"], size=min(n_draws, post.sizes["sample"]), replace=False)
+    slope = "group_slope" if "group_slope" in post else "group_effect"
     alpha_g = post["group_intercept"].transpose("sample", "group").to_numpy()[pick]
-    theta = post["group_effect"].transpose("sample", "group").to_numpy()[pick]
-    sigma = post["sigma"].to_numpy()[pick]
+    theta = post[slope].transpose("sample", "group").to_numpy()[pick]
     mu = alpha_g[:, groups.index] + theta[:, groups.index] * adata.t[None, :]
     if "beta" in post and adata.control_matrix.shape[1]:
         beta = post["beta"].transpose("sample", "control").to_numpy()[pick]
         Xc = adata.control_matrix - adata.control_matrix.mean(axis=0)
         mu = mu + beta @ Xc.T
-    return mu + sigma[:, None] * rng.standard_normal(mu.shape)
+    fam = adata.family
+
+    def take(var, *dims):
+        return post[var].transpose("sample", *dims).to_numpy()[pick] if var in post else None
+
+    y_rep = draw_outcomes(rng, mu, fam, trials=adata.trials, alpha=take("alpha"), cutpoints=take("cutpoints", "cutpoint"),
+                          categories=adata.categories, sigma=take("sigma"))
+    return y_rep / adata.trials[None, :] if fam == "binomial" else y_rep

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import platform
 import time
+from dataclasses import replace
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -37,9 +38,15 @@ def _as_spec(spec: Spec | str | Path) -> Spec:
     return spec if isinstance(spec, Spec) else load_spec(spec)
 
 
-def fit(spec: Spec | str | Path, *, progress: bool = False, log=None) -> StudyResults:
-    """Fit every analysis of a study spec with every approach; returns typed results."""
+def fit(spec: Spec | str | Path, *, progress: bool = False, log=None, preregistration: str | Path | None = None) -> StudyResults:
+    """Fit every analysis of a study spec with every approach; returns typed results.
+
+    ``preregistration`` (or the spec's ``preregistration:`` key): a pre-registration appendix
+    folder or its registration.json; the conformance check is stored in the manifest."""
+    from .conformance import check as check_conformance
+
     spec = _as_spec(spec)
+    conformance = check_conformance(spec, preregistration)  # a bad record stops here, before any fitting
     say = log or (lambda msg: None)
     t_start = time.perf_counter()
     dataset = load_data(spec)
@@ -51,7 +58,14 @@ def fit(spec: Spec | str | Path, *, progress: bool = False, log=None) -> StudyRe
         adata = prepare_analysis(spec, dataset, analysis)
         groups = build_groups(adata, spec.report.min_arm)
         say(f"analysis '{analysis.name}': {adata.n:,} rows, {groups.n_groups} groups")
-        ols_methods = [fit_ols_full(adata, groups, spec.ols.se_type), fit_ols_additive(adata, groups, spec.ols.se_type), fit_subgroup(adata, groups)]
+        # OLS reads the outcome on its own scale (for a binomial outcome: the share of successes per row);
+        # for a 0/1 outcome it is the linear probability model
+        odata = replace(adata, y=adata.y / adata.trials) if adata.family == "binomial" else adata
+        ols_methods = [fit_ols_full(odata, groups, spec.ols.se_type), fit_ols_additive(odata, groups, spec.ols.se_type), fit_subgroup(odata, groups)]
+        if adata.family != "gaussian":
+            from .models.glm import fit_glm_full
+
+            ols_methods.insert(1, fit_glm_full(adata, groups, spec.ols.se_type))
         say(f"analysis '{analysis.name}': sampling the hierarchical model ({spec.sampler.chains} chains x {spec.sampler.draws} draws)")
         hfit = fit_hierarchical(adata, groups, spec.priors, spec.sampler, mode=analysis.terms, correlated=analysis.correlated,
                                 progress=progress, predictors=analysis.slope_predictors)
@@ -75,9 +89,11 @@ def fit(spec: Spec | str | Path, *, progress: bool = False, log=None) -> StudyRe
             hierarchical={"formula_bambi": hfit.formula_bambi, "formula_brms": hfit.formula_brms, "priors": hfit.priors,
                           "correlated": hfit.correlated, "backend": hfit.backend, "terms": list(hfit.terms), "mode": analysis.terms,
                           "slope_predictors": list(analysis.slope_predictors),
+                          "family": adata.family, "likelihood": hfit.likelihood,
+                          "categories": list(adata.categories), "category_labels": list(adata.category_labels),
                           "timings": hfit.timings, "sampler": spec.sampler.model_dump()},
             ols={me.method: {"formula": me.formula, **me.details} for me in ols_methods},
-            y=adata.y, t=adata.t, y_rep=y_rep, n=adata.n, n_start=adata.n_start, notes=adata.notes,
+            y=odata.y, t=adata.t, y_rep=y_rep, n=adata.n, n_start=adata.n_start, notes=adata.notes,
         ))
     effects = combine(frames, modifier_order)
     manifest = {
@@ -89,6 +105,8 @@ def fit(spec: Spec | str | Path, *, progress: bool = False, log=None) -> StudyRe
         "packages": package_versions(), "platform": platform.platform(), "timings": timings,
         "total_s": round(time.perf_counter() - t_start, 2),
     }
+    if conformance is not None:
+        manifest["conformance"] = conformance
     return StudyResults(spec=spec, effects=effects, analyses=tuple(analyses), manifest=manifest)
 
 
@@ -99,8 +117,19 @@ def render(results: StudyResults, out: str | Path, *, formats=None, route: str =
     return build_and_render(results, Path(out), formats=formats, route=route, log=log)
 
 
-def run(spec: Spec | str | Path, out: str | Path, *, formats=None, route: str = "auto", progress: bool = False, log=None):
+def run(spec: Spec | str | Path, out: str | Path, *, formats=None, route: str = "auto", progress: bool = False, log=None,
+        preregistration: str | Path | None = None):
     """Fit, save the results into ``out`` and render the report there; returns (results, outcome)."""
-    results = fit(spec, progress=progress, log=log)
+    results = fit(spec, progress=progress, log=log, preregistration=preregistration)
     results.save(out)
     return results, render(results, out, formats=formats, route=route, log=log)
+
+
+def run_project(specs, out: str | Path, *, formats=None, route: str = "auto", scheduler: str | None = None,
+                workers: int | None = None, log=None):
+    """Fit several study specs (files, or folders of specs) in parallel and write one Quarto project
+    into ``out``: an index page with every study's headline numbers and a page (and PDF) per study.
+    A study that fails is listed on the index with its error; returns a ``ProjectOutcome``."""
+    from .project import run_project as _run_project
+
+    return _run_project(specs, out, formats=formats, route=route, scheduler=scheduler, workers=workers, log=log)

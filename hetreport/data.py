@@ -274,7 +274,9 @@ def prepare_analysis(spec: Spec, dataset: Dataset, analysis: Analysis) -> Analys
     ai = spec.analyses.index(analysis)
     frame = dataset.frame
     notes: list[str] = []
-    roles: list[tuple[str, str, str]] = [(spec.outcome, "outcome", "outcome"), (spec.treatment, "treatment", "treatment")]
+    outcome, family = spec.outcome_of(analysis), spec.family_of(analysis)
+    o_where = f"analyses[{ai}].outcome" if analysis.outcome else "outcome"
+    roles: list[tuple[str, str, str]] = [(outcome, "outcome", o_where), (spec.treatment, "treatment", "treatment")]
     roles += [(m, "modifier", f"analyses[{ai}].modifiers[{i}]") for i, m in enumerate(analysis.modifiers)]
     roles += [(c, "control", f"analyses[{ai}].controls[{i}]") for i, c in enumerate(analysis.controls)]
     if spec.trials:
@@ -315,14 +317,14 @@ def prepare_analysis(spec: Spec, dataset: Dataset, analysis: Analysis) -> Analys
     t_vals = [canonical_code(v) for v in pd.unique(t_raw)]
     t = _code_treatment(spec, dataset, t_raw, t_vals)
     # outcome
-    y = pd.to_numeric(sub[spec.outcome], errors="coerce")
+    y = pd.to_numeric(sub[outcome], errors="coerce")
     if y.isna().any():
-        example = sub[spec.outcome][y.isna()].iloc[0]
-        raise DataError(f"the outcome '{spec.outcome}' is not numeric (e.g. the value {example!r}). A gaussian outcome must be a number; if the file stores label text, recode it with data.derive, e.g. map({spec.outcome}, {{'Agree': 1, 'Disagree': 0}}).", where="outcome")
+        example = sub[outcome][y.isna()].iloc[0]
+        raise DataError(f"the outcome '{outcome}' is not numeric (e.g. the value {example!r}). The outcome must be a number (a code); if the file stores label text, recode it with data.derive, e.g. map({outcome}, {{'Agree': 1, 'Disagree': 0}}).", where=o_where)
     if y.nunique() < 2:
-        raise DataError(f"the outcome '{spec.outcome}' takes a single value ({y.iloc[0]!r}) in this analysis; there is no variation to explain.", where="outcome")
-    trials = pd.to_numeric(sub[spec.trials], errors="coerce").to_numpy(dtype=float) if spec.trials else None
-    categories = _check_family(spec, dataset, y.to_numpy(dtype=float), trials)
+        raise DataError(f"the outcome '{outcome}' takes a single value ({y.iloc[0]!r}) in this analysis; there is no variation to explain.", where=o_where)
+    trials = pd.to_numeric(sub[spec.trials], errors="coerce").to_numpy(dtype=float) if spec.trials and family == "binomial" else None
+    categories = _check_family(spec, family, outcome, y.to_numpy(dtype=float), trials, where=f"analyses[{ai}].family" if analysis.family else "family")
     # modifiers
     mods = []
     for i, m in enumerate(analysis.modifiers):
@@ -368,20 +370,19 @@ def prepare_analysis(spec: Spec, dataset: Dataset, analysis: Analysis) -> Analys
     sub = sub.assign(**{spec.treatment: t})
     return AnalysisData(
         name=analysis.name, title=analysis.title or analysis.name, frame=sub, y=y.to_numpy(dtype=float), t=t,
-        outcome=Variable(spec.outcome, _var_label(spec, dataset, spec.outcome)),
+        outcome=Variable(outcome, _var_label(spec, dataset, outcome)),
         treatment=Variable(spec.treatment, _var_label(spec, dataset, spec.treatment)),
         modifiers=tuple(mods), controls=tuple(analysis.controls), control_matrix=X,
         control_columns=tuple(columns), control_display=tuple(display), cluster=cluster, truth=truth,
         accounting=accounting, n_start=n_start, notes=tuple(notes + list(dataset.notes)),
-        family=spec.family, trials=trials, categories=categories,
-        category_labels=tuple(_level_label(dataset, spec.outcome, c) for c in categories),
+        family=family, trials=trials, categories=categories,
+        category_labels=tuple(_level_label(dataset, outcome, c) for c in categories),
     )
 
 
-def _check_family(spec: Spec, dataset: Dataset, y: np.ndarray, trials: np.ndarray | None) -> tuple[float, ...]:
+def _check_family(spec: Spec, fam: str, col: str, y: np.ndarray, trials: np.ndarray | None, where: str = "family") -> tuple[float, ...]:
     """A family that does not fit the outcome is an error naming the offending value and the fix.
     Returns the ordered categories for an ordinal outcome (else ())."""
-    fam, col = spec.family, spec.outcome
 
     def first(bad: np.ndarray) -> str:
         v = y[bad][0]
@@ -393,13 +394,13 @@ def _check_family(spec: Spec, dataset: Dataset, y: np.ndarray, trials: np.ndarra
         if bad.any():
             vals = ", ".join(f"{v:g}" for v in np.unique(y)[:8])
             raise DataError(f"family bernoulli needs a 0/1 outcome, but '{col}' takes the value {first(bad)} ({int(bad.sum()):,} rows; its values are {vals}). "
-                            f"Derive a 0/1 outcome with data.derive, e.g. {{{col}_bin: \"{col} >= 4\"}}, use family: ordinal for ordered categories, or family: gaussian.", where="family")
+                            f"Derive a 0/1 outcome with data.derive, e.g. {{{col}_bin: \"{col} >= 4\"}}, use family: ordinal for ordered categories, or family: gaussian.", where=where)
     elif fam in ("poisson", "negativebinomial"):
         bad = (y < 0) | ~integer
         if bad.any():
             what = "negative" if (y < 0).any() else "not a whole number"
             raise DataError(f"family {fam} needs counts (whole numbers 0, 1, 2, …), but '{col}' takes the value {first(bad)}, which is {what} ({int(bad.sum()):,} rows). "
-                            "Use family: gaussian for a continuous outcome, or recode the outcome with data.derive.", where="family")
+                            "Use family: gaussian for a continuous outcome, or recode the outcome with data.derive.", where=where)
     elif fam == "binomial":
         assert trials is not None
         badt = ~np.isclose(trials, np.round(trials)) | (trials < 1)
@@ -415,11 +416,11 @@ def _check_family(spec: Spec, dataset: Dataset, y: np.ndarray, trials: np.ndarra
         cats = np.unique(y)
         if not integer.all():
             raise DataError(f"family ordinal needs ordered categories coded as whole numbers (e.g. 1-5), but '{col}' takes the value {first(~integer)}. "
-                            "Recode it with data.derive or use family: gaussian.", where="family")
+                            "Recode it with data.derive or use family: gaussian.", where=where)
         if len(cats) < 3:
-            raise DataError(f"family ordinal needs at least three ordered categories, but '{col}' takes only {len(cats)} values ({', '.join(f'{c:g}' for c in cats)}). Use family: bernoulli for a 0/1 outcome.", where="family")
+            raise DataError(f"family ordinal needs at least three ordered categories, but '{col}' takes only {len(cats)} values ({', '.join(f'{c:g}' for c in cats)}). Use family: bernoulli for a 0/1 outcome.", where=where)
         if len(cats) > 15:
-            raise DataError(f"family ordinal models each category's threshold, but '{col}' has {len(cats)} distinct values; that is a count or a continuous scale. Use family: gaussian, poisson or negativebinomial, or bin the outcome with data.bins.", where="family")
+            raise DataError(f"family ordinal models each category's threshold, but '{col}' has {len(cats)} distinct values; that is a count or a continuous scale. Use family: gaussian, poisson or negativebinomial, or bin the outcome with data.bins.", where=where)
         return tuple(float(c) for c in cats)
     return ()
 

@@ -6,8 +6,10 @@ them; add columns, never rename these)::
     analysis, method, group, <one column per modifier>, n, n_treated, n_control,
     estimate, std_error, lower_90, upper_90, lower_95, upper_95, prob_positive, estimable
 
-followed by ``group_label, median, df, p_value, note, flag`` and ``truth`` when the
-spec names a true-effect column. ``prob_positive`` is a posterior probability and is
+followed by ``group_label, median, df, p_value, note, flag``, ``truth`` when the
+spec names a true-effect column, and for non-Gaussian families ``link_estimate, link_std_error,
+link_lower_95, link_upper_95`` (the slope on the link scale; ``estimate`` is always on the
+outcome's scale). ``prob_positive`` is a posterior probability and is
 empty for the frequentist methods (their ``p_value`` is the two-sided test of zero).
 """
 
@@ -16,10 +18,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-METHODS = ("ols_full", "ols_additive", "subgroup", "hierarchical")
+METHODS = ("ols_full", "glm_full", "ols_additive", "subgroup", "hierarchical")
 CORE_COLUMNS = ["n", "n_treated", "n_control", "estimate", "std_error", "lower_90", "upper_90",
                 "lower_95", "upper_95", "prob_positive", "estimable"]
 EXTRA_COLUMNS = ["group_label", "median", "df", "p_value", "note", "flag"]
+#: for non-identity links: the group's slope on the link scale (log odds / log rate / cumulative log odds ratio)
+LINK_COLUMNS = ["link_estimate", "link_std_error", "link_lower_95", "link_upper_95"]
 
 
 def method_rows(analysis: str, method: str, groups_table: pd.DataFrame, modifiers: list[str],
@@ -42,6 +46,9 @@ def method_rows(analysis: str, method: str, groups_table: pd.DataFrame, modifier
     out["flag"] = groups_table["flag"].to_numpy()
     if truth is not None:
         out["truth"] = truth.reindex(groups_table["group"]).to_numpy(dtype=float)
+    for c in LINK_COLUMNS:  # non-identity links: the link-scale slope next to the response-scale effect
+        if c in est:
+            out[c] = est[c].to_numpy(dtype=float)
     return out
 
 

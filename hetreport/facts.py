@@ -127,7 +127,10 @@ def compute_facts(a: AnalysisResults, effects: pd.DataFrame) -> Facts:
     raw = Interval(float(diff), float(diff - 1.96 * se), float(diff + 1.96 * se))
     sd_between = Interval.from_draws(draws.std(axis=1, ddof=1))
     crossing = post["crossing_slope"].stack(sample=("chain", "draw")).transpose("sample", "group").to_numpy()
-    var_total = draws.var(axis=1, ddof=1)
+    # the share is a statement about the model's linear scale: for a non-identity link, the variance of the
+    # crossing term's slopes against that of the link-scale group slopes
+    slopes = post["group_slope"].stack(sample=("chain", "draw")).transpose("sample", "group").to_numpy() if "group_slope" in post else draws
+    var_total = slopes.var(axis=1, ddof=1)
     share = np.where(var_total > 0, crossing.var(axis=1, ddof=1) / np.where(var_total > 0, var_total, 1), np.nan)
     share = Interval.from_draws(np.clip(share[np.isfinite(share)], 0, None)) if np.isfinite(share).any() else Interval(np.nan, np.nan, np.nan)
     terms = []
@@ -201,7 +204,7 @@ def _method_facts(eff: pd.DataFrame) -> list[MethodFact]:
     common = set(ols["group"])
     base_disp = ols["estimate"].std(ddof=1)
     base_width = (ols["upper_95"] - ols["lower_95"]).replace([np.inf, -np.inf], np.nan).mean()
-    for method in ("ols_full", "ols_additive", "subgroup", "hierarchical"):
+    for method in ("ols_full", "glm_full", "ols_additive", "subgroup", "hierarchical"):
         d = eff[(eff["method"] == method) & eff["estimable"]]
         if d.empty:
             continue

@@ -114,6 +114,7 @@ PAGE_WIDTH = 6.5
 
 METHOD_LABELS: dict[str, str] = {
     "ols_full": "OLS, full interactions",
+    "glm_full": "GLM, full interactions (AME)",
     "ols_additive": "OLS, additive",
     "subgroup": "Subgroup difference in means",
     "hierarchical": "Hierarchical (Bayesian)",
@@ -125,6 +126,7 @@ METHOD_LABELS: dict[str, str] = {
 # linetype, so the figures survive greyscale printing.
 METHOD_COLORS: dict[str, str] = {
     "ols_full": "#808080",
+    "glm_full": "#D55E00",  # Okabe-Ito vermillion
     "ols_additive": "#B3B3B3",
     "subgroup": "#4D4D4D",
     "hierarchical": "#0072B2",  # Okabe-Ito blue; prints as a dark grey
@@ -132,6 +134,7 @@ METHOD_COLORS: dict[str, str] = {
 }
 METHOD_SHAPES: dict[str, str] = {
     "ols_full": "s",
+    "glm_full": "v",
     "ols_additive": "^",
     "subgroup": "D",
     "hierarchical": "o",
@@ -139,13 +142,14 @@ METHOD_SHAPES: dict[str, str] = {
 }
 METHOD_LINETYPES: dict[str, str] = {
     "ols_full": "dashed",
+    "glm_full": "dashdot",
     "ols_additive": "dotted",
     "subgroup": "dashdot",
     "hierarchical": "solid",
     "truth": "none",  # a marker only: no line in legend keys
 }
 
-_ESTIMATE_METHODS = ("ols_full", "ols_additive", "subgroup", "hierarchical")
+_ESTIMATE_METHODS = ("ols_full", "glm_full", "ols_additive", "subgroup", "hierarchical")
 
 # Columns of the effects contract that are not modifiers.
 _CONTRACT_COLUMNS = frozenset(

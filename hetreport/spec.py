@@ -160,6 +160,10 @@ class Analysis(_Strict):
     #: treat:(z1 + z2) + (1 + treat | group)); usually with terms: crossing
     slope_predictors: list[str] = Field(default_factory=list)
     filter: str | None = None
+    #: this analysis's outcome and family, when they differ from the spec's (e.g. a logit model of a
+    #: binary outcome next to the linear one, or an ordinal model of the 5-point scale it was derived from)
+    outcome: str | None = None
+    family: Literal["gaussian", "bernoulli", "binomial", "poisson", "negativebinomial", "ordinal"] | None = None
 
     @model_validator(mode="after")
     def _distinct(self) -> Analysis:
@@ -297,17 +301,19 @@ class Spec(_Strict):
                 raise _LocatedError(("analyses", i, "name"), f"analysis name '{n}' is used twice; names must be unique")
         if self.outcome == self.treatment:
             raise _LocatedError(("treatment",), f"the treatment '{self.treatment}' is also the outcome")
-        if self.family == "binomial" and not self.trials:
+        if not self.trials and any(self.family_of(a) == "binomial" for a in self.analyses):
             raise _LocatedError(("trials",), "family binomial needs 'trials': the column with each row's number of trials "
                                 "(the outcome column holds the successes). For one 0/1 outcome per row use family: bernoulli")
-        if self.trials and self.family != "binomial":
+        if self.trials and all(self.family_of(a) != "binomial" for a in self.analyses):
             raise _LocatedError(("trials",), f"'trials' is only used with family: binomial (the family is {self.family}); remove it or set family: binomial")
         for ai, a in enumerate(self.analyses):
+            if a.outcome is not None and a.outcome == self.treatment:
+                raise _LocatedError(("analyses", ai, "outcome"), f"the outcome '{a.outcome}' is the treatment")
             for field in ("modifiers", "controls"):
                 for i, v in enumerate(getattr(a, field)):
                     if v == self.treatment:
                         raise _LocatedError(("analyses", ai, field, i), f"'{v}' is the treatment; the effect of the treatment cannot vary by itself. Remove it from {field}")
-                    if v == self.outcome:
+                    if v == self.outcome_of(a):
                         raise _LocatedError(("analyses", ai, field, i), f"'{v}' is the outcome; remove it from {field}")
         return self
 
@@ -332,6 +338,14 @@ class Spec(_Strict):
         """SHA-256 of the canonical spec: comments, key order and defaults written out do not change it."""
         text = json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()
+
+    def outcome_of(self, analysis: Analysis) -> str:
+        """The analysis's outcome column: its own, else the spec's."""
+        return analysis.outcome or self.outcome
+
+    def family_of(self, analysis: Analysis) -> str:
+        """The analysis's outcome family: its own, else the spec's."""
+        return analysis.family or self.family
 
     def analysis(self, name: str) -> Analysis:
         for a in self.analyses:

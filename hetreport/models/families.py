@@ -41,6 +41,7 @@ class Family:
     name: str
     link: str  # identity | logit | log | cumulative logit
     link_scale: str  # what theta_g is, for the report
+    linear_scale: str  # the scale on which the model is linear
     response: str  # what the response-scale effect is a difference of
     unit: str  # the effect's unit, for the report ("percentage points" etc.)
 
@@ -50,12 +51,12 @@ class Family:
 
 
 FAMILIES: dict[str, Family] = {
-    "gaussian": Family("gaussian", "identity", "the outcome's scale", "the mean outcome", "outcome units"),
-    "bernoulli": Family("bernoulli", "logit", "log odds ratio", "the probability that the outcome is 1", "probability"),
-    "binomial": Family("binomial", "logit", "log odds ratio", "the probability of success per trial", "probability"),
-    "poisson": Family("poisson", "log", "log rate ratio", "the expected count", "count"),
-    "negativebinomial": Family("negativebinomial", "log", "log rate ratio", "the expected count", "count"),
-    "ordinal": Family("ordinal", "cumulative logit", "cumulative log odds ratio",
+    "gaussian": Family("gaussian", "identity", "difference in means", "the outcome's", "the mean outcome", "outcome units"),
+    "bernoulli": Family("bernoulli", "logit", "log odds ratio", "log-odds", "the probability that the outcome is 1", "probability"),
+    "binomial": Family("binomial", "logit", "log odds ratio", "log-odds", "the probability of success per trial", "probability"),
+    "poisson": Family("poisson", "log", "log rate ratio", "log", "the expected count", "count"),
+    "negativebinomial": Family("negativebinomial", "log", "log rate ratio", "log", "the expected count", "count"),
+    "ordinal": Family("ordinal", "cumulative logit", "cumulative log odds ratio", "cumulative log-odds",
                       "the expected category (the mean of the outcome's codes)", "category"),
 }
 

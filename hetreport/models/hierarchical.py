@@ -607,7 +607,8 @@ def _add_response_effects(idata: az.InferenceData, adata: AnalysisData, groups: 
     delta = response_effects(flat("group_intercept", "group"), flat("group_slope", "group"), beta, Xc, groups.index,
                              groups.n_groups, adata.family, cut, adata.categories)
     post = post.assign(group_effect=(("chain", "draw", "group"), delta.reshape(C, D, -1)))
-    return az.InferenceData(posterior=post, sample_stats=idata.sample_stats)
+    stats_ = getattr(idata, "sample_stats", None)
+    return az.InferenceData(posterior=post, **({"sample_stats": stats_} if stats_ is not None else {}))
 
 
 def _add_summaries(idata: az.InferenceData, groups: Groups) -> az.InferenceData:

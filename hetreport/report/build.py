@@ -26,6 +26,8 @@ from .. import figures as figs
 from ..data import code_key
 from ..errors import RenderError
 from ..facts import CREDIBLE, Facts, compute_facts
+from ..conformance import report_context as conformance_context
+from ..models.families import get_family
 from ..results import AnalysisResults, StudyResults
 from . import format as fmt
 from .render import RenderOutcome, describe_route, render_project
@@ -34,7 +36,8 @@ ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE_DIR = ROOT / "templates"
 QUARTO_YML = ROOT / "_quarto.yml"
 
-METHOD_NAMES = {"ols_full": "OLS, full interactions", "ols_additive": "OLS, additive interactions",
+METHOD_NAMES = {"ols_full": "OLS, full interactions", "glm_full": "GLM, full interactions (average marginal effects)",
+                "ols_additive": "OLS, additive interactions",
                 "subgroup": "Subgroup difference in means", "hierarchical": "Hierarchical (Bayesian)"}
 
 
@@ -215,18 +218,35 @@ def tables_for(a: AnalysisResults, effects: pd.DataFrame, facts: Facts, slug: st
                                   + (" RMSE and coverage against the true group effects." if truth else ""),
                                   f"tbl-{slug}-methods")
     ols = eff[eff["method"] == "ols_full"].set_index("group")
+    glm = eff[eff["method"] == "glm_full"].set_index("group")
     hier = eff[eff["method"] == "hierarchical"].set_index("group")
+    fam = get_family(a.hierarchical.get("family", "gaussian"))
+
+    def freq(o) -> str:
+        return f"{fmt.num(o.estimate)} ({fmt.ci(o.lower_95, o.upper_95)})" if o.estimable and np.isfinite(o.std_error) else (
+            fmt.num(o.estimate) + " (no SE)" if o.estimable else "not estimable")
+
     rows = []
     for r in g.itertuples():
-        o, h = ols.loc[r.group], hier.loc[r.group]
-        o_txt = f"{fmt.num(o.estimate)} ({fmt.ci(o.lower_95, o.upper_95)})" if o.estimable and np.isfinite(o.std_error) else (
-            fmt.num(o.estimate) + " (no SE)" if o.estimable else "not estimable")
-        row = [r.group_label, fmt.count(r.n), o_txt, f"{fmt.num(h.estimate)} ({fmt.ci(h.lower_95, h.upper_95)})", fmt.pct(h.prob_positive)]
+        h = hier.loc[r.group]
+        row = [r.group_label, fmt.count(r.n), freq(ols.loc[r.group])] + ([freq(glm.loc[r.group])] if len(glm) else [])
+        row += [f"{fmt.num(h.estimate)} ({fmt.ci(h.lower_95, h.upper_95)})"]
+        if not fam.identity and "link_estimate" in hier.columns:
+            row.append(fmt.num(h.link_estimate))
+        row.append(fmt.pct(h.prob_positive))
         if truth:
             row.append(fmt.num(h.truth))
         rows.append(row)
-    t["effects"] = fmt.pipe_table(["Group", "n", "OLS (95% CI)", "Hierarchical (95% interval)", "P(effect > 0)"] + (["True"] if truth else []), rows,
-                                  "lrrrr" + ("r" if truth else ""), "Effect of the treatment within each group.", f"tbl-{slug}-effects")
+    header = ["Group", "n", "OLS, LPM (95% CI)" if fam.name == "bernoulli" else "OLS (95% CI)"]
+    header += ["GLM AME (95% CI)"] if len(glm) else []
+    header += ["Hierarchical (95% interval)"]
+    header += ["Hierarchical, " + fam.link_scale] if not fam.identity and "link_estimate" in hier.columns else []
+    header += ["P(effect > 0)"] + (["True"] if truth else [])
+    caption = "Effect of the treatment within each group."
+    if not fam.identity:
+        caption += (f" Effects are differences in {fam.response}, averaged over the group's members; the "
+                    f"{fam.link_scale} column is the hierarchical model's slope on its linear scale (posterior mean).")
+    t["effects"] = fmt.pipe_table(header, rows, "l" + "r" * (len(header) - 1), caption, f"tbl-{slug}-effects")
     rows = []
     for tf in facts.terms:
         rows.append([tf["label"], fmt.interval(tf["sd_slope"]), fmt.interval(tf["sd_intercept"]),
@@ -295,7 +315,16 @@ def analysis_context(a: AnalysisResults, results: StudyResults, figures: dict, t
         "notes": list(a.notes), "n_small": facts.n_small,
         "units": results.spec.report.units, "unit": _singular(results.spec.report.units),
         "term_names": [" × ".join(m for m in t.split(":")) for t in a.hierarchical["terms"]],
+        "glm": ms.get("glm_full"), "glm_formula": a.ols.get("glm_full", {}).get("formula"),
+        "likelihood": a.hierarchical.get("likelihood") or {}, **family_words(a.hierarchical.get("family", "gaussian")),
     }
+
+
+def family_words(name: str) -> dict:
+    """What the numbers of a family's report are: the estimand and the model's linear scale."""
+    fam = get_family(name)
+    return {"family": fam.name, "identity": fam.identity, "link": fam.link, "link_scale": fam.link_scale, "linear_scale": fam.linear_scale,
+            "response": fam.response, "probability": fam.name in ("bernoulli", "binomial")}
 
 
 def _singular(units: str) -> str:
@@ -333,6 +362,9 @@ def study_context(results: StudyResults, analyses: list[dict], route: str, forma
                                 across, "lrrrrl", "Headline numbers of every analysis.", "tbl-across")
     return {
         "title": spec.title, "subtitle": spec.subtitle, "author": spec.report.author,
+        "families": list(dict.fromkeys(c["family"] for c in analyses)),
+        "any_link": any(not c["identity"] for c in analyses), "probability": any(c["probability"] for c in analyses),
+        "conformance": conformance_context(man.get("conformance"), {a.name: a.title for a in results.analyses}),  # pre-registration check
         "date": man.get("created", "")[:10], "analyses": analyses, "across_table": across_tbl,
         "spec_block": fmt.code_block(results.spec.source_text or ""), "manifest": man, "min_arm": spec.report.min_arm,
         "pagebreak": Markup("{{< pagebreak >}}"), "route": route, "formats": formats,

@@ -1,0 +1,211 @@
+"""Outcome families: the family checks, the aggregated likelihood, response-scale effects
+(by hand, against known truths, and against bambi's own comparisons on the same fit)."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.special import expit
+
+from hetreport.errors import DataError, SpecError
+from hetreport.models.families import (UnitTable, _ordinal_logp, default_cutpoints, mean_response, response_effects,
+                                       unit_table)
+from hetreport.models.hierarchical import build_design, build_glm_model, fit_hierarchical, group_summary, resolve_priors
+
+from conftest import make_analysis
+
+CUTS = np.array([-1.2, -0.2, 0.8, 1.8])
+
+
+def family_frame(n=1500, seed=4, controls=False, levels=(2, 3)):
+    """Simulated data with a known link-scale model; returns the frame and the true linear predictor pieces."""
+    rng = np.random.default_rng(seed)
+    f = pd.DataFrame({"treat": rng.integers(0, 2, n), "m1": rng.integers(0, levels[0], n), "m2": rng.integers(0, levels[1], n),
+                      "x1": rng.normal(size=n)})
+    base = -0.3 + 0.3 * f.m1 - 0.1 * f.m2 + (0.5 * f.x1 if controls else 0.0)
+    slope = 0.5 + 0.4 * f.m1 - 0.3 * f.m2
+    eta = base + slope * f.treat
+    f["ybin"] = (rng.random(n) < expit(eta)).astype(int)
+    f["cnt"] = rng.poisson(np.exp(eta))
+    f["nb"] = rng.poisson(rng.gamma(3.0, np.exp(eta) / 3.0))
+    f["pref"] = 1 + ((eta.to_numpy() + rng.logistic(size=n))[:, None] > CUTS).sum(axis=1)
+    return f, base.to_numpy(), slope.to_numpy()
+
+
+def true_group_effects(f, base, slope, family, groups):
+    """delta_g from the true parameters: mean over the group's units of E[y|T=1] - E[y|T=0]."""
+    cut = CUTS[None, :] if family == "ordinal" else None
+    d = mean_response(base + slope, family, cut, (1, 2, 3, 4, 5)) - mean_response(base, family, cut, (1, 2, 3, 4, 5))
+    return pd.Series(d).groupby(groups.index).mean().to_numpy()
+
+
+# --------------------------------------------------------------------------- checks of the outcome
+
+
+@pytest.mark.parametrize("family,outcome,message", [
+    ("bernoulli", "pref", "family bernoulli needs a 0/1 outcome"),
+    ("poisson", "neg", "negative"),
+    ("negativebinomial", "half", "not a whole number"),
+    ("ordinal", "ybin", "at least three ordered categories"),
+    ("ordinal", "x1", "whole numbers"),
+])
+def test_a_family_that_does_not_fit_the_outcome_is_a_clear_error(tmp_path, family, outcome, message):
+    f, _, _ = family_frame(200)
+    f["neg"] = f["cnt"] - 1
+    f["half"] = f["cnt"] + 0.5
+    with pytest.raises(DataError) as err:
+        make_analysis(tmp_path, f.rename(columns={outcome: "y"}), ["m1", "m2"], family=family)
+    assert message in str(err.value) and "family" in str(err.value)
+
+
+def test_binomial_needs_trials_and_successes_within_them(tmp_path):
+    f, _, _ = family_frame(200)
+    f["y"], f["n_trials"] = f["cnt"], 3
+    with pytest.raises(SpecError, match="needs 'trials'"):
+        make_analysis(tmp_path, f, ["m1"], family="binomial")
+    with pytest.raises(SpecError, match="only used with family: binomial"):
+        make_analysis(tmp_path, f, ["m1"], trials="n_trials")
+    with pytest.raises(DataError, match="successes between 0 and the trials"):
+        make_analysis(tmp_path, f.assign(y=f["cnt"] + 3), ["m1"], family="binomial", trials="n_trials")
+
+
+def test_per_analysis_outcome_and_family(tmp_path):
+    f, _, _ = family_frame(300)
+    spec, adata, _ = make_analysis(tmp_path, f.rename(columns={"ybin": "y"}), ["m1"], family="bernoulli",
+                                   analysis={"outcome": "pref", "family": "ordinal"})
+    assert adata.family == "ordinal" and adata.outcome.name == "pref" and adata.categories == (1, 2, 3, 4, 5)
+    assert spec.family_of(spec.analyses[0]) == "ordinal"
+
+
+# --------------------------------------------------------------------------- likelihood
+
+
+def _per_row(ut_agg: UnitTable, adata, groups, family) -> UnitTable:
+    """The same data as one likelihood term per unit."""
+    from hetreport.models.families import category_index
+
+    y = category_index(adata).astype(float) if family == "ordinal" else adata.y
+    trials = np.ones(adata.n) if family in ("bernoulli",) else None
+    return UnitTable(groups.index.astype(int), adata.t.astype(float), np.zeros((adata.n, 0)), y, trials, np.ones(adata.n),
+                     False, adata.n, np.zeros(0))
+
+
+@pytest.mark.parametrize("family,outcome", [("bernoulli", "ybin"), ("poisson", "cnt"), ("negativebinomial", "nb"), ("ordinal", "pref")])
+def test_aggregated_likelihood_is_the_unit_likelihood_up_to_a_constant(tmp_path, family, outcome):
+    """Same posterior: log p(aggregated) - log p(per unit) is the same at every parameter value."""
+    f, _, _ = family_frame(600)
+    spec, adata, groups = make_analysis(tmp_path, f.rename(columns={outcome: "y"}), ["m1", "m2"], family=family)
+    ut = unit_table(adata, groups)
+    assert ut.aggregated and ut.n_rows < adata.n / 5
+    resolved = resolve_priors(spec.priors, adata)
+    design = build_design(adata, groups)
+    cut = default_cutpoints(adata) if family == "ordinal" else None
+    models = [build_glm_model(design, u, family, resolved, None, (), groups.keys, cut_mu=cut) for u in (ut, _per_row(ut, adata, groups, family))]
+    logps = [m.compile_logp() for m in models]
+    rng = np.random.default_rng(0)
+    start = models[0].initial_point()
+    diffs = []
+    for _ in range(4):
+        point = {k: v + 0.3 * rng.standard_normal(np.shape(v)) for k, v in start.items()}
+        diffs.append(logps[0](point) - logps[1](point))
+    assert np.ptp(diffs) < 1e-6, diffs
+
+
+def test_ordinal_logp_matches_pymc():
+    import pymc as pm
+    import pytensor.tensor as pt
+
+    eta = np.array([-2.0, 0.0, 0.3, 1.5, 4.0])
+    cut = np.array([-1.0, 0.5, 2.0])
+    k = np.array([0, 1, 2, 3, 3])
+    ours = _ordinal_logp(pt, pt.as_tensor_variable(eta), pt.as_tensor_variable(cut), k).eval()
+    ref = pm.logp(pm.OrderedLogistic.dist(eta=eta, cutpoints=cut), k).eval()
+    np.testing.assert_allclose(ours, ref, rtol=1e-8, atol=1e-10)
+
+
+# --------------------------------------------------------------------------- response scale
+
+
+def test_expected_category_by_hand():
+    eta, cut, cats = np.array([0.4]), np.array([[-1.0, 0.5, 2.0]]), (1, 2, 4, 7)
+    cdf = expit(cut[0] - eta[0])
+    p = np.diff(np.concatenate([[0], cdf, [1]]))
+    assert mean_response(eta, "ordinal", cut, cats)[0] == pytest.approx(float(p @ np.array(cats)), rel=1e-12)
+
+
+@pytest.mark.parametrize("family", ["bernoulli", "poisson", "ordinal"])
+def test_response_effects_with_controls_equal_a_loop_over_units(family):
+    rng = np.random.default_rng(1)
+    S, G, n, p = 7, 3, 40, 2
+    a, th, beta = rng.normal(size=(S, G)), rng.normal(size=(S, G)), rng.normal(size=(S, p))
+    X = rng.normal(size=(n, p))
+    g = rng.integers(0, G, n)
+    cut = np.sort(rng.normal(size=(S, 3)), axis=1) if family == "ordinal" else None
+    got = response_effects(a, th, beta, X, g, G, family, cut, (1, 2, 3, 4), chunk=3)
+    want = np.zeros((S, G))
+    for s in range(S):
+        for j in range(G):
+            rows = np.flatnonzero(g == j)
+            e0 = a[s, j] + X[rows] @ beta[s]
+            c = cut[s][None, :] if cut is not None else None
+            want[s, j] = np.mean(mean_response(e0 + th[s, j], family, c, (1, 2, 3, 4)) - mean_response(e0, family, c, (1, 2, 3, 4)))
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+
+
+# --------------------------------------------------------------------------- recovery (slow: real fits)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family,outcome,controls", [("bernoulli", "ybin", False), ("poisson", "cnt", True), ("ordinal", "pref", False)])
+def test_hierarchical_recovers_known_response_scale_effects(tmp_path, family, outcome, controls):
+    f, base, slope = family_frame(4000, seed=11, controls=controls)
+    spec, adata, groups = make_analysis(tmp_path, f.rename(columns={outcome: "y"}), ["m1", "m2"], ["x1"] if controls else [],
+                                        family=family, sampler={"draws": 400, "tune": 400, "chains": 2, "seed": 3})
+    truth = true_group_effects(f, base, slope, family, groups)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit = fit_hierarchical(adata, groups, spec.priors, spec.sampler)
+    s = group_summary(fit, groups)
+    z = (s["estimate"] - truth) / s["std_error"]
+    inside = ((s["lower_95"] <= truth) & (truth <= s["upper_95"])).mean()
+    assert np.all(np.abs(z) < 3.5), (s["estimate"].round(3).tolist(), truth.round(3).tolist())
+    assert inside >= 5 / 6
+    assert fit.likelihood["aggregated"] == (not controls)
+    # the average effect is the unit-weighted mean of the group effects, per draw
+    draws = fit.group_draws()
+    w = groups.table["n"].to_numpy() / adata.n
+    avg = fit.idata.posterior["average_effect"].stack(sample=("chain", "draw")).to_numpy()
+    np.testing.assert_allclose(avg, draws @ w, rtol=1e-10)
+    # link-scale slopes are reported next to the response-scale effects
+    assert {"link_estimate", "link_lower_95"} <= set(s.columns)
+
+
+@pytest.mark.slow
+def test_response_scale_effects_match_bambi_comparisons_on_the_same_fit(tmp_path):
+    """Second route: bambi.interpret.comparisons on bambi's own fit, averaged per group, equals the
+    group effects hetreport computes from the same draws."""
+    import bambi as bmb
+
+    from hetreport.models.bambi_route import build_bambi_model, group_posterior
+    from hetreport.models.hierarchical import _add_response_effects
+
+    f, _, _ = family_frame(800, seed=2, controls=True)
+    spec, adata, groups = make_analysis(tmp_path, f.rename(columns={"ybin": "y"}), ["m1", "m2"], ["x1"], family="bernoulli")
+    resolved = resolve_priors(spec.priors, adata)
+    model, term_list, safe_terms, _ = build_bambi_model(adata, groups, resolved, "all")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        raw = model.fit(draws=150, tune=300, chains=2, random_seed=5, progressbar=False)
+        import arviz as az
+
+        ours = _add_response_effects(az.InferenceData(posterior=group_posterior(raw.posterior, adata, groups, term_list, safe_terms)),
+                                     adata, groups)
+        cmp = bmb.interpret.comparisons(model, raw, contrast={"treat": [0, 1]}, conditional=None, average_by=["m0", "m1"])
+    mine = ours.posterior["group_effect"].mean(("chain", "draw")).to_pandas()
+    assert len(cmp) == groups.n_groups
+    for m0, m1, est in zip(cmp["m0"], cmp["m1"], cmp["estimate"]):
+        key = f"m1={m0}|m2={m1}"
+        assert est == pytest.approx(float(mine[key]), abs=1e-9), (key, est, float(mine[key]))

@@ -67,7 +67,7 @@ def fit(spec: Spec | str | Path, *, progress: bool = False, log=None, preregistr
 
             ols_methods.insert(1, fit_glm_full(adata, groups, spec.ols.se_type))
         say(f"analysis '{analysis.name}': sampling the hierarchical model ({spec.sampler.chains} chains x {spec.sampler.draws} draws)")
-        hfit = fit_hierarchical(adata, groups, spec.priors, spec.sampler, mode=analysis.terms, correlated=analysis.correlated,
+        hfit = fit_hierarchical(adata, groups, spec.priors_of(analysis), spec.sampler, mode=analysis.terms, correlated=analysis.correlated,
                                 progress=progress, predictors=analysis.slope_predictors)
         hier = group_summary(hfit, groups)
         truth = None

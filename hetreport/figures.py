@@ -126,7 +126,7 @@ METHOD_LABELS: dict[str, str] = {
 # linetype, so the figures survive greyscale printing.
 METHOD_COLORS: dict[str, str] = {
     "ols_full": "#808080",
-    "glm_full": "#D55E00",  # Okabe-Ito vermillion
+    "glm_full": "#666666",
     "ols_additive": "#B3B3B3",
     "subgroup": "#4D4D4D",
     "hierarchical": "#0072B2",  # Okabe-Ito blue; prints as a dark grey

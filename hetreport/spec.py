@@ -164,6 +164,8 @@ class Analysis(_Strict):
     #: binary outcome next to the linear one, or an ordinal model of the 5-point scale it was derived from)
     outcome: str | None = None
     family: Literal["gaussian", "bernoulli", "binomial", "poisson", "negativebinomial", "ordinal"] | None = None
+    #: priors for this analysis only, key by key over the spec's (e.g. log-odds priors for a logit analysis)
+    priors: Priors | None = None
 
     @model_validator(mode="after")
     def _distinct(self) -> Analysis:
@@ -216,6 +218,9 @@ class Priors(_Strict):
     def get(self, key: str) -> Prior | None:
         val = getattr(self, key)
         return None if val is None else Prior.parse(val, where=f"priors.{key}")
+
+
+Analysis.model_rebuild()
 
 
 class Sampler(_Strict):
@@ -342,6 +347,12 @@ class Spec(_Strict):
     def outcome_of(self, analysis: Analysis) -> str:
         """The analysis's outcome column: its own, else the spec's."""
         return analysis.outcome or self.outcome
+
+    def priors_of(self, analysis: Analysis) -> Priors:
+        """The spec's priors with the analysis's own priors written over them, key by key."""
+        if analysis.priors is None:
+            return self.priors
+        return self.priors.model_copy(update={k: getattr(analysis.priors, k) for k in analysis.priors.model_fields_set})
 
     def family_of(self, analysis: Analysis) -> str:
         """The analysis's outcome family: its own, else the spec's."""

@@ -11,7 +11,7 @@ import pytest
 from scipy.special import expit
 
 from hetreport.errors import DataError, SpecError
-from hetreport.models.families import (UnitTable, _ordinal_logp, default_cutpoints, mean_response, response_effects,
+from hetreport.models.families import (_ordinal_logp, default_cutpoints, mean_response, response_effects,
                                        unit_table)
 from hetreport.models.hierarchical import build_design, build_glm_model, fit_hierarchical, group_summary, resolve_priors
 
@@ -83,16 +83,6 @@ def test_per_analysis_outcome_and_family(tmp_path):
 # --------------------------------------------------------------------------- likelihood
 
 
-def _per_row(ut_agg: UnitTable, adata, groups, family) -> UnitTable:
-    """The same data as one likelihood term per unit."""
-    from hetreport.models.families import category_index
-
-    y = category_index(adata).astype(float) if family == "ordinal" else adata.y
-    trials = np.ones(adata.n) if family in ("bernoulli",) else None
-    return UnitTable(groups.index.astype(int), adata.t.astype(float), np.zeros((adata.n, 0)), y, trials, np.ones(adata.n),
-                     False, adata.n, np.zeros(0))
-
-
 @pytest.mark.parametrize("family,outcome", [("bernoulli", "ybin"), ("poisson", "cnt"), ("negativebinomial", "nb"), ("ordinal", "pref")])
 def test_aggregated_likelihood_is_the_unit_likelihood_up_to_a_constant(tmp_path, family, outcome):
     """Same posterior: log p(aggregated) - log p(per unit) is the same at every parameter value."""
@@ -103,7 +93,9 @@ def test_aggregated_likelihood_is_the_unit_likelihood_up_to_a_constant(tmp_path,
     resolved = resolve_priors(spec.priors, adata)
     design = build_design(adata, groups)
     cut = default_cutpoints(adata) if family == "ordinal" else None
-    models = [build_glm_model(design, u, family, resolved, None, (), groups.keys, cut_mu=cut) for u in (ut, _per_row(ut, adata, groups, family))]
+    per_unit = unit_table(adata, groups, aggregate=False)
+    assert not per_unit.aggregated and per_unit.n_rows == adata.n
+    models = [build_glm_model(design, u, family, resolved, None, (), groups.keys, cut_mu=cut) for u in (ut, per_unit)]
     logps = [m.compile_logp() for m in models]
     rng = np.random.default_rng(0)
     start = models[0].initial_point()

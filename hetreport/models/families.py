@@ -92,7 +92,8 @@ def category_index(adata: AnalysisData) -> np.ndarray:
     return np.searchsorted(cats, adata.y).astype(int)
 
 
-def unit_table(adata: AnalysisData, groups: Groups) -> UnitTable:
+def unit_table(adata: AnalysisData, groups: Groups, aggregate: bool = True) -> UnitTable:
+    """The likelihood's rows: cells when there are no controls (and ``aggregate``), else units."""
     fam = adata.family
     X = adata.control_matrix
     x_mean = X.mean(axis=0) if X.size else np.zeros(X.shape[1])
@@ -100,7 +101,7 @@ def unit_table(adata: AnalysisData, groups: Groups) -> UnitTable:
     g, t = groups.index.astype(int), adata.t.astype(int)
     y = category_index(adata) if fam == "ordinal" else adata.y.astype(float)
     trials = adata.trials if fam == "binomial" else (np.ones(adata.n) if fam == "bernoulli" else None)
-    if X.shape[1] or fam == "gaussian":
+    if X.shape[1] or fam == "gaussian" or not aggregate:
         return UnitTable(g, t.astype(float), Xc, y.astype(float), trials, np.ones(adata.n), False, adata.n, x_mean)
     cell = g * 2 + t
     if fam in ("bernoulli", "binomial", "poisson"):

@@ -89,7 +89,7 @@ def fit(spec: Spec | str | Path, *, progress: bool = False, log=None, preregistr
             hierarchical={"formula_bambi": hfit.formula_bambi, "formula_brms": hfit.formula_brms, "priors": hfit.priors,
                           "correlated": hfit.correlated, "backend": hfit.backend, "terms": list(hfit.terms), "mode": analysis.terms,
                           "slope_predictors": list(analysis.slope_predictors),
-                          "family": adata.family, "likelihood": hfit.likelihood,
+                          "family": adata.family, "likelihood": hfit.likelihood, "outcome_name": adata.outcome.name,
                           "categories": list(adata.categories), "category_labels": list(adata.category_labels),
                           "timings": hfit.timings, "sampler": spec.sampler.model_dump()},
             ols={me.method: {"formula": me.formula, **me.details} for me in ols_methods},

@@ -8,6 +8,7 @@ they never compute.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -219,4 +220,84 @@ def _method_facts(eff: pd.DataFrame) -> list[MethodFact]:
             cov95 = float(((d["lower_95"] <= d["truth"]) & (d["truth"] <= d["upper_95"]))[ok].mean())
             cov90 = float(((d["lower_90"] <= d["truth"]) & (d["truth"] <= d["upper_90"]))[ok].mean())
         out.append(MethodFact(method, len(d), float(disp), float(width), float(disp / base_disp), float(width / base_width), rmse, cov95, cov90))
+    return out
+
+
+# --------------------------------------------------------------------------- comparing models of one outcome
+
+_AT_LEAST = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*>=\s*(-?[0-9]+(?:\.[0-9]*)?)\s*$")
+
+
+@dataclass(frozen=True)
+class ModelComparison:
+    """Two analyses of the same groups and the same outcome scale, fitted with different models."""
+
+    first: str  # analysis names
+    second: str
+    scale: str  # what both estimate, in words
+    average_first: Interval
+    average_second: Interval
+    correlation: float  # of the group posterior means
+    mean_abs_difference: float
+    max_abs_difference: float
+    max_group: str  # label of the group where the two differ most
+    same_extremes: bool  # the same smallest and largest group
+
+
+def _scale_draws(a: AnalysisResults, derive: dict[str, str], target: str | None):
+    """The group-effect draws of ``a`` on the scale of outcome ``target`` (its own outcome when None):
+    an ordinal model of y also speaks for a binary outcome derived as ``y >= k``."""
+    own = a.hierarchical.get("outcome_name")
+    if target is None or target == own:
+        return a.group_draws(), own
+    m = _AT_LEAST.match(derive.get(target, ""))
+    post = a.posterior.posterior
+    if m and m.group(1) == own and "group_effect_at_least" in post:
+        k = float(m.group(2))
+        levels = [float(v) for v in post["at_least"].to_numpy()]
+        if k in levels:
+            d = post["group_effect_at_least"].sel(at_least=k).stack(sample=("chain", "draw")).transpose("sample", "group").to_numpy()
+            return d, target
+    return None, None
+
+
+def compare_models(analyses, derive: dict[str, str]) -> list[ModelComparison]:
+    """Every pair of analyses with the same groups whose effects are on one outcome scale (the same
+    outcome, or an ordinal outcome y and a binary outcome derived as y >= k) but come from different
+    models (family, controls or terms): how far their group effects agree."""
+    out = []
+    for i, a in enumerate(analyses):
+        for b in analyses[i + 1:]:
+            if a.modifier_names != b.modifier_names or a.hierarchical.get("outcome_name") is None:
+                continue
+            ga = a.posterior.posterior["group"].to_numpy().tolist()
+            if ga != b.posterior.posterior["group"].to_numpy().tolist():
+                continue
+            fa, fb = a.hierarchical.get("family", "gaussian"), b.hierarchical.get("family", "gaussian")
+            oa, ob = a.hierarchical.get("outcome_name"), b.hierarchical.get("outcome_name")
+            if oa == ob:
+                da, db, scale = a.group_draws(), b.group_draws(), oa
+            elif fa == "ordinal" and fb != "ordinal":
+                da, scale = _scale_draws(a, derive, ob)
+                db = b.group_draws()
+            elif fb == "ordinal" and fa != "ordinal":
+                db, scale = _scale_draws(b, derive, oa)
+                da = a.group_draws()
+            else:
+                continue
+            if da is None or db is None:
+                continue
+            ma, mb = da.mean(axis=0), db.mean(axis=0)
+            w = a.groups["n"].to_numpy(dtype=float)
+            w = w / w.sum()
+            diff = np.abs(ma - mb)
+            j = int(np.argmax(diff))
+            labels = a.groups["group_label"].astype(str).tolist()
+            out.append(ModelComparison(
+                first=a.name, second=b.name, scale=scale,
+                average_first=Interval.from_draws(da @ w), average_second=Interval.from_draws(db @ w),
+                correlation=float(np.corrcoef(ma, mb)[0, 1]) if len(ma) > 2 else float("nan"),
+                mean_abs_difference=float(diff.mean()), max_abs_difference=float(diff[j]), max_group=labels[j],
+                same_extremes=(int(np.argmin(ma)) == int(np.argmin(mb))) and (int(np.argmax(ma)) == int(np.argmax(mb))),
+            ))
     return out

@@ -201,3 +201,66 @@ def test_response_scale_effects_match_bambi_comparisons_on_the_same_fit(tmp_path
     for m0, m1, est in zip(cmp["m0"], cmp["m1"], cmp["estimate"]):
         key = f"m1={m0}|m2={m1}"
         assert est == pytest.approx(float(mine[key]), abs=1e-9), (key, est, float(mine[key]))
+
+
+def test_effects_on_at_least_k_add_up_to_the_expected_category_effect():
+    """E[y] = c_1 + sum_k (c_k - c_{k-1}) P(y >= c_k), so the effects must add up the same way."""
+    from hetreport.models.families import at_least_effects
+
+    rng = np.random.default_rng(3)
+    S, G, n, cats = 5, 4, 30, (1, 2, 4, 5)
+    a, th, beta, X = rng.normal(size=(S, G)), rng.normal(size=(S, G)), rng.normal(size=(S, 1)), rng.normal(size=(n, 1))
+    g = np.arange(n) % G
+    cut = np.sort(rng.normal(size=(S, 3)), axis=1)
+    ge = at_least_effects(a, th, beta, X, g, G, cut)
+    assert ge.shape == (S, G, 3)
+    total = (ge * np.diff(cats)).sum(axis=-1)
+    np.testing.assert_allclose(total, response_effects(a, th, beta, X, g, G, "ordinal", cut, cats), rtol=1e-10)
+    # and without controls, by hand for one draw and group
+    ge0 = at_least_effects(a, th, None, np.zeros((n, 0)), g, G, cut)
+    assert ge0[1, 2, 0] == pytest.approx(expit(a[1, 2] + th[1, 2] - cut[1, 0]) - expit(a[1, 2] - cut[1, 0]))
+
+
+@pytest.mark.slow
+def test_a_study_with_three_families_runs_and_reports_on_the_outcome_scale(tmp_path):
+    """End to end: a linear, a logit and an ordinal analysis of one data set; effects.csv, the GLM
+    rows, the link-scale columns, and the report's scale statements and model comparison."""
+    from bs4 import BeautifulSoup
+
+    from hetreport.api import run
+
+    f, _, _ = family_frame(1200, seed=8)
+    f["support"] = f["pref"].map(lambda v: int(v >= 4))
+    f.drop(columns=["support"]).to_csv(tmp_path / "d.csv", index=False)
+    (tmp_path / "spec.yml").write_text(
+        "title: Three families\n"
+        "data: {path: d.csv, derive: {support: 'pref >= 4'}}\n"
+        "outcome: support\ntreatment: treat\n"
+        "labels: {variables: {support: Support, pref: Preference}}\n"
+        "analyses:\n"
+        "  - {name: linear, modifiers: [m1, m2]}\n"
+        "  - {name: logit, modifiers: [m1, m2], family: bernoulli}\n"
+        "  - {name: ordinal, modifiers: [m1, m2], outcome: pref, family: ordinal}\n"
+        "sampler: {draws: 250, tune: 300, chains: 2, seed: 1}\n"
+        "report: {formats: [html]}\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        results, outcome = run(tmp_path / "spec.yml", tmp_path / "out", route="builtin")
+    eff = pd.read_csv(tmp_path / "out" / "effects.csv")
+    assert set(eff.loc[eff.analysis == "logit", "method"]) == {"ols_full", "glm_full", "ols_additive", "subgroup", "hierarchical"}
+    assert "glm_full" not in set(eff.loc[eff.analysis == "linear", "method"])
+    hier = eff[(eff.method == "hierarchical") & (eff.analysis != "linear")]
+    assert hier["link_estimate"].notna().all() and eff.loc[eff.analysis == "linear", "link_estimate"].isna().all()
+    # logit effects are probabilities: bounded, and close to the linear model's
+    logit = hier[hier.analysis == "logit"].set_index("group")["estimate"]
+    linear = eff[(eff.method == "hierarchical") & (eff.analysis == "linear")].set_index("group")["estimate"]
+    assert logit.abs().max() < 1 and (logit - linear).abs().max() < 0.05
+    html = BeautifulSoup((tmp_path / "out" / "report" / "report.html").read_text(), "html.parser").get_text(" ")
+    html = " ".join(html.split())
+    assert "On which scale" in html and "difference in the probability that the outcome is 1" in html
+    assert "expected category" in html and "log-odds scale" in html
+    assert "GLM AME" in html
+    # the ordinal model speaks for the binary outcome derived as pref >= 4: compared on that scale
+    assert "The same groups, different models" in html and "on the scale of Support" in html
+    n_cmp = html.count("on the scale of Support")
+    assert n_cmp == 3  # linear-logit, linear-ordinal, logit-ordinal

@@ -198,24 +198,40 @@ def response_effects(alpha_g: np.ndarray, theta_g: np.ndarray, beta: np.ndarray 
     """delta_g per draw: the mean over the group's units of E[y | t=1] - E[y | t=0], each unit at its own
     covariates. alpha_g, theta_g: (S, G) link-scale group intercepts and slopes; beta (S, p) or None;
     Xc (n, p) centred controls; cutpoints (S, K-1) for ordinal. Returns (S, G)."""
-    S = alpha_g.shape[0]
     if family == "gaussian":
         return theta_g.copy()
+    return _group_average(alpha_g, theta_g, beta, Xc, group_index, n_groups, cutpoints, chunk,
+                          lambda eta, cut: mean_response(eta, family, cut, categories))
+
+
+def at_least_effects(alpha_g: np.ndarray, theta_g: np.ndarray, beta: np.ndarray | None, Xc: np.ndarray,
+                     group_index: np.ndarray, n_groups: int, cutpoints: np.ndarray, chunk: int = 256) -> np.ndarray:
+    """Ordinal outcomes: per draw and group, the effect on P(y >= category k) for k = 2..K (the
+    response scale of a binary outcome derived as ``y >= k``). Returns (S, G, K-1)."""
+    return _group_average(alpha_g, theta_g, beta, Xc, group_index, n_groups, cutpoints, chunk,
+                          lambda eta, cut: expit(eta[..., None] - cut))
+
+
+def _group_average(alpha_g, theta_g, beta, Xc, group_index, n_groups, cutpoints, chunk, f) -> np.ndarray:
+    """Per draw, the mean over each group's units of f(eta at T=1) - f(eta at T=0)."""
+    S = alpha_g.shape[0]
     if beta is None or Xc.shape[1] == 0:  # every unit of a group has the same eta
         cut = cutpoints[:, None, :] if cutpoints is not None else None
-        return (mean_response(alpha_g + theta_g, family, cut, categories) - mean_response(alpha_g, family, cut, categories))
+        return f(alpha_g + theta_g, cut) - f(alpha_g, cut)
     counts = np.bincount(group_index, minlength=n_groups).astype(float)
-    out = np.empty((S, n_groups))
+    member = np.zeros((len(group_index), n_groups))
+    member[np.arange(len(group_index)), group_index] = 1.0 / np.where(counts > 0, counts, 1.0)[group_index]
+    out = None
     for s0 in range(0, S, chunk):
         s1 = min(S, s0 + chunk)
         base = alpha_g[s0:s1][:, group_index] + beta[s0:s1] @ Xc.T  # (s, n)
         slope = theta_g[s0:s1][:, group_index]
         cut = cutpoints[s0:s1, None, :] if cutpoints is not None else None
-        diff = mean_response(base + slope, family, cut, categories) - mean_response(base, family, cut, categories)
-        sums = np.zeros((s1 - s0, n_groups))
-        for j in range(s1 - s0):
-            sums[j] = np.bincount(group_index, weights=diff[j], minlength=n_groups)
-        out[s0:s1] = sums / np.where(counts > 0, counts, 1.0)
+        diff = f(base + slope, cut) - f(base, cut)  # (s, n) or (s, n, m)
+        avg = np.einsum("sn...,ng->sg...", diff, member)
+        if out is None:
+            out = np.empty((S,) + avg.shape[1:])
+        out[s0:s1] = avg
     return out
 
 

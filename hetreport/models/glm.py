@@ -122,9 +122,14 @@ class _Canonical(_Family):
         self.kind = kind
 
     def start(self):
-        y, n = self.y, self.trials
-        eta0 = np.log((y + 0.5) / (n - y + 0.5)) if self.kind == "logit" else np.log(y + 0.5)
-        return np.linalg.lstsq(self.X, eta0, rcond=None)[0]
+        """The usual IRLS start: one weighted least-squares step from mu = y (shrunk off the bounds)."""
+        y, n, X = self.y, self.trials, self.X
+        if self.kind == "logit":
+            p0 = (y + 0.5) / (n + 1)
+            eta0, w0 = np.log(p0 / (1 - p0)), n * p0 * (1 - p0)
+        else:
+            eta0, w0 = np.log(y + 0.5), y + 0.5
+        return _solve_pd((X * w0[:, None]).T @ X, X.T @ (w0 * eta0))
 
     def _moments(self, eta):
         if self.kind == "logit":
@@ -152,7 +157,7 @@ class _Canonical(_Family):
 
     def leverage(self, params, A_inv):
         _, w = self._moments(self.X @ params)
-        return w * np.einsum("ij,jk,ik->i", self.X, A_inv, self.X)
+        return w * np.sum((self.X @ A_inv) * self.X, axis=1)
 
 
 class _NegBin(_Family):
@@ -204,7 +209,7 @@ class _NegBin(_Family):
         r, _, mu = self._parts(params)
         w = r * mu / (r + mu)
         X = self.X
-        return w * np.einsum("ij,jk,ik->i", X, np.linalg.pinv((X * w[:, None]).T @ X), X)
+        return w * np.sum((X @ np.linalg.pinv((X * w[:, None]).T @ X)) * X, axis=1)
 
 
 class _Ordinal(_Family):
@@ -224,6 +229,8 @@ class _Ordinal(_Family):
         return np.append(np.zeros(self.X.shape[1]), theta)
 
     def _parts(self, params):
+        """Per unit: P(observed category), the derivatives of log P with respect to
+        u = theta_y - eta and l = theta_{y-1} - eta, and the threshold indicators Eu, El."""
         X, k = self.X, self.y.astype(int)
         p = X.shape[1]
         beta, theta = params[:p], params[p:]
@@ -233,41 +240,47 @@ class _Ordinal(_Family):
         lo = full[k] - eta
         Fu, Fl = expit(u), expit(lo)
         prob = np.where(lo > 0, expit(-lo) - expit(-u), Fu - Fl)
-        fu, fl = Fu * expit(-u), Fl * expit(-lo)
-        dfu, dfl = fu * (1 - 2 * Fu), fl * (1 - 2 * Fl)
-        # derivative vectors of u and l with respect to (beta, theta)
-        n = len(k)
-        Du = np.zeros((n, p + self.K - 1))
-        Dl = np.zeros_like(Du)
-        Du[:, :p] = -X
-        Dl[:, :p] = -X
-        rows = np.arange(n)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            fu, fl = Fu * expit(-u), Fl * expit(-lo)
+            lu, ll_ = fu / prob, -fl / prob
+            luu = fu * (1 - 2 * Fu) / prob - lu**2
+            lll = -fl * (1 - 2 * Fl) / prob - ll_**2
+            lul = -lu * ll_
+        n, rows = len(k), np.arange(len(k))
+        Eu = np.zeros((n, self.K - 1))
+        El = np.zeros_like(Eu)
         up, low = k < self.K - 1, k > 0
-        Du[rows[up], p + k[up]] = 1.0
-        Dl[rows[low], p + k[low] - 1] = 1.0
-        return prob, fu, fl, dfu, dfl, Du, Dl
+        Eu[rows[up], k[up]] = 1.0
+        El[rows[low], k[low] - 1] = 1.0
+        return prob, lu, ll_, luu, lll, lul, Eu, El
 
     def evaluate(self, params, scores=False):
-        theta = params[self.X.shape[1]:]
+        X = self.X
+        theta = params[X.shape[1]:]
         if np.any(np.diff(theta) <= 0):
             return -np.inf, None, None, None
-        prob, fu, fl, dfu, dfl, Du, Dl = self._parts(params)
+        prob, lu, ll_, luu, lll, lul, Eu, El = self._parts(params)
         if np.any(prob <= 0):
             return -np.inf, None, None, None
         ll = float(np.sum(np.log(prob)))
-        lu, ll_ = fu / prob, -fl / prob
-        luu = dfu / prob - lu**2
-        lll = -dfl / prob - ll_**2
-        lul = -lu * ll_
-        S = Du * lu[:, None] + Dl * ll_[:, None]
-        A = -((Du * luu[:, None]).T @ Du + (Dl * lll[:, None]).T @ Dl + (Du * lul[:, None]).T @ Dl + (Dl * lul[:, None]).T @ Du)
-        return ll, S.sum(axis=0), A, (S if scores else None)
+        # d(u, l)/d(beta) = -x, d u/d theta = Eu, d l/d theta = El; the Hessian block by block
+        grad = np.concatenate([-(X.T @ (lu + ll_)), Eu.T @ lu + El.T @ ll_])
+        S = np.column_stack([-X * (lu + ll_)[:, None], Eu * lu[:, None] + El * ll_[:, None]]) if scores else None
+        p = X.shape[1]
+        H = np.empty((len(params), len(params)))
+        H[:p, :p] = (X * (luu + lll + 2 * lul)[:, None]).T @ X
+        B = Eu * (luu + lul)[:, None] + El * (lll + lul)[:, None]
+        H[:p, p:] = -(X.T @ B)
+        H[p:, :p] = H[:p, p:].T
+        H[p:, p:] = (Eu * luu[:, None]).T @ Eu + (El * lll[:, None]).T @ El + (Eu * lul[:, None]).T @ El + (El * lul[:, None]).T @ Eu
+        return ll, grad, -H, S
 
     def leverage(self, params, A_inv):
-        prob, fu, fl, dfu, dfl, Du, Dl = self._parts(params)
-        lu, ll_ = fu / prob, -fl / prob
-        luu, lll, lul = dfu / prob - lu**2, -dfl / prob - ll_**2, -lu * ll_
-        q = lambda a, b: np.einsum("ij,jk,ik->i", a, A_inv, b)  # noqa: E731
+        """trace(A_i A^-1), A_i unit i's share of the observed information."""
+        prob, lu, ll_, luu, lll, lul, Eu, El = self._parts(params)
+        Du = np.column_stack([-self.X, Eu])
+        Dl = np.column_stack([-self.X, El])
+        q = lambda a, b: np.sum((a @ A_inv) * b, axis=1)  # noqa: E731
         return -(luu * q(Du, Du) + lll * q(Dl, Dl) + 2 * lul * q(Du, Dl))
 
     def expected(self, params, X, codes):
@@ -337,23 +350,29 @@ def _design(adata: AnalysisData, groups: Groups) -> tuple[np.ndarray, list[tuple
 
 
 def _select_columns(X: np.ndarray, leading: np.ndarray | None = None) -> np.ndarray:
-    """Columns kept, in order, each not in the span of the columns kept before it (and of ``leading``)."""
-    basis = []
-    if leading is not None:
-        basis.append(leading / np.linalg.norm(leading))
+    """Columns kept, in order, each not in the span of the columns kept before it (and of ``leading``).
+
+    Works on R of X = QR (p x p; the same linear dependencies and residual norms as X), with
+    Gram-Schmidt in column order, so a redundant column is dropped, never an earlier one."""
+    M = np.column_stack([leading, X]) if leading is not None else X
+    if M.shape[0] > M.shape[1]:
+        M = np.linalg.qr(M, mode="r")
+    k = M.shape[1]
+    basis = np.zeros((M.shape[0], k))
+    used = 0
     keep = []
-    for j in range(X.shape[1]):
-        v = X[:, j].astype(float).copy()
+    for j in range(k):
+        v = M[:, j].astype(float).copy()
         norm = np.linalg.norm(v)
         if norm == 0:
             continue
         for _ in range(2):  # Gram-Schmidt twice for stability
-            if basis:
-                Q = np.column_stack(basis)
-                v -= Q @ (Q.T @ v)
+            v -= basis[:, :used] @ (basis[:, :used].T @ v)
         if np.linalg.norm(v) > 1e-8 * norm:
-            basis.append(v / np.linalg.norm(v))
-            keep.append(j)
+            basis[:, used] = v / np.linalg.norm(v)
+            used += 1
+            if leading is None or j > 0:
+                keep.append(j - (leading is not None))
     return np.array(keep, dtype=int)
 
 
@@ -489,8 +508,12 @@ def _assemble(groups: Groups, est, se, estimable, notes, link_est, link_se) -> p
         table[k] = v
     table["estimable"] = np.asarray(estimable, dtype=bool)
     table["note"] = notes
-    table["link_estimate"] = np.asarray(link_est, dtype=float)
-    table["link_std_error"] = np.asarray(link_se, dtype=float)
+    link_est, link_se = np.asarray(link_est, dtype=float), np.asarray(link_se, dtype=float)
+    table["link_estimate"] = link_est
+    table["link_std_error"] = link_se
+    q = stats.norm.ppf(0.975)
+    table["link_lower_95"] = link_est - q * link_se
+    table["link_upper_95"] = link_est + q * link_se
     return table
 
 
@@ -589,10 +612,15 @@ def fit_glm_full(adata: AnalysisData, groups: Groups, se_type: str = "HC2") -> M
             details["reference_group"] = groups.keys[dropped_groups[-1]]
     for g, j in treat_col.items():
         if not blocked[g] and j not in keep:
-            notes[g], blocked[g] = "not estimable: collinear with the controls", True
+            if not Xf[:, j].any():
+                notes[g] = ("separation: every unit in the treated arm is predicted perfectly by the controls, "
+                            "so the effect has no finite estimate; the arm was left out of the fit.")
+            else:
+                notes[g] = "not estimable: collinear with the controls"
+            blocked[g] = True
     fit_ok = len(keep) > 0 and fit_rows.sum() > len(keep) and (fam != "ordinal" or len(present) >= 2)
     if not fit_ok:
-        details.update(converged=False, n_coef=int(len(keep)), loglik=np.nan)
+        details.update(converged=False, n_coef=int(len(keep)), loglik=None)
         for g in range(G):
             if not blocked[g]:
                 notes[g] = "not estimable: too few rows are left to fit the model once the separated arms are left out"
@@ -670,9 +698,10 @@ def fit_glm_full(adata: AnalysisData, groups: Groups, se_type: str = "HC2") -> M
         X0 = X1.copy()
         X1[:, col_pos[j]], X0[:, col_pos[j]] = 1.0, 0.0
         w = trials[rows] if fam == "binomial" else np.ones(len(rows))
+        # units predicted perfectly in both arms add a zero difference: only the others are evaluated
         live = ~limit_units.get(g, np.zeros(len(rows), dtype=bool))
-        w = np.where(live, w, 0.0)
-        wsum = (trials[rows] if fam == "binomial" else np.ones(len(rows))).sum()
+        wsum = w.sum()
+        w, X1, X0 = w[live], X1[live], X0[live]
         m1, d1 = _response(model, params, X1, fam, fit_codes if fam == "ordinal" else None)
         m0, d0 = _response(model, params, X0, fam, fit_codes if fam == "ordinal" else None)
         value = float(w @ (m1 - m0) / wsum)

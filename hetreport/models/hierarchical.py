@@ -607,6 +607,13 @@ def _add_response_effects(idata: az.InferenceData, adata: AnalysisData, groups: 
     delta = response_effects(flat("group_intercept", "group"), flat("group_slope", "group"), beta, Xc, groups.index,
                              groups.n_groups, adata.family, cut, adata.categories)
     post = post.assign(group_effect=(("chain", "draw", "group"), delta.reshape(C, D, -1)))
+    if adata.family == "ordinal":  # also on the scale of a binary outcome y >= k, for every k
+        from .families import at_least_effects
+
+        ge = at_least_effects(flat("group_intercept", "group"), flat("group_slope", "group"), beta, Xc, groups.index,
+                              groups.n_groups, cut)
+        post = post.assign(group_effect_at_least=(("chain", "draw", "group", "at_least"), ge.reshape(C, D, groups.n_groups, -1)))
+        post = post.assign_coords(at_least=[float(c) for c in adata.categories[1:]])
     stats_ = getattr(idata, "sample_stats", None)
     return az.InferenceData(posterior=post, **({"sample_stats": stats_} if stats_ is not None else {}))
 

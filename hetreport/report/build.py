@@ -25,7 +25,7 @@ from markupsafe import Markup
 from .. import figures as figs
 from ..data import code_key
 from ..errors import RenderError
-from ..facts import CREDIBLE, Facts, compute_facts
+from ..facts import CREDIBLE, Facts, compare_models, compute_facts
 from ..conformance import report_context as conformance_context
 from ..models.families import get_family
 from ..results import AnalysisResults, StudyResults
@@ -320,6 +320,10 @@ def analysis_context(a: AnalysisResults, results: StudyResults, figures: dict, t
     }
 
 
+FAMILY_NAMES = {"gaussian": "linear (Gaussian)", "bernoulli": "logit", "binomial": "binomial logit", "poisson": "Poisson",
+                "negativebinomial": "negative binomial", "ordinal": "ordinal (cumulative logit)"}
+
+
 def family_words(name: str) -> dict:
     """What the numbers of a family's report are: the estimand and the model's linear scale."""
     fam = get_family(name)
@@ -356,16 +360,20 @@ def study_context(results: StudyResults, analyses: list[dict], route: str, forma
     across = []
     for c in analyses:
         f = c["f"]
-        across.append([c["title"], fmt.count(f.n_groups), fmt.interval(f.average), f"{fmt.num(f.smallest.effect.estimate)} to {fmt.num(f.largest.effect.estimate)}",
-                       fmt.interval(f.sigma_theta), "OK" if f.diagnostics_ok else "check"])
-    across_tbl = fmt.pipe_table(["Analysis", "Groups", "Average effect (95% interval)", "Range of group effects", "σθ (95% interval)", "Diagnostics"],
-                                across, "lrrrrl", "Headline numbers of every analysis.", "tbl-across")
+        model = f"{c['outcome']}, {FAMILY_NAMES[c['family']]}"
+        across.append([c["title"], model, fmt.count(f.n_groups), fmt.interval(f.average), f"{fmt.num(f.smallest.effect.estimate)} to {fmt.num(f.largest.effect.estimate)}",
+                       fmt.interval(f.sigma_theta) + ("" if c["identity"] else f" ({c['linear_scale']})"), "OK" if f.diagnostics_ok else "check"])
+    across_tbl = fmt.pipe_table(["Analysis", "Outcome, model", "Groups", "Average effect (95% interval)", "Range of group effects", "σθ (95% interval)", "Diagnostics"],
+                                across, "llrrrrl", "Headline numbers of every analysis. Effects are on each outcome's own scale; σθ is on the scale on which its model is linear.", "tbl-across")
+    titles = {a.name: a.title for a in results.analyses}
+    comparisons = [{"first": titles[m.first], "second": titles[m.second], "m": m, "scale": spec.label(m.scale)}
+                   for m in compare_models(list(results.analyses), dict(spec.data.derive) if spec.data else {})]
     return {
         "title": spec.title, "subtitle": spec.subtitle, "author": spec.report.author,
         "families": list(dict.fromkeys(c["family"] for c in analyses)),
         "any_link": any(not c["identity"] for c in analyses), "probability": any(c["probability"] for c in analyses),
         "conformance": conformance_context(man.get("conformance"), {a.name: a.title for a in results.analyses}),  # pre-registration check
-        "date": man.get("created", "")[:10], "analyses": analyses, "across_table": across_tbl,
+        "date": man.get("created", "")[:10], "analyses": analyses, "across_table": across_tbl, "comparisons": comparisons,
         "spec_block": fmt.code_block(results.spec.source_text or ""), "manifest": man, "min_arm": spec.report.min_arm,
         "pagebreak": Markup("{{< pagebreak >}}"), "route": route, "formats": formats,
         "data_file": man.get("data_file"), "data_sha256": man.get("data_sha256"), "spec_hash": man.get("spec_hash"),

@@ -477,6 +477,9 @@ def parse_spec(raw: Any, base_dir: Path | str = ".", source: str = "spec", sourc
         raise SpecError(f"{source} must be a YAML mapping with keys such as title, data, outcome, treatment, analyses; got {type(raw).__name__}.")
     if "priors" in raw:
         raw = {**raw, "priors": _rejoin_flow_priors(raw["priors"], source)}
+    if isinstance(raw.get("analyses"), list):  # an analysis's own priors are written the same way
+        raw = {**raw, "analyses": [{**a, "priors": _rejoin_flow_priors(a["priors"], f"{source}: analyses[{i}]")}
+                                   if isinstance(a, dict) and "priors" in a else a for i, a in enumerate(raw["analyses"])]}
     try:
         spec = Spec.model_validate({**raw, "base_dir": Path(base_dir), "source_text": source_text})
     except ValidationError as exc:

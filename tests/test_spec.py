@@ -79,3 +79,15 @@ def test_spec_hash_ignores_comments_and_key_order(tmp_path):
     a.write_text("title: t\noutcome: y\ntreatment: t\ndata: {path: x.csv}\nanalyses: [{name: a, modifiers: [m1, m2]}]\n")
     b.write_text("# a comment\ntreatment: t\ntitle: t\ndata: {path: x.csv}\noutcome: y\nanalyses: [{modifiers: [m1, m2], name: a}]\nsampler: {chains: 4}\n")
     assert load_spec(a).spec_hash() == load_spec(b).spec_hash()
+
+
+def test_an_analysis_may_override_priors_in_one_line_flow_style(tmp_path):
+    import yaml
+
+    text = ("title: t\ndata: {path: d.csv}\noutcome: y\ntreatment: t\npriors: {b: normal(0, 0.5), sd: halfnormal(1)}\n"
+            "analyses:\n  - {name: a, modifiers: [m], family: bernoulli, priors: {intercept: normal(0, 2.5), b: normal(0, 1)}}\n"
+            "  - {name: c, modifiers: [m]}\n")
+    spec = parse_spec(yaml.safe_load(text), base_dir=tmp_path)
+    first, second = (spec.priors_of(a) for a in spec.analyses)
+    assert (first.intercept, first.b, first.sd) == ("normal(0, 2.5)", "normal(0, 1)", "halfnormal(1)")
+    assert (second.intercept, second.b) == (None, "normal(0, 0.5)")

@@ -257,7 +257,7 @@ def test_a_study_with_three_families_runs_and_reports_on_the_outcome_scale(tmp_p
     assert logit.abs().max() < 1 and (logit - linear).abs().max() < 0.05
     html = BeautifulSoup((tmp_path / "out" / "report" / "report.html").read_text(), "html.parser").get_text(" ")
     html = " ".join(html.split())
-    assert "On which scale" in html and "difference in the probability that the outcome is 1" in html
+    assert "On which scale. Every effect of this analysis" in html and "difference in the probability that the outcome is 1" in html
     assert "expected category" in html and "log-odds scale" in html
     assert "GLM AME" in html
     # the ordinal model speaks for the binary outcome derived as pref >= 4: compared on that scale

@@ -10,6 +10,7 @@ from importlib import metadata
 from pathlib import Path
 
 import pandas as pd
+from threadpoolctl import threadpool_limits
 
 from . import __version__
 from .data import load_data, prepare_analysis
@@ -61,11 +62,12 @@ def fit(spec: Spec | str | Path, *, progress: bool = False, log=None, preregistr
         # OLS reads the outcome on its own scale (for a binomial outcome: the share of successes per row);
         # for a 0/1 outcome it is the linear probability model
         odata = replace(adata, y=adata.y / adata.trials) if adata.family == "binomial" else adata
-        ols_methods = [fit_ols_full(odata, groups, spec.ols.se_type), fit_ols_additive(odata, groups, spec.ols.se_type), fit_subgroup(odata, groups)]
-        if adata.family != "gaussian":
-            from .models.glm import fit_glm_full
+        with threadpool_limits(1):  # small dense algebra: extra BLAS threads only contend on a busy machine
+            ols_methods = [fit_ols_full(odata, groups, spec.ols.se_type), fit_ols_additive(odata, groups, spec.ols.se_type), fit_subgroup(odata, groups)]
+            if adata.family != "gaussian":
+                from .models.glm import fit_glm_full
 
-            ols_methods.insert(1, fit_glm_full(adata, groups, spec.ols.se_type))
+                ols_methods.insert(1, fit_glm_full(adata, groups, spec.ols.se_type))
         say(f"analysis '{analysis.name}': sampling the hierarchical model ({spec.sampler.chains} chains x {spec.sampler.draws} draws)")
         hfit = fit_hierarchical(adata, groups, spec.priors_of(analysis), spec.sampler, mode=analysis.terms, correlated=analysis.correlated,
                                 progress=progress, predictors=analysis.slope_predictors)

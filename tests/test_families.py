@@ -264,3 +264,23 @@ def test_a_study_with_three_families_runs_and_reports_on_the_outcome_scale(tmp_p
     assert "The same groups, different models" in html and "on the scale of Support" in html
     n_cmp = html.count("on the scale of Support")
     assert n_cmp == 3  # linear-logit, linear-ordinal, logit-ordinal
+
+
+@pytest.mark.slow
+def test_slope_predictors_work_with_a_logit_model(tmp_path):
+    """The lambda specification on the link scale: theta_g = b_treat + z_g' lambda + u_g per draw, and the
+    response-scale effects follow from it."""
+    f, _, _ = family_frame(2000, seed=6, levels=(2, 4))
+    spec, adata, groups = make_analysis(tmp_path, f.rename(columns={"ybin": "y"}), ["m1", "m2"], family="bernoulli",
+                                        analysis={"terms": "crossing", "slope_predictors": ["m2"]},
+                                        sampler={"draws": 200, "tune": 300, "chains": 2, "seed": 2})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit = fit_hierarchical(adata, groups, spec.priors, spec.sampler, mode="crossing", predictors=("m2",))
+    post = fit.idata.posterior
+    lam = post["lambda"].sel(predictor="m2").to_numpy().ravel()
+    assert np.mean(lam < 0) > 0.95  # the simulated slope falls by 0.3 per level of m2
+    theta = post["group_slope"].stack(s=("chain", "draw")).to_numpy()
+    parts = (post["systematic_slope"] + post["crossing_slope"]).stack(s=("chain", "draw")).to_numpy()
+    np.testing.assert_allclose(theta, parts, atol=1e-9)
+    assert np.abs(post["group_effect"]).max() < 1  # probabilities

@@ -284,3 +284,15 @@ def test_slope_predictors_work_with_a_logit_model(tmp_path):
     parts = (post["systematic_slope"] + post["crossing_slope"]).stack(s=("chain", "draw")).to_numpy()
     np.testing.assert_allclose(theta, parts, atol=1e-9)
     assert np.abs(post["group_effect"]).max() < 1  # probabilities
+
+
+def test_binomial_effects_are_per_trial():
+    """Units with more trials weigh more: the same as expanding them into 0/1 rows."""
+    rng = np.random.default_rng(2)
+    S, G, n = 4, 2, 12
+    a, th, beta, X = rng.normal(size=(S, G)), rng.normal(size=(S, G)), rng.normal(size=(S, 1)), rng.normal(size=(n, 1))
+    g, trials = np.arange(n) % G, rng.integers(1, 6, n)
+    got = response_effects(a, th, beta, X, g, G, "binomial", weights=trials)
+    rows = np.repeat(np.arange(n), trials)
+    want = response_effects(a, th, beta, X[rows], g[rows], G, "bernoulli")
+    np.testing.assert_allclose(got, want, rtol=1e-12)

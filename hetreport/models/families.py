@@ -194,14 +194,15 @@ def mean_response(eta: np.ndarray, family: str, cutpoints: np.ndarray | None = N
 
 def response_effects(alpha_g: np.ndarray, theta_g: np.ndarray, beta: np.ndarray | None, Xc: np.ndarray,
                      group_index: np.ndarray, n_groups: int, family: str, cutpoints: np.ndarray | None = None,
-                     categories=None, chunk: int = 256) -> np.ndarray:
+                     categories=None, chunk: int = 256, weights: np.ndarray | None = None) -> np.ndarray:
     """delta_g per draw: the mean over the group's units of E[y | t=1] - E[y | t=0], each unit at its own
     covariates. alpha_g, theta_g: (S, G) link-scale group intercepts and slopes; beta (S, p) or None;
-    Xc (n, p) centred controls; cutpoints (S, K-1) for ordinal. Returns (S, G)."""
+    Xc (n, p) centred controls; cutpoints (S, K-1) for ordinal; ``weights`` per unit (binomial: the
+    trials, so that the effect is per trial, as for the expanded 0/1 rows). Returns (S, G)."""
     if family == "gaussian":
         return theta_g.copy()
     return _group_average(alpha_g, theta_g, beta, Xc, group_index, n_groups, cutpoints, chunk,
-                          lambda eta, cut: mean_response(eta, family, cut, categories))
+                          lambda eta, cut: mean_response(eta, family, cut, categories), weights)
 
 
 def at_least_effects(alpha_g: np.ndarray, theta_g: np.ndarray, beta: np.ndarray | None, Xc: np.ndarray,
@@ -212,15 +213,16 @@ def at_least_effects(alpha_g: np.ndarray, theta_g: np.ndarray, beta: np.ndarray 
                           lambda eta, cut: expit(eta[..., None] - cut))
 
 
-def _group_average(alpha_g, theta_g, beta, Xc, group_index, n_groups, cutpoints, chunk, f) -> np.ndarray:
-    """Per draw, the mean over each group's units of f(eta at T=1) - f(eta at T=0)."""
+def _group_average(alpha_g, theta_g, beta, Xc, group_index, n_groups, cutpoints, chunk, f, weights=None) -> np.ndarray:
+    """Per draw, the (weighted) mean over each group's units of f(eta at T=1) - f(eta at T=0)."""
     S = alpha_g.shape[0]
     if beta is None or Xc.shape[1] == 0:  # every unit of a group has the same eta
         cut = cutpoints[:, None, :] if cutpoints is not None else None
         return f(alpha_g + theta_g, cut) - f(alpha_g, cut)
-    counts = np.bincount(group_index, minlength=n_groups).astype(float)
+    w = np.ones(len(group_index)) if weights is None else np.asarray(weights, dtype=float)
+    totals = np.bincount(group_index, weights=w, minlength=n_groups)
     member = np.zeros((len(group_index), n_groups))
-    member[np.arange(len(group_index)), group_index] = 1.0 / np.where(counts > 0, counts, 1.0)[group_index]
+    member[np.arange(len(group_index)), group_index] = w / np.where(totals > 0, totals, 1.0)[group_index]
     out = None
     for s0 in range(0, S, chunk):
         s1 = min(S, s0 + chunk)

@@ -605,7 +605,8 @@ def _add_response_effects(idata: az.InferenceData, adata: AnalysisData, groups: 
     Xc = X - X.mean(axis=0) if X.shape[1] else X
     cut = flat("cutpoints", "cutpoint") if "cutpoints" in post else None
     delta = response_effects(flat("group_intercept", "group"), flat("group_slope", "group"), beta, Xc, groups.index,
-                             groups.n_groups, adata.family, cut, adata.categories)
+                             groups.n_groups, adata.family, cut, adata.categories,
+                             weights=adata.trials if adata.family == "binomial" else None)
     post = post.assign(group_effect=(("chain", "draw", "group"), delta.reshape(C, D, -1)))
     if adata.family == "ordinal":  # also on the scale of a binary outcome y >= k, for every k
         from .families import at_least_effects

@@ -296,3 +296,28 @@ def test_binomial_effects_are_per_trial():
     rows = np.repeat(np.arange(n), trials)
     want = response_effects(a, th, beta, X[rows], g[rows], G, "bernoulli")
     np.testing.assert_allclose(got, want, rtol=1e-12)
+
+
+@pytest.mark.slow
+def test_binomial_rows_and_their_expanded_bernoulli_rows_give_the_same_draws(tmp_path):
+    """Without controls both reduce to the same successes and trials per cell: the same model, so the
+    same seed gives the same draws."""
+    rng = np.random.default_rng(9)
+    n = 300
+    f = pd.DataFrame({"treat": rng.integers(0, 2, n), "m1": rng.integers(0, 2, n), "m2": rng.integers(0, 3, n),
+                      "k": rng.integers(1, 5, n)})
+    p = expit(-0.2 + (0.4 + 0.3 * f.m1) * f.treat)
+    f["y"] = rng.binomial(f["k"], p)
+    rows = np.repeat(np.arange(n), f["k"])
+    succ = np.concatenate([np.r_[np.ones(y), np.zeros(k - y)] for y, k in zip(f["y"], f["k"])])
+    long = f.iloc[rows].drop(columns=["y", "k"]).assign(y=succ.astype(int)).reset_index(drop=True)
+    sampler = {"draws": 100, "tune": 150, "chains": 2, "seed": 4}
+    fits = []
+    for sub, frame, extra in (("a", f, {"family": "binomial", "trials": "k"}), ("b", long, {"family": "bernoulli"})):
+        (tmp_path / sub).mkdir()
+        spec, adata, groups = make_analysis(tmp_path / sub, frame, ["m1", "m2"], sampler=sampler, **extra)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fits.append(fit_hierarchical(adata, groups, spec.priors, spec.sampler))
+    a, b = (x.group_draws() for x in fits)
+    np.testing.assert_allclose(a, b, atol=1e-8)

@@ -89,7 +89,6 @@ MAX_ITER = 100
 #: the NB shape phi is bounded here; at the bound there is no overdispersion (Poisson)
 PHI_MAX = 1e8
 
-_LEVELS = LEVELS
 
 
 # ----------------------------------------------------------------------------- likelihoods
@@ -492,7 +491,7 @@ def _sandwich(A: np.ndarray, S: np.ndarray, h: np.ndarray | None, se_type: str, 
 def _z_columns(est: np.ndarray, se: np.ndarray) -> dict[str, np.ndarray]:
     out = {}
     with np.errstate(invalid="ignore", divide="ignore"):
-        for level in _LEVELS:
+        for level in LEVELS:
             q = stats.norm.ppf(0.5 + level / 2)
             tag = int(round(level * 100))
             out[f"lower_{tag}"] = est - q * se

@@ -68,8 +68,9 @@ def fit(spec: Spec | str | Path, *, progress: bool = False, log=None, preregistr
                 from .models.glm import fit_glm_full
 
                 ols_methods.insert(1, fit_glm_full(adata, groups, spec.ols.se_type))
-        say(f"analysis '{analysis.name}': sampling the hierarchical model ({spec.sampler.chains} chains x {spec.sampler.draws} draws)")
-        hfit = fit_hierarchical(adata, groups, spec.priors_of(analysis), spec.sampler, mode=analysis.terms, correlated=analysis.correlated,
+        sampler = spec.sampler_of(analysis)
+        say(f"analysis '{analysis.name}': sampling the hierarchical model ({sampler.chains} chains x {sampler.draws} draws)")
+        hfit = fit_hierarchical(adata, groups, spec.priors_of(analysis), sampler, mode=analysis.terms, correlated=analysis.correlated,
                                 progress=progress, predictors=analysis.slope_predictors)
         hier = group_summary(hfit, groups)
         truth = None
@@ -80,7 +81,7 @@ def fit(spec: Spec | str | Path, *, progress: bool = False, log=None, preregistr
         for me in ols_methods:
             frames.append(method_rows(analysis.name, me.method, groups.table, mods, me.table, truth))
         frames.append(method_rows(analysis.name, "hierarchical", groups.table, mods, hier, truth))
-        y_rep = posterior_predictive(hfit, adata, groups, n_draws=50, seed=spec.sampler.seed)
+        y_rep = posterior_predictive(hfit, adata, groups, n_draws=50, seed=sampler.seed)
         timings[analysis.name] = {**{k: round(v, 2) for k, v in hfit.timings.items()}, "total_s": round(time.perf_counter() - t0, 2)}
         group_table = groups.table.drop(columns=[]).copy()
         analyses.append(AnalysisResults(
@@ -93,7 +94,7 @@ def fit(spec: Spec | str | Path, *, progress: bool = False, log=None, preregistr
                           "slope_predictors": list(analysis.slope_predictors),
                           "family": adata.family, "likelihood": hfit.likelihood, "outcome_name": adata.outcome.name,
                           "categories": list(adata.categories), "category_labels": list(adata.category_labels),
-                          "timings": hfit.timings, "sampler": spec.sampler.model_dump()},
+                          "timings": hfit.timings, "sampler": sampler.model_dump()},
             ols={me.method: {"formula": me.formula, **me.details} for me in ols_methods},
             y=odata.y, t=adata.t, y_rep=y_rep, n=adata.n, n_start=adata.n_start, notes=adata.notes,
         ))

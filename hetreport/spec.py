@@ -166,6 +166,8 @@ class Analysis(_Strict):
     family: Literal["gaussian", "bernoulli", "binomial", "poisson", "negativebinomial", "ordinal"] | None = None
     #: priors for this analysis only, key by key over the spec's (e.g. log-odds priors for a logit analysis)
     priors: Priors | None = None
+    #: sampler settings for this analysis only, key by key over the spec's (e.g. a higher target_accept)
+    sampler: Sampler | None = None
 
     @model_validator(mode="after")
     def _distinct(self) -> Analysis:
@@ -220,9 +222,6 @@ class Priors(_Strict):
         return None if val is None else Prior.parse(val, where=f"priors.{key}")
 
 
-Analysis.model_rebuild()
-
-
 class Sampler(_Strict):
     draws: int = Field(default=1000, ge=10, le=100_000)
     tune: int = Field(default=1000, ge=10, le=100_000)
@@ -231,6 +230,9 @@ class Sampler(_Strict):
     #: 0.98: on the Tomz-Weeks model 0.95 still left a divergence in 1 of 7 runs (benchmarks/README.md)
     target_accept: float = Field(default=0.98, gt=0.5, lt=1.0)
     backend: Literal["nutpie", "pymc"] = "nutpie"
+
+
+Analysis.model_rebuild()
 
 
 class OlsOptions(_Strict):
@@ -353,6 +355,12 @@ class Spec(_Strict):
         if analysis.priors is None:
             return self.priors
         return self.priors.model_copy(update={k: getattr(analysis.priors, k) for k in analysis.priors.model_fields_set})
+
+    def sampler_of(self, analysis: Analysis) -> Sampler:
+        """The spec's sampler settings with the analysis's own written over them, key by key."""
+        if analysis.sampler is None:
+            return self.sampler
+        return self.sampler.model_copy(update={k: getattr(analysis.sampler, k) for k in analysis.sampler.model_fields_set})
 
     def family_of(self, analysis: Analysis) -> str:
         """The analysis's outcome family: its own, else the spec's."""

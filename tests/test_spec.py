@@ -91,3 +91,14 @@ def test_an_analysis_may_override_priors_in_one_line_flow_style(tmp_path):
     first, second = (spec.priors_of(a) for a in spec.analyses)
     assert (first.intercept, first.b, first.sd) == ("normal(0, 2.5)", "normal(0, 1)", "halfnormal(1)")
     assert (second.intercept, second.b) == (None, "normal(0, 0.5)")
+
+
+def test_an_analysis_may_override_sampler_settings(tmp_path):
+    raw = {"title": "t", "data": {"path": "d.csv"}, "outcome": "y", "treatment": "t", "sampler": {"draws": 500, "seed": 3},
+           "analyses": [{"name": "a", "modifiers": ["m"], "sampler": {"target_accept": 0.995}}, {"name": "b", "modifiers": ["m"]}]}
+    spec = parse_spec(raw, base_dir=tmp_path)
+    a, b = (spec.sampler_of(x) for x in spec.analyses)
+    assert (a.draws, a.seed, a.target_accept) == (500, 3, 0.995)
+    assert b.target_accept == spec.sampler.target_accept == 0.98
+    with pytest.raises(SpecError, match="target_accept"):
+        parse_spec({**raw, "analyses": [{"name": "a", "modifiers": ["m"], "sampler": {"target_accept": 1.5}}]}, base_dir=tmp_path)

@@ -35,12 +35,40 @@ def cmd_run(args) -> int:
     from .api import fit
     from .report import build_and_render
 
-    results = fit(args.spec, progress=args.progress, log=_say)
+    if len(args.spec) > 1 or Path(args.spec[0]).is_dir():
+        return cmd_run_project(args)
+    args.spec = args.spec[0]  # one spec: today's single-study run and layout
+    if args.scheduler or args.workers:
+        _say("one spec: --scheduler and --workers apply to several specs (a project) and are ignored")
+    results = fit(args.spec, progress=args.progress, log=_say, preregistration=args.preregistration)
     out = results.save(args.out)
     _say(f"wrote results to {out}")
     outcome = build_and_render(results, out, formats=args.formats, route=args.route, log=_say)
     for fmt, path in outcome.outputs.items():
         print(f"{fmt.upper()}: {path}")
+    return 0
+
+
+def cmd_run_project(args) -> int:
+    from .api import run_project
+
+    if getattr(args, "preregistration", None):
+        from .errors import SpecError
+
+        raise SpecError("--preregistration compares one study with its registration; run each registered study on its own "
+                        "(`hetreport run SPEC --preregistration ...`), or give the registration in each spec's preregistration: key.")
+    outcome = run_project(args.spec, args.out, formats=args.formats, route=args.route, scheduler=args.scheduler,
+                          workers=args.workers, log=_say)
+    print(f"INDEX: {outcome.index}")
+    for s in outcome.studies:
+        for fmt, path in s.outputs.items():
+            print(f"{fmt.upper()}: {outcome.out / 'site' / path}")
+    for s in outcome.failed:
+        print(textwrap.fill(f"failed: {s.spec_path}: {s.error_kind}: {s.error}", width=100, subsequent_indent="  ",
+                            break_long_words=False, break_on_hyphens=False), file=sys.stderr)
+    if outcome.failed:
+        _say(f"{len(outcome.failed)} of {len(outcome.studies)} studies failed (listed on the index); the others were rendered")
+        return 1
     return 0
 
 
@@ -52,6 +80,18 @@ def cmd_report(args) -> int:
     outcome = build_and_render(results, Path(args.dir), formats=args.formats, route=args.route, log=_say)
     for fmt, path in outcome.outputs.items():
         print(f"{fmt.upper()}: {path}")
+    return 0
+
+
+def cmd_preregister(args) -> int:
+    from .prereg import preregister
+
+    done = preregister(args.spec, args.out, formats=args.formats, route=args.route, scheduler=args.scheduler, workers=args.workers, log=_say)
+    for fmt, path in done["appendix"].items():
+        print(f"APPENDIX {fmt.upper()}: {path}")
+    for fmt, path in done["mock"].items():
+        print(f"MOCK REPORT {fmt.upper()}: {path}")
+    print(f"RECORD: {done['record']}")
     return 0
 
 
@@ -86,8 +126,12 @@ def build_parser() -> argparse.ArgumentParser:
     for name, helptext in (("run", "fit and render the report"), ("report", "re-render the report from saved results, without refitting")):
         r = sub.add_parser(name, help=helptext)
         if name == "run":
-            r.add_argument("spec", help="the study spec (YAML)")
+            r.add_argument("spec", nargs="+", help="the study spec (YAML); several specs, or a folder of specs, make one project with an index page")
             r.add_argument("--out", required=True, help="output folder")
+            r.add_argument("--scheduler", help="several specs: address of a running Dask scheduler (tcp://host:port); default: local processes")
+            r.add_argument("--workers", type=int, help="several specs: local processes (default: one per study, at most one per core)")
+            r.add_argument("--preregistration", help="a pre-registration appendix folder (or its registration.json): "
+                                                       "the report's first page says whether the analysis is the registered one")
             r.set_defaults(func=cmd_run)
         else:
             r.add_argument("dir", help="a folder written by `hetreport fit` or `hetreport run`")
@@ -96,6 +140,16 @@ def build_parser() -> argparse.ArgumentParser:
         g = r.add_mutually_exclusive_group()
         g.add_argument("--quarto", dest="quarto", action="store_true", default=None, help="render with Quarto (error if not installed)")
         g.add_argument("--no-quarto", dest="quarto", action="store_false", help="render with the built-in pandoc + Typst route")
+    pre = sub.add_parser("preregister", help="render a pre-registration appendix from a design-only spec")
+    pre.add_argument("spec", help="the study spec with a design: block in place of data:")
+    pre.add_argument("--out", required=True, help="folder for the appendix, the mock report and registration.json")
+    pre.add_argument("--scheduler", help="address of a running Dask scheduler (tcp://host:port) for the simulation; default: local processes")
+    pre.add_argument("--workers", type=int, help="local processes for the simulation (default: every core)")
+    pre.add_argument("--format", dest="formats", action="append", choices=["html", "pdf"], help="output format (repeatable; default: the spec's report.formats)")
+    g = pre.add_mutually_exclusive_group()
+    g.add_argument("--quarto", dest="quarto", action="store_true", default=None, help="render with Quarto (error if not installed)")
+    g.add_argument("--no-quarto", dest="quarto", action="store_false", help="render with the built-in pandoc + Typst route")
+    pre.set_defaults(func=cmd_preregister)
     sim = sub.add_parser("simulate", help="run a grid of simulated studies and report how the approaches compare")
     sim.add_argument("sim", help="the simulation design (SIM.yml; see examples/simulation/paper.yml)")
     sim.add_argument("--out", required=True, help="folder for results.parquet and the report")

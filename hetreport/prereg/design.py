@@ -137,7 +137,7 @@ class PlannedDesign(_Strict):
     sampler: SimulationSampler = Field(default_factory=SimulationSampler)
     #: the analyses whose detection is simulated (default: every analysis)
     analyses: list[str] | None = Field(default=None, min_length=1)
-    #: heterogeneity counts as detected by the hierarchical model when P(tau > this) >= 0.95
+    #: heterogeneity counts as detected by the hierarchical model when P(SD of the group effects > this) >= 0.95
     #: (default: half the smallest positive assumed heterogeneity SD)
     detect_above: float | None = Field(default=None, gt=0)
 

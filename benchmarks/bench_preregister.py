@@ -1,0 +1,104 @@
+#!/usr/bin/env python
+"""Benchmark: the pre-registration appendix of the Tomz-Weeks design (issue 8's speed target).
+
+1. **The whole appendix**, as `hetreport preregister examples/tomz-weeks/design.yml --out DIR`
+   runs it: the detection simulation (the respondent analysis, 100 groups, N = 1,200, 50
+   replications, 2 chains x 500 draws each, on local processes, one per core), the mock report
+   (all three analyses fitted with the spec's own sampler, 4 chains x 1,000 draws, and rendered
+   to HTML and PDF), the prior predictive draws and the appendix itself. Target: < 15 minutes on
+   2 cores. The simulation's share and the compile/swap counts are printed.
+2. **Compile once per cell against a fresh compile per replication**, in this process, on a few
+   replications of the same cell (`--ratio-reps`, default 3): the same replications with the
+   cell's compiled model and swapped data (nutpie `with_data`) against `force_compile=True`. Both
+   sample the same posterior; the ratio is of the hierarchical fit's wall time.
+
+Run from the repository root (not collected by pytest):
+
+    python benchmarks/bench_preregister.py                 # both parts, ~15 minutes on 2 cores
+    python benchmarks/bench_preregister.py --skip-appendix  # the ratio only, ~3 minutes
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import shutil
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DESIGN = ROOT / "examples" / "tomz-weeks" / "design.yml"
+
+
+def appendix(workers: int | None, keep: Path | None) -> None:
+    import pandas as pd
+
+    from hetreport.prereg import preregister
+
+    out = keep or Path(tempfile.mkdtemp(prefix="bench-prereg-")) / "out"
+    cpu0 = _cpu_s()
+    t0 = time.perf_counter()
+    done = preregister(DESIGN, out, workers=workers, log=lambda m: print(f"  [{time.perf_counter() - t0:6.0f} s] {m}", flush=True))
+    total = time.perf_counter() - t0
+    cpu = _cpu_s() - cpu0
+    sim = pd.read_csv(out / "simulation.csv")
+    ok = sim[sim["status"] == "ok"]
+    print(f"\nappendix of {DESIGN.relative_to(ROOT)}: {total / 60:.1f} min wall ({done['where']})")
+    print(f"  detection simulation: {done['simulation_s'] / 60:.1f} min for {len(sim)} replications ({len(ok)} ok); "
+          f"compiled {int(ok['compile'].isin(['compile', 'fallback']).sum())}x, swapped {int((ok['compile'] == 'swap').sum())}x; "
+          f"median sampling {ok['sampling_s'].median():.1f} s, median compile {ok.loc[ok['compile'] != 'swap', 'compile_s'].median():.1f} s")
+    print(f"  everything else (mock report fit + render, prior predictive, appendix render): {(total - done['simulation_s']) / 60:.1f} min")
+    print(f"  CPU time of this process and its worker processes: {cpu / 60:.1f} min, i.e. {cpu / 120:.1f} min of wall time on 2 otherwise idle "
+          f"cores (load average now {os.getloadavg()[0]:.1f}: other programs on this machine slow the wall time)")
+    print(f"  target < 15 min: {'met' if total < 900 else 'NOT met'}")
+    if keep is None:
+        shutil.rmtree(out.parent, ignore_errors=True)
+
+
+def _cpu_s() -> float:
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def ratio(reps: int) -> None:
+    from hetreport.prereg.plan import resolve_plan
+    from hetreport.prereg.simulate import _Cache, cells, run_replication
+    from hetreport.spec import load_spec
+
+    plan = resolve_plan(load_spec(DESIGN))
+    cell = cells(plan)[0]
+    warnings.simplefilter("ignore")
+    cache = _Cache()
+    run_replication(plan, cell, 0, cache)  # warm-up: compiles the cell's model (and warms PyTensor's cache)
+    t_swap, t_fresh = [], []
+    for r in range(1, reps + 1):
+        a = run_replication(plan, cell, r, cache)["summary"]
+        b = run_replication(plan, cell, r, _Cache(), force_compile=True)["summary"]
+        assert a["compile"] == "swap" and b["compile"] == "compile"
+        assert abs(a["sd_between_mean"] - b["sd_between_mean"]) < 1e-9, "the swapped and the fresh model must sample the same posterior"
+        t_swap.append(a["compile_s"] + a["sampling_s"])
+        t_fresh.append(b["compile_s"] + b["sampling_s"])
+        print(f"  replication {r}: swapped {t_swap[-1]:.1f} s, fresh compile {t_fresh[-1]:.1f} s (compile {b['compile_s']:.1f} s)")
+    print(f"\ncompile once per cell vs fresh compile per replication ({reps} replications of {cell.id}): "
+          f"{sum(t_swap):.1f} s vs {sum(t_fresh):.1f} s, ratio {sum(t_fresh) / sum(t_swap):.2f}x")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--workers", type=int, help="local processes for the simulation (default: every core)")
+    ap.add_argument("--ratio-reps", type=int, default=3)
+    ap.add_argument("--skip-appendix", action="store_true")
+    ap.add_argument("--skip-ratio", action="store_true")
+    ap.add_argument("--keep", type=Path, help="write the appendix here instead of a temporary folder")
+    args = ap.parse_args()
+    if not args.skip_appendix:
+        appendix(args.workers, args.keep)
+    if not args.skip_ratio:
+        ratio(args.ratio_reps)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,488 @@
+"""The pre-registration appendix: planned analysis, priors, detection, mock report, record.
+
+:func:`preregister` checks the design (nothing is written if it is wrong), runs the detection
+simulation, fits the mock study (one simulated data set of the planned design, through
+``hetreport.api.fit`` and the study report's own builder), draws the prior predictive, and
+writes into ``DIR``:
+
+- ``report/appendix.html`` and ``appendix.pdf``: the appendix (Quarto project next to them);
+- ``mock/report/report.html`` and ``report.pdf``: the mock report, every page marked
+  "SIMULATED DATA — NOT RESULTS" (title, a banner in HTML, a header and watermark on every PDF page);
+- ``registration.json``: the canonical spec's SHA-256 (design block included), the canonical
+  spec itself, package versions, seeds and the date (:mod:`hetreport.conformance` reads it);
+- ``simulation.csv`` (one row per replication) and ``simulation_groups.csv`` (per group).
+
+Everything is built in a temporary folder next to ``DIR`` and moved into place only when
+every step has succeeded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import warnings
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from markupsafe import Markup
+
+from ..errors import HetreportError, RenderError
+from ..report import format as fmt
+from ..spec import Spec, load_spec, parse_spec
+from .plan import Plan, derived_seed, expected_sizes, resolve_plan, simulate_frame
+from .simulate import SimulationResult, cells, per_cell, per_group, resolved_priors, run_simulation
+
+MARK = "SIMULATED DATA — NOT RESULTS"
+RECORD = "registration.json"
+RECORD_VERSION = 1
+
+
+# --------------------------------------------------------------------------- the record
+
+
+def registration_record(spec: Spec, plan: Plan, created: str) -> dict:
+    from ..api import package_versions
+
+    return {"kind": "hetreport pre-registration", "version": RECORD_VERSION, "spec_hash": spec.spec_hash(), "created": created,
+            "title": spec.title, "seeds": {"design": plan.seed, "sampler": spec.sampler.seed,
+                                           "mock_data": derived_seed(plan.seed, 99)},
+            "packages": package_versions(), "spec": spec.canonical(), "source_text": spec.source_text}
+
+
+# --------------------------------------------------------------------------- the mock report
+
+
+def _mock_spec(spec: Spec, plan: Plan, data_path: Path) -> Spec:
+    raw = spec.canonical()
+    raw.pop("design", None)
+    raw.pop("preregistration", None)
+    kept = {a.name for a in plan.analyses}
+    raw["analyses"] = [a for a in raw["analyses"] if a["name"] in kept]
+    raw["title"] = f"{MARK}: {spec.title}"
+    raw["data"] = {"path": data_path.name, "format": "csv"}
+    text = "# " + MARK + ": the planned spec with one simulated data set in place of the data\n" + (spec.source_text or "")
+    return parse_spec(raw, base_dir=data_path.parent, source="mock spec", source_text=text)
+
+
+_TYPST_MARK = (
+    '#set page(header: align(center, text(size: 9pt, weight: "bold", fill: rgb("#B00020"))[SIMULATED DATA — NOT RESULTS]), '
+    'foreground: place(center + horizon, rotate(-40deg, text(size: 54pt, weight: "bold", fill: rgb(176, 0, 32, 28))[SIMULATED DATA])))'
+)
+_HTML_MARK = ('<div class="hetreport-simulated" role="note" style="position: sticky; top: 0; z-index: 1000; background: #B00020; '
+              'color: #fff; text-align: center; font-weight: bold; padding: 0.35em; letter-spacing: 0.05em;">'
+              'SIMULATED DATA — NOT RESULTS</div>')
+
+
+def stamp_simulated(project: Path, title: str) -> None:
+    """Mark a built study report as simulated: its title, a banner at the top of the HTML (it stays
+    in view while scrolling), and a header plus watermark on every page of the PDF."""
+    qmd = project / "report.qmd"
+    text = qmd.read_text(encoding="utf-8")
+    if not text.startswith("---\n"):
+        raise RenderError("the mock report has no YAML front matter to mark as simulated; this is a bug in hetreport.")
+    end = text.index("\n---\n", 4)
+    front = [ln for ln in text[4:end].split("\n") if not ln.startswith("title:")]
+    front.insert(0, f"title: {fmt.yaml_md(f'{MARK}: {title}')}")
+    front += ["header-includes:", "  - |", "    ```{=typst}", f"    {_TYPST_MARK}", "    ```"]
+    body = text[end + 5:]
+    banner = (f"```{{=html}}\n{_HTML_MARK}\n```\n\n::: {{.callout-important}}\n## {MARK}\n\nEvery number, table and figure in this report "
+              "comes from one data set simulated from the planned design. It shows what will be reported, not what was found.\n:::\n\n")
+    qmd.write_text("---\n" + "\n".join(front) + "\n---\n\n" + banner + body, encoding="utf-8")
+
+
+def fit_mock(spec: Spec, plan: Plan, folder: Path, log=None):
+    """Fit every analysis to one simulated data set of the planned design (first N, first SD)."""
+    from ..api import fit
+
+    frame, _ = simulate_frame(plan, plan.sizes[0], plan.sds[0], derived_seed(plan.seed, 99))
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "simulated.csv"
+    frame.to_csv(path, index=False)
+    mock = _mock_spec(spec, plan, path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return fit(mock, log=log)
+
+
+# --------------------------------------------------------------------------- prior predictive
+
+
+def prior_predictive(plan: Plan, analysis: str, draws: int = 500) -> dict[str, np.ndarray]:
+    """Draws of every group's effect and of sigma_theta from the model's prior, on the planned
+    design (full crossing of the planned levels, one simulated data set for the controls)."""
+    import pymc as pm
+
+    from ..models.hierarchical import _control_prior_sds, build_design, build_model
+    from .simulate import _analysis_inputs, full_groups
+
+    cell = next(c for c in cells_for_prior(plan, analysis))
+    adata, _, _ = _analysis_inputs(plan, cell, derived_seed(plan.seed, 98))
+    g = full_groups(plan, cell, adata)
+    d = build_design(adata, g, plan.analysis(analysis).mode)
+    resolved = resolved_priors(plan)
+    model = build_model(d, resolved, _control_prior_sds(resolved, adata), adata.control_columns, g.keys)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with model:
+            prior = pm.sample_prior_predictive(draws=draws, var_names=["group_effect", "sd_slope", "b_treat"],
+                                               random_seed=derived_seed(plan.seed, 97))
+    pr = prior.prior
+    ge = pr["group_effect"].stack(sample=("chain", "draw")).transpose("sample", "group").to_numpy()
+    sd = pr["sd_slope"].stack(sample=("chain", "draw")).transpose("sample", "term").to_numpy()
+    return {"group_effect": ge, "sigma_theta": sd[:, -1], "b_treat": pr["b_treat"].to_numpy().ravel(),
+            "sd_between": ge.std(axis=1, ddof=1)}
+
+
+def cells_for_prior(plan: Plan, analysis: str):
+    from .simulate import Cell
+
+    yield Cell(-1, analysis, plan.sizes[0], plan.sds[0])
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def _save(plot, stem: Path, width: float, height: float) -> None:
+    from .. import figures as figs
+
+    figs.save_figure(plot, stem, width, height)
+
+
+def figure_prior(pp: dict, plan: Plan, which: str, label: str):
+    from plotnine import aes, geom_histogram, geom_vline, ggplot, labs
+
+    from .. import figures as figs
+
+    if which == "group_effect":
+        vals = pp["group_effect"].ravel()
+        xlab = f"Group effect on {label} (prior draws, all groups)"
+        ref = [plan.average_effect]
+    else:
+        vals = pp["sigma_theta"]
+        xlab = "σθ, the slope SD of the full crossing (prior draws)"
+        ref = [s for s in plan.sds]
+    lo, hi = np.quantile(vals, [0.005, 0.995])
+    d = pd.DataFrame({"value": vals[(vals >= lo) & (vals <= hi)]})
+    p = (ggplot(d, aes("value")) + geom_histogram(bins=60, fill="#9E9E9E", color="white", size=0.1)
+         + geom_vline(xintercept=ref, linetype="dashed", color="#B00020")
+         + labs(x=xlab, y="Prior draws") + figs.theme_hetreport())
+    return p
+
+
+def figure_by_group(pg: pd.DataFrame, sizes: pd.DataFrame, metric: str, ylab: str):
+    from plotnine import aes, geom_point, ggplot, labs, scale_x_log10
+
+    from .. import figures as figs
+
+    d = pg.merge(sizes[["group", "n"]].rename(columns={"n": "expected_n"}), on="group", how="left")
+    d = d.dropna(subset=[metric])
+    d["Approach"] = pd.Categorical(d["method"].map(figs.METHOD_LABELS), categories=[figs.METHOD_LABELS[m] for m in ("ols_full", "hierarchical")], ordered=True)
+    p = (ggplot(d, aes("expected_n", metric, color="Approach", shape="Approach")) + geom_point(alpha=0.8, size=1.6)
+         + scale_x_log10() + labs(x="Expected group size (log scale)", y=ylab, color="", shape="")
+         + figs.theme_hetreport())
+    for s in figs._method_scales(["ols_full", "hierarchical"], lines=False):
+        p = p + s
+    return p
+
+
+def figure_detection(pc: pd.DataFrame):
+    """Probability of detecting heterogeneity: planned N on x (as categories), one colour per approach,
+    one shape per assumed heterogeneity SD, ±1.96 Monte-Carlo SEs."""
+    from plotnine import aes, geom_errorbar, geom_line, geom_point, ggplot, labs, position_dodge, scale_y_continuous
+
+    from .. import figures as figs
+
+    d = pc.copy()
+    d["Approach"] = pd.Categorical(d["method"].map(figs.METHOD_LABELS), categories=[figs.METHOD_LABELS[m] for m in ("ols_full", "hierarchical")], ordered=True)
+    d["lo"] = (d["detect"] - 1.96 * d["detect_se"]).clip(0, 1)
+    d["hi"] = (d["detect"] + 1.96 * d["detect_se"]).clip(0, 1)
+    sds = sorted(d["sd"].unique())
+    d["Heterogeneity SD"] = pd.Categorical(d["sd"].map(lambda s: f"{s:g}"), categories=[f"{s:g}" for s in sds], ordered=True)
+    ns = sorted(d["n"].unique())
+    d["N"] = pd.Categorical(d["n"].map(lambda n: f"{n:,}"), categories=[f"{n:,}" for n in ns], ordered=True)
+    d["line"] = d["method"] + "-" + d["sd"].astype(str)
+    dodge = position_dodge(width=0.5)
+    p = (ggplot(d, aes("N", "detect", color="Approach", shape="Heterogeneity SD", group="line"))
+         + geom_errorbar(aes(ymin="lo", ymax="hi"), width=0.15, position=dodge) + geom_point(size=2.4, position=dodge)
+         + scale_y_continuous(limits=(0, 1)) + labs(x="Planned N", y="P(detecting heterogeneity)", color="", shape="Heterogeneity SD")
+         + figs.theme_hetreport())
+    if len(ns) > 1:
+        p = p + geom_line(position=dodge)
+    from plotnine import scale_color_manual
+
+    labels = [figs.METHOD_LABELS[m] for m in ("ols_full", "hierarchical")]
+    return p + scale_color_manual(values={figs.METHOD_LABELS[m]: figs.METHOD_COLORS[m] for m in ("ols_full", "hierarchical")},
+                                  breaks=labels, limits=labels)
+
+
+# --------------------------------------------------------------------------- context
+
+
+def _share_tables(plan: Plan) -> Markup:
+    from .plan import Categorical
+
+    rows = []
+    for name, var in plan.variables.items():
+        if isinstance(var, Categorical):
+            for k, (code, share, lab) in enumerate(zip(var.codes, var.shares, var.labels)):
+                rows.append([plan.spec.label(name) if k == 0 else "", lab, fmt.pct(share, 1), var.source if k == 0 else ""])
+        else:
+            rows.append([plan.spec.label(name), f"normal(mean {fmt.num(var.mean)}, SD {fmt.num(var.sd)})", "", var.source])
+    return fmt.pipe_table(["Variable", "Level", "Expected share", "From"], rows, "llrl",
+                          "Planned level shares of every modifier and control (modifiers are assumed independent).", "tbl-shares")
+
+
+def _size_table(plan: Plan, analysis: str, n: int, slug: str) -> tuple[Markup, int, int]:
+    t = expected_sizes(plan, analysis, n)
+    rows = []
+    for r in t.itertuples():
+        flag = ""
+        if r.likely_small:
+            flag = f"likely an arm < {plan.min_arm}"
+        rows.append([r.group_label, fmt.pct(r.share, 2), fmt.num(r.n, 1), fmt.num(r.n_treated, 1), fmt.num(r.n_control, 1),
+                     fmt.pct(r.p_small), fmt.pct(r.p_one_arm), flag])
+    tbl = fmt.pipe_table(["Group", "Share", "Expected n", "Treated", "Control", f"P(arm < {plan.min_arm})", "P(one arm)", "Flag"], rows,
+                         "lrrrrrrl", f"Expected group sizes at N = {n:,} (treatment probability {plan.p_treat:g}): the probability that an arm "
+                         f"has fewer than {plan.min_arm} units or that a group has units in only one arm, under multinomial sampling. "
+                         "Groups flagged are those where that probability is at least 50%.", f"tbl-{slug}-sizes-{n}")
+    return tbl, int(t["likely_small"].sum()), int((t["p_one_arm"] >= 0.5).sum())
+
+
+def _priors_table(plan: Plan) -> Markup:
+    pri = plan.spec.priors
+    res = resolved_priors(plan)
+    rows = []
+    for key, what in (("intercept", "Intercept α"), ("b", "Treatment slope β_T and each control's coefficient"), ("sd", "Every term's intercept and slope SD"),
+                      ("sigma", "Residual SD σ"), ("cor", "Intercept–slope correlation of each term")):
+        given = getattr(pri, key)
+        used = res.get(key)
+        src = "the spec" if given is not None else f"default, scaled to the planned outcome SD {fmt.num(plan.outcome_sd)}"
+        if key == "b" and given is None:
+            src += " (each control: normal(0, 2.5 sd(y)/sd(x)))"
+        rows.append([what, fmt.code_span(str(used) if used is not None else "lkj(2)"), src])
+    return fmt.pipe_table(["Parameter", "Prior", "From"], rows, "lll",
+                          "Priors of the hierarchical model. Defaults scale with the outcome's SD: on the real data they are recomputed from its SD, "
+                          "which is close to the planned one if the design's outcome_sd is right; priors given in the spec are used as written.",
+                          "tbl-priors")
+
+
+def _decision_rules(plan: Plan) -> list[Markup]:
+    from ..facts import CREDIBLE
+    from ..models.hierarchical import ESS_MIN, RHAT_MAX
+
+    c = fmt.pct(CREDIBLE)
+    return [fmt.md(r) for r in (
+        f"A group's effect is called positive (or negative) only when its posterior probability of being above (below) zero is at least {c}.",
+        f"The largest group effect is said to exceed the smallest only when the posterior probability of that difference is at least {c}; "
+        "otherwise the text says the data cannot tell the two groups apart with confidence.",
+        "Differences between levels of a modifier are reported as the posterior difference of the level averages (weighted by group size, "
+        "per draw) with its 95% interval and probability.",
+        "Every interval is a 95% interval: posterior quantiles for the hierarchical model, t intervals with the stated robust standard "
+        "errors for OLS.",
+        f"Groups with units in only one arm are not estimable by OLS (reported as such); arms with one unit get no HC2/HC3 standard error; "
+        f"arms with fewer than {plan.spec.report.min_arm} units are flagged.",
+        f"The sampler is flagged (a warning on page one) when any reported quantity has R-hat above {RHAT_MAX}, bulk or tail ESS below "
+        f"{ESS_MIN}, or any divergent transition.",
+        "The comparison of approaches says the hierarchical estimates are less spread out or more precise than OLS from the ratio of their "
+        "standard deviations and mean interval widths over the groups OLS can estimate.",
+    )]
+
+
+def appendix_context(spec: Spec, plan: Plan, sim: SimulationResult, mock, record: dict, figures: dict, route: str) -> dict:
+
+    pc = per_cell(sim, plan)
+    pg = per_group(sim, plan)
+    analyses = []
+    for ap in plan.analyses:
+        a = spec.analysis(ap.name)
+        slug = "".join(ch if ch.isalnum() else "-" for ch in ap.name.lower())
+        size_tables = []
+        for n in plan.sizes:
+            tbl, n_small, n_one = _size_table(plan, ap.name, n, slug)
+            size_tables.append({"n": fmt.count(n), "table": tbl, "n_small": n_small, "n_one": n_one})
+        ma = mock.analysis(ap.name)
+        f_bambi, f_brms = ma.hierarchical["formula_bambi"], ma.hierarchical["formula_brms"]
+        analyses.append({
+            "name": ap.name, "title": ap.title, "slug": Markup(slug), "n_groups": len(ap.groups), "modifiers": ", ".join(spec.label(m) for m in ap.modifiers),
+            "controls": ", ".join(spec.label(c) for c in ap.controls) or "none", "terms_mode": ap.mode, "n_terms": len(ap.term_list),
+            "correlated": a.correlated, "slope_predictors": ", ".join(a.slope_predictors), "filter": a.filter,
+            "formula_bambi": f_bambi, "formula_brms": f_brms, "ols_formula": ma.ols["ols_full"]["formula"],
+            "additive_formula": ma.ols["ols_additive"]["formula"], "size_tables": size_tables, "simulated": ap.name in plan.simulated,
+            "figures": figures.get(ap.name, {}),
+        })
+    rows = []
+    for r in pc.itertuples():
+        rows.append([r.analysis, fmt.count(r.n), f"{r.sd:g}", {"ols_full": "OLS, full interactions", "hierarchical": "Hierarchical"}[r.method],
+                     fmt.num(r.groups_estimated, 1), fmt.num(r.rmse, 3), fmt.num(r.width, 3), fmt.share(r.coverage),
+                     f"{fmt.share(r.detect)} (± {fmt.num(1.96 * r.detect_se, 2)})", f"{r.replications} / {r.replications + r.failed}"])
+    detect_table = fmt.pipe_table(["Analysis", "N", "Heterogeneity SD", "Approach", "Groups estimated", "RMSE", "Mean 95% width", "95% coverage",
+                                   "P(detect)", "Replications ok"], rows, "lrrlrrrrrr",
+                                  "What the design can detect, per planned N and assumed heterogeneity SD: averages over groups and replications of "
+                                  "the error (RMSE against the true group effects), the 95% interval width and its coverage, and the probability of "
+                                  "detecting heterogeneity (definition above; ± 1.96 Monte-Carlo SEs).", "tbl-detection")
+    s = sim.summary
+    ok = s[s["status"] == "ok"] if len(s) and "status" in s else s
+    failed = s[s["status"] != "ok"] if len(s) and "status" in s else s
+    d = spec.design
+    design_rows = [
+        ["Planned N", ", ".join(fmt.count(n) for n in plan.sizes)], ["Treatment probability", f"{plan.p_treat:g}"],
+        ["Outcome", f"{spec.label(spec.outcome)} ({spec.family}); expected mean {fmt.num(plan.outcome_mean)}, SD {fmt.num(plan.outcome_sd)} "
+                    f"(from {plan.outcome_sd_source})"],
+        ["Assumed average effect", fmt.num(plan.average_effect)],
+        ["Assumed heterogeneity SD (of the true group effects)", ", ".join(f"{s_:g}" for s_ in plan.sds)],
+        ["Detection threshold (SD of group effects)", fmt.num(plan.threshold, 3)],
+        ["Replications per cell", str(plan.replications)], ["Design seed", str(plan.seed)],
+        ["Simulation sampler", f"{d.sampler.chains} chains × {d.sampler.draws} draws ({d.sampler.tune} tuning), target_accept {d.sampler.target_accept:g}"],
+        ["Flag threshold (units per arm)", str(plan.min_arm)],
+    ]
+    compiles = int(ok["compile"].isin(["compile", "fallback"]).sum()) if len(ok) and "compile" in ok else 0
+    return {
+        "title": spec.title, "subtitle": spec.subtitle, "author": spec.report.author, "date": record["created"][:10],
+        "spec_hash": record["spec_hash"], "hash12": record["spec_hash"][:12], "created": record["created"],
+        "units": spec.report.units, "treatment": spec.label(spec.treatment), "outcome": spec.label(spec.outcome),
+        "design_table": fmt.pipe_table(["Item", "Planned"], design_rows, "ll", "The planned design and the assumptions of the simulation.", "tbl-design"),
+        "shares_table": _share_tables(plan), "priors_table": _priors_table(plan), "rules": _decision_rules(plan),
+        "analyses": analyses, "se_type": spec.ols.se_type, "cluster": spec.ols.cluster, "detect_table": detect_table,
+        "threshold": fmt.num(plan.threshold, 3), "notes": list(plan.notes), "prior_figures": figures.get("_prior", {}),
+        "detect_figure": figures.get("_detect"), "sim_where": sim.where, "sim_minutes": fmt.num(sim.wall_s / 60, 1),
+        "n_replications": len(s), "n_failed": len(failed), "failed_examples": [str(e) for e in failed.get("error", pd.Series(dtype=str)).head(3)],
+        "compiles": compiles, "swaps": int((ok["compile"] == "swap").sum()) if len(ok) and "compile" in ok else 0,
+        "mark": MARK, "route": route, "record_file": RECORD,
+        "seeds_table": fmt.pipe_table(["Seed", "Value"], [[k, str(v)] for k, v in record["seeds"].items()], "lr", "Seeds.", "tbl-seeds"),
+        "versions": fmt.pipe_table(["Package", "Version"], [[k, v] for k, v in record["packages"].items()], "ll", "Package versions.", "tbl-versions"),
+        "spec_block": fmt.code_block(spec.source_text or ""),
+        "canonical_block": fmt.code_block(json.dumps(record["spec"], indent=1, sort_keys=True), "json"),
+        "pagebreak": Markup("{{< pagebreak >}}"),
+        "simulated_names": ", ".join(plan.simulated), "prior_analysis": plan.simulated[0],
+        "has_pg": len(pg) > 0,
+    }
+
+
+# --------------------------------------------------------------------------- build + render
+
+
+def _write_figures(spec: Spec, plan: Plan, sim: SimulationResult, folder: Path, log) -> dict:
+    say = log or (lambda m: None)
+    folder.mkdir(parents=True, exist_ok=True)
+    out: dict = {}
+    first = plan.simulated[0]
+    say(f"prior predictive draws ({first})")
+    pp = prior_predictive(plan, first)
+    label = spec.label(spec.outcome)
+    prior = {}
+    for key, cap in (("group_effect", f"Prior predictive draws of the group effects of analysis '{first}' on the outcome's scale ({label}); the dashed line "
+                                     "is the assumed average effect."),
+                     ("sigma_theta", "Prior draws of σθ, the slope SD of the full crossing of the modifiers; dashed lines are the assumed heterogeneity SDs.")):
+        _save(figure_prior(pp, plan, key, label), folder / f"prior-{key}", 6.0, 3.0)
+        prior[key] = {"path": Markup(f"figures/prior-{key}"), "id": Markup(f"fig-prior-{key.replace('_', '-')}"), "caption": cap}
+    prior["summary"] = {
+        "ge_lo": fmt.num(np.quantile(pp["group_effect"], 0.05)), "ge_hi": fmt.num(np.quantile(pp["group_effect"], 0.95)),
+        "st_med": fmt.num(np.median(pp["sigma_theta"])), "st_hi": fmt.num(np.quantile(pp["sigma_theta"], 0.95)),
+        "between_med": fmt.num(np.median(pp["sd_between"])),
+    }
+    out["_prior"] = prior
+    pc = per_cell(sim, plan)
+    pg = per_group(sim, plan)
+    if len(pc) and pc["detect"].notna().any():
+        _save(figure_detection(pc), folder / "detection", 6.0, 3.2)
+        out["_detect"] = {"path": Markup("figures/detection"), "id": Markup("fig-detection"),
+                          "caption": "Probability of detecting heterogeneity, by planned N and approach (error bars: ±1.96 Monte-Carlo SEs)."}
+    for c in cells(plan):
+        if pg.empty:
+            break
+        sizes = expected_sizes(plan, c.analysis, c.n)
+        sub = pg[pg["cell_index"] == c.index]
+        if sub.empty:
+            continue
+        figs_c = out.setdefault(c.analysis, {}).setdefault("cells", [])
+        stem = f"{c.analysis}-n{c.n}-sd{c.sd:g}".replace(".", "_")
+        entry = {"n": fmt.count(c.n), "sd": f"{c.sd:g}"}
+        for metric, ylab, what in (("width", "Mean 95% interval width", "expected 95% interval width"), ("rmse", "RMSE against the true effect", "RMSE")):
+            _save(figure_by_group(sub, sizes, metric, ylab), folder / f"{stem}-{metric}", 6.0, 3.4)
+            entry[metric] = {"path": Markup(f"figures/{stem}-{metric}"), "id": Markup(f"fig-{stem}-{metric}"),
+                             "caption": f"Per group: {what} over {plan.replications} replications at N = {c.n:,} and heterogeneity SD {c.sd:g}, "
+                                        "against the group's expected size; one point per group and approach (OLS only where it can estimate the group)."}
+        figs_c.append(entry)
+    return out
+
+
+def build_appendix(project: Path, spec: Spec, plan: Plan, sim: SimulationResult, mock, record: dict, route: str, log=None) -> Path:
+    from ..report.build import QUARTO_YML, environment
+    from ..report.render import describe_route
+
+    project.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(QUARTO_YML, project / "_quarto.yml")
+    figures = _write_figures(spec, plan, sim, project / "figures", log)
+    ctx = appendix_context(spec, plan, sim, mock, record, figures, describe_route(route))
+    env = environment(None)
+    try:
+        text = env.get_template("preregistration/appendix.qmd.j2").render(**ctx)
+    except Exception as exc:
+        raise RenderError(f"the appendix template failed ({type(exc).__name__}: {exc}); this is a bug in hetreport.") from None
+    (project / "appendix.qmd").write_text(text, encoding="utf-8")
+    return project
+
+
+def preregister(spec: Spec | str | Path, out: str | Path, *, formats=None, route: str = "auto", scheduler: str | None = None,
+                workers: int | None = None, log=None, client=None) -> dict:
+    """Check the design, simulate, fit the mock study, render the appendix and write the record.
+
+    Returns {"appendix": {fmt: path}, "mock": {fmt: path}, "record": path, "simulation_s": seconds}."""
+    from ..report.build import build_project
+    from ..report.render import describe_route, render_project
+
+    say = log or (lambda m: None)
+    spec = spec if isinstance(spec, Spec) else load_spec(spec)
+    plan = resolve_plan(spec)  # every design error is raised here, before anything is written
+    formats = list(formats or spec.report.formats)
+    describe_route(route)  # a missing renderer is an error now, not after the simulation
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    tmp = Path(tempfile.mkdtemp(prefix=".prereg-", dir=out.parent))
+    try:
+        sim = run_simulation(plan, scheduler=scheduler, workers=workers, log=say, client=client)
+        if len(sim.summary) and (sim.summary["status"] == "ok").sum() == 0:
+            first = sim.summary["error"].iloc[0]
+            raise HetreportError(f"every replication of the detection simulation failed; the first error: {first}. Nothing was written.")
+        say("mock report: fitting one simulated data set of the planned design")
+        mock = fit_mock(spec, plan, tmp / "mock", log=say)
+        mock.save(tmp / "mock")
+        mock_project = tmp / "mock" / "report"
+
+        def build_mock(p: Path):
+            build_project(mock, p, route=route, formats=formats, log=say)
+            stamp_simulated(p, spec.title)
+
+        build_mock(mock_project)
+        say(f"rendering the mock report ({', '.join(formats)})")
+        mock_outcome = render_project(mock_project, formats=formats, route=route)
+        record = registration_record(spec, plan, created)
+        (tmp / RECORD).write_text(json.dumps(record, indent=2, default=str), encoding="utf-8")
+        sim.summary.to_csv(tmp / "simulation.csv", index=False)
+        sim.groups.to_csv(tmp / "simulation_groups.csv", index=False)
+        project = tmp / "report"
+        build_appendix(project, spec, plan, sim, mock, record, route, log=say)
+        say(f"rendering the appendix ({', '.join(formats)})")
+        outcome = render_project(project, formats=formats, route=route, document="appendix.qmd")
+        # swap into place: nothing in `out` changes unless every step succeeded
+        old = None
+        if out.exists():
+            old = out.parent / f".prereg-old-{os.getpid()}"
+            os.replace(out, old)
+        os.replace(tmp, out)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    fix = lambda outs, sub: {k: out / sub / Path(v).name for k, v in outs.items()}  # noqa: E731
+    return {"appendix": fix(outcome.outputs, "report"), "mock": fix(mock_outcome.outputs, "mock/report"), "record": out / RECORD,
+            "simulation_s": sim.wall_s, "where": sim.where}
+
+
+__all__ = ["MARK", "RECORD", "preregister", "registration_record", "stamp_simulated"]

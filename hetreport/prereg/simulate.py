@@ -1,0 +1,390 @@
+"""What the planned design can detect: the simulation engine run on the design.
+
+A *cell* is (analysis, planned N, assumed heterogeneity SD); every cell is replicated
+``design.replications`` times. One replication simulates a data set of the planned design
+(:func:`hetreport.prereg.plan.simulate_frame`), puts it through hetreport's own data path,
+and fits OLS with full interactions (the spec's SE type) and the hierarchical model.
+
+The hierarchical model is compiled **once per cell and worker** with the simulation engine's
+machinery (:mod:`hetreport.simstudy.engine`: ``compile_model``, ``swap_data`` with nutpie's
+``with_data``, ``sample_compiled``): its graph is built over the *full crossing* of the planned
+levels, so a group that happens to be empty in one replication (common at N = 1,200 with 100
+groups) does not change the graph's shape; an empty group's effect is then estimated from
+pooling alone, as it would be for a group with one arm. As in the engine, priors and the
+centring constant are fixed per cell (from replication 0), so results depend on (design, cell,
+replication) only, never on the worker or the order.
+
+Per replication and group: both approaches' estimate and 95% interval against the truth.
+Heterogeneity is **detected**
+
+- by the hierarchical model when the posterior probability that the SD of the group effects
+  across the groups that occur (computed per draw: the report's "how much it varies" number)
+  exceeds ``detect_above`` is at least 0.95 (the report's 95% rule for calling a result
+  credible);
+- by OLS when a Wald test that every group with at least ``min_arm`` units in each arm has the
+  same effect (chi-squared, using the groups' robust SEs as independent, which is exact without
+  controls) rejects at 5%.
+
+Neither rule is calibrated by construction: list 0 among ``heterogeneity_sd`` to see how often
+each "detects" heterogeneity that is not there (on the Tomz-Weeks design both did so often).
+
+Runs on local processes (spawned, one replication per process at a time) or on a Dask cluster.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from .plan import Plan, derived_seed, simulate_frame
+
+
+@dataclass(frozen=True)
+class Cell:
+    index: int
+    analysis: str
+    n: int
+    sd: float
+
+    @property
+    def id(self) -> str:
+        return f"{self.analysis}-n{self.n}-sd{self.sd:g}"
+
+
+def cells(plan: Plan) -> list[Cell]:
+    out = []
+    for a in plan.simulated:
+        for sd in plan.sds:
+            for n in plan.sizes:
+                out.append(Cell(len(out), a, int(n), float(sd)))
+    return out
+
+
+# --------------------------------------------------------------------------- one replication
+
+
+def _analysis_inputs(plan: Plan, cell: Cell, seed: int):
+    from ..data import Dataset, prepare_analysis
+    from ..groups import build_groups
+    from ..spec import parse_spec
+
+    spec = plan.spec
+    a = spec.analysis(cell.analysis)
+    frame, truth = simulate_frame(plan, cell.n, cell.sd, seed, analysis=cell.analysis, columns=[*a.modifiers, *a.controls])
+    raw = {"title": "simulated", "data": {"path": "simulated.csv"}, "outcome": spec.outcome, "treatment": spec.treatment,
+           "treated_value": spec.treated_value, "labels": spec.labels.model_dump(mode="json"),
+           "analyses": [a.model_dump(mode="json")], "ols": spec.ols.model_dump(mode="json"), "report": {"min_arm": plan.min_arm}}
+    sspec = parse_spec(raw, source="simulated")
+    ds = Dataset(frame=frame, path=Path("simulated.csv"), sha256="", format="csv", n_read=len(frame), n_filtered_out=0,
+                 n_filter_missing=0, variable_labels={}, value_labels={})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        adata = prepare_analysis(sspec, ds, sspec.analyses[0])
+        groups = build_groups(adata, plan.min_arm)
+    return adata, groups, truth
+
+
+def full_groups(plan: Plan, cell: Cell, adata):
+    """Groups over the full crossing of the planned levels (empty groups included): a fixed graph shape."""
+    from ..data import code_key
+    from ..groups import Groups
+
+    ap = plan.analysis(cell.analysis)
+    table = ap.groups[["group", *ap.modifiers, "group_label"]].copy()
+    pos = {g: i for i, g in enumerate(table["group"])}
+    from ..groups import group_key
+
+    keys = [group_key(ap.modifiers, row) for row in adata.frame[list(ap.modifiers)].itertuples(index=False, name=None)]
+    index = np.array([pos[k] for k in keys])
+    n = np.bincount(index, minlength=len(table))
+    nt = np.bincount(index, weights=adata.t, minlength=len(table)).astype(int)
+    table["n"], table["n_treated"], table["n_control"] = n, nt, n - nt
+    table.attrs["level_positions"] = {m: {code_key(c): i for i, c in enumerate(plan.variables[m].codes)} for m in ap.modifiers}
+    return Groups(cell.analysis, tuple(ap.modifiers), table, index, len(table), plan.min_arm)
+
+
+class _Cache:
+    def __init__(self):
+        self.refs: dict = {}
+        self.compiled: dict = {}
+        self.counts = {"compile": 0, "swap": 0, "fallback": 0}
+
+
+CACHE = _Cache()
+
+
+def _planned_scale(plan: Plan):
+    """A stand-in for the data in ``resolve_priors``: the design's outcome mean and SD."""
+    from types import SimpleNamespace
+
+    m, s = plan.outcome_mean, plan.outcome_sd
+    return SimpleNamespace(y=np.array([m - s, m + s]), family="gaussian", control_matrix=np.zeros((2, 0)))
+
+
+def resolved_priors(plan: Plan) -> dict:
+    """The priors the analysis will use, defaults scaled to the design's outcome SD."""
+    from ..models.hierarchical import resolve_priors
+
+    return resolve_priors(plan.spec.priors, _planned_scale(plan))
+
+
+def _reference(plan: Plan, cell: Cell, key: tuple, cache: _Cache):
+    from ..models.hierarchical import _control_prior_sds, build_design
+    from ..simstudy.engine import CellReference, _signature
+
+    if key not in cache.refs:
+        adata0, _, _ = _analysis_inputs(plan, cell, derived_seed(plan.seed, 1, cell.index, 0))
+        g0 = full_groups(plan, cell, adata0)
+        resolved = resolved_priors(plan)
+        d0 = build_design(adata0, g0, plan.analysis(cell.analysis).mode)
+        cache.refs[key] = CellReference(resolved, _control_prior_sds(resolved, adata0), float(adata0.y.mean()), tuple(g0.keys),
+                                        _signature(d0, g0, adata0))
+    return cache.refs[key]
+
+
+def fit_hierarchical_cell(plan: Plan, cell: Cell, adata, groups, seed: int, cache: _Cache | None = None, force_compile: bool = False):
+    """Sample the hierarchical model of one replication, reusing the cell's compiled model. Returns (posterior, info)."""
+    from dataclasses import replace
+
+    from ..models.hierarchical import build_design
+    from ..simstudy.engine import CompiledEntry, _signature, compile_model, sample_compiled, swap_data
+
+    cache = cache or CACHE
+    key = (plan.spec.spec_hash(), cell.index)
+    ref = _reference(plan, cell, key, cache)
+    d = build_design(adata, groups, plan.analysis(cell.analysis).mode)
+    delta = d.y_mean - ref.shift
+    d = replace(d, cell_sy=d.cell_sy + delta * d.cell_n, yy=float(d.yy + d.n * delta**2), y_mean=float(ref.shift))
+    sig = _signature(d, groups, adata)
+    entry = cache.compiled.get(key)
+    info = {"compile_s": 0.0}
+    if not force_compile and entry is not None and entry.signature == sig:
+        compiled, info["compile"] = swap_data(entry.compiled, d), "swap"
+    else:
+        compiled, info["compile_s"] = compile_model(d, ref, adata, groups)
+        info["compile"] = "compile" if sig == ref.signature else "fallback"
+        if sig == ref.signature and not force_compile:
+            cache.compiled[key] = CompiledEntry(compiled, sig, info["compile_s"])
+    cache.counts[info["compile"]] += 1
+    idata, info["sampling_s"] = sample_compiled(compiled, plan.spec.design.sampler, seed, int(os.environ.get("HETREPORT_SIM_CORES", "1")))
+    return idata, info
+
+
+def _wald(est: np.ndarray, se: np.ndarray) -> float:
+    ok = np.isfinite(est) & np.isfinite(se) & (se > 0)
+    if ok.sum() < 2:
+        return float("nan")
+    w = 1 / se[ok] ** 2
+    mean = np.sum(w * est[ok]) / w.sum()
+    stat = float(np.sum(w * (est[ok] - mean) ** 2))
+    return float(stats.chi2.sf(stat, ok.sum() - 1))
+
+
+def run_replication(plan: Plan, cell: Cell, rep: int, cache: _Cache | None = None, force_compile: bool = False) -> dict:
+    """Both approaches on replication ``rep`` of ``cell``: a summary row and per-group rows (errors recorded, not raised)."""
+    from ..models.ols import fit_ols_full
+
+    base = {"cell": cell.id, "cell_index": cell.index, "analysis": cell.analysis, "n": cell.n, "sd": cell.sd, "rep": rep,
+            "worker": f"{os.uname().nodename}:{os.getpid()}"}
+    t0 = time.perf_counter()
+    try:
+        adata, groups, truth = _analysis_inputs(plan, cell, derived_seed(plan.seed, 1, cell.index, rep))
+        fg = full_groups(plan, cell, adata)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ols = fit_ols_full(adata, groups, plan.spec.ols.se_type).table.set_index("group")
+        idata, info = fit_hierarchical_cell(plan, cell, adata, fg, derived_seed(plan.seed, 3, cell.index, rep), cache, force_compile)
+    except Exception as exc:  # recorded: the appendix reports failed replications
+        return {"summary": {**base, "status": "error", "error": f"{type(exc).__name__}: {str(exc)[:300]}"}, "groups": []}
+    post = idata.posterior
+    ge = post["group_effect"].stack(sample=("chain", "draw")).transpose("sample", "group").to_numpy()
+    sd_slope = post["sd_slope"].stack(sample=("chain", "draw")).transpose("sample", "term").to_numpy()
+    tau = np.sqrt((sd_slope**2).sum(axis=1))
+    seen = fg.table["n"].to_numpy() > 0
+    sd_between = ge[:, seen].std(axis=1, ddof=1)
+    sigma_theta = sd_slope[:, -1]
+    keys = list(fg.keys)
+    tr = truth.reindex(keys).to_numpy()
+    h_est, h_lo, h_hi = ge.mean(axis=0), np.quantile(ge, 0.025, axis=0), np.quantile(ge, 0.975, axis=0)
+    o = ols.reindex(keys)
+    o_ok = o["estimable"].fillna(False).to_numpy(dtype=bool) & np.isfinite(o["estimate"].to_numpy(dtype=float))
+    rows = []
+    for g, key in enumerate(keys):
+        n_g = int(fg.table["n"].iat[g])
+        rows.append({"cell_index": cell.index, "rep": rep, "group": key, "truth": tr[g], "n_g": n_g, "method": "hierarchical",
+                     "estimate": h_est[g], "lower_95": h_lo[g], "upper_95": h_hi[g]})
+        if o_ok[g]:
+            rows.append({"cell_index": cell.index, "rep": rep, "group": key, "truth": tr[g], "n_g": n_g, "method": "ols_full",
+                         "estimate": float(o["estimate"].iat[g]), "lower_95": float(o["lower_95"].iat[g]), "upper_95": float(o["upper_95"].iat[g])})
+    div = int(idata.sample_stats["diverging"].sum()) if "diverging" in idata.sample_stats else 0
+    # the Wald test uses the groups with at least min_arm units in each arm (tiny arms' robust SEs make it anti-conservative)
+    big = groups.table.set_index("group")[["n_treated", "n_control"]].min(axis=1).reindex(keys).fillna(0).to_numpy() >= plan.min_arm
+    p_ols = _wald(np.where(big, o["estimate"].to_numpy(dtype=float), np.nan), o["std_error"].to_numpy(dtype=float))
+    summary = {**base, "status": "ok", "error": "", "n_groups_observed": int(groups.n_groups), "n_ols_estimable": int(o_ok.sum()),
+               "tau_mean": float(tau.mean()), "tau_lower": float(np.quantile(tau, 0.025)), "tau_upper": float(np.quantile(tau, 0.975)),
+               "sd_between_mean": float(sd_between.mean()), "sd_between_lower": float(np.quantile(sd_between, 0.025)),
+               "sd_between_upper": float(np.quantile(sd_between, 0.975)), "p_sd_above": float((sd_between > plan.threshold).mean()), "sigma_theta_mean": float(sigma_theta.mean()),
+               "sigma_theta_lower": float(np.quantile(sigma_theta, 0.025)), "sigma_theta_upper": float(np.quantile(sigma_theta, 0.975)),
+               "true_sd": float(np.std(tr[seen], ddof=1)), "detect_hier": bool((sd_between > plan.threshold).mean() >= 0.95),
+               "p_ols_wald": p_ols, "detect_ols": bool(np.isfinite(p_ols) and p_ols < 0.05), "divergences": div,
+               "compile": info["compile"], "compile_s": info["compile_s"], "sampling_s": info["sampling_s"],
+               "wall_s": time.perf_counter() - t0}
+    return {"summary": summary, "groups": rows}
+
+
+# --------------------------------------------------------------------------- executors
+
+_WORKER_PLAN: Plan | None = None
+
+
+def _init_worker(plan: Plan) -> None:
+    global _WORKER_PLAN
+    _WORKER_PLAN = plan
+    warnings.simplefilter("ignore")
+
+
+def _local_task(cell_index: int, rep: int) -> dict:
+    return run_task(_WORKER_PLAN, cell_index, rep)
+
+
+def run_task(plan: Plan, cell_index: int, rep: int) -> dict:
+    """The unit of work an executor runs."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return run_replication(plan, cells(plan)[cell_index], rep)
+
+
+@dataclass(frozen=True)
+class SimulationResult:
+    summary: pd.DataFrame  # one row per cell x replication
+    groups: pd.DataFrame  # one row per cell x replication x group x method
+    wall_s: float
+    where: str
+
+
+def run_simulation(plan: Plan, *, scheduler: str | None = None, workers: int | None = None, log=None, client=None) -> SimulationResult:
+    """Every replication of every cell, on local processes or a Dask cluster."""
+    say = log or (lambda m: None)
+    grid = cells(plan)
+    tasks = [(c.index, r) for c in grid for r in range(plan.replications)]
+    results: list[dict] = []
+    t0 = time.monotonic()
+    done = [0]
+    last = [time.monotonic()]
+
+    def collect(res):
+        results.append(res)
+        done[0] += 1
+        if time.monotonic() - last[0] > 15 or done[0] == len(tasks):
+            last[0] = time.monotonic()
+            el = time.monotonic() - t0
+            say(f"simulation: {done[0]}/{len(tasks)} replications ({el / 60:.1f} min"
+                + (f", about {el / done[0] * (len(tasks) - done[0]) / 60:.1f} min left)" if done[0] < len(tasks) else ")"))
+
+    if scheduler or client is not None:
+        from distributed import Client, as_completed
+
+        from ..errors import HetreportError
+
+        own = client is None
+        if own:
+            try:
+                client = Client(scheduler, timeout="30s")
+            except Exception as exc:
+                raise HetreportError(f"could not connect to the Dask scheduler at '{scheduler}' ({type(exc).__name__}: {exc}). Start one "
+                                     "(`dask scheduler` and `dask worker ADDRESS`) or check the address; without --scheduler the simulation "
+                                     "runs on local processes. Nothing was written.") from None
+        where = f"Dask scheduler {scheduler or client.scheduler.address}"
+        try:
+            pfut = client.scatter(plan, broadcast=True, hash=False)
+            futures = [client.submit(run_task, pfut, c, r, pure=False, key=f"hetreport-prereg-{plan.seed}-{c}-{r}-{os.getpid()}")
+                       for c, r in tasks]
+            for fut in as_completed(futures):
+                try:
+                    collect(fut.result())
+                except Exception as exc:
+                    collect({"summary": {"status": "error", "error": f"{type(exc).__name__}: {exc}"}, "groups": []})
+                fut.release()
+        finally:
+            if own:
+                client.close()
+    else:
+        import multiprocessing as mp
+
+        workers = max(1, min(workers or os.cpu_count() or 1, len(tasks)))
+        where = f"{workers} local process{'es' if workers > 1 else ''}"
+        say(f"simulation: {len(grid)} cell(s) x {plan.replications} replications on {where}")
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"), initializer=_init_worker, initargs=(plan,))
+        try:
+            pending = {pool.submit(_local_task, c, r): (c, r) for c, r in tasks}
+            while pending:
+                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    c, r = pending.pop(fut)
+                    try:
+                        collect(fut.result())
+                    except Exception as exc:  # the worker died
+                        collect({"summary": {"cell_index": c, "rep": r, "status": "error", "error": f"{type(exc).__name__}: {exc}"}, "groups": []})
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown(wait=True)  # every task is done: let the workers exit
+    summary = pd.DataFrame([r["summary"] for r in results])
+    groups = pd.DataFrame([g for r in results for g in r["groups"]])
+    if len(summary) and "cell_index" in summary:
+        summary = summary.sort_values(["cell_index", "rep"]).reset_index(drop=True)
+    return SimulationResult(summary, groups, time.monotonic() - t0, where)
+
+
+# --------------------------------------------------------------------------- summaries
+
+
+def per_group(sim: SimulationResult, plan: Plan) -> pd.DataFrame:
+    """Per cell, method and group: RMSE, mean 95% width and coverage over replications."""
+    g = sim.groups
+    if g.empty:
+        return pd.DataFrame()
+    g = g.assign(err2=(g["estimate"] - g["truth"]) ** 2, width=g["upper_95"] - g["lower_95"],
+                 covered=((g["lower_95"] <= g["truth"]) & (g["truth"] <= g["upper_95"])).astype(float))
+    out = g.groupby(["cell_index", "method", "group"], sort=False).agg(
+        rmse=("err2", lambda x: float(np.sqrt(x.mean()))), width=("width", "mean"), coverage=("covered", "mean"),
+        replications=("rep", "nunique"), mean_n=("n_g", "mean")).reset_index()
+    return out
+
+
+def per_cell(sim: SimulationResult, plan: Plan) -> pd.DataFrame:
+    """Per cell and method: averages over groups and replications, detection probability, failures."""
+    grid = cells(plan)
+    pg = per_group(sim, plan)
+    rows = []
+    s = sim.summary
+    for c in grid:
+        sc = s[(s.get("cell_index") == c.index)] if len(s) else s
+        ok = sc[sc["status"] == "ok"] if len(sc) else sc
+        reps = len(ok)
+        for method in ("ols_full", "hierarchical"):
+            sub = pg[(pg["cell_index"] == c.index) & (pg["method"] == method)] if len(pg) else pg
+            g = sim.groups
+            gg = g[(g["cell_index"] == c.index) & (g["method"] == method)] if len(g) else g
+            det_col = "detect_hier" if method == "hierarchical" else "detect_ols"
+            detect = float(ok[det_col].mean()) if reps else float("nan")
+            rows.append({"cell_index": c.index, "cell": c.id, "analysis": c.analysis, "n": c.n, "sd": c.sd, "method": method,
+                         "replications": reps, "failed": int(len(sc) - reps),
+                         "rmse": float(np.sqrt(((gg["estimate"] - gg["truth"]) ** 2).mean())) if len(gg) else float("nan"),
+                         "width": float((gg["upper_95"] - gg["lower_95"]).mean()) if len(gg) else float("nan"),
+                         "coverage": float(((gg["lower_95"] <= gg["truth"]) & (gg["truth"] <= gg["upper_95"])).mean()) if len(gg) else float("nan"),
+                         "groups_estimated": float(sub["replications"].sum() / max(reps, 1)) if len(sub) else 0.0,
+                         "detect": detect, "detect_se": float(np.sqrt(detect * (1 - detect) / reps)) if reps else float("nan"),
+                         "divergences": float(ok["divergences"].mean()) if reps and method == "hierarchical" else float("nan")})
+    return pd.DataFrame(rows)
+
+
+__all__ = ["Cell", "SimulationResult", "cells", "fit_hierarchical_cell", "per_cell", "per_group", "run_replication", "run_simulation"]

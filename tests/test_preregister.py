@@ -1,0 +1,275 @@
+"""Pre-registration mode (issue 8): the design block, its errors, the record and the appendix.
+
+The end-to-end test renders the appendix of a small design (2 modifiers, 6 groups, 3
+replications, 2 chains x 200 draws) with real fits and the real renderer, and checks every
+section of the appendix and that every page of the mock report is marked as simulated.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hetreport.cli import main
+from hetreport.errors import SpecError
+from hetreport.spec import _rejoin_flow_priors, load_spec, parse_spec
+
+ROOT = Path(__file__).resolve().parents[1]
+TW_DESIGN = ROOT / "examples" / "tomz-weeks" / "design.yml"
+
+SMALL = """\
+title: A small planned study
+design:
+  n: 400
+  modifiers:
+    female: {levels: {0: 0.5, 1: 0.5}}
+    age: {levels: {1: 0.3, 2: 0.4, 3: 0.3}}
+  controls:
+    income: {mean: 50, sd: 10}
+  outcome_sd: 1.0
+  average_effect: 0.3
+  heterogeneity_sd: 0.2
+  replications: 3
+  seed: 7
+  sampler: {draws: 200, tune: 200, chains: 2}
+outcome: y
+treatment: treat
+labels:
+  levels:
+    female: {0: men, 1: women}
+    age: {1: young, 2: middle-aged, 3: old}
+analyses:
+  - name: people
+    title: Who responds
+    modifiers: [female, age]
+    controls: [income]
+sampler: {draws: 200, tune: 200, chains: 2, seed: 3}
+report: {units: people}
+"""
+
+
+def small_raw() -> dict:
+    return yaml.safe_load(SMALL)
+
+
+def _error(raw: dict, tmp_path: Path | None = None) -> str:
+    from hetreport.prereg.plan import resolve_plan
+
+    with pytest.raises(SpecError) as info:
+        spec = parse_spec(raw, base_dir=tmp_path or Path("."), source="design.yml")
+        resolve_plan(spec)
+    return str(info.value)
+
+
+# --------------------------------------------------------------------------- the spec
+
+
+def test_design_only_spec_parses_and_cannot_be_fitted():
+    spec = parse_spec(small_raw(), source="design.yml")
+    assert spec.data is None and spec.design.sizes == [400]
+    with pytest.raises(SpecError, match="design:.*no 'data:'"):
+        spec.data_path
+
+
+def test_shares_must_sum_to_one():
+    raw = small_raw()
+    raw["design"]["modifiers"]["age"] = {"levels": {1: 0.3, 2: 0.4, 3: 0.2}}
+    msg = _error(raw)
+    assert "design.modifiers.age.levels" in msg and "add up to 0.9" in msg and "add up to 1" in msg
+
+
+def test_n_too_small_for_every_group_to_have_both_arms():
+    raw = small_raw()
+    raw["design"]["n"] = [400, 10]
+    msg = _error(raw)
+    assert "design.n[1]" in msg and "6 groups" in msg and "at least 12" in msg
+
+
+def test_negative_heterogeneity_sd():
+    raw = small_raw()
+    raw["design"]["heterogeneity_sd"] = [0.1, -0.2]
+    msg = _error(raw)
+    assert "design.heterogeneity_sd[1]" in msg and "negative" in msg
+
+
+def test_pilot_file_lacking_a_modifier(tmp_path):
+    (tmp_path / "pilot.csv").write_text("female,y\n0,1.2\n1,0.3\n1,0.9\n0,2.0\n")
+    raw = small_raw()
+    raw["design"]["modifiers"] = {}
+    raw["design"]["pilot"] = {"path": "pilot.csv"}
+    raw["design"].pop("outcome_sd")
+    msg = _error(raw, tmp_path)
+    assert "design.pilot" in msg and "lacks the modifier 'age'" in msg and "design.modifiers.age" in msg
+
+
+def test_pilot_gives_shares_and_outcome_scale(tmp_path):
+    from hetreport.prereg.plan import resolve_plan
+
+    (tmp_path / "pilot.csv").write_text("female,age,income,y\n0,1,40,1.0\n1,2,50,3.0\n1,3,60,1.0\n0,2,55,3.0\n")
+    raw = small_raw()
+    raw["design"]["modifiers"] = {}
+    raw["design"]["controls"] = {}
+    raw["design"]["pilot"] = {"path": "pilot.csv"}
+    raw["design"].pop("outcome_sd")
+    plan = resolve_plan(parse_spec(raw, base_dir=tmp_path, source="design.yml"))
+    assert plan.variables["age"].shares == pytest.approx((0.25, 0.5, 0.25))
+    assert plan.variables["age"].labels == ("young", "middle-aged", "old")
+    assert plan.outcome_sd == pytest.approx(1.1547, abs=1e-3) and plan.outcome_sd_source == "the pilot file"
+
+
+def test_data_and_design_together_are_ambiguous():
+    raw = small_raw()
+    raw["data"] = {"path": "data.csv"}
+    msg = _error(raw)
+    assert "design" in msg and "ambiguous" in msg and "--preregistration" in msg
+
+
+def test_other_families_are_not_yet_supported():
+    raw = small_raw()
+    raw["family"] = "bernoulli"
+    msg = _error(raw)
+    assert "family" in msg and "not yet support" in msg and "bernoulli" in msg
+
+
+def test_cli_error_writes_nothing(tmp_path, capsys):
+    raw = small_raw()
+    raw["design"]["heterogeneity_sd"] = -1
+    spec = tmp_path / "bad.yml"
+    spec.write_text(yaml.safe_dump(raw))
+    out = tmp_path / "out"
+    assert main(["preregister", str(spec), "--out", str(out)]) == 2
+    assert "heterogeneity_sd" in capsys.readouterr().err
+    assert not out.exists() and [p.name for p in tmp_path.iterdir()] == ["bad.yml"]
+
+
+def test_record_hash_stable_under_comments_and_key_order(tmp_path):
+    text = TW_DESIGN.read_text()
+    raw = yaml.safe_load(text)
+    raw["priors"] = _rejoin_flow_priors(raw["priors"], "design.yml")  # the one-line flow form, as parse_spec reads it
+    for a in raw["analyses"]:
+        if "priors" in a:
+            a["priors"] = _rejoin_flow_priors(a["priors"], "design.yml")
+    shuffled = {k: raw[k] for k in reversed(list(raw))}
+    shuffled["design"] = {k: raw["design"][k] for k in reversed(list(raw["design"]))}
+    (tmp_path / "reordered.yml").write_text("# a comment\n" + yaml.safe_dump(shuffled, sort_keys=False).replace("\n", "  # note\n", 3))
+    a, b = load_spec(TW_DESIGN), load_spec(tmp_path / "reordered.yml")
+    assert a.spec_hash() == b.spec_hash()
+    changed = dict(raw, design={**raw["design"], "average_effect": 0.2})
+    (tmp_path / "changed.yml").write_text(yaml.safe_dump(changed))
+    assert load_spec(tmp_path / "changed.yml").spec_hash() != a.spec_hash()  # the design is part of the registration
+
+
+def test_tomz_weeks_design_groups_and_sizes():
+    from hetreport.prereg.plan import expected_sizes, resolve_plan
+
+    plan = resolve_plan(load_spec(TW_DESIGN))
+    assert len(plan.analysis("respondents").groups) == 100 and len(plan.analysis("scenario").groups) == 32
+    assert plan.simulated == ("respondents",) and plan.sizes == (1200,)
+    sizes = expected_sizes(plan, "respondents", 1200)
+    assert sizes["n"].sum() == pytest.approx(1200)
+    assert sizes["share"].sum() == pytest.approx(1.0)
+    # non-white women with the lowest internationalism and hawkishness: about one respondent expected
+    g = sizes.set_index("group").loc["white=0|male=0|intl=1|hawk_r=1"]
+    assert g["n"] == pytest.approx(1200 * 0.247 * 0.549 * 0.0875 * 0.0875, rel=1e-3) and bool(g["likely_small"])
+
+
+def test_simulated_data_follow_the_planned_shares_and_truth():
+    from hetreport.prereg.plan import resolve_plan, simulate_frame
+
+    plan = resolve_plan(parse_spec(small_raw(), source="design.yml"))
+    frame, truth = simulate_frame(plan, 20000, 0.2, 11)
+    assert frame["age"].value_counts(normalize=True).sort_index().to_numpy() == pytest.approx([0.3, 0.4, 0.3], abs=0.02)
+    assert frame["treat"].mean() == pytest.approx(0.5, abs=0.02)
+    assert len(truth) == 6 and truth.mean() == pytest.approx(0.3, abs=0.4)
+    again, _ = simulate_frame(plan, 20000, 0.2, 11)
+    assert again.equals(frame)
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+@pytest.fixture(scope="module")
+def appendix(tmp_path_factory):
+    from hetreport.prereg import preregister
+
+    d = tmp_path_factory.mktemp("prereg")
+    spec = d / "design.yml"
+    spec.write_text("# a comment that does not change the hash\n" + SMALL)
+    done = preregister(spec, d / "out", workers=2)
+    return d, done
+
+
+@pytest.mark.slow
+def test_appendix_has_every_section(appendix):
+    from bs4 import BeautifulSoup
+    from pypdf import PdfReader
+
+    d, done = appendix
+    html = BeautifulSoup(done["appendix"]["html"].read_text(), "html.parser")
+    ids = {s.get("id") for s in html.find_all(["section", "h1", "h2", "div"]) if s.get("id")}
+    for sec in ("sec-registration", "sec-plan", "sec-plan-design", "sec-plan-models", "sec-plan-estimands", "sec-plan-rules",
+                "sec-priors", "sec-detect", "sec-mock", "sec-record"):
+        assert sec in ids, sec
+    text = html.get_text(" ")
+    assert "Expected group sizes at N = 400" in text and "P(arm < 5)" in text
+    assert "y ~ 1 + income + treat + (1 + treat | female*age)" in text  # the brms formula
+    assert "halfnormal" in text and "at least 95%" in text  # priors table, decision rule
+    assert "Probability of detecting heterogeneity" in text or "P(detect)" in text
+    imgs = [i["src"] for i in html.find_all("img")]
+    assert len(imgs) >= 5  # two prior figures, detection, width and RMSE per group
+    pdf = "\n".join(p.extract_text() for p in PdfReader(done["appendix"]["pdf"]).pages)
+    for title in ("Registration", "The planned analysis", "What the priors imply", "What the design can detect", "Mock report",
+                  "Registration record"):
+        assert title in pdf, title
+
+
+@pytest.mark.slow
+def test_mock_report_every_page_marked_simulated(appendix):
+    from bs4 import BeautifulSoup
+    from pypdf import PdfReader
+
+    _, done = appendix
+    pages = PdfReader(done["mock"]["pdf"]).pages
+    assert len(pages) > 3
+    for k, page in enumerate(pages):
+        assert "SIMULATED DATA" in page.extract_text(), f"page {k + 1} is not marked"
+    html = BeautifulSoup(done["mock"]["html"].read_text(), "html.parser")
+    assert html.title.get_text().startswith("SIMULATED DATA — NOT RESULTS")
+    banner = html.find(class_="hetreport-simulated")
+    assert banner is not None and "position: sticky" in banner["style"]
+    assert "Who responds" in html.get_text()  # it is the full study report
+
+
+@pytest.mark.slow
+def test_registration_record(appendix):
+    d, done = appendix
+    record = json.loads(done["record"].read_text())
+    spec = load_spec(d / "design.yml")
+    assert record["spec_hash"] == spec.spec_hash()
+    assert record["spec"]["design"]["n"] == 400 and record["seeds"]["design"] == 7
+    assert record["packages"]["pymc"] and record["created"][:4].isdigit()
+    sim = (done["record"].parent / "simulation.csv").read_text()
+    assert sim.count("\n") == 4  # header + 3 replications
+
+
+@pytest.mark.slow
+def test_simulation_runs_on_dask():
+    from distributed import Client, LocalCluster
+
+    from hetreport.prereg.plan import resolve_plan
+    from hetreport.prereg.simulate import per_cell, run_simulation
+
+    raw = small_raw()
+    raw["design"]["replications"] = 2
+    plan = resolve_plan(parse_spec(raw, source="design.yml"))
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster, Client(cluster) as client:
+        sim = run_simulation(plan, client=client)
+    assert sim.where.startswith("Dask scheduler")
+    assert list(sim.summary["status"]) == ["ok", "ok"]
+    assert list(sim.summary["compile"]) in (["compile", "swap"], ["swap", "compile"])  # compiled once for the cell
+    pc = per_cell(sim, plan)
+    assert set(pc["method"]) == {"ols_full", "hierarchical"} and pc["replications"].tolist() == [2, 2]
+    assert ((pc["coverage"] >= 0) & (pc["coverage"] <= 1)).all() and (pc["width"] > 0).all()

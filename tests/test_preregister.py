@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
@@ -252,7 +254,7 @@ def test_registration_record(appendix):
     assert record["spec"]["design"]["n"] == 400 and record["seeds"]["design"] == 7
     assert record["packages"]["pymc"] and record["created"][:4].isdigit()
     sim = (done["record"].parent / "simulation.csv").read_text()
-    assert sim.count("\n") == 4  # header + 3 replications
+    assert sim.count("\n") == 7  # header + 3 replications at the assumed SD + 3 at SD 0 (calibration)
 
 
 @pytest.mark.slow
@@ -268,8 +270,38 @@ def test_simulation_runs_on_dask():
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster, Client(cluster) as client:
         sim = run_simulation(plan, client=client)
     assert sim.where.startswith("Dask scheduler")
-    assert list(sim.summary["status"]) == ["ok", "ok"]
-    assert list(sim.summary["compile"]) in (["compile", "swap"], ["swap", "compile"])  # compiled once for the cell
+    assert list(sim.summary["status"]) == ["ok"] * 4  # 2 replications at SD 0 (calibration) and 2 at the assumed SD
+    for _, cell in sim.summary.groupby("cell_index"):
+        assert sorted(cell["compile"]) == ["compile", "swap"]  # compiled once per cell
     pc = per_cell(sim, plan)
-    assert set(pc["method"]) == {"ols_full", "hierarchical"} and pc["replications"].tolist() == [2, 2]
+    assert set(pc["method"]) == {"ols_full", "hierarchical"} and pc["replications"].tolist() == [2, 2, 2, 2]
     assert ((pc["coverage"] >= 0) & (pc["coverage"] <= 1)).all() and (pc["width"] > 0).all()
+
+
+def test_detection_is_calibrated_against_the_null_cell():
+    """The hierarchical rule: detected when the statistic exceeds the 95th percentile at SD 0 (5% false
+    positives by construction); OLS: its Wald test, with the false-positive rate measured at SD 0."""
+    from hetreport.prereg.plan import resolve_plan
+    from hetreport.prereg.simulate import SimulationResult, cells, per_cell
+
+    raw = small_raw()
+    raw["design"]["replications"] = 40
+    plan = resolve_plan(parse_spec(raw, source="design.yml"))
+    grid = cells(plan)
+    assert [c.sd for c in grid][0] == 0 and grid[0].calibration and not grid[-1].calibration
+    rng = np.random.default_rng(0)
+    rows = []
+    for c in grid:
+        shift = 0.0 if c.sd == 0 else 0.3
+        for r in range(40):
+            rows.append({"cell_index": c.index, "rep": r, "status": "ok", "sd_between_mean": 0.2 + shift + 0.05 * rng.standard_normal(),
+                         "detect_ols": bool(rng.random() < (0.2 if c.sd == 0 else 0.9)), "divergences": 0})
+    sim = SimulationResult(pd.DataFrame(rows), pd.DataFrame(columns=["cell_index", "method", "group", "rep", "estimate", "truth", "lower_95", "upper_95", "n_g"]), 1.0, "test")
+    pc = per_cell(sim, plan).set_index(["sd", "method"])
+    null = sim.summary[sim.summary["cell_index"] == grid[0].index]["sd_between_mean"]
+    thr = float(np.quantile(null, 0.95))
+    assert pc.loc[(0.0, "hierarchical"), "threshold"] == pytest.approx(thr)
+    assert pc.loc[(0.0, "hierarchical"), "detect"] == pytest.approx(np.mean(null > thr)) and pc.loc[(0.0, "hierarchical"), "detect"] <= 0.05
+    alt = sim.summary[sim.summary["cell_index"] == grid[-1].index]
+    assert pc.loc[(grid[-1].sd, "hierarchical"), "detect"] == pytest.approx(np.mean(alt["sd_between_mean"] > thr))
+    assert pc.loc[(grid[-1].sd, "ols_full"), "false_positive"] == pytest.approx(pc.loc[(0.0, "ols_full"), "detect"])

@@ -15,7 +15,8 @@ data. The block holds:
 - ``average_effect`` and ``heterogeneity_sd`` (one value or a list): the assumed truth;
 - ``replications`` (default 50), ``seed``, ``min_arm`` (default ``report.min_arm``),
   ``sampler`` (the simulation's sampler, default 2 chains x 500 draws), ``analyses`` (which
-  analyses the detection simulation covers; default all), ``detect_above`` (see below).
+  analyses the detection simulation covers; default all). Detection is calibrated against a simulation without heterogeneity (see
+  ``hetreport/prereg/simulate.py``), so it needs no threshold.
 
 Modifiers are assumed independent: a group's expected share is the product of its levels'
 shares. The simulated truth is the hierarchical model's own structure: each group's effect is
@@ -137,9 +138,6 @@ class PlannedDesign(_Strict):
     sampler: SimulationSampler = Field(default_factory=SimulationSampler)
     #: the analyses whose detection is simulated (default: every analysis)
     analyses: list[str] | None = Field(default=None, min_length=1)
-    #: heterogeneity counts as detected by the hierarchical model when P(SD of the group effects > this) >= 0.95
-    #: (default: half the smallest positive assumed heterogeneity SD)
-    detect_above: float | None = Field(default=None, gt=0)
 
     @model_validator(mode="after")
     def _check(self) -> PlannedDesign:
@@ -176,14 +174,6 @@ class PlannedDesign(_Strict):
     def heterogeneity_sds(self) -> list[float]:
         v = self.heterogeneity_sd
         return [float(v)] if isinstance(v, (int, float)) else [float(x) for x in v]
-
-    def detection_threshold(self) -> float:
-        if self.detect_above is not None:
-            return float(self.detect_above)
-        positive = [s for s in self.heterogeneity_sds if s > 0]
-        if positive:
-            return 0.5 * min(positive)
-        return 0.05 * float(self.outcome_sd or 1.0)
 
 
 __all__ = ["ControlPlan", "ModifierPlan", "PilotPlan", "PlannedDesign", "SimulationSampler"]

@@ -64,7 +64,6 @@ class Plan:
     replications: int
     seed: int
     min_arm: int
-    threshold: float  # detection threshold for tau
     variables: dict  # name -> Categorical | Normal (modifiers and controls)
     analyses: tuple[AnalysisPlan, ...]
     simulated: tuple[str, ...]  # analyses the detection simulation covers
@@ -250,12 +249,10 @@ def resolve_plan(spec: Spec) -> Plan:
                          "fits it as the correlated model with the same terms (the mock report fits it exactly as specified).")
     simulated = tuple(d.analyses or names)
     min_arm = d.min_arm or spec.report.min_arm
-    threshold = d.detect_above if d.detect_above is not None else (
-        0.5 * min([s for s in d.heterogeneity_sds if s > 0]) if any(s > 0 for s in d.heterogeneity_sds) else 0.05 * outcome_sd)
     return Plan(spec=spec, sizes=tuple(d.sizes), sds=tuple(d.heterogeneity_sds), p_treat=d.treatment_probability,
                 outcome_mean=float(outcome_mean), outcome_sd=float(outcome_sd), outcome_sd_source=sd_source,
                 average_effect=float(d.average_effect), replications=d.replications, seed=d.seed, min_arm=min_arm,
-                threshold=float(threshold), variables=variables, analyses=tuple(analyses), simulated=simulated, notes=tuple(notes))
+                variables=variables, analyses=tuple(analyses), simulated=simulated, notes=tuple(notes))
 
 
 # --------------------------------------------------------------------------- expected group sizes

@@ -15,18 +15,21 @@ centring constant are fixed per cell (from replication 0), so results depend on 
 replication) only, never on the worker or the order.
 
 Per replication and group: both approaches' estimate and 95% interval against the truth.
-Heterogeneity is **detected**
 
-- by the hierarchical model when the posterior probability that the SD of the group effects
-  across the groups that occur (computed per draw: the report's "how much it varies" number)
-  exceeds ``detect_above`` is at least 0.95 (the report's 95% rule for calling a result
-  credible);
+**Detecting heterogeneity, calibrated.** Every (analysis, N) is also simulated with *no*
+heterogeneity (SD 0, the null cell; added when the design does not list 0). Heterogeneity is
+**detected**
+
+- by the hierarchical model when the posterior mean of the SD of the group effects (over the
+  groups that occur, per draw: the report's "how much it varies" number) exceeds the 95th
+  percentile of the same statistic in the null cell: a 5% false-positive rate by construction.
+  (An uncalibrated rule such as "P(SD > x) >= 0.95" fires even without heterogeneity: with
+  small groups the posterior of that SD is held up by the priors; measured 4 of 4 null
+  replications on the Tomz-Weeks design.)
 - by OLS when a Wald test that every group with at least ``min_arm`` units in each arm has the
-  same effect (chi-squared, using the groups' robust SEs as independent, which is exact without
-  controls) rejects at 5%.
-
-Neither rule is calibrated by construction: list 0 among ``heterogeneity_sd`` to see how often
-each "detects" heterogeneity that is not there (on the Tomz-Weeks design both did so often).
+  same effect (chi-squared, using the groups' robust SEs as independent, exact without
+  controls) rejects at 5%; its false-positive rate is measured in the null cell and reported
+  next to it, since robust SEs of small groups can make it anti-conservative.
 
 Runs on local processes (spawned, one replication per process at a time) or on a Dask cluster.
 """
@@ -53,6 +56,8 @@ class Cell:
     analysis: str
     n: int
     sd: float
+    #: a null cell added to calibrate detection (the design did not list SD 0)
+    calibration: bool = False
 
     @property
     def id(self) -> str:
@@ -60,11 +65,15 @@ class Cell:
 
 
 def cells(plan: Plan) -> list[Cell]:
+    """Every (analysis, heterogeneity SD, N); the null SD 0 first, added for calibration if not listed."""
     out = []
+    sds = [(float(s), False) for s in plan.sds]
+    if 0.0 not in [s for s, _ in sds]:
+        sds = [(0.0, True)] + sds
     for a in plan.simulated:
-        for sd in plan.sds:
+        for sd, extra in sds:
             for n in plan.sizes:
-                out.append(Cell(len(out), a, int(n), float(sd)))
+                out.append(Cell(len(out), a, int(n), sd, extra))
     return out
 
 
@@ -231,9 +240,9 @@ def run_replication(plan: Plan, cell: Cell, rep: int, cache: _Cache | None = Non
     summary = {**base, "status": "ok", "error": "", "n_groups_observed": int(groups.n_groups), "n_ols_estimable": int(o_ok.sum()),
                "tau_mean": float(tau.mean()), "tau_lower": float(np.quantile(tau, 0.025)), "tau_upper": float(np.quantile(tau, 0.975)),
                "sd_between_mean": float(sd_between.mean()), "sd_between_lower": float(np.quantile(sd_between, 0.025)),
-               "sd_between_upper": float(np.quantile(sd_between, 0.975)), "p_sd_above": float((sd_between > plan.threshold).mean()), "sigma_theta_mean": float(sigma_theta.mean()),
+               "sd_between_upper": float(np.quantile(sd_between, 0.975)), "sigma_theta_mean": float(sigma_theta.mean()),
                "sigma_theta_lower": float(np.quantile(sigma_theta, 0.025)), "sigma_theta_upper": float(np.quantile(sigma_theta, 0.975)),
-               "true_sd": float(np.std(tr[seen], ddof=1)), "detect_hier": bool((sd_between > plan.threshold).mean() >= 0.95),
+               "true_sd": float(np.std(tr[seen], ddof=1)),
                "p_ols_wald": p_ols, "detect_ols": bool(np.isfinite(p_ols) and p_ols < 0.05), "divergences": div,
                "compile": info["compile"], "compile_s": info["compile_s"], "sampling_s": info["sampling_s"],
                "wall_s": time.perf_counter() - t0}
@@ -366,16 +375,33 @@ def per_cell(sim: SimulationResult, plan: Plan) -> pd.DataFrame:
     pg = per_group(sim, plan)
     rows = []
     s = sim.summary
+
+    def ok_rows(cell):
+        sc = s[(s.get("cell_index") == cell.index)] if len(s) else s
+        return sc, (sc[sc["status"] == "ok"] if len(sc) else sc)
+
+    # the hierarchical detection threshold per (analysis, N): 95th percentile of the statistic without heterogeneity
+    thresholds = {}
     for c in grid:
-        sc = s[(s.get("cell_index") == c.index)] if len(s) else s
-        ok = sc[sc["status"] == "ok"] if len(sc) else sc
+        if c.sd == 0:
+            _, ok0 = ok_rows(c)
+            thresholds[(c.analysis, c.n)] = float(np.quantile(ok0["sd_between_mean"], 0.95)) if len(ok0) else float("nan")
+    null_rate: dict = {}
+    for c in grid:
+        sc, ok = ok_rows(c)
         reps = len(ok)
+        thr = thresholds.get((c.analysis, c.n), float("nan"))
         for method in ("ols_full", "hierarchical"):
             sub = pg[(pg["cell_index"] == c.index) & (pg["method"] == method)] if len(pg) else pg
             g = sim.groups
             gg = g[(g["cell_index"] == c.index) & (g["method"] == method)] if len(g) else g
-            det_col = "detect_hier" if method == "hierarchical" else "detect_ols"
-            detect = float(ok[det_col].mean()) if reps else float("nan")
+            if method == "hierarchical":
+                hits = ok["sd_between_mean"] > thr if reps and np.isfinite(thr) else None
+            else:
+                hits = ok["detect_ols"] if reps else None
+            detect = float(np.mean(hits)) if hits is not None else float("nan")
+            if c.sd == 0:
+                null_rate[(c.analysis, c.n, method)] = detect
             rows.append({"cell_index": c.index, "cell": c.id, "analysis": c.analysis, "n": c.n, "sd": c.sd, "method": method,
                          "replications": reps, "failed": int(len(sc) - reps),
                          "rmse": float(np.sqrt(((gg["estimate"] - gg["truth"]) ** 2).mean())) if len(gg) else float("nan"),
@@ -383,8 +409,12 @@ def per_cell(sim: SimulationResult, plan: Plan) -> pd.DataFrame:
                          "coverage": float(((gg["lower_95"] <= gg["truth"]) & (gg["truth"] <= gg["upper_95"])).mean()) if len(gg) else float("nan"),
                          "groups_estimated": float(sub["replications"].sum() / max(reps, 1)) if len(sub) else 0.0,
                          "detect": detect, "detect_se": float(np.sqrt(detect * (1 - detect) / reps)) if reps else float("nan"),
+                         "threshold": thr if method == "hierarchical" else float("nan"), "calibration": c.calibration,
                          "divergences": float(ok["divergences"].mean()) if reps and method == "hierarchical" else float("nan")})
-    return pd.DataFrame(rows)
+    out = pd.DataFrame(rows)
+    if len(out):
+        out["false_positive"] = [null_rate.get((r.analysis, r.n, r.method), float("nan")) for r in out.itertuples()]
+    return out
 
 
 __all__ = ["Cell", "SimulationResult", "cells", "fit_hierarchical_cell", "per_cell", "per_group", "run_replication", "run_simulation"]

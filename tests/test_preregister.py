@@ -131,9 +131,10 @@ def test_data_and_design_together_are_ambiguous():
 
 def test_other_families_are_not_yet_supported():
     raw = small_raw()
-    raw["family"] = "bernoulli"
+    raw["family"] = "poisson"
     msg = _error(raw)
-    assert "family" in msg and "not yet support" in msg and "bernoulli" in msg
+    assert msg.startswith("family:") and "not yet support" in msg and "'poisson'" in msg
+    assert "supports gaussian and bernoulli" in msg
 
 
 def test_cli_error_writes_nothing(tmp_path, capsys):

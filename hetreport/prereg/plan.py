@@ -23,6 +23,12 @@ from ..groups import terms
 from ..spec import Spec
 
 
+#: the families pre-registration can simulate and mock
+SUPPORTED_FAMILIES = ("gaussian", "bernoulli")
+#: simulated probabilities are kept within these bounds (a group's true effect is clipped to them)
+P_MIN, P_MAX = 0.005, 0.995
+
+
 @dataclass(frozen=True)
 class Categorical:
     name: str
@@ -49,6 +55,8 @@ class AnalysisPlan:
     mode: str
     groups: pd.DataFrame  # group, <modifier codes>, group_label, share (expected)
     term_list: tuple[tuple[str, ...], ...]
+    #: the analysis's family (gaussian, or bernoulli on the same 0/1 outcome)
+    family: str = "gaussian"
 
 
 @dataclass(frozen=True)
@@ -68,6 +76,10 @@ class Plan:
     analyses: tuple[AnalysisPlan, ...]
     simulated: tuple[str, ...]  # analyses the detection simulation covers
     notes: tuple[str, ...] = field(default_factory=tuple)
+    #: the simulated outcome: "gaussian" (continuous) or "bernoulli" (0/1, when any analysis is bernoulli)
+    outcome_family: str = "gaussian"
+    #: bernoulli: the expected share of 1s in the control arm (design.base_rate)
+    base_rate: float | None = None
 
     def analysis(self, name: str) -> AnalysisPlan:
         return next(a for a in self.analyses if a.name == name)
@@ -165,26 +177,37 @@ def resolve_plan(spec: Spec) -> Plan:
         raise SpecError("this spec has no 'design:' block. `hetreport preregister` plans a study from a design-only spec: replace 'data:' "
                         "by 'design:' with the planned N, shares, outcome scale and assumed effects (see examples/tomz-weeks/design.yml).",
                         where="design")
-    if spec.family != "gaussian":
-        raise SpecError(f"pre-registration does not yet support family '{spec.family}' (only gaussian, for now): its power simulation and "
-                        "mock report need a simulated outcome on that family's scale. Pre-register the analysis with family: gaussian "
-                        "(a linear model, e.g. a linear probability model for a 0/1 outcome), or wait for a release that supports it.",
-                        where="family")
-    if d.base_rate is not None:
-        raise SpecError("design.base_rate is reserved for binary families, which pre-registration does not yet support; with family "
-                        "gaussian give the outcome's expected scale as design.outcome_sd (and optionally design.outcome_mean).",
-                        where="design.base_rate")
+    if spec.family not in SUPPORTED_FAMILIES:
+        raise SpecError(f"pre-registration does not yet support family '{spec.family}': it supports gaussian and bernoulli (a 0/1 outcome "
+                        "with the expected share of 1s in the control arm as design.base_rate). Its power simulation and mock report need a "
+                        "simulated outcome on that family's scale. Pre-register the analysis with family: gaussian or bernoulli, or wait for a "
+                        "release that supports it.", where="family")
     pilot = _pilot_frame(spec)
-    # analyses with their own non-Gaussian family or outcome are registered (the record holds them and
-    # the conformance check covers them) but not yet simulated or mocked
-    skipped = [a.name for a in spec.analyses if (a.family or spec.family) != "gaussian" or (a.outcome and a.outcome != spec.outcome)]
-    names = [a.name for a in spec.analyses if a.name not in skipped]
+    # analyses with another family (ordinal, poisson, ...) or their own outcome are registered (the record holds them and
+    # the conformance check covers them) but not yet simulated or mocked. Bernoulli analyses need a 0/1 outcome with a
+    # base rate: without design.base_rate (a gaussian spec whose design gives outcome_sd) they are registered only.
+    same = [a for a in spec.analyses if spec.family_of(a) in SUPPORTED_FAMILIES and not (a.outcome and a.outcome != spec.outcome)]
+    binary = [a.name for a in same if spec.family_of(a) == "bernoulli"]
+    unscaled = binary if (d.base_rate is None and spec.family != "bernoulli") else []
+    binary = [n for n in binary if n not in unscaled]
+    skipped = [a.name for a in spec.analyses if a not in same or a.name in unscaled]
+    names = [a.name for a in same if a.name not in unscaled]
     for i, n in enumerate(d.analyses or []):
+        if n in unscaled:
+            raise SpecError(f"analysis '{n}' has family bernoulli, a model of a 0/1 outcome; to simulate it the design needs design.base_rate "
+                            "(the expected share of 1s in the control arm, e.g. base_rate: 0.3) in place of outcome_sd and outcome_mean. "
+                            f"Give base_rate, or remove '{n}' from design.analyses.", where=f"design.analyses[{i}]")
         if n not in names:
-            raise SpecError(f"there is no Gaussian analysis named '{n}'.{suggest(n, names)} design.analyses lists the analyses whose detection is simulated.",
-                            where=f"design.analyses[{i}]")
-    notes = [f"Analysis '{n}' has its own family or outcome, which pre-registration does not yet simulate: it is registered "
-             "(and checked for conformance) but has no detection simulation and is left out of the mock report." for n in skipped]
+            raise SpecError(f"there is no gaussian or bernoulli analysis of the outcome '{spec.outcome}' named '{n}'.{suggest(n, names)} "
+                            "design.analyses lists the analyses whose detection is simulated.", where=f"design.analyses[{i}]")
+    _check_outcome_scale(spec, binary)
+    notes = [(f"Analysis '{n}' has family bernoulli, but the design gives the outcome's scale as outcome_sd rather than as a base rate: "
+              "it is registered (and checked for conformance) but has no detection simulation and is left out of the mock report. "
+              "Give design.base_rate (the expected share of 1s in the control arm) in place of outcome_sd and outcome_mean to simulate it.")
+             if n in unscaled else
+             (f"Analysis '{n}' has its own outcome or a family other than gaussian and bernoulli, which pre-registration does not yet simulate: "
+              "it is registered (and checked for conformance) but has no detection simulation and is left out of the mock report.")
+             for n in skipped]
     variables: dict = {}
     for ai, a in enumerate(spec.analyses):
         if a.name in skipped:
@@ -215,8 +238,18 @@ def resolve_plan(spec: Spec) -> Plan:
         if k not in variables:
             raise SpecError(f"'{k}' is not a control or modifier of any analysis.{suggest(k, variables)} Remove it or add it to an analysis.",
                             where=f"design.controls.{k}")
-    outcome_sd, sd_source = d.outcome_sd, "design.outcome_sd"
-    outcome_mean = d.outcome_mean
+    if binary:
+        # a 0/1 outcome: its mean and SD follow from the base rate (and scale the priors of any linear probability model)
+        q = d.base_rate + d.treatment_probability * d.average_effect
+        outcome_mean, outcome_sd, sd_source = q, float(np.sqrt(q * (1 - q))), "design.base_rate"
+        clipped = _clipped_share(d.base_rate, d.average_effect, max(d.heterogeneity_sds))
+        if clipped > 0.05:
+            notes.append(f"With base rate {d.base_rate:g}, average effect {d.average_effect:g} and heterogeneity SD {max(d.heterogeneity_sds):g}, "
+                         f"about {clipped:.0%} of the true group effects would put the treated probability outside [{P_MIN:g}, {P_MAX:g}]; "
+                         "the simulation clips those probabilities and uses the clipped difference as the group's true effect.")
+    else:
+        outcome_sd, sd_source = d.outcome_sd, "design.outcome_sd"
+        outcome_mean = d.outcome_mean
     if outcome_sd is None:
         if pilot is None or spec.outcome not in pilot.columns:
             raise SpecError("the outcome's expected scale is missing: give design.outcome_sd (the outcome's standard deviation, e.g. 0.5 for a "
@@ -237,7 +270,7 @@ def resolve_plan(spec: Spec) -> Plan:
                                 "has many distinct values: bin it with design.pilot.derive, e.g. cut(x, [...]).", where=f"design.modifiers.{m.name}")
         table = _group_table(spec, mods)
         analyses.append(AnalysisPlan(a.name, a.title or a.name, tuple(a.modifiers), tuple(a.controls), a.terms, table,
-                                     tuple(terms(tuple(a.modifiers), a.terms))))
+                                     tuple(terms(tuple(a.modifiers), a.terms)), spec.family_of(a)))
         G = len(table)
         for i, n in enumerate(d.sizes):
             if n < 2 * G:
@@ -252,7 +285,43 @@ def resolve_plan(spec: Spec) -> Plan:
     return Plan(spec=spec, sizes=tuple(d.sizes), sds=tuple(d.heterogeneity_sds), p_treat=d.treatment_probability,
                 outcome_mean=float(outcome_mean), outcome_sd=float(outcome_sd), outcome_sd_source=sd_source,
                 average_effect=float(d.average_effect), replications=d.replications, seed=d.seed, min_arm=min_arm,
-                variables=variables, analyses=tuple(analyses), simulated=simulated, notes=tuple(notes))
+                variables=variables, analyses=tuple(analyses), simulated=simulated, notes=tuple(notes),
+                outcome_family="bernoulli" if binary else "gaussian", base_rate=float(d.base_rate) if binary else None)
+
+
+def _check_outcome_scale(spec: Spec, binary: list[str]) -> None:
+    """The outcome's planned scale matches the families: base_rate for a 0/1 (bernoulli) outcome, outcome_sd otherwise."""
+    d = spec.design
+    if binary:
+        who = "the spec's family is bernoulli" if spec.family == "bernoulli" else \
+            f"analysis '{binary[0]}' has family bernoulli"
+        if d.base_rate is None:
+            raise SpecError(f"{who}, a model of a 0/1 outcome, so the design needs design.base_rate: the expected share of 1s in the "
+                            "control arm (e.g. base_rate: 0.3). design.average_effect and design.heterogeneity_sd are then differences in "
+                            "that probability between treatment and control (e.g. average_effect: 0.05 for 5 percentage points).",
+                            where="design.base_rate")
+        for key in ("outcome_sd", "outcome_mean"):
+            if key in d.model_fields_set:
+                raise SpecError(f"{who}, so the outcome is 0/1 and its mean and SD follow from design.base_rate (the expected share of 1s "
+                                f"in the control arm); remove design.{key}.", where=f"design.{key}")
+        treated = d.base_rate + d.average_effect
+        if not 0 < treated < 1:
+            raise SpecError(f"with base rate {d.base_rate:g} an average effect of {d.average_effect:g} puts the treated arm's probability at "
+                            f"{treated:g}, outside 0 to 1. For family bernoulli design.average_effect is a difference in probability: "
+                            f"choose it so that base_rate + average_effect lies strictly between 0 and 1 (here above {-d.base_rate:g} and below "
+                            f"{1 - d.base_rate:g}).", where="design.average_effect")
+    elif d.base_rate is not None:
+        raise SpecError("design.base_rate is the expected share of 1s of a 0/1 outcome analysed with family: bernoulli, but every simulated "
+                        f"analysis here is {spec.family}. Set family: bernoulli (for the spec or an analysis), or remove base_rate and give the "
+                        "outcome's expected scale as design.outcome_sd (and optionally design.outcome_mean).", where="design.base_rate")
+
+
+def _clipped_share(base_rate: float, average: float, sd: float) -> float:
+    """Expected share of groups whose treated probability base_rate + effect falls outside [P_MIN, P_MAX]."""
+    if sd <= 0:
+        return 0.0
+    mu = base_rate + average
+    return float(stats.norm.cdf((P_MIN - mu) / sd) + stats.norm.sf((P_MAX - mu) / sd))
 
 
 # --------------------------------------------------------------------------- expected group sizes
@@ -297,6 +366,13 @@ def true_effects(plan: Plan, analysis: str, sd: float, rng: np.random.Generator)
     return pd.Series(effect, index=a.groups["group"].to_numpy())
 
 
+def probabilities(plan: Plan, effects: pd.Series) -> tuple[float, np.ndarray]:
+    """A 0/1 outcome's control and treated probabilities per group from effects on the probability
+    scale: ``base_rate`` and ``base_rate + effect``, each clipped to [P_MIN, P_MAX]."""
+    p_control = float(np.clip(plan.base_rate, P_MIN, P_MAX))
+    return p_control, np.clip(plan.base_rate + effects.to_numpy(dtype=float), P_MIN, P_MAX)
+
+
 def _draw(var, n: int, rng: np.random.Generator) -> np.ndarray:
     if isinstance(var, Categorical):
         idx = rng.choice(len(var.codes), size=n, p=np.asarray(var.shares) / np.sum(var.shares))
@@ -313,12 +389,19 @@ def simulate_frame(plan: Plan, n: int, sd: float, seed: int, analysis: str | Non
     """One simulated data set of the planned design: the treatment, every modifier and control
     (independent draws with the planned shares/distributions), and the outcome
     ``outcome_mean + theta_g * T + N(0, outcome_sd)`` with the truth of ``analysis`` (default: the
-    first simulated analysis). Controls do not move the outcome. Returns (frame, truth per group)."""
+    first simulated analysis). For a 0/1 outcome (``plan.outcome_family == "bernoulli"``) the outcome
+    is Bernoulli with probability ``base_rate`` in the control arm and ``base_rate + theta_g`` in the
+    treated arm, both clipped to [P_MIN, P_MAX], and the truth returned is the clipped difference (the
+    group's actual effect on the probability scale). Controls do not move the outcome. Returns (frame,
+    truth per group)."""
     spec = plan.spec
     analysis = analysis or plan.simulated[0]
     a = plan.analysis(analysis)
     rng = np.random.default_rng([seed, 1])
     truth = true_effects(plan, analysis, sd, np.random.default_rng([seed, 2]))
+    if plan.outcome_family == "bernoulli":
+        p_control, p_treated = probabilities(plan, truth)
+        truth = pd.Series(p_treated - p_control, index=truth.index)
     frame = pd.DataFrame(index=range(n))
     treat = rng.binomial(1, plan.p_treat, n)
     wanted = columns or list(plan.variables)
@@ -330,7 +413,11 @@ def simulate_frame(plan: Plan, n: int, sd: float, seed: int, analysis: str | Non
 
     keys = [group_key(a.modifiers, row) for row in frame[list(a.modifiers)].itertuples(index=False, name=None)]
     theta = truth.reindex(keys).to_numpy()
-    y = plan.outcome_mean + theta * treat + rng.normal(0.0, plan.outcome_sd, n)
+    if plan.outcome_family == "bernoulli":
+        p_control = float(np.clip(plan.base_rate, P_MIN, P_MAX))
+        y = (rng.random(n) < p_control + theta * treat).astype(float)
+    else:
+        y = plan.outcome_mean + theta * treat + rng.normal(0.0, plan.outcome_sd, n)
     tv = spec.treated_value
     if tv is None:
         frame.insert(0, spec.treatment, treat)
@@ -341,4 +428,5 @@ def simulate_frame(plan: Plan, n: int, sd: float, seed: int, analysis: str | Non
     return frame, truth
 
 
-__all__ = ["AnalysisPlan", "Categorical", "Normal", "Plan", "derived_seed", "expected_sizes", "resolve_plan", "simulate_frame", "true_effects"]
+__all__ = ["P_MAX", "P_MIN", "SUPPORTED_FAMILIES", "AnalysisPlan", "Categorical", "Normal", "Plan", "derived_seed", "expected_sizes", "probabilities",
+           "resolve_plan", "simulate_frame", "true_effects"]

@@ -89,7 +89,7 @@ def _analysis_inputs(plan: Plan, cell: Cell, seed: int):
     a = spec.analysis(cell.analysis)
     frame, truth = simulate_frame(plan, cell.n, cell.sd, seed, analysis=cell.analysis, columns=[*a.modifiers, *a.controls])
     raw = {"title": "simulated", "data": {"path": "simulated.csv"}, "outcome": spec.outcome, "treatment": spec.treatment,
-           "treated_value": spec.treated_value, "labels": spec.labels.model_dump(mode="json"),
+           "treated_value": spec.treated_value, "family": spec.family, "labels": spec.labels.model_dump(mode="json"),
            "analyses": [a.model_dump(mode="json")], "ols": spec.ols.model_dump(mode="json"), "report": {"min_arm": plan.min_arm}}
     sspec = parse_spec(raw, source="simulated")
     ds = Dataset(frame=frame, path=Path("simulated.csv"), sha256="", format="csv", n_read=len(frame), n_filtered_out=0,
@@ -130,19 +130,28 @@ class _Cache:
 CACHE = _Cache()
 
 
-def _planned_scale(plan: Plan):
-    """A stand-in for the data in ``resolve_priors``: the design's outcome mean and SD."""
+def _planned_scale(plan: Plan, family: str = "gaussian"):
+    """A stand-in for the data in ``resolve_priors``: the design's outcome mean and SD (gaussian), or
+    for bernoulli the planned share of 1s, ``base_rate + treatment_probability * average_effect``
+    (the mean of y that the defaults' ``logit(mean y)`` will see)."""
     from types import SimpleNamespace
 
     m, s = plan.outcome_mean, plan.outcome_sd
+    if family == "bernoulli":
+        return SimpleNamespace(y=np.array([m]), n=1, trials=None, family="bernoulli", control_matrix=np.zeros((1, 0)))
     return SimpleNamespace(y=np.array([m - s, m + s]), family="gaussian", control_matrix=np.zeros((2, 0)))
 
 
-def resolved_priors(plan: Plan) -> dict:
-    """The priors the analysis will use, defaults scaled to the design's outcome SD."""
+def resolved_priors(plan: Plan, analysis: str | None = None) -> dict:
+    """The priors an analysis will use (the spec's, with the analysis's own written over them), defaults
+    scaled to the design: the planned outcome SD (gaussian) or on the log-odds scale with the intercept
+    centred at the logit of the planned share of 1s (bernoulli). Without ``analysis``: the spec's own."""
     from ..models.hierarchical import resolve_priors
 
-    return resolve_priors(plan.spec.priors, _planned_scale(plan))
+    spec = plan.spec
+    if analysis is None:
+        return resolve_priors(spec.priors, _planned_scale(plan, spec.family))
+    return resolve_priors(spec.priors_of(spec.analysis(analysis)), _planned_scale(plan, plan.analysis(analysis).family))
 
 
 def _reference(plan: Plan, cell: Cell, key: tuple, cache: _Cache):
@@ -152,7 +161,7 @@ def _reference(plan: Plan, cell: Cell, key: tuple, cache: _Cache):
     if key not in cache.refs:
         adata0, _, _ = _analysis_inputs(plan, cell, derived_seed(plan.seed, 1, cell.index, 0))
         g0 = full_groups(plan, cell, adata0)
-        resolved = resolved_priors(plan)
+        resolved = resolved_priors(plan, cell.analysis)
         d0 = build_design(adata0, g0, plan.analysis(cell.analysis).mode)
         cache.refs[key] = CellReference(resolved, _control_prior_sds(resolved, adata0), float(adata0.y.mean()), tuple(g0.keys),
                                         _signature(d0, g0, adata0))
@@ -187,6 +196,121 @@ def fit_hierarchical_cell(plan: Plan, cell: Cell, adata, groups, seed: int, cach
     return idata, info
 
 
+# --------------------------------------------------------------------------- bernoulli cells
+
+#: the bernoulli likelihood's data, as pytensor shared variables (swapped per replication with nutpie's with_data)
+BERNOULLI_DATA = ("bern_group", "bern_t", "bern_x", "bern_y", "bern_trials")
+BERNOULLI_VARS = ["Intercept", "b_treat", "sd_intercept", "sd_slope", "rho", "group_slope", "group_intercept", "crossing_slope"]
+
+
+def bernoulli_rows(adata, groups) -> dict[str, np.ndarray]:
+    """The rows the bernoulli likelihood sums over, with a shape fixed per cell: without controls every
+    group x arm cell of the full crossing (successes and trials; an empty cell has 0 trials and adds
+    nothing), the aggregated binomial model hetreport fits; with controls one row per unit."""
+    X = adata.control_matrix
+    G, t = groups.n_groups, adata.t.astype(int)
+    if X.shape[1] == 0:
+        cell = groups.index.astype(int) * 2 + t
+        return {"bern_group": np.repeat(np.arange(G), 2).astype(np.int64), "bern_t": np.tile([0.0, 1.0], G),
+                "bern_x": np.zeros((2 * G, 0)), "bern_y": np.bincount(cell, weights=adata.y, minlength=2 * G).astype(float),
+                "bern_trials": np.bincount(cell, minlength=2 * G).astype(float)}
+    return {"bern_group": groups.index.astype(np.int64), "bern_t": t.astype(float), "bern_x": X - X.mean(axis=0),
+            "bern_y": adata.y.astype(float), "bern_trials": np.ones(adata.n)}
+
+
+def build_bernoulli_model(d, rows: dict, resolved: dict, control_sds, control_names, group_keys):
+    """hetreport's correlated bernoulli model (``build_glm_model``, binomial likelihood on ``rows``) with the
+    data held in named shared variables, so that a compiled model can take another replication's data."""
+    import pytensor
+
+    from ..models.families import UnitTable
+    from ..models.hierarchical import build_glm_model
+
+    sh = {k: pytensor.shared(v, name=k) for k, v in rows.items()}
+    R = len(rows["bern_y"])
+    ut = UnitTable(sh["bern_group"], sh["bern_t"], sh["bern_x"], sh["bern_y"], sh["bern_trials"], np.ones(R),
+                   rows["bern_x"].shape[1] == 0, R, np.zeros(rows["bern_x"].shape[1]))
+    return build_glm_model(d, ut, "bernoulli", resolved, control_sds, control_names, group_keys)
+
+
+def _bernoulli_signature(groups, d, adata, rows) -> tuple:
+    return (tuple(groups.keys), tuple(d.term_names), tuple(adata.control_columns), len(rows["bern_y"]))
+
+
+def fit_bernoulli_cell(plan: Plan, cell: Cell, adata, groups, seed: int, cache: _Cache | None = None, force_compile: bool = False):
+    """Sample the bernoulli hierarchical model of one replication, compiled once per cell and worker: the
+    first replication compiles it (nutpie), later ones swap their successes and trials in (``with_data``);
+    a replication whose rows differ in number (an analysis filter) compiles afresh (``fallback``). Priors
+    are fixed per cell (resolved from the design; control prior SDs from replication 0). Returns
+    (posterior with the link-scale ``group_slope`` and the response-scale ``group_effect``, info)."""
+    import nutpie
+
+    from ..models.hierarchical import _control_prior_sds, build_design
+    from ..simstudy.engine import CellReference, CompiledEntry, sample_compiled
+
+    cache = cache or CACHE
+    key = (plan.spec.spec_hash(), cell.index)
+    mode = plan.analysis(cell.analysis).mode
+    if key not in cache.refs:
+        adata0, _, _ = _analysis_inputs(plan, cell, derived_seed(plan.seed, 1, cell.index, 0))
+        g0 = full_groups(plan, cell, adata0)
+        resolved = resolved_priors(plan, cell.analysis)
+        d0 = build_design(adata0, g0, mode)
+        cache.refs[key] = CellReference(resolved, _control_prior_sds(resolved, adata0), 0.0, tuple(g0.keys),
+                                        _bernoulli_signature(g0, d0, adata0, bernoulli_rows(adata0, g0)))
+    ref = cache.refs[key]
+    d = build_design(adata, groups, mode)
+    rows = bernoulli_rows(adata, groups)
+    sig = _bernoulli_signature(groups, d, adata, rows)
+    entry = cache.compiled.get(key)
+    info = {"compile_s": 0.0}
+    if not force_compile and entry is not None and entry.signature == sig:
+        used = {k: v for k, v in rows.items() if k in entry.compiled.shared_data}  # bern_x only with controls
+        compiled, info["compile"] = entry.compiled.with_data(**used), "swap"
+    else:
+        model = build_bernoulli_model(d, rows, ref.resolved, ref.control_sds, adata.control_columns, groups.keys)
+        keep = BERNOULLI_VARS + (["beta"] if adata.control_matrix.shape[1] else [])
+        t0 = time.perf_counter()
+        compiled = nutpie.compile_pymc_model(model, var_names=keep)
+        info["compile_s"] = time.perf_counter() - t0
+        info["compile"] = "compile" if sig == ref.signature else "fallback"
+        if sig == ref.signature and not force_compile:
+            cache.compiled[key] = CompiledEntry(compiled, sig, info["compile_s"])
+    cache.counts[info["compile"]] += 1
+    idata, info["sampling_s"] = sample_compiled(compiled, plan.spec.design.sampler, seed, int(os.environ.get("HETREPORT_SIM_CORES", "1")))
+    post = idata.posterior
+    ge = response_draws(post, adata, groups)
+    C, D = post.sizes["chain"], post.sizes["draw"]
+    post = post.assign(group_effect=(("chain", "draw", "group"), ge.reshape(C, D, -1)))
+    import arviz as az
+
+    return az.InferenceData(posterior=post, sample_stats=idata.sample_stats), info
+
+
+def response_draws(post, adata, groups) -> np.ndarray:
+    """Per draw (chains x draws, groups): each group's effect on the probability scale, the mean over its
+    units of P(y = 1 | treated) - P(y = 1 | control) at their own covariates (hetreport's
+    ``families.response_effects``); a group without units in this replication, at the average covariates."""
+    from scipy.special import expit
+
+    from ..models.families import response_effects
+
+    C, D = post.sizes["chain"], post.sizes["draw"]
+
+    def flat(var, last):
+        return post[var].transpose("chain", "draw", last).to_numpy().reshape(C * D, -1)
+
+    a, th = flat("group_intercept", "group"), flat("group_slope", "group")
+    X = adata.control_matrix
+    beta = flat("beta", "control") if ("beta" in post and X.shape[1]) else None
+    Xc = X - X.mean(axis=0) if X.shape[1] else X
+    delta = response_effects(a, th, beta, Xc, groups.index, groups.n_groups, "bernoulli")
+    if beta is not None:
+        empty = np.bincount(groups.index, minlength=groups.n_groups) == 0
+        delta[:, empty] = expit(a[:, empty] + th[:, empty]) - expit(a[:, empty])
+    return delta
+
+
 def _wald(est: np.ndarray, se: np.ndarray) -> float:
     ok = np.isfinite(est) & np.isfinite(se) & (se > 0)
     if ok.sum() < 2:
@@ -201,7 +325,8 @@ def run_replication(plan: Plan, cell: Cell, rep: int, cache: _Cache | None = Non
     """Both approaches on replication ``rep`` of ``cell``: a summary row and per-group rows (errors recorded, not raised)."""
     from ..models.ols import fit_ols_full
 
-    base = {"cell": cell.id, "cell_index": cell.index, "analysis": cell.analysis, "n": cell.n, "sd": cell.sd, "rep": rep,
+    family = plan.analysis(cell.analysis).family
+    base = {"cell": cell.id, "cell_index": cell.index, "analysis": cell.analysis, "family": family, "n": cell.n, "sd": cell.sd, "rep": rep,
             "worker": f"{os.uname().nodename}:{os.getpid()}"}
     t0 = time.perf_counter()
     try:
@@ -210,7 +335,8 @@ def run_replication(plan: Plan, cell: Cell, rep: int, cache: _Cache | None = Non
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             ols = fit_ols_full(adata, groups, plan.spec.ols.se_type).table.set_index("group")
-        idata, info = fit_hierarchical_cell(plan, cell, adata, fg, derived_seed(plan.seed, 3, cell.index, rep), cache, force_compile)
+        fit_cell = fit_bernoulli_cell if family == "bernoulli" else fit_hierarchical_cell
+        idata, info = fit_cell(plan, cell, adata, fg, derived_seed(plan.seed, 3, cell.index, rep), cache, force_compile)
     except Exception as exc:  # recorded: the appendix reports failed replications
         return {"summary": {**base, "status": "error", "error": f"{type(exc).__name__}: {str(exc)[:300]}"}, "groups": []}
     post = idata.posterior
@@ -242,6 +368,9 @@ def run_replication(plan: Plan, cell: Cell, rep: int, cache: _Cache | None = Non
                "sd_between_mean": float(sd_between.mean()), "sd_between_lower": float(np.quantile(sd_between, 0.025)),
                "sd_between_upper": float(np.quantile(sd_between, 0.975)), "sigma_theta_mean": float(sigma_theta.mean()),
                "sigma_theta_lower": float(np.quantile(sigma_theta, 0.025)), "sigma_theta_upper": float(np.quantile(sigma_theta, 0.975)),
+               # sigma_theta and tau are slope SDs of the model: on the link scale (log-odds for bernoulli); sd_between is on the
+               # outcome's scale (probability for bernoulli), like every group effect
+               "link_scale": "log-odds" if family == "bernoulli" else "outcome",
                "true_sd": float(np.std(tr[seen], ddof=1)),
                "p_ols_wald": p_ols, "detect_ols": bool(np.isfinite(p_ols) and p_ols < 0.05), "divergences": div,
                "compile": info["compile"], "compile_s": info["compile_s"], "sampling_s": info["sampling_s"],
@@ -417,4 +546,5 @@ def per_cell(sim: SimulationResult, plan: Plan) -> pd.DataFrame:
     return out
 
 
-__all__ = ["Cell", "SimulationResult", "cells", "fit_hierarchical_cell", "per_cell", "per_group", "run_replication", "run_simulation"]
+__all__ = ["Cell", "SimulationResult", "bernoulli_rows", "build_bernoulli_model", "cells", "fit_bernoulli_cell", "fit_hierarchical_cell", "per_cell", "per_group",
+           "response_draws", "run_replication", "run_simulation"]

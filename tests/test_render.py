@@ -635,3 +635,11 @@ def test_callout_kinds_and_titles(tmp_path):
         assert title in text
     pdf_text = squash(" ".join(pdf_pages(project / "report.pdf", project)))
     assert "Important" in pdf_text and "Customtitle" in pdf_text
+
+
+def test_a_text_line_ending_in_a_closing_tag_keeps_its_line_break():
+    from hetreport.report.build import environment
+
+    t = environment().from_string("Para.{% if x %} More.{% endif %}\n\n## Heading\n{% if y %}\nline\n{% endif %}\nafter\n")
+    assert t.render(x=True, y=True) == "Para. More.\n\n## Heading\nline\nafter\n"
+    assert t.render(x=False, y=False) == "Para.\n\n## Heading\nafter\n"

@@ -155,3 +155,19 @@ def test_figure_labels_escape_dollar_signs(small_study):
     assert any(r"\$x\$" in str(v) for v in eff["m1"].cat.categories)
     assert all("$x$" not in str(v).replace(r"\$x\$", "") for v in eff["group_label"])
     assert names_for(a)["m1"] == "First modifier"
+
+
+def test_every_heading_and_run_in_paragraph_starts_a_block(rendered):
+    """A template line of text ending in `{% endif %}` once lost its newline, gluing the next
+    heading ("## Differences by ... {#sec-methods-...}") onto a paragraph as literal text."""
+    out, _, _ = rendered
+    lines = (out / "report" / "report.qmd").read_text().split("\n")
+    body = lines[lines.index("---", 1) + 1:]
+    fenced = False
+    for i, line in enumerate(body[1:], start=1):
+        if line.startswith("```") or line.startswith("$$"):
+            fenced = not fenced
+        if fenced:
+            continue
+        if re.match(r"#{1,6} ", line) or re.match(r"\*\*(Hierarchical model|Interaction approach)\.\*\*", line):
+            assert body[i - 1].strip() == "" or body[i - 1].startswith(":::"), f"line glued to the one before: {body[i - 1][-60:]!r} / {line[:60]!r}"

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from jinja2 import ChoiceLoader, FileSystemLoader, StrictUndefined, TemplateError
+from jinja2.ext import Extension
 from jinja2.sandbox import SandboxedEnvironment
 from markupsafe import Markup
 
@@ -45,12 +46,29 @@ def _slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "analysis"
 
 
+# A line of text that ends in a closing block tag (`... sentence.{% endif %}`): trim_blocks would
+# eat its newline and glue the next line on (a heading after it stops being a heading, two
+# paragraphs become one). Such lines get one more newline, which trim_blocks then removes;
+# lines holding only tags are trimmed as before.
+_TEXT_THEN_END_TAG = re.compile(r"^(?P<line>[^\n]*\{%-?\s*end\w+\s*-?%\})[ \t]*\n", re.MULTILINE)
+_TAGS = re.compile(r"\{%.*?%\}|<#--.*?--#>")
+
+
+class _KeepTextLineEnds(Extension):
+    def preprocess(self, source: str, name: str | None, filename: str | None = None) -> str:
+        def fix(m: re.Match) -> str:
+            line = m.group("line")
+            return line + ("\n\n" if _TAGS.sub("", line).strip() else "\n")
+
+        return _TEXT_THEN_END_TAG.sub(fix, source)
+
+
 def environment(user_dir: Path | None = None) -> SandboxedEnvironment:
     loaders = ([FileSystemLoader(str(user_dir))] if user_dir else []) + [FileSystemLoader(str(TEMPLATE_DIR))]
     env = SandboxedEnvironment(loader=ChoiceLoader(loaders), finalize=fmt.md_finalize, autoescape=False,
                                undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
                                # pandoc attributes are written {#id}: Jinja comments use other delimiters
-                               comment_start_string="<#--", comment_end_string="--#>")
+                               comment_start_string="<#--", comment_end_string="--#>", extensions=[_KeepTextLineEnds])
     env.filters.update(num=fmt.num, count=fmt.count, pct=fmt.pct, interval=fmt.interval, md=fmt.md,
                        ci=fmt.ci, yaml_md=fmt.yaml_md, code=fmt.code, share=fmt.share)
     return env

@@ -306,3 +306,167 @@ def test_detection_is_calibrated_against_the_null_cell():
     alt = sim.summary[sim.summary["cell_index"] == grid[-1].index]
     assert pc.loc[(grid[-1].sd, "hierarchical"), "detect"] == pytest.approx(np.mean(alt["sd_between_mean"] > thr))
     assert pc.loc[(grid[-1].sd, "ols_full"), "false_positive"] == pytest.approx(pc.loc[(0.0, "ols_full"), "detect"])
+
+
+# --------------------------------------------------------------------------- family bernoulli
+
+
+def bernoulli_raw(**design) -> dict:
+    """SMALL as a 0/1 outcome: family bernoulli, the base rate in place of the outcome's mean and SD."""
+    raw = small_raw()
+    raw["family"] = "bernoulli"
+    raw["design"].pop("outcome_sd")
+    raw["design"].update({"base_rate": 0.3, "average_effect": 0.1, "heterogeneity_sd": 0.1, **design})
+    return raw
+
+
+def test_bernoulli_needs_a_base_rate():
+    raw = bernoulli_raw()
+    raw["design"].pop("base_rate")
+    raw["design"]["outcome_sd"] = 0.5
+    msg = _error(raw)
+    assert msg.startswith("design.base_rate:") and "family is bernoulli" in msg and "share of 1s in the control arm" in msg
+
+
+def test_base_rate_with_gaussian_is_an_error():
+    raw = small_raw()
+    raw["design"]["base_rate"] = 0.3
+    msg = _error(raw)
+    assert msg.startswith("design.base_rate:") and "family: bernoulli" in msg and "design.outcome_sd" in msg
+
+
+def test_bernoulli_outcome_sd_and_mean_are_errors():
+    msg = _error(bernoulli_raw(outcome_sd=0.5))
+    assert msg.startswith("design.outcome_sd:") and "base_rate" in msg and "remove design.outcome_sd" in msg
+    msg = _error(bernoulli_raw(outcome_mean=0.3))
+    assert msg.startswith("design.outcome_mean:") and "remove design.outcome_mean" in msg
+
+
+def test_bernoulli_average_effect_must_keep_the_probability_inside_0_1():
+    msg = _error(bernoulli_raw(average_effect=0.75))
+    assert msg.startswith("design.average_effect:") and "1.05" in msg and "difference in probability" in msg and "below 0.7" in msg
+    msg = _error(bernoulli_raw(average_effect=-0.3))
+    assert msg.startswith("design.average_effect:") and "between 0 and 1" in msg
+
+
+def test_unsupported_family_per_analysis_is_registered_only():
+    from hetreport.prereg.plan import resolve_plan
+
+    raw = small_raw()
+    raw["analyses"].append({"name": "counts", "modifiers": ["female"], "family": "poisson"})
+    plan = resolve_plan(parse_spec(raw, source="design.yml"))
+    assert plan.simulated == ("people",) and [a.name for a in plan.analyses] == ["people"]
+    assert any("'counts'" in n and "gaussian and bernoulli" in n for n in plan.notes)
+
+
+def test_per_analysis_bernoulli_without_base_rate_is_registered_only():
+    """A gaussian spec (outcome_sd) with a logit analysis of the same outcome, as in the Tomz-Weeks design."""
+    from hetreport.prereg.plan import resolve_plan
+
+    raw = small_raw()
+    raw["analyses"].append({"name": "people_logit", "modifiers": ["female", "age"], "family": "bernoulli"})
+    plan = resolve_plan(parse_spec(raw, source="design.yml"))
+    assert plan.simulated == ("people",) and plan.outcome_family == "gaussian"
+    assert any("'people_logit'" in n and "design.base_rate" in n for n in plan.notes)
+    raw["design"]["analyses"] = ["people_logit"]
+    msg = _error(raw)
+    assert msg.startswith("design.analyses[0]:") and "design.base_rate" in msg
+
+
+def test_per_analysis_bernoulli_with_base_rate_is_simulated():
+    from scipy.special import logit
+
+    from hetreport.prereg.plan import resolve_plan
+    from hetreport.prereg.simulate import resolved_priors
+
+    raw = small_raw()
+    raw["design"].pop("outcome_sd")
+    raw["design"].update({"base_rate": 0.3, "average_effect": 0.1})
+    raw["analyses"].append({"name": "people_logit", "modifiers": ["female", "age"], "family": "bernoulli"})
+    plan = resolve_plan(parse_spec(raw, source="design.yml"))
+    assert plan.simulated == ("people", "people_logit") and plan.outcome_family == "bernoulli"
+    assert [a.family for a in plan.analyses] == ["gaussian", "bernoulli"]
+    q = 0.3 + 0.5 * 0.1  # the planned share of 1s
+    # the linear probability model's defaults scale to the 0/1 outcome's SD; the logit model's are on the log-odds scale
+    assert plan.outcome_sd == pytest.approx(np.sqrt(q * (1 - q)))
+    lpm, logit_model = resolved_priors(plan, "people"), resolved_priors(plan, "people_logit")
+    assert lpm["sigma"] is not None and lpm["b"].params[1] == pytest.approx(np.sqrt(q * (1 - q)), rel=1e-2)
+    assert logit_model["sigma"] is None and logit_model["b"].params == (0.0, 1.0) and logit_model["sd"].params == (1.0,)
+    assert logit_model["intercept"].params[0] == pytest.approx(logit(q), abs=1e-2) and logit_model["intercept"].params[1] == 2.5
+
+
+def test_bernoulli_simulated_frame_base_rate_and_truth():
+    """Control share = base rate; each group's truth is the realised difference in probability (large N)."""
+    from hetreport.groups import group_key
+    from hetreport.prereg.plan import resolve_plan, simulate_frame
+
+    plan = resolve_plan(parse_spec(bernoulli_raw(), source="design.yml"))
+    assert plan.outcome_family == "bernoulli" and plan.base_rate == 0.3 and plan.outcome_sd_source == "design.base_rate"
+    frame, truth = simulate_frame(plan, 300_000, 0.1, 11)
+    assert set(frame["y"].unique()) == {0.0, 1.0}
+    assert frame.loc[frame["treat"] == 0, "y"].mean() == pytest.approx(0.3, abs=0.005)
+    frame["group"] = [group_key(("female", "age"), r) for r in frame[["female", "age"]].itertuples(index=False, name=None)]
+    means = frame.groupby(["group", "treat"])["y"].mean().unstack()
+    empirical = (means[1] - means[0]).reindex(truth.index)
+    assert np.abs(empirical - truth).max() < 0.015  # SE of a difference of two shares of ~25,000 units each: about 0.004
+    assert truth.std() > 0.02  # heterogeneous
+
+
+def test_bernoulli_truth_is_the_clipped_difference():
+    from hetreport.prereg.plan import P_MAX, P_MIN, resolve_plan, simulate_frame, true_effects
+
+    plan = resolve_plan(parse_spec(bernoulli_raw(base_rate=0.05, average_effect=-0.02, heterogeneity_sd=0.2), source="design.yml"))
+    assert any("clips" in n for n in plan.notes)
+    frame, truth = simulate_frame(plan, 2000, 0.2, 5)
+    raw_truth = true_effects(plan, "people", 0.2, np.random.default_rng([5, 2]))
+    assert (raw_truth < P_MIN - 0.05).any()  # some unclipped effects would give a negative probability
+    assert np.allclose(truth, np.clip(0.05 + raw_truth, P_MIN, P_MAX) - 0.05)
+    assert (0.05 + truth >= P_MIN - 1e-12).all() and (0.05 + truth <= P_MAX + 1e-12).all()
+
+
+def test_bernoulli_prior_predictive_on_the_probability_scale():
+    from hetreport.prereg.appendix import prior_predictive
+    from hetreport.prereg.plan import resolve_plan
+
+    plan = resolve_plan(parse_spec(bernoulli_raw(), source="design.yml"))
+    pp = prior_predictive(plan, "people", draws=300)
+    ge = pp["group_effect"]
+    assert pp["family"] == "bernoulli" and ge.shape == (300, 6)
+    assert (ge > -1).all() and (ge < 1).all() and (ge >= -0.3).all() and (ge <= 0.7).all()  # at the base rate 0.3
+    assert ge.std() > 0.1  # wide: the log-odds priors allow large effects
+    assert (pp["sigma_theta"] > 0).all() and np.median(pp["sigma_theta"]) == pytest.approx(0.674, rel=0.25)  # halfnormal(1), log-odds
+
+
+@pytest.fixture(scope="module")
+def bernoulli_appendix(tmp_path_factory):
+    from hetreport.prereg import preregister
+
+    d = tmp_path_factory.mktemp("prereg-bernoulli")
+    spec = d / "design.yml"
+    spec.write_text(yaml.safe_dump(bernoulli_raw(), sort_keys=False))
+    done = preregister(spec, d / "out", workers=2, formats=["html"])
+    return d, done
+
+
+@pytest.mark.slow
+def test_bernoulli_appendix_detection_and_mock_report(bernoulli_appendix):
+    from bs4 import BeautifulSoup
+
+    d, done = bernoulli_appendix
+    html = BeautifulSoup(done["appendix"]["html"].read_text(), "html.parser")
+    text = html.get_text(" ")
+    assert "people (bernoulli)" in text  # rows of the detection table
+    assert "base rate" in text and "difference in the probability of" in text and "log-odds scale" in text
+    table = next(t for t in html.find_all("table") if "P(detect)" in t.get_text())
+    rows = [r.get_text(" ") for r in table.find_all("tr") if "people (bernoulli)" in r.get_text()]
+    assert len(rows) == 4  # SD 0 and 0.1, OLS and hierarchical
+    mock = BeautifulSoup(done["mock"]["html"].read_text(), "html.parser")
+    assert "Who responds" in mock.get_text() and mock.title.get_text().startswith("SIMULATED DATA")
+    summary = pd.read_csv(d / "out" / "simulation.csv")
+    assert (summary["status"] == "ok").all() and len(summary) == 6 and set(summary["family"]) == {"bernoulli"}
+    assert set(summary["link_scale"]) == {"log-odds"}
+    groups = pd.read_csv(d / "out" / "simulation_groups.csv")
+    hier = groups[groups["method"] == "hierarchical"]
+    assert (hier["estimate"].abs() < 1).all() and ((hier["lower_95"] >= -1) & (hier["upper_95"] <= 1)).all()
+    assert abs((hier["estimate"] - hier["truth"]).mean()) < 0.05  # near the truth on average (probability scale)
+    assert np.sqrt(((hier["estimate"] - hier["truth"]) ** 2).mean()) < 0.15

@@ -33,7 +33,7 @@ from markupsafe import Markup
 from ..errors import HetreportError, RenderError
 from ..report import format as fmt
 from ..spec import Spec, load_spec, parse_spec
-from .plan import Plan, derived_seed, expected_sizes, resolve_plan, simulate_frame
+from .plan import P_MAX, P_MIN, Plan, derived_seed, expected_sizes, resolve_plan, simulate_frame
 from .simulate import SimulationResult, cells, per_cell, per_group, resolved_priors, run_simulation
 
 MARK = "SIMULATED DATA — NOT RESULTS"
@@ -113,28 +113,55 @@ def fit_mock(spec: Spec, plan: Plan, folder: Path, log=None):
 
 def prior_predictive(plan: Plan, analysis: str, draws: int = 500) -> dict[str, np.ndarray]:
     """Draws of every group's effect and of sigma_theta from the model's prior, on the planned
-    design (full crossing of the planned levels, one simulated data set for the controls)."""
+    design (full crossing of the planned levels, one simulated data set for the controls).
+
+    Bernoulli: the model's parameters are on the log-odds scale; each group's effect is shown on the
+    probability scale at the planned base rate p, ``expit(logit(p) + theta_g) - p`` (theta_g the group's
+    log-odds slope drawn from the prior), so it lies in (-1, 1); sigma_theta stays on the log-odds scale."""
     import pymc as pm
 
     from ..models.hierarchical import _control_prior_sds, build_design, build_model
-    from .simulate import _analysis_inputs, full_groups
+    from .simulate import _analysis_inputs, bernoulli_rows, build_bernoulli_model, full_groups
 
     cell = next(c for c in cells_for_prior(plan, analysis))
     adata, _, _ = _analysis_inputs(plan, cell, derived_seed(plan.seed, 98))
     g = full_groups(plan, cell, adata)
     d = build_design(adata, g, plan.analysis(analysis).mode)
-    resolved = resolved_priors(plan)
-    model = build_model(d, resolved, _control_prior_sds(resolved, adata), adata.control_columns, g.keys)
+    resolved = resolved_priors(plan, analysis)
+    bernoulli = plan.analysis(analysis).family == "bernoulli"
+    if bernoulli:
+        model = build_bernoulli_model(d, bernoulli_rows(adata, g), resolved, _control_prior_sds(resolved, adata), adata.control_columns, g.keys)
+        slope = "group_slope"
+    else:
+        model = build_model(d, resolved, _control_prior_sds(resolved, adata), adata.control_columns, g.keys)
+        slope = "group_effect"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with model:
-            prior = pm.sample_prior_predictive(draws=draws, var_names=["group_effect", "sd_slope", "b_treat"],
+            prior = pm.sample_prior_predictive(draws=draws, var_names=[slope, "sd_slope", "b_treat"],
                                                random_seed=derived_seed(plan.seed, 97))
     pr = prior.prior
-    ge = pr["group_effect"].stack(sample=("chain", "draw")).transpose("sample", "group").to_numpy()
+    ge = pr[slope].stack(sample=("chain", "draw")).transpose("sample", "group").to_numpy()
+    if bernoulli:
+        from scipy.special import expit, logit
+
+        p0 = plan.base_rate
+        ge = expit(logit(p0) + ge) - p0
     sd = pr["sd_slope"].stack(sample=("chain", "draw")).transpose("sample", "term").to_numpy()
     return {"group_effect": ge, "sigma_theta": sd[:, -1], "b_treat": pr["b_treat"].to_numpy().ravel(),
-            "sd_between": ge.std(axis=1, ddof=1)}
+            "sd_between": ge.std(axis=1, ddof=1), "family": "bernoulli" if bernoulli else "gaussian"}
+
+
+def _prior_analyses(plan: Plan) -> list[str]:
+    """The analyses whose prior predictive is drawn: the first simulated analysis, and the first of each
+    other family among the simulated analyses (the priors' scale differs by family)."""
+    out, seen = [], set()
+    for name in plan.simulated:
+        fam = plan.analysis(name).family
+        if fam not in seen:
+            seen.add(fam)
+            out.append(name)
+    return out
 
 
 def cells_for_prior(plan: Plan, analysis: str):
@@ -157,14 +184,16 @@ def figure_prior(pp: dict, plan: Plan, which: str, label: str):
 
     from .. import figures as figs
 
+    bernoulli = pp.get("family") == "bernoulli"
     if which == "group_effect":
         vals = pp["group_effect"].ravel()
-        xlab = f"Group effect on {label} (prior draws, all groups)"
+        xlab = (f"Group effect on P({label}), probability scale (prior draws, all groups)" if bernoulli
+                else f"Group effect on {label} (prior draws, all groups)")
         ref = [plan.average_effect]
     else:
         vals = pp["sigma_theta"]
-        xlab = "σθ, the slope SD of the full crossing (prior draws)"
-        ref = [s for s in plan.sds]
+        xlab = "σθ, the slope SD of the full crossing, log-odds scale (prior draws)" if bernoulli else "σθ, the slope SD of the full crossing (prior draws)"
+        ref = [s for s in plan.sds] if not bernoulli else [s / (plan.base_rate * (1 - plan.base_rate)) for s in plan.sds]
     lo, hi = np.quantile(vals, [0.005, 0.995])
     d = pd.DataFrame({"value": vals[(vals >= lo) & (vals <= hi)]})
     p = (ggplot(d, aes("value")) + geom_histogram(bins=60, fill="#9E9E9E", color="white", size=0.1)
@@ -252,22 +281,49 @@ def _size_table(plan: Plan, analysis: str, n: int, slug: str) -> tuple[Markup, i
     return tbl, int(t["likely_small"].sum()), int((t["p_one_arm"] >= 0.5).sum())
 
 
-def _priors_table(plan: Plan) -> Markup:
-    pri = plan.spec.priors
-    res = resolved_priors(plan)
+def _priors_table(plan: Plan, analysis: str | None = None) -> Markup:
+    """The priors of the spec (``analysis`` None) or of one analysis (its own priors and family)."""
+    spec = plan.spec
+    fam = plan.analysis(analysis).family if analysis else spec.family
+    pri = spec.priors_of(spec.analysis(analysis)) if analysis else spec.priors
+    res = resolved_priors(plan, analysis)
     rows = []
-    for key, what in (("intercept", "Intercept α"), ("b", "Treatment slope β_T and each control's coefficient"), ("sd", "Every term's intercept and slope SD"),
-                      ("sigma", "Residual SD σ"), ("cor", "Intercept–slope correlation of each term")):
+    keys = [("intercept", "Intercept α"), ("b", "Treatment slope β_T and each control's coefficient"), ("sd", "Every term's intercept and slope SD")]
+    keys += [("sigma", "Residual SD σ")] if fam == "gaussian" else []
+    keys += [("cor", "Intercept–slope correlation of each term")]
+    for key, what in keys:
         given = getattr(pri, key)
         used = res.get(key)
-        src = "the spec" if given is not None else f"default, scaled to the planned outcome SD {fmt.num(plan.outcome_sd)}"
-        if key == "b" and given is None:
-            src += " (each control: normal(0, 2.5 sd(y)/sd(x)))"
+        if given is not None:
+            src = "the spec"
+        elif fam == "bernoulli":
+            src = ("default on the log-odds scale, centred at the logit of the planned share of 1s "
+                   f"({fmt.num(plan.outcome_mean)} = base rate + treatment probability × average effect)" if key == "intercept"
+                   else "default on the log-odds scale")
+            if key == "b":
+                src += " (each control: normal(0, 2.5/sd(x)))"
+        else:
+            src = f"default, scaled to the planned outcome SD {fmt.num(plan.outcome_sd)}"
+            if key == "b":
+                src += " (each control: normal(0, 2.5 sd(y)/sd(x)))"
         rows.append([what, fmt.code_span(str(used) if used is not None else "lkj(2)"), src])
-    return fmt.pipe_table(["Parameter", "Prior", "From"], rows, "lll",
-                          "Priors of the hierarchical model. Defaults scale with the outcome's SD: on the real data they are recomputed from its SD, "
-                          "which is close to the planned one if the design's outcome_sd is right; priors given in the spec are used as written.",
-                          "tbl-priors")
+    if fam == "bernoulli":
+        caption = (f"Priors of the hierarchical model of analysis '{analysis or plan.simulated[0]}' (family bernoulli): every parameter is on the "
+                   "log-odds scale. Default priors do not depend on the outcome's SD; on the real data the intercept's default is recentred at the "
+                   "logit of the observed share of 1s; priors given in the spec are used as written.")
+    else:
+        caption = ("Priors of the hierarchical model. Defaults scale with the outcome's SD: on the real data they are recomputed from its SD, "
+                   "which is close to the planned one if the design's outcome_sd is right; priors given in the spec are used as written.")
+    if analysis is not None and fam != "bernoulli":
+        caption = f"Analysis '{analysis}': " + caption
+    label = "tbl-priors" if analysis is None else "tbl-priors-" + "".join(ch if ch.isalnum() else "-" for ch in analysis.lower())
+    return fmt.pipe_table(["Parameter", "Prior", "From"], rows, "lll", caption, label)
+
+
+def _own_priors(plan: Plan, name: str) -> bool:
+    """Whether an analysis's priors differ from the spec's table (its own family or priors)."""
+    a = plan.spec.analysis(name)
+    return plan.analysis(name).family != plan.spec.family or a.priors is not None
 
 
 def _decision_rules(plan: Plan) -> list[Markup]:
@@ -292,6 +348,18 @@ def _decision_rules(plan: Plan) -> list[Markup]:
     )]
 
 
+def _outcome_row(spec: Spec, plan: Plan) -> list[str]:
+    """The design table's outcome row: mean and SD (gaussian), or the base rate of a 0/1 outcome."""
+    label = spec.label(spec.outcome)
+    if plan.outcome_family != "bernoulli":
+        return ["Outcome", f"{label} ({spec.family}); expected mean {fmt.num(plan.outcome_mean)}, SD {fmt.num(plan.outcome_sd)} "
+                           f"(from {plan.outcome_sd_source})"]
+    fams = sorted({a.family for a in plan.analyses})
+    how = "bernoulli (logit)" if fams == ["bernoulli"] else "bernoulli (logit) and gaussian (the linear probability model)"
+    return ["Outcome", f"{label}, 0/1, analysed with {how}; expected share of 1s in the control arm (base rate) {fmt.num(plan.base_rate)}; "
+                       f"treated and control probabilities are kept within [{P_MIN:g}, {P_MAX:g}] in the simulation"]
+
+
 def appendix_context(spec: Spec, plan: Plan, sim: SimulationResult, mock, record: dict, figures: dict, route: str) -> dict:
 
     pc = per_cell(sim, plan)
@@ -312,17 +380,20 @@ def appendix_context(spec: Spec, plan: Plan, sim: SimulationResult, mock, record
             "correlated": a.correlated, "slope_predictors": ", ".join(a.slope_predictors), "filter": a.filter,
             "formula_bambi": f_bambi, "formula_brms": f_brms, "ols_formula": ma.ols["ols_full"]["formula"],
             "additive_formula": ma.ols["ols_additive"]["formula"], "size_tables": size_tables, "simulated": ap.name in plan.simulated,
-            "figures": figures.get(ap.name, {}),
+            "figures": figures.get(ap.name, {}), "family": ap.family, "bernoulli": ap.family == "bernoulli",
+            "glm_formula": ma.ols.get("glm_full", {}).get("formula"),
+            "priors_table": _priors_table(plan, ap.name) if _own_priors(plan, ap.name) else None,
         })
     rows = []
     for r in pc.itertuples():
-        rows.append([r.analysis, fmt.count(r.n), f"{r.sd:g}" + (" (null)" if r.sd == 0 else ""), {"ols_full": "OLS, full interactions", "hierarchical": "Hierarchical"}[r.method],
+        fam = plan.analysis(r.analysis).family
+        rows.append([r.analysis + (" (bernoulli)" if fam == "bernoulli" else ""), fmt.count(r.n), f"{r.sd:g}" + (" (null)" if r.sd == 0 else ""), {"ols_full": "OLS, full interactions", "hierarchical": "Hierarchical"}[r.method],
                      fmt.num(r.groups_estimated, 1), fmt.num(r.rmse, 3), fmt.num(r.width, 3), fmt.share(r.coverage),
                      f"{fmt.share(r.detect)} (± {fmt.num(1.96 * r.detect_se, 2)})", fmt.share(r.false_positive), f"{r.replications} / {r.replications + r.failed}"])
     detect_table = fmt.pipe_table(["Analysis", "N", "Heterogeneity SD", "Approach", "Groups estimated", "RMSE", "Mean 95% width", "95% coverage",
                                    "P(detect)", "False positives at SD 0", "Replications ok"], rows, "lrrlrrrrrrr",
                                   "What the design can detect, per planned N and assumed heterogeneity SD: averages over groups and replications of "
-                                  "the error (RMSE against the true group effects), the 95% interval width and its coverage, and the probability of "
+                                  "the error (RMSE against the true group effects; for bernoulli analyses on the probability scale), the 95% interval width and its coverage, and the probability of "
                                   "detecting heterogeneity (definition above; ± 1.96 Monte-Carlo SEs), next to the same rule's rate of detecting "
                                   "heterogeneity that is not there (the null cell, SD 0; 5% by construction for the hierarchical rule).", "tbl-detection")
     s = sim.summary
@@ -331,10 +402,10 @@ def appendix_context(spec: Spec, plan: Plan, sim: SimulationResult, mock, record
     d = spec.design
     design_rows = [
         ["Planned N", ", ".join(fmt.count(n) for n in plan.sizes)], ["Treatment probability", f"{plan.p_treat:g}"],
-        ["Outcome", f"{spec.label(spec.outcome)} ({spec.family}); expected mean {fmt.num(plan.outcome_mean)}, SD {fmt.num(plan.outcome_sd)} "
-                    f"(from {plan.outcome_sd_source})"],
-        ["Assumed average effect", fmt.num(plan.average_effect)],
-        ["Assumed heterogeneity SD (of the true group effects)", ", ".join(f"{s_:g}" for s_ in plan.sds)],
+        _outcome_row(spec, plan),
+        ["Assumed average effect" + (" (difference in probability)" if plan.outcome_family == "bernoulli" else ""), fmt.num(plan.average_effect)],
+        ["Assumed heterogeneity SD (of the true group effects" + (", probability scale)" if plan.outcome_family == "bernoulli" else ")"),
+         ", ".join(f"{s_:g}" for s_ in plan.sds)],
         ["Detecting heterogeneity", "calibrated: hierarchical against the 95th percentile at SD 0; OLS Wald test at 5%"],
         ["Replications per cell", str(plan.replications)], ["Design seed", str(plan.seed)],
         ["Simulation sampler", f"{d.sampler.chains} chains × {d.sampler.draws} draws ({d.sampler.tune} tuning), target_accept {d.sampler.target_accept:g}"],
@@ -348,7 +419,9 @@ def appendix_context(spec: Spec, plan: Plan, sim: SimulationResult, mock, record
         "design_table": fmt.pipe_table(["Item", "Planned"], design_rows, "ll", "The planned design and the assumptions of the simulation.", "tbl-design"),
         "shares_table": _share_tables(plan), "priors_table": _priors_table(plan), "rules": _decision_rules(plan),
         "analyses": analyses, "se_type": spec.ols.se_type, "cluster": spec.ols.cluster, "detect_table": detect_table,
-        "notes": list(plan.notes), "prior_figures": figures.get("_prior", {}),
+        "notes": list(plan.notes), "prior_sets": figures.get("_priors", []),
+        "bernoulli": plan.outcome_family == "bernoulli", "p_min": f"{P_MIN:g}", "p_max": f"{P_MAX:g}", "any_bernoulli": any(a.family == "bernoulli" for a in plan.analyses),
+        "any_gaussian": any(a.family == "gaussian" for a in plan.analyses), "base_rate": fmt.num(plan.base_rate) if plan.base_rate is not None else None,
         "detect_figure": figures.get("_detect"), "sim_where": sim.where, "sim_minutes": fmt.num(sim.wall_s / 60, 1),
         "n_replications": len(s), "n_failed": len(failed), "failed_examples": [str(e) for e in failed.get("error", pd.Series(dtype=str)).head(3)],
         "compiles": compiles, "swaps": int((ok["compile"] == "swap").sum()) if len(ok) and "compile" in ok else 0,
@@ -358,7 +431,7 @@ def appendix_context(spec: Spec, plan: Plan, sim: SimulationResult, mock, record
         "spec_block": fmt.code_block(spec.source_text or ""),
         "canonical_block": fmt.code_block(json.dumps(record["spec"], indent=1, sort_keys=True), "json"),
         "pagebreak": Markup("{{< pagebreak >}}"),
-        "simulated_names": ", ".join(plan.simulated), "prior_analysis": plan.simulated[0],
+        "simulated_names": ", ".join(plan.simulated),
         "has_pg": len(pg) > 0,
     }
 
@@ -370,22 +443,37 @@ def _write_figures(spec: Spec, plan: Plan, sim: SimulationResult, folder: Path, 
     say = log or (lambda m: None)
     folder.mkdir(parents=True, exist_ok=True)
     out: dict = {}
-    first = plan.simulated[0]
-    say(f"prior predictive draws ({first})")
-    pp = prior_predictive(plan, first)
     label = spec.label(spec.outcome)
-    prior = {}
-    for key, cap in (("group_effect", f"Prior predictive draws of the group effects of analysis '{first}' on the outcome's scale ({label}); the dashed line "
+    sets = []
+    for first in _prior_analyses(plan):
+        say(f"prior predictive draws ({first})")
+        pp = prior_predictive(plan, first)
+        bern = pp["family"] == "bernoulli"
+        slug = "".join(ch if ch.isalnum() else "-" for ch in first.lower())
+        if bern:
+            caps = (("group_effect", f"Prior predictive draws of the group effects of analysis '{first}' (bernoulli) on the probability scale: "
+                                     f"the difference in the probability of {label} between treatment and control, each group's log-odds slope "
+                                     f"drawn from the prior and applied at the planned base rate {plan.base_rate:g}; the dashed line is the "
+                                     "assumed average effect."),
+                    ("sigma_theta", f"Prior draws of σθ of analysis '{first}', the slope SD of the full crossing of the modifiers, on the "
+                                    "log-odds scale (the model's own scale); dashed lines are the assumed heterogeneity SDs converted to log-odds "
+                                    f"at the base rate (SD / (p(1 − p)) with p = {plan.base_rate:g}, a first-order approximation)."))
+        else:
+            caps = (("group_effect", f"Prior predictive draws of the group effects of analysis '{first}' on the outcome's scale ({label}); the dashed line "
                                      "is the assumed average effect."),
-                     ("sigma_theta", "Prior draws of σθ, the slope SD of the full crossing of the modifiers; dashed lines are the assumed heterogeneity SDs.")):
-        _save(figure_prior(pp, plan, key, label), folder / f"prior-{key}", 6.0, 3.0)
-        prior[key] = {"path": Markup(f"figures/prior-{key}"), "id": Markup(f"fig-prior-{key.replace('_', '-')}"), "caption": cap}
-    prior["summary"] = {
-        "ge_lo": fmt.num(np.quantile(pp["group_effect"], 0.05)), "ge_hi": fmt.num(np.quantile(pp["group_effect"], 0.95)),
-        "st_med": fmt.num(np.median(pp["sigma_theta"])), "st_hi": fmt.num(np.quantile(pp["sigma_theta"], 0.95)),
-        "between_med": fmt.num(np.median(pp["sd_between"])),
-    }
-    out["_prior"] = prior
+                    ("sigma_theta", "Prior draws of σθ, the slope SD of the full crossing of the modifiers; dashed lines are the assumed heterogeneity SDs."))
+        entry = {"analysis": first, "bernoulli": bern}
+        for key, cap in caps:
+            stem = f"prior-{key}" if not sets else f"prior-{slug}-{key}"
+            _save(figure_prior(pp, plan, key, label), folder / stem, 6.0, 3.0)
+            entry[key] = {"path": Markup(f"figures/{stem}"), "id": Markup(f"fig-{stem.replace('_', '-')}"), "caption": cap}
+        entry["summary"] = {
+            "ge_lo": fmt.num(np.quantile(pp["group_effect"], 0.05)), "ge_hi": fmt.num(np.quantile(pp["group_effect"], 0.95)),
+            "st_med": fmt.num(np.median(pp["sigma_theta"])), "st_hi": fmt.num(np.quantile(pp["sigma_theta"], 0.95)),
+            "between_med": fmt.num(np.median(pp["sd_between"])),
+        }
+        sets.append(entry)
+    out["_priors"] = sets
     pc = per_cell(sim, plan)
     pg = per_group(sim, plan)
     if len(pc) and pc["detect"].notna().any():

@@ -10,9 +10,10 @@ data. The block holds:
 - ``modifiers``: per modifier its level shares, ``{levels: {code: share}}`` (display labels
   come from the spec's ``labels:`` block), or ``pilot:`` to take them from a pilot file;
 - ``controls``: per control a distribution, ``{mean: m, sd: s}`` or ``{levels: {code: share}}``;
-- ``outcome_sd`` (gaussian; ``base_rate`` is reserved for binary families) and
-  ``outcome_mean``: the outcome's expected scale;
-- ``average_effect`` and ``heterogeneity_sd`` (one value or a list): the assumed truth;
+- ``outcome_sd`` and ``outcome_mean``: the outcome's expected scale (gaussian); or, for a 0/1
+  outcome analysed with family bernoulli, ``base_rate``: the expected share of 1s in the control arm;
+- ``average_effect`` and ``heterogeneity_sd`` (one value or a list): the assumed truth, on the
+  outcome's scale (for bernoulli: differences in probability between treatment and control);
 - ``replications`` (default 50), ``seed``, ``min_arm`` (default ``report.min_arm``),
   ``sampler`` (the simulation's sampler, default 2 chains x 500 draws), ``analyses`` (which
   analyses the detection simulation covers; default all). Detection is calibrated against a simulation without heterogeneity (see
@@ -127,7 +128,7 @@ class PlannedDesign(_Strict):
     pilot: PilotPlan | None = None
     outcome_sd: float | None = Field(default=None, gt=0)
     outcome_mean: float = 0.0
-    #: reserved for binary families (not yet supported by pre-registration)
+    #: family bernoulli: the expected share of 1s in the control arm (in place of outcome_sd and outcome_mean)
     base_rate: float | None = Field(default=None, gt=0, lt=1)
     average_effect: float
     heterogeneity_sd: float | list[float]

@@ -6,6 +6,10 @@ shares (from ``design.modifiers`` or the pilot file's marginals), each control's
 the outcome's scale, and per analysis the full crossing of its modifiers with every group's
 expected share. :func:`expected_sizes` gives the expected group-size table for a planned N;
 :func:`simulate_frame` draws one data set of the planned design with a known truth.
+
+Families: gaussian, and bernoulli (a 0/1 outcome with ``design.base_rate``, the expected share of 1s
+in the control arm; effects are differences in probability). Analyses with other families, or with
+their own outcome, are registered but not simulated.
 """
 
 from __future__ import annotations

@@ -14,6 +14,13 @@ pooling alone, as it would be for a group with one arm. As in the engine, priors
 centring constant are fixed per cell (from replication 0), so results depend on (design, cell,
 replication) only, never on the worker or the order.
 
+**Family bernoulli** (a 0/1 outcome): the same scheme with hetreport's bernoulli model
+(``build_glm_model``, the binomial likelihood over every group x arm cell of the full crossing, or
+one row per unit with controls), its data held in named shared variables that nutpie's
+``with_data`` swaps per replication (:func:`fit_bernoulli_cell`). Group effects are compared with
+the truth on the probability scale (:func:`response_draws`, hetreport's response-scale effects);
+OLS is the linear probability model; sigma_theta stays on the log-odds scale (``link_scale``).
+
 Per replication and group: both approaches' estimate and 95% interval against the truth.
 
 **Detecting heterogeneity, calibrated.** Every (analysis, N) is also simulated with *no*

@@ -39,6 +39,19 @@ def _as_spec(spec: Spec | str | Path) -> Spec:
     return spec if isinstance(spec, Spec) else load_spec(spec)
 
 
+def compiled_for() -> str:
+    """The CPU the sampler's compiled code (numba, through LLVM) targets: draws are bit-identical for the same
+    spec, data, seed and package versions on this CPU type; another one may round differently in the last bit,
+    which MCMC amplifies to differences of Monte-Carlo size."""
+    try:
+        from numba.core import config
+        import llvmlite.binding as llvm
+
+        return str(config.CPU_NAME or llvm.get_host_cpu_name())
+    except Exception:  # numba/llvmlite missing or changed: the manifest still records the platform
+        return "unknown"
+
+
 def fit(spec: Spec | str | Path, *, progress: bool = False, log=None, preregistration: str | Path | None = None) -> StudyResults:
     """Fit every analysis of a study spec with every approach; returns typed results.
 
@@ -105,7 +118,7 @@ def fit(spec: Spec | str | Path, *, progress: bool = False, log=None, preregistr
         "data_file": dataset.path.name, "data_sha256": dataset.sha256, "data_format": dataset.format,
         "rows_read": dataset.n_read, "rows_after_filter": len(dataset.frame), "rows_filtered_out": dataset.n_filtered_out,
         "rows_filter_missing": dataset.n_filter_missing, "seed": spec.sampler.seed, "sampler": spec.sampler.model_dump(),
-        "packages": package_versions(), "platform": platform.platform(), "timings": timings,
+        "packages": package_versions(), "platform": platform.platform(), "compiled_for": compiled_for(), "timings": timings,
         "total_s": round(time.perf_counter() - t_start, 2),
     }
     if conformance is not None:

@@ -1,6 +1,7 @@
 """The command line: one paragraph per error, no traceback; fit/run/report end to end."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -67,6 +68,9 @@ def test_fit_then_report_from_the_command_line(tmp_path):
     assert summary["sigma_theta"]["lower"] <= summary["sigma_theta"]["estimate"] <= summary["sigma_theta"]["upper"]
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["seed"] == 20240529 and len(manifest["data_sha256"]) == 64 and manifest["packages"]["bambi"]
+    import llvmlite.binding as llvm  # the CPU type the draws are reproducible on
+
+    assert manifest["compiled_for"] == (os.environ.get("NUMBA_CPU_NAME") or llvm.get_host_cpu_name())
     res = hetreport("report", out, "--no-quarto", "--format", "html")
     assert res.returncode == 0, res.stderr
     assert (out / "report" / "report.html").exists()

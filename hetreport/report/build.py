@@ -403,6 +403,7 @@ def study_context(results: StudyResults, analyses: list[dict], route: str, forma
             ["Spec hash (canonical form, SHA-256)", fmt.code_span(man.get("spec_hash"))],
             ["Random seed", str(man.get("seed"))],
             ["Fitted", man.get("created", "")],
+            *([["Sampler code compiled for (CPU)", fmt.code_span(man["compiled_for"])]] if man.get("compiled_for") else []),
             ["Rendered with", route],
         ], "ll", "Provenance of this report.", "tbl-provenance"),
         "versions": fmt.pipe_table(["Package", "Version"], [[k, v] for k, v in versions.items()], "ll", "Package versions used for the fit.", "tbl-versions"),

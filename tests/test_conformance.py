@@ -2,7 +2,8 @@
 
 The end-to-end tests register the Tomz-Weeks design (examples/tomz-weeks/design.yml) and run
 the real Tomz-Weeks spec against it, as is and with one modifier dropped, with the sampler
-reduced to 2 chains x 200 draws in *both* files (so the pair still conforms).
+reduced to 2 chains x 200 draws in *both* files (so the pair still conforms), the ordinal
+analysis's own 2000 + 2000 too.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 EX = ROOT / "examples" / "tomz-weeks"
 SAMPLER = "sampler: {draws: 1000, tune: 1000, chains: 4, seed: 2021}"
 SMALL_SAMPLER = "sampler: {draws: 200, tune: 200, chains: 2, seed: 2021}"
+ORDINAL_SAMPLER = "sampler: {tune: 2000, draws: 2000}"  # the ordinal analysis's own, also shrunk in both files
 
 
 def _write_pair(d: Path) -> tuple[Path, Path, Path]:
@@ -32,9 +34,9 @@ def _write_pair(d: Path) -> tuple[Path, Path, Path]:
     d.mkdir(parents=True, exist_ok=True)
     design = (EX / "design.yml").read_text()
     spec = (EX / "spec.yml").read_text()
-    assert SAMPLER in design and SAMPLER in spec
-    (d / "design.yml").write_text(design.replace(SAMPLER, SMALL_SAMPLER))
-    spec = spec.replace(SAMPLER, SMALL_SAMPLER).replace("path: data/", f"path: {EX}/data/")
+    assert SAMPLER in design and SAMPLER in spec and ORDINAL_SAMPLER in design and ORDINAL_SAMPLER in spec
+    (d / "design.yml").write_text(design.replace(SAMPLER, SMALL_SAMPLER).replace(ORDINAL_SAMPLER, "sampler: {tune: 200, draws: 200}"))
+    spec = spec.replace(SAMPLER, SMALL_SAMPLER).replace(ORDINAL_SAMPLER, "sampler: {tune: 200, draws: 200}").replace("path: data/", f"path: {EX}/data/")
     (d / "spec.yml").write_text(spec)
     i = spec.index("name: respondents\n")
     (d / "dropped.yml").write_text(spec[:i] + spec[i:].replace("modifiers: [white, male, intl, hawk_r]", "modifiers: [white, male, intl]", 1))

@@ -643,3 +643,16 @@ def test_a_text_line_ending_in_a_closing_tag_keeps_its_line_break():
     t = environment().from_string("Para.{% if x %} More.{% endif %}\n\n## Heading\n{% if y %}\nline\n{% endif %}\nafter\n")
     assert t.render(x=True, y=True) == "Para. More.\n\n## Heading\nline\nafter\n"
     assert t.render(x=False, y=False) == "Para.\n\n## Heading\nafter\n"
+
+
+def test_pipe_table_columns_are_sized_by_their_content():
+    """Pandoc (and Quarto) size wrapped table columns by the dashes under the header: a column of
+    group names must get more room than a column of counts, and every header word its width."""
+    from hetreport.report.format import pipe_table
+
+    table = str(pipe_table(["Group", "n", "Hierarchical (95% interval)"],
+                           [["non-white, women, lowest internationalism, least hawkish", 6, "0.04 (−0.42 to 0.48)"]], "lrr"))
+    dashes = [len(c.strip(":")) for c in table.split("\n")[1].strip("|").split("|")]
+    assert dashes[0] > dashes[2] > dashes[1] >= len("n")
+    assert dashes[0] <= 28 + 3  # long names wrap instead of starving the other columns
+    assert dashes[2] >= len("Hierarchical") + 2

@@ -95,15 +95,32 @@ def pipe_table(header: list[str], rows: list[list], align: str | None = None, ca
     """A pandoc pipe table. Cells are escaped unless already Markup; ``align`` is one of
     'l', 'r', 'c' per column."""
     align = align or "l" + "r" * (len(header) - 1)
-    marks = {"l": ":---", "r": "---:", "c": ":---:"}
     esc = lambda v: (v if isinstance(v, Markup) else md(num(v) if isinstance(v, float) else v))  # noqa: E731
-    lines = ["| " + " | ".join(esc(h) for h in header) + " |", "|" + "|".join(marks[a] for a in align) + "|"]
-    for r in rows:
-        lines.append("| " + " | ".join(str(esc(v)) for v in r) + " |")
+    head = [str(esc(h)) for h in header]
+    body = [[str(esc(v)) for v in r] for r in rows]
+    # A table too wide for a line wraps its cells, and pandoc (Quarto too) then sizes each column by
+    # the dashes under its header: as many as the column's longest cell (or longest header word)
+    # needs plus room for the cell's padding, so a column of group names is not squeezed to the
+    # width of a column of numbers, nor a column of numbers until its digits overlap.
+    widths = []
+    for j, h in enumerate(head):
+        cell = max([len(_shown(r[j])) for r in body if j < len(r)], default=0)
+        word = max((len(w) for w in _shown(h).split()), default=0)  # a header wraps at spaces only
+        # long text wraps within 28 characters; header words are bold, hence wider
+        widths.append(max(min(cell, 28), -(-word * 6 // 5), 2) + 3)
+    marks = {"l": lambda w: ":" + "-" * w, "r": lambda w: "-" * w + ":", "c": lambda w: ":" + "-" * w + ":"}
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(marks[a](w) for a, w in zip(align, widths)) + "|"]
+    for r in body:
+        lines.append("| " + " | ".join(r) + " |")
     if caption:
         lines.append("")
         lines.append(f": {md(caption)}" + (f" {{#{label}}}" if label else ""))
     return Markup("\n".join(lines))
+
+
+def _shown(cell: str) -> str:
+    """A cell's text roughly as printed: without markdown's backslash escapes."""
+    return re.sub(r"\\(.)", r"\1", cell)
 
 
 def yaml_md(text) -> Markup:

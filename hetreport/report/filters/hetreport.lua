@@ -271,14 +271,9 @@ local pass_numbers = {
     return nil
   end,
   Table = function(tbl)
-    if is_typst then
-      -- Let Typst size the columns to their content (it shrinks and wraps
-      -- them to fit the page). Pandoc's widths from the dashes of a pipe
-      -- table squeeze number columns until their digits overlap.
-      for i, spec in ipairs(tbl.colspecs) do
-        tbl.colspecs[i] = { spec[1], nil }
-      end
-    end
+    -- Column widths come from the dashes of each pipe table, sized by
+    -- hetreport to the columns' content (report/format.py: pipe_table), so
+    -- that Quarto and this route lay tables out alike.
     if tbl.identifier:match('^tbl%-') then
       counts.tbl = counts.tbl + 1
       local number = tostring(counts.tbl)

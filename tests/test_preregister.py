@@ -220,6 +220,7 @@ def test_appendix_has_every_section(appendix):
     assert "Expected group sizes at N = 400" in text and "P(arm < 5)" in text
     assert "y ~ 1 + income + treat + (1 + treat | female*age)" in text  # the brms formula
     assert "halfnormal" in text and "at least 95%" in text  # priors table, decision rule
+    assert "These priors allow very large effects" in text  # the defaults put >10% of group effects beyond 2 SDs
     assert "Probability of detecting heterogeneity" in text or "P(detect)" in text
     imgs = [i["src"] for i in html.find_all("img")]
     assert len(imgs) >= 5  # two prior figures, detection, width and RMSE per group
@@ -470,3 +471,21 @@ def test_bernoulli_appendix_detection_and_mock_report(bernoulli_appendix):
     assert (hier["estimate"].abs() < 1).all() and ((hier["lower_95"] >= -1) & (hier["upper_95"] <= 1)).all()
     assert abs((hier["estimate"] - hier["truth"]).mean()) < 0.05  # near the truth on average (probability scale)
     assert np.sqrt(((hier["estimate"] - hier["truth"]) ** 2).mean()) < 0.15
+
+
+def test_priors_that_allow_effects_beyond_two_outcome_sds_are_called_out():
+    """The default priors (scaled to the outcome's SD) put many group effects beyond two SDs; narrow group-SD
+    priors do not. The appendix's note follows this rule."""
+    import warnings
+
+    from hetreport.prereg.appendix import prior_predictive, priors_too_wide
+    from hetreport.prereg.plan import resolve_plan
+
+    raw = small_raw()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        wide = prior_predictive(resolve_plan(parse_spec(raw, source="design.yml")), "people")
+        raw["priors"] = {"sd": "halfnormal(0.1)", "b": "normal(0, 0.3)"}
+        narrow = prior_predictive(resolve_plan(parse_spec(raw, source="design.yml")), "people")
+    assert priors_too_wide(wide["group_effect"], 1.0) and not priors_too_wide(narrow["group_effect"], 1.0)
+    assert priors_too_wide(np.r_[np.zeros(85), np.full(15, 2.5)], 1.0) and not priors_too_wide(np.r_[np.zeros(95), np.full(5, 2.5)], 1.0)

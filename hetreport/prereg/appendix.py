@@ -111,6 +111,14 @@ def fit_mock(spec: Spec, plan: Plan, folder: Path, log=None):
 # --------------------------------------------------------------------------- prior predictive
 
 
+def priors_too_wide(group_effect: np.ndarray, outcome_sd: float) -> bool:
+    """True when more than 10% of the prior's group effects exceed twice the outcome's SD in size: a
+    treatment effect that large is rare in this field's outcomes, so such priors are weak on the
+    outcome's scale, and the appendix says so (small groups' estimates and sigma_theta lean on them)."""
+    g = np.asarray(group_effect, dtype=float).ravel()
+    return bool(np.mean(np.abs(g) > 2 * outcome_sd) > 0.10)
+
+
 def prior_predictive(plan: Plan, analysis: str, draws: int = 500) -> dict[str, np.ndarray]:
     """Draws of every group's effect and of sigma_theta from the model's prior, on the planned
     design (full crossing of the planned levels, one simulated data set for the controls).
@@ -472,6 +480,8 @@ def _write_figures(spec: Spec, plan: Plan, sim: SimulationResult, folder: Path, 
             "st_med": fmt.num(np.median(pp["sigma_theta"])), "st_hi": fmt.num(np.quantile(pp["sigma_theta"], 0.95)),
             "between_med": fmt.num(np.median(pp["sd_between"])),
         }
+        entry["summary"]["too_wide"] = not bern and priors_too_wide(pp["group_effect"], plan.outcome_sd)
+        entry["summary"]["two_sd"] = fmt.num(2 * plan.outcome_sd)
         sets.append(entry)
     out["_priors"] = sets
     pc = per_cell(sim, plan)

@@ -63,6 +63,8 @@ flagged as divergence, and a fit that does not converge marks every group non-es
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import numpy as np
 import pandas as pd
 from scipy import sparse, stats
@@ -94,7 +96,7 @@ PHI_MAX = 1e8
 # ----------------------------------------------------------------------------- likelihoods
 
 
-class _Family:
+class _Family(ABC):
     """Log-likelihood, per-unit scores and observed information of one family (parameters: beta, then extras)."""
 
     n_extra = 0
@@ -102,15 +104,17 @@ class _Family:
     def __init__(self, X: np.ndarray, y: np.ndarray, trials: np.ndarray):
         self.X, self.y, self.trials = X, y, trials
 
+    @abstractmethod
     def start(self) -> np.ndarray:
-        raise NotImplementedError
+        """Starting values for Newton's method."""
 
+    @abstractmethod
     def evaluate(self, params: np.ndarray, scores: bool = False):
         """(loglik, gradient, A = minus the Hessian, per-unit scores or None)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def leverage(self, params: np.ndarray, A_inv: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
+        """Each unit's hat value (the HC2/HC3 leverage) at the MLE."""
 
 
 class _Canonical(_Family):

@@ -238,7 +238,7 @@ def figure_detection(pc: pd.DataFrame):
     d["lo"] = (d["detect"] - 1.96 * d["detect_se"]).clip(0, 1)
     d["hi"] = (d["detect"] + 1.96 * d["detect_se"]).clip(0, 1)
     sds = sorted(d["sd"].unique())
-    d["Heterogeneity SD"] = pd.Categorical(d["sd"].map(lambda s: f"{s:g}"), categories=[f"{s:g}" for s in sds], ordered=True)
+    d["Heterogeneity SD"] = pd.Categorical(d["sd"].map(lambda s: f"{s:g}"), categories=[f"{s:g}" for s in sds])  # unordered: a shape each
     ns = sorted(d["n"].unique())
     d["N"] = pd.Categorical(d["n"].map(lambda n: f"{n:,}"), categories=[f"{n:,}" for n in ns], ordered=True)
     d["line"] = d["method"] + "-" + d["sd"].astype(str)

@@ -175,12 +175,32 @@ def _reference(plan: Plan, cell: Cell, key: tuple, cache: _Cache):
     return cache.refs[key]
 
 
+def _compiled(cache: _Cache, key: tuple, ref, sig: tuple, force_compile: bool, *, swap, compile):
+    """The cell's compiled model with this replication's data: ``swap(compiled)`` into the model compiled for
+    the cell when the replication's signature matches it, else ``compile()`` -> (compiled, seconds), kept for
+    the cell when its signature is the cell's reference one ("compile") and not kept otherwise ("fallback").
+    Returns (compiled, info)."""
+    from ..simstudy.engine import CompiledEntry
+
+    entry = cache.compiled.get(key)
+    info = {"compile_s": 0.0}
+    if not force_compile and entry is not None and entry.signature == sig:
+        compiled, info["compile"] = swap(entry.compiled), "swap"
+    else:
+        compiled, info["compile_s"] = compile()
+        info["compile"] = "compile" if sig == ref.signature else "fallback"
+        if sig == ref.signature and not force_compile:
+            cache.compiled[key] = CompiledEntry(compiled, sig, info["compile_s"])
+    cache.counts[info["compile"]] += 1
+    return compiled, info
+
+
 def fit_hierarchical_cell(plan: Plan, cell: Cell, adata, groups, seed: int, cache: _Cache | None = None, force_compile: bool = False):
     """Sample the hierarchical model of one replication, reusing the cell's compiled model. Returns (posterior, info)."""
     from dataclasses import replace
 
     from ..models.hierarchical import build_design
-    from ..simstudy.engine import CompiledEntry, _signature, compile_model, sample_compiled, swap_data
+    from ..simstudy.engine import _signature, compile_model, sample_compiled, swap_data
 
     cache = cache or CACHE
     key = (plan.spec.spec_hash(), cell.index)
@@ -188,17 +208,8 @@ def fit_hierarchical_cell(plan: Plan, cell: Cell, adata, groups, seed: int, cach
     d = build_design(adata, groups, plan.analysis(cell.analysis).mode)
     delta = d.y_mean - ref.shift
     d = replace(d, cell_sy=d.cell_sy + delta * d.cell_n, yy=float(d.yy + d.n * delta**2), y_mean=float(ref.shift))
-    sig = _signature(d, groups, adata)
-    entry = cache.compiled.get(key)
-    info = {"compile_s": 0.0}
-    if not force_compile and entry is not None and entry.signature == sig:
-        compiled, info["compile"] = swap_data(entry.compiled, d), "swap"
-    else:
-        compiled, info["compile_s"] = compile_model(d, ref, adata, groups)
-        info["compile"] = "compile" if sig == ref.signature else "fallback"
-        if sig == ref.signature and not force_compile:
-            cache.compiled[key] = CompiledEntry(compiled, sig, info["compile_s"])
-    cache.counts[info["compile"]] += 1
+    compiled, info = _compiled(cache, key, ref, _signature(d, groups, adata), force_compile,
+                               swap=lambda entry: swap_data(entry, d), compile=lambda: compile_model(d, ref, adata, groups))
     idata, info["sampling_s"] = sample_compiled(compiled, plan.spec.design.sampler, seed, int(os.environ.get("HETREPORT_SIM_CORES", "1")))
     return idata, info
 
@@ -253,7 +264,7 @@ def fit_bernoulli_cell(plan: Plan, cell: Cell, adata, groups, seed: int, cache: 
     import nutpie
 
     from ..models.hierarchical import _control_prior_sds, build_design
-    from ..simstudy.engine import CellReference, CompiledEntry, sample_compiled
+    from ..simstudy.engine import CellReference, sample_compiled
 
     cache = cache or CACHE
     key = (plan.spec.spec_hash(), cell.index)
@@ -268,22 +279,17 @@ def fit_bernoulli_cell(plan: Plan, cell: Cell, adata, groups, seed: int, cache: 
     ref = cache.refs[key]
     d = build_design(adata, groups, mode)
     rows = bernoulli_rows(adata, groups)
-    sig = _bernoulli_signature(groups, d, adata, rows)
-    entry = cache.compiled.get(key)
-    info = {"compile_s": 0.0}
-    if not force_compile and entry is not None and entry.signature == sig:
-        used = {k: v for k, v in rows.items() if k in entry.compiled.shared_data}  # bern_x only with controls
-        compiled, info["compile"] = entry.compiled.with_data(**used), "swap"
-    else:
+
+    def compile_():
         model = build_bernoulli_model(d, rows, ref.resolved, ref.control_sds, adata.control_columns, groups.keys)
-        keep = BERNOULLI_VARS + (["beta"] if adata.control_matrix.shape[1] else [])
         t0 = time.perf_counter()
-        compiled = nutpie.compile_pymc_model(model, var_names=keep)
-        info["compile_s"] = time.perf_counter() - t0
-        info["compile"] = "compile" if sig == ref.signature else "fallback"
-        if sig == ref.signature and not force_compile:
-            cache.compiled[key] = CompiledEntry(compiled, sig, info["compile_s"])
-    cache.counts[info["compile"]] += 1
+        compiled = nutpie.compile_pymc_model(model, var_names=BERNOULLI_VARS + (["beta"] if adata.control_matrix.shape[1] else []))
+        return compiled, time.perf_counter() - t0
+
+    compiled, info = _compiled(cache, key, ref, _bernoulli_signature(groups, d, adata, rows), force_compile,
+                               # bern_x is a shared variable only with controls
+                               swap=lambda entry: entry.with_data(**{k: v for k, v in rows.items() if k in entry.shared_data}),
+                               compile=compile_)
     idata, info["sampling_s"] = sample_compiled(compiled, plan.spec.design.sampler, seed, int(os.environ.get("HETREPORT_SIM_CORES", "1")))
     post = idata.posterior
     ge = response_draws(post, adata, groups)

@@ -23,7 +23,8 @@ Modifiers are assumed independent: a group's expected share is the product of it
 shares. The simulated truth is the hierarchical model's own structure: each group's effect is
 ``average_effect`` plus one normal deviation per term (every combination of the modifiers, or
 only their crossing, as the analysis says), the term SDs equal and chosen so that the true
-group effects spread around the average with SD ``heterogeneity_sd``.
+group effects spread around the average with SD ``heterogeneity_sd``; the deviations are centred
+so that the planned population's average effect is exactly ``average_effect``.
 
 This module only holds the pydantic models and their checks; :mod:`hetreport.prereg.plan`
 resolves them against the spec (pilot file, group sizes) before anything is written.

@@ -168,7 +168,7 @@ def load_results(directory: str | Path) -> StudyResults:
         groups = groups_all[groups_all["analysis"] == a.name].drop(columns="analysis").reset_index(drop=True)
         # other analyses' modifier columns are empty here; an empty flag is "" not missing
         keep = [c for c in groups.columns if c in ("flag", "group_label") or groups[c].notna().any()]
-        groups = groups[keep].assign(flag=groups["flag"].fillna("").astype(str))
+        groups = groups[keep].assign(flag=groups["flag"].astype(object).fillna("").astype(str))  # all-empty reads as float
         analyses.append(AnalysisResults(
             name=a.name, title=meta["title"],
             modifiers=tuple(Modifier(m["name"], m["label"], tuple(m["levels"]), tuple(m["level_labels"])) for m in meta["modifiers"]),

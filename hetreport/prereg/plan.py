@@ -424,8 +424,7 @@ def simulate_frame(plan: Plan, n: int, sd: float, seed: int, analysis: str | Non
     keys = [group_key(a.modifiers, row) for row in frame[list(a.modifiers)].itertuples(index=False, name=None)]
     theta = truth.reindex(keys).to_numpy()
     if plan.outcome_family == "bernoulli":
-        p_control = float(np.clip(plan.base_rate, P_MIN, P_MAX))
-        y = (rng.random(n) < p_control + theta * treat).astype(float)
+        y = (rng.random(n) < p_control + theta * treat).astype(float)  # p_control from probabilities() above
     else:
         y = plan.outcome_mean + theta * treat + rng.normal(0.0, plan.outcome_sd, n)
     tv = spec.treated_value

@@ -32,6 +32,7 @@ from markupsafe import Markup
 
 from ..errors import HetreportError, RenderError
 from ..report import format as fmt
+from ..report.build import _slug
 from ..spec import Spec, load_spec, parse_spec
 from .plan import P_MAX, P_MIN, Plan, derived_seed, expected_sizes, resolve_plan, simulate_frame
 from .simulate import SimulationResult, cells, per_cell, per_group, resolved_priors, run_simulation
@@ -324,7 +325,7 @@ def _priors_table(plan: Plan, analysis: str | None = None) -> Markup:
                    "which is close to the planned one if the design's outcome_sd is right; priors given in the spec are used as written.")
     if analysis is not None and fam != "bernoulli":
         caption = f"Analysis '{analysis}': " + caption
-    label = "tbl-priors" if analysis is None else "tbl-priors-" + "".join(ch if ch.isalnum() else "-" for ch in analysis.lower())
+    label = "tbl-priors" if analysis is None else "tbl-priors-" + _slug(analysis)
     return fmt.pipe_table(["Parameter", "Prior", "From"], rows, "lll", caption, label)
 
 
@@ -375,7 +376,7 @@ def appendix_context(spec: Spec, plan: Plan, sim: SimulationResult, mock, record
     analyses = []
     for ap in plan.analyses:
         a = spec.analysis(ap.name)
-        slug = "".join(ch if ch.isalnum() else "-" for ch in ap.name.lower())
+        slug = _slug(ap.name)
         size_tables = []
         for n in plan.sizes:
             tbl, n_small, n_one = _size_table(plan, ap.name, n, slug)
@@ -457,7 +458,7 @@ def _write_figures(spec: Spec, plan: Plan, sim: SimulationResult, folder: Path, 
         say(f"prior predictive draws ({first})")
         pp = prior_predictive(plan, first)
         bern = pp["family"] == "bernoulli"
-        slug = "".join(ch if ch.isalnum() else "-" for ch in first.lower())
+        slug = _slug(first)
         if bern:
             caps = (("group_effect", f"Prior predictive draws of the group effects of analysis '{first}' (bernoulli) on the probability scale: "
                                      f"the difference in the probability of {label} between treatment and control, each group's log-odds slope "

@@ -153,34 +153,34 @@ def model_size(spec: Spec, analysis: Analysis, adata, groups) -> ModelSize:
 
 def refusal(spec: Spec, analysis: Analysis, size: ModelSize, n: int) -> str | None:
     """Why the limits on work refuse this model (one paragraph with the numbers and what to do), or None."""
+    import math
+
     lim: Limits = spec.work_limits
     k = len(analysis.modifiers)
-    over = []
+    over, needed = [], []
     if size.terms > lim.terms:
         over.append(f"{size.terms:,} varying terms (limit {lim.terms:,}; limits.terms)")
+        needed.append(f"terms: {size.terms}")
     if size.parameters is not None and size.parameters > lim.parameters:
         over.append(f"{size.parameters:,} parameters (limit {lim.parameters:,}; limits.parameters)")
+        needed.append(f"parameters: {size.parameters}")
     if size.memory_bytes is not None and size.memory_bytes > lim.memory_gb * 1e9:
         over.append(f"about {size.memory_bytes / 1e9:.1f} GB of memory (limit {lim.memory_gb:g} GB; limits.memory_gb)")
+        needed.append(f"memory_gb: {math.ceil(size.memory_bytes / 1e9)}")
     if size.one_arm_share > lim.one_arm_groups:
         over.append(f"{size.one_arm:,} of its {size.groups:,} groups with units in only one treatment arm "
                     f"({size.one_arm_share:.0%}; limit {lim.one_arm_groups:.0%}; limits.one_arm_groups)")
+        needed.append("one_arm_groups: 1")
     if not over:
         return None
     fixes = ["fewer modifiers"]
     if analysis.terms == "all" and k > 1:
         fixes.append("`terms: crossing` (one term over the full crossing instead of every combination)")
     fixes.append("coarser levels (data.bins, or a derived column that merges levels)")
+    cost = f"about {_duration(size.seconds)}" if size.seconds else "far longer than the limits allow"
     return (f"analysis '{analysis.name}' asks for a model of {size.groups:,} groups from {n:,} rows with "
-            + "; ".join(over) + ". It would take " + (f"about {_duration(size.seconds)}" if size.seconds else "far too long")
-            + " and may not fit in memory. Use " + ", or ".join(fixes) + ". If this model is meant, raise the limit in the "
-            "spec (e.g. limits: {" + ", ".join(_raise(o, lim) for o in over) + "}).")
-
-
-def _raise(over: str, lim: Limits) -> str:
-    key = over.split("limits.")[1].rstrip(")")
-    value = getattr(lim, key)
-    return f"{key}: {1 if key == 'one_arm_groups' else (int(value * 10) if isinstance(value, int) else value * 4):g}"
+            + "; ".join(over) + f". Fitting it would take {cost}. Use " + ", or ".join(fixes)
+            + ". If this model is meant, raise the limit in the spec: limits: {" + ", ".join(needed) + "}.")
 
 
 def _duration(seconds: float) -> str:

@@ -1,0 +1,403 @@
+"""Bad input found early and named (issue 12 s3, issue 13 s3 and s4): errors before any heavy import,
+`hetreport check`, limits on work and on the data read, and the silent wrong results that are now errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import warnings
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hetreport.check import check, model_size, prepare, summary
+from hetreport.data import load_data, prepare_analysis, read_table
+from hetreport.errors import DataError, HetreportWarning, ModelError, SpecError, clean_text, shorten, visible
+from hetreport.expr import compile_expr
+from hetreport.groups import build_groups
+from hetreport.spec import Limits, parse_spec
+from tests.conftest import REPO, make_spec, random_frame
+
+HEAVY = ("pymc", "arviz", "bambi", "pytensor", "nutpie", "plotnine", "matplotlib", "statsmodels", "numba", "xarray")
+
+
+def spec_dict(path: Path, **extra) -> dict:
+    raw = {"title": "t", "data": {"path": str(path)}, "outcome": "y", "treatment": "treat",
+           "analyses": [{"name": "a", "modifiers": ["m1", "m2"]}], "sampler": {"draws": 100, "tune": 100, "chains": 1}}
+    raw.update(extra)
+    return raw
+
+
+def write(tmp_path: Path, frame: pd.DataFrame, name="d.csv", **extra) -> Path:
+    frame.to_csv(tmp_path / name, index=False)
+    import yaml
+
+    p = tmp_path / "spec.yml"
+    p.write_text(yaml.safe_dump(spec_dict(tmp_path / name, **extra)))
+    return p
+
+
+# --------------------------------------------------------------------------- nothing heavy before an error
+
+PROBE = """
+import json, sys
+from hetreport.cli import main
+rc = main(sys.argv[1:])
+print(json.dumps({"rc": rc, "heavy": [m for m in %r if m in sys.modules]}))
+""" % (HEAVY,)
+
+
+def probe(*args):
+    r = subprocess.run([sys.executable, "-c", PROBE, *map(str, args)], capture_output=True, text=True, timeout=300, cwd=REPO)
+    return json.loads(r.stdout.strip().splitlines()[-1]), r.stderr
+
+
+@pytest.mark.parametrize("case", ["misspelt key", "data error in the last analysis", "infinite outcome"])
+def test_spec_and_data_errors_come_before_any_heavy_import(tmp_path, case):
+    frame = random_frame(n=200)
+    extra = {}
+    if case == "misspelt key":
+        extra = {"analyses": [{"name": "a", "modifers": ["m1"]}]}
+    elif case == "data error in the last analysis":  # found before the first analysis is fitted
+        extra = {"analyses": [{"name": "a", "modifiers": ["m1"]}, {"name": "b", "modifiers": ["x1"]}]}
+    else:
+        frame.loc[7, "y"] = np.inf
+    spec = write(tmp_path, frame, **extra)
+    out, err = probe("run", spec, "--out", tmp_path / "out")
+    assert out["rc"] == 2, err
+    assert out["heavy"] == [], err
+    assert "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_check_command_prints_groups_models_and_size_without_fitting(tmp_path):
+    spec = write(tmp_path, random_frame(n=300))
+    out, err = probe("check", spec)
+    assert out["rc"] == 0, err
+    assert out["heavy"] == []
+    r = subprocess.run([sys.executable, "-m", "hetreport.cli", "check", str(spec)], capture_output=True, text=True, timeout=300, cwd=REPO)
+    text = r.stdout
+    assert "groups: 6 of 6 possible" in text
+    assert "brms:  y ~ 1 + treat + (1 + treat | m1*m2)" in text
+    assert "bambi: y ~ 1 + treat + (1 + treat | m1) + (1 + treat | m2) + (1 + treat | m1:m2)" in text
+    # 3 terms, 2 + 3 + 6 levels; parameters 2 + 3*3 + 1 + 2*11
+    assert "3 varying terms, 11 levels, 34 parameters" in text
+    assert "estimated fitting time" in text and "smallest arms" in text
+    assert not any(tmp_path.glob("out*"))
+
+
+def test_check_exits_2_and_names_the_numbers_when_run_would_refuse(tmp_path):
+    rng = np.random.default_rng(1)
+    n = 600
+    frame = pd.DataFrame({f"b{k}": rng.integers(0, 2, n) for k in range(10)})
+    frame["treat"] = rng.integers(0, 2, n)
+    frame["y"] = rng.normal(size=n)
+    spec = write(tmp_path, frame, analyses=[{"name": "wide", "modifiers": [f"b{k}" for k in range(10)]}])
+    r = subprocess.run([sys.executable, "-m", "hetreport.cli", "check", str(spec)], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert r.returncode == 2
+    text = " ".join(r.stdout.split())
+    assert "1,023 varying terms (limit 255; limits.terms)" in text
+    assert "terms: crossing" in text and "`hetreport run` would refuse" in text
+    assert "limits: {terms: 1023, one_arm_groups: 1}" in text
+
+
+# --------------------------------------------------------------------------- limits on work
+
+
+def wide_spec(tmp_path, k=12, n=3000, **extra):
+    rng = np.random.default_rng(3)
+    frame = pd.DataFrame({f"b{j}": rng.integers(0, 2, n) for j in range(k)})
+    frame["treat"] = rng.integers(0, 2, n)
+    frame["y"] = rng.normal(size=n)
+    frame.to_csv(tmp_path / "wide.csv", index=False)
+    analysis = {"name": "wide", "modifiers": [f"b{j}" for j in range(k)], **extra.pop("analysis", {})}
+    return parse_spec(spec_dict(tmp_path / "wide.csv", analyses=[analysis], **extra), base_dir=tmp_path)
+
+
+def test_twelve_binary_modifiers_are_refused_with_numbers_and_suggestions(tmp_path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", HetreportWarning)
+        with pytest.raises(ModelError) as e:
+            prepare(wide_spec(tmp_path))
+    msg = str(e.value)
+    assert "4,095 varying terms (limit 255; limits.terms)" in msg
+    assert "with units in only one treatment arm" in msg and "limits.one_arm_groups" in msg
+    assert "fewer modifiers" in msg and "terms: crossing" in msg and "data.bins" in msg
+    assert "limits: {" in msg
+
+
+def test_the_crossing_still_refused_when_most_groups_have_one_arm_and_the_override_lets_it_through(tmp_path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", HetreportWarning)
+        spec = wide_spec(tmp_path, analysis={"terms": "crossing"})
+        with pytest.raises(ModelError, match="one_arm_groups"):
+            prepare(spec)
+        study = prepare(wide_spec(tmp_path, analysis={"terms": "crossing"}, limits={"one_arm_groups": 1}))
+    size = study.analyses[0].size
+    g = study.analyses[0].groups
+    assert size.groups == g.n_groups and size.one_arm == int(g.table["one_arm"].sum())
+    assert size.one_arm / size.groups > 0.5
+    assert size.terms == 1 and size.levels == size.groups
+
+
+def test_parameter_limit_and_its_override(tmp_path):
+    frame = random_frame(n=300)
+    spec = make_spec(tmp_path, frame, ["m1", "m2"], limits={"parameters": 10})
+    with pytest.raises(ModelError, match=r"34 parameters \(limit 10; limits.parameters\)"):
+        prepare(spec)
+    assert prepare(make_spec(tmp_path, frame, ["m1", "m2"], limits={"parameters": 34})).refusals == []
+
+
+def test_default_limits_leave_the_bundled_example_alone():
+    study = check(REPO / "examples" / "tomz-weeks" / "spec.yml")
+    assert study.refusals == []
+    assert "ready" in summary(study)
+
+
+def built_model_parameters(adata, groups, analysis, spec):
+    """Second route: the number of free parameters of the PyMC model the fit builds."""
+    from hetreport.models.hierarchical import _control_prior_sds, build_design, build_glm_model, build_model, resolve_priors
+
+    resolved = resolve_priors(spec.priors_of(analysis), adata)
+    design = build_design(adata, groups, analysis.terms)
+    if adata.family == "gaussian":
+        model = build_model(design, resolved, _control_prior_sds(resolved, adata), adata.control_columns, groups.keys)
+    else:
+        from hetreport.models.families import default_cutpoints, unit_table
+
+        model = build_glm_model(design, unit_table(adata, groups), adata.family, resolved, _control_prior_sds(resolved, adata),
+                                adata.control_columns, groups.keys, None, (),
+                                default_cutpoints(adata) if adata.family == "ordinal" else None)
+    return sum(int(np.size(v)) for v in model.initial_point().values()), len(design.level_names)
+
+
+@pytest.mark.parametrize("family, terms", [("gaussian", "all"), ("gaussian", "crossing"), ("bernoulli", "all"), ("ordinal", "all")])
+def test_parameter_count_equals_the_built_models(tmp_path, family, terms):
+    frame = random_frame(n=400, levels=(2, 3, 2))
+    if family == "bernoulli":
+        frame["y"] = (frame["y"] > frame["y"].median()).astype(int)
+    if family == "ordinal":
+        frame["y"] = pd.cut(frame["y"], 4, labels=False) + 1
+    spec = make_spec(tmp_path, frame, ["m1", "m2", "m3"], ["x1", "x2"], family=family, analysis={"terms": terms})
+    study = prepare(spec)
+    p = study.analyses[0]
+    params, levels = built_model_parameters(p.data, p.groups, p.analysis, spec)
+    assert p.size.levels == levels
+    assert p.size.parameters == params
+
+
+@pytest.mark.slow
+def test_kept_posterior_size_equals_a_real_fits(tmp_path):
+    from hetreport.models.hierarchical import fit_hierarchical
+
+    spec = make_spec(tmp_path, random_frame(n=300), ["m1", "m2"], ["x1"], sampler={"draws": 60, "tune": 60, "chains": 2, "seed": 1})
+    p = prepare(spec).analyses[0]
+    fit = fit_hierarchical(p.data, p.groups, spec.priors, spec.sampler_of(p.analysis))
+    post = fit.idata.posterior
+    per_draw = sum(int(np.prod([post[v].sizes[d] for d in post[v].dims if d not in ("chain", "draw")])) for v in post.data_vars)
+    assert p.size.stored_per_draw == per_draw
+    assert p.size.posterior_bytes == sum(post[v].nbytes for v in post.data_vars)
+
+
+# --------------------------------------------------------------------------- limits on the data read
+
+
+def test_xlsx_whose_sheets_inflate_past_the_limit_is_refused_before_parsing(tmp_path):
+    path = tmp_path / "bomb.xlsx"
+    random_frame(n=50).to_excel(path, index=False)
+    with zipfile.ZipFile(path, "a", compression=zipfile.ZIP_DEFLATED) as zf:  # 3 MB of padding, ~3 kB compressed
+        zf.writestr("xl/padding.xml", b" " * 3_000_000)
+    assert path.stat().st_size < 100_000
+    with pytest.raises(DataError, match=r"MB once decompressed.*limits.data_mb"):
+        read_table(path, limits=Limits(data_mb=2))
+    frame, *_ = read_table(path, limits=Limits(data_mb=10))
+    assert len(frame) == 50
+
+
+def test_default_data_limit_refuses_a_zip_bomb_by_its_declared_sizes(tmp_path, monkeypatch):
+    path = tmp_path / "bomb.xlsx"
+    random_frame(n=20).to_excel(path, index=False)
+    with zipfile.ZipFile(path, "a", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("xl/padding.xml", b"")
+    # the zip's directory says 2 GB: the check reads the directory, never the data
+    real = zipfile.ZipFile.infolist
+
+    def inflated(self):
+        infos = real(self)
+        for i in infos:
+            if i.filename == "xl/padding.xml":
+                i.file_size = 2_000_000_000
+        return infos
+
+    monkeypatch.setattr(zipfile.ZipFile, "infolist", inflated)
+    with pytest.raises(DataError, match="2,000 MB once decompressed"):
+        read_table(path)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "tsv", "csv.gz", "parquet", "xlsx", "dta"])
+def test_row_limit_for_every_format(tmp_path, fmt):
+    frame = random_frame(n=120)
+    path = tmp_path / f"d.{fmt}"
+    if fmt in ("csv", "csv.gz"):
+        frame.to_csv(path, index=False)
+    elif fmt == "tsv":
+        frame.to_csv(path, sep="\t", index=False)
+    elif fmt == "parquet":
+        frame.to_parquet(path)
+    elif fmt == "xlsx":
+        frame.to_excel(path, index=False)
+    else:
+        frame.to_stata(path, write_index=False)
+    kind = "csv" if fmt == "csv.gz" else None
+    with pytest.raises(DataError, match=r"above the limit of 100 rows read \(limits.rows\)"):
+        read_table(path, kind, limits=Limits(rows=100))
+    assert len(read_table(path, kind, limits=Limits(rows=120))[0]) == 120
+
+
+def test_compressed_csv_is_capped_while_it_is_read(tmp_path):
+    import gzip
+
+    path = tmp_path / "d.csv.gz"
+    text = random_frame(n=20000).to_csv(index=False).encode()
+    path.write_bytes(gzip.compress(text))
+    with pytest.raises(DataError, match="more than 0.5 MB once decompressed"):
+        read_table(path, "csv", limits=Limits(data_mb=0.5))
+    assert len(read_table(path, "csv")[0]) == 20000
+
+
+# --------------------------------------------------------------------------- silent wrong results (issue 13 s3)
+
+
+def test_a_filter_must_be_a_condition(tmp_path):
+    frame = random_frame(n=100)
+    frame["m1"] = frame["m1"] + 1  # values 1 or 2
+    spec = make_spec(tmp_path, frame, ["m2"], data={"path": str(tmp_path / "data.csv"), "filter": "m1 + 1"})
+    with pytest.raises(SpecError, match=r"must be a condition.*e\.g\. [23]"):
+        load_data(spec)
+    spec = make_spec(tmp_path, frame, ["m2"], data={"path": str(tmp_path / "data.csv"), "filter": "m1 == 1"})
+    assert len(load_data(spec).frame) == int((frame["m1"] == 1).sum())
+
+
+def test_an_analysis_filter_must_be_a_condition_too(tmp_path):
+    spec = make_spec(tmp_path, random_frame(n=100), ["m2"], analysis={"filter": "x2"})
+    with pytest.raises(SpecError, match="must be a condition"):
+        prepare_analysis(spec, load_data(spec), spec.analyses[0])
+
+
+def test_full_width_names_are_not_read_as_ascii_columns():
+    frame = pd.DataFrame({"m1": [1.0, 2.0]})
+    with pytest.raises(SpecError) as e:
+        compile_expr("\uff4d1 + 1", where="data.derive.z", columns=frame.columns)
+    msg = str(e.value)
+    assert "`\uff4d1`" in msg and "U+FF4D" in msg and "Write `m1`" in msg
+    # a column really spelt with the full-width letter is found, exactly
+    wide = pd.DataFrame({"\uff4d1": [1.0, 2.0], "m1": [10.0, 20.0]})
+    assert compile_expr("\uff4d1 + 1", where="w", columns=wide.columns).evaluate(wide).tolist() == [2.0, 3.0]
+    # function names and keywords too: a full-width `ａbs` is not abs
+    with pytest.raises(SpecError, match="not an allowed function"):
+        compile_expr("\uff41bs(m1)", where="w", columns=frame.columns)
+    with pytest.raises(SpecError, match="has no argument"):
+        compile_expr("round(m1, \uff44igits=1)", where="w", columns=frame.columns)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "tsv", "xlsx", "parquet"])
+def test_duplicate_column_names_are_an_error_naming_them(tmp_path, fmt):
+    frame = pd.DataFrame([[1, 2, 3], [4, 5, 6]], columns=["m1", "y", "m1"])
+    path = tmp_path / f"d.{fmt}"
+    if fmt == "csv":
+        frame.to_csv(path, index=False)
+    elif fmt == "tsv":
+        frame.to_csv(path, sep="\t", index=False)
+    elif fmt == "xlsx":
+        frame.to_excel(path, index=False)
+    else:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.table([pa.array([1, 4]), pa.array([2, 5]), pa.array([3, 6])], names=["m1", "y", "m1"]), path)
+    with pytest.raises(DataError, match="more than one column named 'm1'"):
+        read_table(path)
+
+
+def test_a_real_column_named_like_pandas_mangling_is_not_a_duplicate(tmp_path):
+    path = tmp_path / "d.csv"
+    pd.DataFrame({"m1": [1, 2], "m1.1": [3, 4]}).to_csv(path, index=False)
+    assert list(read_table(path)[0].columns) == ["m1", "m1.1"]
+
+
+def test_infinite_values_in_a_used_column_are_a_data_error_naming_column_and_rows(tmp_path):
+    frame = random_frame(n=100)
+    frame.loc[[4, 41], "y"] = [np.inf, -np.inf]
+    spec = make_spec(tmp_path, frame, ["m1"])
+    with pytest.raises(DataError, match=r"'y' holds infinite values .* in 2 row\(s\).*data row\(s\) 5, 42"):
+        load_data(spec)
+    # in a column the spec never reads, or in rows the filter drops, they do no harm
+    frame.loc[[4, 41], "y"] = 0.0
+    frame.loc[3, "x1"] = np.inf
+    assert len(load_data(make_spec(tmp_path, frame, ["m1"])).frame) == 100
+    frame.loc[3, "y"] = np.inf
+    spec = make_spec(tmp_path, frame, ["m1"], data={"path": str(tmp_path / "data.csv"), "filter": "abs(y) < 1e300"})
+    assert len(load_data(spec).frame) == 99
+
+
+def test_infinite_values_in_a_column_read_by_derive_are_an_error(tmp_path):
+    frame = random_frame(n=50)
+    frame.loc[0, "x1"] = np.inf
+    spec = make_spec(tmp_path, frame, ["m1"], data={"path": str(tmp_path / "data.csv"), "derive": {"hi": "x1 > 0"}})
+    with pytest.raises(DataError, match="'x1' holds infinite values"):
+        load_data(spec)
+
+
+def test_a_derived_column_missing_everywhere_is_an_error_and_partial_overflow_a_warning(tmp_path):
+    frame = random_frame(n=50)
+    spec = make_spec(tmp_path, frame, ["m1"], data={"path": str(tmp_path / "data.csv"), "derive": {"z": "9 ** 9 ** 9 ** 9"}})
+    with pytest.raises(DataError, match=r"data.derive.z: .*missing in every one of the 50 rows.*overflows to infinity"):
+        load_data(spec)
+    spec = make_spec(tmp_path, frame, ["m1"], data={"path": str(tmp_path / "data.csv"), "derive": {"r": "1 / m1"}})
+    with pytest.warns(HetreportWarning, match=rf"data.derive.r: .* in {int((frame['m1'] == 0).sum())} of 50 rows"):
+        ds = load_data(spec)
+    assert ds.frame["r"].isna().sum() == (frame["m1"] == 0).sum()
+
+
+def test_control_characters_are_removed_from_titles_and_labels(tmp_path):
+    evil = "e\u202elive\x00\x07 \x1b[2Jtitle"
+    frame = random_frame(n=100)
+    with pytest.warns(HetreportWarning, match="U\\+0000, U\\+0007, U\\+001B, U\\+202E"):
+        spec = make_spec(tmp_path, frame, ["m1"], title=evil, labels={"variables": {"m1": "M\u202eone"}, "levels": {"m1": {0: "z\x07ero"}}})
+    assert spec.title == "elive [2Jtitle"
+    adata = prepare_analysis(spec, load_data(spec), spec.analyses[0])
+    assert adata.modifiers[0].label == "Mone" and adata.modifiers[0].level_labels[0] == "zero"
+    # text values of a column, used as level labels, too
+    frame["grp"] = np.where(frame["m1"] == 1, "a\u202eb", "c\x07d")
+    spec = make_spec(tmp_path, frame, ["grp"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        groups = build_groups(prepare_analysis(spec, load_data(spec), spec.analyses[0]))
+    assert not any(c in "".join(groups.table["group_label"]) for c in "\u202e\x07")
+
+
+def test_control_characters_in_a_message_are_shown_not_sent_to_the_terminal(tmp_path):
+    frame = random_frame(n=100)
+    frame = frame.rename(columns={"y": "y\x1b[2J\u202e"})
+    spec = write(tmp_path, frame)
+    r = subprocess.run([sys.executable, "-m", "hetreport.cli", "check", str(spec)], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert r.returncode == 2
+    assert "\x1b" not in r.stderr and "\u202e" not in r.stderr
+    assert visible("a\x1bb\u202ec") == "a\\x1bb\\u202ec"
+    assert clean_text("a\tb\nc\u202ed") == "a b cd"
+
+
+def test_long_literals_are_quoted_shortened(tmp_path):
+    frame = pd.DataFrame({"x": [1.0]})
+    with pytest.raises(SpecError) as e:
+        compile_expr("x > " + "1" * 1500, where="data.filter", columns=frame.columns)
+    msg = str(e.value)
+    assert len(msg) < 500 and "(1,504 characters)" in msg and "too large" in msg
+    with pytest.raises(SpecError) as e:
+        parse_spec(spec_dict(Path("d.csv"), treated_value=["9" * 2000]))
+    assert len(str(e.value)) < 400
+    assert shorten("abc") == "abc" and shorten("x" * 100).endswith("(100 characters)")

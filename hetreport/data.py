@@ -409,13 +409,54 @@ def _bin(series: pd.Series, rule, where: str) -> tuple[pd.Series, dict[str, str]
             raise DataError(f"the column has too few distinct values for {rule.quantiles} quantile bins (only {len(edges) - 1} distinct edges); use fewer quantiles or explicit breaks.", where=where)
     else:
         edges = np.asarray(rule.breaks, dtype=float)
-    codes = pd.cut(x, edges, include_lowest=True, labels=False)
-    binned = (codes + 1).astype("float64")  # 1..k, missing stays missing
-    outside = int((x.notna() & codes.isna()).sum())
+    right = rule.closed != "left"
+    codes = bin_codes(x.to_numpy(dtype=float), edges, right)
+    binned = pd.Series(codes, index=series.index, dtype="float64")  # 1..k, missing stays missing
+    outside = int((x.notna() & binned.isna()).sum())
     if outside:
         warnings.warn(f"{where}: {outside:,} values fall outside the breaks {list(edges)} and become missing.", HetreportWarning, stacklevel=3)
-    names = rule.labels or [f"{_num(lo)} to {_num(hi)}" for lo, hi in zip(edges[:-1], edges[1:])]
+    present = x.dropna().to_numpy()
+    integers = bool(len(present)) and bool(np.all(present == np.round(present)))
+    names = rule.labels or bin_labels(edges, right, integers)
     return binned, {str(i + 1): n for i, n in enumerate(names)}
+
+
+def bin_codes(x: np.ndarray, edges: np.ndarray, right: bool = True) -> np.ndarray:
+    """Bin numbers 1..k (float; NaN outside the edges or missing). Right-closed: (a, b], the lowest
+    bin [a, b] (as pandas' cut with include_lowest); left-closed: [a, b), the highest bin [a, b]."""
+    k = len(edges) - 1
+    if right:
+        idx = np.searchsorted(edges, x, side="left").astype(float)
+        idx[x == edges[0]] = 1
+    else:
+        idx = np.searchsorted(edges, x, side="right").astype(float)
+        idx[x == edges[-1]] = k
+    idx[(idx < 1) | (idx > k) | np.isnan(x)] = np.nan
+    return idx
+
+
+def bin_labels(edges: np.ndarray, right: bool, integers: bool) -> list[str]:
+    """Labels that say what each bin holds: for whole numbers the first and last number in it
+    ("18–43", "44–56", or "44" alone); otherwise the edges with the open one marked
+    ("18 to 25", "over 25 to 40" when right-closed; "18 to under 25", ..., "40 to 65" when left-closed)."""
+    k = len(edges) - 1
+    out = []
+    for i, (lo, hi) in enumerate(zip(edges[:-1], edges[1:])):
+        if integers:
+            if right:
+                first = int(np.ceil(lo)) if i == 0 else int(np.floor(lo)) + 1
+                last = int(np.floor(hi))
+            else:
+                first = int(np.ceil(lo))
+                last = int(np.floor(hi)) if i == k - 1 else int(np.ceil(hi)) - 1
+            if first <= last:
+                out.append(f"{first}" if first == last else f"{first}–{last}")
+                continue
+        if right:
+            out.append(f"{_num(lo)} to {_num(hi)}" if i == 0 else f"over {_num(lo)} to {_num(hi)}")
+        else:
+            out.append(f"{_num(lo)} to {_num(hi)}" if i == k - 1 else f"{_num(lo)} to under {_num(hi)}")
+    return out
 
 
 def _num(x: float) -> str:

@@ -126,11 +126,16 @@ class _Strict(BaseModel):
 
 
 class BinRule(_Strict):
-    """How to turn a continuous column into levels: ``{quantiles: 4}`` or ``{breaks: [...]}``."""
+    """How to turn a continuous column into levels: ``{quantiles: 4}`` or ``{breaks: [...]}``.
+
+    ``closed`` says which edge a bin includes: ``right`` (the default; bins (a, b], the lowest
+    [a, b]) or ``left`` (bins [a, b), the highest [a, b])."""
 
     quantiles: int | None = Field(default=None, ge=2, le=20)
     breaks: list[float] | None = None
     labels: list[Text] | None = None
+    #: None is the default, right-closed (not written out, so older specs keep their hash)
+    closed: Literal["left", "right"] | None = None
 
     @model_validator(mode="after")
     def _one_rule(self) -> BinRule:
@@ -374,6 +379,9 @@ class Spec(_Strict):
         for key in ("data", "design", "preregistration", "limits"):  # absent keys leave the hash of older specs unchanged
             if out.get(key) is None:
                 out.pop(key, None)
+        for rule in ((out.get("data") or {}).get("bins") or {}).values():
+            if rule.get("closed") is None:
+                rule.pop("closed", None)
         return out
 
     def spec_hash(self) -> str:

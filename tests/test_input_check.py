@@ -401,3 +401,58 @@ def test_long_literals_are_quoted_shortened(tmp_path):
         parse_spec(spec_dict(Path("d.csv"), treated_value=["9" * 2000]))
     assert len(str(e.value)) < 400
     assert shorten("abc") == "abc" and shorten("x" * 100).endswith("(100 characters)")
+
+
+# --------------------------------------------------------------------------- what new users tripped over (issue 15 s5)
+
+
+def test_bin_codes_match_pandas_cut_and_their_left_closed_mirror():
+    from hetreport.data import bin_codes
+
+    rng = np.random.default_rng(2)
+    x = np.concatenate([rng.integers(10, 60, 500).astype(float), [np.nan, 5.0, 70.0]])
+    edges = np.array([10.0, 25.0, 44.0, 60.0])
+    expected = pd.cut(x, edges, include_lowest=True, labels=False) + 1
+    assert np.array_equal(bin_codes(x, edges, True), expected, equal_nan=True)
+    # left-closed: a value v falls in the same bin as -v does in the mirrored right-closed bins
+    mirrored = pd.cut(-x, -edges[::-1], include_lowest=True, labels=False)
+    assert np.array_equal(bin_codes(x, edges, False), len(edges) - 1 - mirrored, equal_nan=True)
+
+
+@pytest.mark.parametrize("closed", [None, "right", "left"])
+def test_bins_are_labelled_by_what_they_contain(tmp_path, closed):
+    rng = np.random.default_rng(4)
+    frame = random_frame(n=400)
+    frame["age"] = np.concatenate([np.full(37, 44), rng.integers(18, 58, 363)])
+    rule = {"quantiles": 3, **({"closed": closed} if closed else {})}
+    spec = make_spec(tmp_path, frame, ["m1"], data={"path": str(tmp_path / "data.csv"), "bins": {"age": rule}})
+    ds = load_data(spec)
+    labels = ds.value_labels["age"]
+    for code, label in labels.items():
+        held = frame["age"][ds.frame["age"] == float(code)]
+        lo, hi = (int(v) for v in label.split("–"))
+        assert held.min() == lo and held.max() == hi, (label, held.min(), held.max())
+    ranges = [tuple(int(v) for v in labels[str(k)].split("–")) for k in (1, 2, 3)]
+    assert all(a[1] < b[0] for a, b in zip(ranges, ranges[1:]))  # no overlap
+
+
+def test_bins_closed_key_keeps_old_spec_hashes_and_labels_non_integers_by_their_edges(tmp_path):
+    from hetreport.data import bin_labels
+
+    base = spec_dict(Path("d.csv"), data={"path": "d.csv", "bins": {"x": {"breaks": [0, 1.5, 3]}}})
+    explicit = spec_dict(Path("d.csv"), data={"path": "d.csv", "bins": {"x": {"breaks": [0, 1.5, 3], "closed": "right"}}})
+    assert "closed" not in json.dumps(parse_spec(base).canonical())
+    assert parse_spec(explicit).canonical() != parse_spec(base).canonical()  # written out: recorded
+    assert bin_labels(np.array([0, 1.5, 3]), True, False) == ["0 to 1.5", "over 1.5 to 3"]
+    assert bin_labels(np.array([0, 1.5, 3]), False, False) == ["0 to under 1.5", "1.5 to 3"]
+    assert bin_labels(np.array([18, 25, 65]), True, True) == ["18–25", "26–65"]
+    assert bin_labels(np.array([18, 25, 65]), False, True) == ["18–24", "25–65"]
+
+
+def test_unknown_key_in_a_mapping_of_rules_names_the_allowed_keys():
+    with pytest.raises(SpecError) as e:
+        parse_spec(spec_dict(Path("d.csv"), data={"path": "d.csv", "bins": {"age": {"quantile": 3}}}))
+    msg = str(e.value)
+    assert "data.bins.age.quantile: unknown key 'quantile'. Did you mean 'quantiles'?" in msg
+    assert "Allowed here: quantiles, breaks, labels, closed." in msg
+    assert "Allowed here: ." not in msg

@@ -213,6 +213,7 @@ def prepare(spec: Spec | str | Path, *, log=None, enforce_limits: bool = True) -
         if analysis.slope_predictors and not analysis.correlated:
             raise SpecError("slope_predictors need the correlated model (the default); remove 'correlated: false' from this analysis.",
                             where=f"analysis '{analysis.name}'")
+        _warn_many_levels(spec, dataset, analysis, adata, groups)
         bambi, brms = model_formulas(adata, groups, analysis.terms, analysis.correlated, tuple(analysis.slope_predictors))
         size = model_size(spec, analysis, adata, groups)
         out.append(PreparedAnalysis(analysis, adata, groups, size, bambi, brms, refusal(spec, analysis, size, adata.n)))
@@ -220,6 +221,32 @@ def prepare(spec: Spec | str | Path, *, log=None, enforce_limits: bool = True) -
     if enforce_limits and study.refusals:
         raise ModelError(" ".join(study.refusals))
     return study
+
+
+#: an unlabelled whole-number modifier with at least this many values gets a warning suggesting bins
+MANY_LEVELS = 8
+
+
+def _warn_many_levels(spec: Spec, dataset, analysis: Analysis, adata, groups) -> None:
+    """An integer modifier with many values and no value labels is probably a count or a scale that
+    was meant to be binned (data.py refuses more than MAX_MODIFIER_LEVELS; below that it is a warning)."""
+    import warnings
+
+    import pandas as pd
+
+    from .errors import HetreportWarning
+
+    ai = spec.analyses.index(analysis)
+    for i, m in enumerate(adata.modifiers):
+        labelled = bool(spec.labels.levels.get(m.name)) or bool(dataset.value_labels.get(m.name))
+        numeric = pd.api.types.is_numeric_dtype(dataset.frame[m.name].dtype)
+        if numeric and not labelled and m.name not in spec.data.bins and len(m.levels) >= MANY_LEVELS:
+            t = groups.table
+            warnings.warn(f"analyses[{ai}].modifiers[{i}]: the modifier '{m.name}' has {len(m.levels)} distinct whole-number values and no "
+                          f"value labels, so every value is a level of its own: with it analysis '{analysis.name}' has {groups.n_groups:,} "
+                          f"groups, {int(t['one_arm'].sum()):,} of them with only one arm. If it is a count or a scale, bin it, e.g. "
+                          f"data.bins: {{{m.name}: {{quantiles: 4}}}}; if its values are categories, label them under labels.levels.{m.name}.",
+                          HetreportWarning, stacklevel=3)
 
 
 # --------------------------------------------------------------------------- hetreport check

@@ -661,9 +661,21 @@ def _check_family(spec: Spec, fam: str, col: str, y: np.ndarray, trials: np.ndar
     if fam == "bernoulli":
         bad = ~np.isin(y, (0.0, 1.0))
         if bad.any():
-            vals = ", ".join(f"{v:g}" for v in np.unique(y)[:8])
-            raise DataError(f"family bernoulli needs a 0/1 outcome, but '{col}' takes the value {first(bad)} ({int(bad.sum()):,} rows; its values are {vals}). "
-                            f"Derive a 0/1 outcome with data.derive, e.g. {{{col}_bin: \"{col} >= 4\"}}, use family: ordinal for ordered categories, or family: gaussian.", where=where)
+            distinct = np.unique(y)
+            vals = ", ".join(f"{v:g}" for v in distinct[:8]) + (f", … ({len(distinct):,} distinct values)" if len(distinct) > 8 else "")
+            scale = len(distinct) <= 10 and bool(integer.all())
+            if scale:  # a rating scale: the upper half
+                cut = distinct[len(distinct) // 2]
+                rule, why = f"{col} >= {cut:g}", "the upper part of the scale"
+            elif distinct[0] == 0 and (y == 0).mean() >= 0.1:
+                rule, why = f"{col} > 0", "any amount above zero"
+            else:
+                cut = float(np.median(y))
+                rule, why = f"{col} > {cut:.4g}", "above the median"
+            raise DataError(f"family bernoulli needs a 0/1 outcome, but {int(bad.sum()):,} of the {len(y):,} rows of '{col}' hold other values "
+                            f"(e.g. {first(bad)}; its values are {vals}). Derive a 0/1 outcome with data.derive, e.g. {{{col}_bin: \"{rule}\"}} "
+                            f"({why}; choose the threshold that means something for this outcome), use family: ordinal for ordered categories, "
+                            "or family: gaussian.", where=where)
     elif fam in ("poisson", "negativebinomial"):
         bad = (y < 0) | ~integer
         if bad.any():
@@ -694,10 +706,23 @@ def _check_family(spec: Spec, fam: str, col: str, y: np.ndarray, trials: np.ndar
     return ()
 
 
+def _treatment_rule(col: str, values: list) -> str:
+    """A binary treatment derived from a many-valued one: an amount with 0 for the control arm is
+    treated when above 0; other numbers, above the smallest (the control arm's usual code); text,
+    equal to one of its values."""
+    numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    if len(numbers) == len(values):
+        low = min(numbers)
+        return f"{col} > {low:g}"
+    text = sorted((str(v) for v in values))
+    return f"{col} == '{shorten(text[-1], 30)}'"
+
+
 def _code_treatment(spec: Spec, dataset: Dataset, raw: pd.Series, values: list) -> np.ndarray:
     shown = ", ".join(f"{v!r}" + (f" ({_level_label(dataset, spec.treatment, v)})" if code_key(v) in dataset.value_labels.get(spec.treatment, {}) else "") for v in sorted(values, key=str)[:6])
     if len(values) > 2:
-        raise DataError(f"the treatment '{spec.treatment}' has {len(values)} distinct values ({shown}{', …' if len(values) > 6 else ''}); hetreport needs a binary treatment. Derive one, e.g. data.derive: {{treated: \"{spec.treatment} == {values[-1]!r}\"}}, and use it as treatment.", where="treatment")
+        raise DataError(f"the treatment '{spec.treatment}' has {len(values)} distinct values ({shown}{', …' if len(values) > 6 else ''}); hetreport needs a binary treatment. "
+                        f"Derive one, e.g. data.derive: {{treated: \"{_treatment_rule(spec.treatment, values)}\"}}, and use it as treatment.", where="treatment")
     if len(values) < 2:
         raise DataError(f"the treatment '{spec.treatment}' takes only the value {shown} in the analysed rows; there is no control group to compare with.", where="treatment")
     keys = [code_key(v) for v in raw]

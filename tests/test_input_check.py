@@ -456,3 +456,45 @@ def test_unknown_key_in_a_mapping_of_rules_names_the_allowed_keys():
     assert "data.bins.age.quantile: unknown key 'quantile'. Did you mean 'quantiles'?" in msg
     assert "Allowed here: quantiles, breaks, labels, closed." in msg
     assert "Allowed here: ." not in msg
+
+
+def test_treatment_amount_suggests_above_zero(tmp_path):
+    frame = random_frame(n=200)
+    rng = np.random.default_rng(5)
+    frame["amount"] = np.where(frame["treat"] == 1, rng.uniform(0.5, 4, 200), 0.0)
+    spec = make_spec(tmp_path, frame.drop(columns="treat"), ["m1"], treatment="amount")
+    with pytest.raises(DataError) as e:
+        prepare_analysis(spec, load_data(spec), spec.analyses[0])
+    assert 'treated: "amount > 0"' in str(e.value)
+    assert "2.26943" not in str(e.value)
+
+
+def test_bernoulli_on_earnings_says_how_many_rows_and_suggests_a_meaningful_threshold(tmp_path):
+    frame = random_frame(n=300)
+    rng = np.random.default_rng(6)
+    frame["y"] = np.where(rng.random(300) < 0.3, 0.0, np.round(rng.gamma(2, 800, 300), 2))
+    spec = make_spec(tmp_path, frame, ["m1"], family="bernoulli")
+    with pytest.raises(DataError) as e:
+        prepare_analysis(spec, load_data(spec), spec.analyses[0])
+    msg = " ".join(str(e.value).split())
+    n_bad = int((~frame["y"].isin([0, 1])).sum())
+    assert f"{n_bad:,} of the 300 rows of 'y' hold other values" in msg
+    assert 'y_bin: "y > 0"' in msg and ">= 4" not in msg
+    # a 1-7 rating scale: the upper part of the scale
+    frame["y"] = rng.integers(1, 8, 300)
+    spec = make_spec(tmp_path, frame, ["m1"], family="bernoulli")
+    with pytest.raises(DataError, match='y_bin: "y >= 4"'):
+        prepare_analysis(spec, load_data(spec), spec.analyses[0])
+
+
+def test_integer_modifier_with_many_values_warns_with_the_numbers(tmp_path):
+    frame = random_frame(n=300)
+    frame["years"] = np.random.default_rng(7).integers(0, 12, 300)
+    spec = make_spec(tmp_path, frame, ["m1", "years"])
+    with pytest.warns(HetreportWarning, match=r"'years' has 12 distinct whole-number values .* has \d+ groups, \d+ of them with only one arm.*data.bins: \{years: \{quantiles: 4\}\}"):
+        prepare(spec)
+    labelled = make_spec(tmp_path, frame, ["m1", "years"], labels={"levels": {"years": {k: f"year {k}" for k in range(12)}}})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", HetreportWarning)
+        warnings.filterwarnings("ignore", message=".*only one treatment arm")
+        prepare(labelled)

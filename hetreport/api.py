@@ -9,7 +9,7 @@ import platform
 import time
 from dataclasses import replace
 from datetime import datetime, timezone
-from importlib import metadata
+
 from pathlib import Path
 
 from typing import TYPE_CHECKING
@@ -26,6 +26,8 @@ PACKAGES = ("bambi", "pymc", "pytensor", "nutpie", "arviz", "numpy", "pandas", "
 
 
 def package_versions() -> dict[str, str]:
+    from importlib import metadata
+
     out = {"python": platform.python_version(), "hetreport": __version__}
     for p in PACKAGES:
         try:

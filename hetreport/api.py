@@ -9,9 +9,7 @@ import platform
 import time
 from dataclasses import replace
 from datetime import datetime, timezone
-
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 from . import __version__

@@ -79,6 +79,8 @@ class PreparedStudy:
     dataset: object  # Dataset
     analyses: tuple[PreparedAnalysis, ...]
     seconds: float = 0.0
+    #: the conformance with a pre-registration (``conformance.check``), when the spec names one
+    conformance: dict | None = None
 
     @property
     def refusals(self) -> list[str]:
@@ -265,6 +267,11 @@ def summary(study: PreparedStudy) -> str:
              + (f", {len(ds.frame):,} kept by data.filter" if spec.data.filter else "")]
     for note in ds.notes:
         lines.append(_wrap(note))
+    conf = study.conformance
+    if conf is not None:
+        status = "as registered" if conf["as_registered"] else f"{len(conf['deviations'])} deviation(s) from the registration"
+        lines.append(_wrap(f"pre-registration {conf['hash12']} ({conf['registered']}): {status}"
+                           + "".join(f"; {d['text']}" for d in conf["deviations"][:8]), ""))
     for p in study.analyses:
         a, ad, g, s = p.analysis, p.data, p.groups, p.size
         t = g.table
@@ -305,5 +312,12 @@ def summary(study: PreparedStudy) -> str:
 
 
 def check(spec: Spec | str | Path, *, log=None) -> PreparedStudy:
-    """`hetreport check`: prepare without fitting; models above the limits are reported, not raised."""
-    return prepare(spec, log=log, enforce_limits=False)
+    """`hetreport check`: prepare without fitting; models above the limits are reported, not raised.
+    A spec that names a pre-registration is compared with it (a bad record is an error, as in `run`)."""
+    from dataclasses import replace
+
+    from .conformance import check as check_conformance
+
+    spec = spec if isinstance(spec, Spec) else load_spec(spec)
+    conformance = check_conformance(spec, None)
+    return replace(prepare(spec, log=log, enforce_limits=False), conformance=conformance)

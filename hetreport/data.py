@@ -83,8 +83,8 @@ class _CappedReader(io.RawIOBase):
     """A binary stream that stops with a DataError once more than ``cap`` bytes have been read
     (so that a compressed csv cannot inflate without limit)."""
 
-    def __init__(self, raw, cap: int, name: str):
-        self.raw, self.cap, self.name, self.seen, self.over = raw, cap, name, 0, False
+    def __init__(self, raw, cap: int, name: str, owner=None):
+        self.raw, self.cap, self.name, self.seen, self.over, self.owner = raw, cap, name, 0, False, owner
 
     def readable(self) -> bool:
         return True
@@ -100,6 +100,8 @@ class _CappedReader(io.RawIOBase):
 
     def close(self) -> None:
         self.raw.close()
+        if self.owner is not None:  # the zip archive a member was opened from
+            self.owner.close()
         super().close()
 
 
@@ -141,11 +143,12 @@ def _open_text_source(path: Path, cap: int):
         import zipfile
         zf = zipfile.ZipFile(path)
         members = [i for i in zf.infolist() if not i.is_dir()]
-        if len(members) != 1:
-            raise DataError(f"'{path.name}' is a zip archive with {len(members)} files; a zipped csv must hold exactly one.", where="data.path")
-        if members[0].file_size > cap:
+        if len(members) != 1 or members[0].file_size > cap:
+            zf.close()
+            if len(members) != 1:
+                raise DataError(f"'{path.name}' is a zip archive with {len(members)} files; a zipped csv must hold exactly one.", where="data.path")
             raise DataError(_too_big(path.name, f"{_mb(members[0].file_size)} once decompressed"), where="data.path")
-        raw = zf.open(members[0])
+        return _CappedReader(zf.open(members[0]), cap, path.name, owner=zf)
     else:
         raise DataError(f"'{path.name}' is compressed with {kind}, which hetreport does not read; decompress it first "
                         "or use gzip.", where="data.path")

@@ -503,3 +503,19 @@ def test_integer_modifier_with_many_values_warns_with_the_numbers(tmp_path):
         warnings.simplefilter("error", HetreportWarning)
         warnings.filterwarnings("ignore", message=".*only one treatment arm")
         prepare(labelled)
+
+
+def test_check_compares_a_spec_with_its_registration(tmp_path):
+    from tests.test_conformance import _write_pair
+
+    reg, spec, dropped = _write_pair(tmp_path)
+    for path, expect in ((spec, "as registered"), (dropped, "1 deviation(s) from the registration")):
+        text = path.read_text() + f"preregistration: {reg}\n"
+        path.write_text(text)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", HetreportWarning)
+            study = check(path)
+        assert study.conformance is not None
+        out = " ".join(summary(study).split())
+        assert expect in out
+    assert "analyses[respondents].modifiers: dropped `hawk_r`" in out

@@ -254,6 +254,10 @@ def _warn_many_levels(spec: Spec, dataset, analysis: Analysis, adata, groups) ->
 # --------------------------------------------------------------------------- hetreport check
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}" + ("" if n == 1 else "s")
+
+
 def _wrap(text: str, indent: str = "  ") -> str:
     return textwrap.fill(text, width=100, initial_indent=indent, subsequent_indent=indent + "  ",
                          break_long_words=False, break_on_hyphens=False)
@@ -298,12 +302,12 @@ def summary(study: PreparedStudy) -> str:
         lines.append(_wrap(f"brms:  {shorten(p.formula_brms, 400)}", "  "))
         lines.append(_wrap(f"bambi: {shorten(p.formula_bambi, 400)}", "  "))
         if s.parameters is None:
-            lines.append(f"  size: {s.terms:,} varying terms (levels and parameters not counted: above limits.terms)")
+            lines.append(f"  size: {_count(s.terms, 'varying term')} (levels and parameters not counted: above limits.terms)")
         else:
-            lines.append(f"  size: {s.terms:,} varying terms, {s.levels:,} levels, {s.parameters:,} parameters; "
-                         f"posterior kept {s.posterior_bytes / 1e6:,.1f} MB, peak memory about {s.memory_bytes / 1e9:.1f} GB")
-            lines.append(f"  estimated fitting time: about {_duration(s.seconds)} on {min(sampler.chains, _cores())} core(s) "
-                         "(rough: from measurements on a quiet 2-core machine; longer when the machine is busy)")
+            lines.append(_wrap(f"size: {_count(s.terms, 'varying term')}, {_count(s.levels, 'level')}, {_count(s.parameters, 'parameter')}; "
+                               f"posterior kept {s.posterior_bytes / 1e6:,.1f} MB, peak memory about {s.memory_bytes / 1e9:.1f} GB", "  "))
+            lines.append(_wrap(f"estimated fitting time: about {_duration(s.seconds)} on {_count(min(sampler.chains, _cores()), 'core')} "
+                               "(rough: from measurements on a quiet 2-core machine; longer when the machine is busy)", "  "))
         if p.refusal:
             lines.append(_wrap("REFUSED: " + p.refusal, "  "))
     lines += ["", (f"{len(study.refusals)} of {len(study.analyses)} analyses are above the limits on work; `hetreport run` would refuse."

@@ -215,6 +215,12 @@ def prepare(spec: Spec | str | Path, *, log=None, enforce_limits: bool = True) -
         if analysis.slope_predictors and not analysis.correlated:
             raise SpecError("slope_predictors need the correlated model (the default); remove 'correlated: false' from this analysis.",
                             where=f"analysis '{analysis.name}'")
+        if analysis.slope_predictors:  # found here, not after the earlier analyses' fits (models/hierarchical.py says the same)
+            try:
+                groups.table[list(analysis.slope_predictors)].to_numpy(dtype=float)
+            except (TypeError, ValueError):
+                raise SpecError(f"slope predictors must have numeric codes (they enter linearly); {list(analysis.slope_predictors)} include text. "
+                                "Recode them with data.derive, e.g. map(x, {'low': 1, 'high': 2}).", where=f"analysis '{analysis.name}'") from None
         _warn_many_levels(spec, dataset, analysis, adata, groups)
         bambi, brms = model_formulas(adata, groups, analysis.terms, analysis.correlated, tuple(analysis.slope_predictors))
         size = model_size(spec, analysis, adata, groups)

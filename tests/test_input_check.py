@@ -519,3 +519,11 @@ def test_check_compares_a_spec_with_its_registration(tmp_path):
         out = " ".join(summary(study).split())
         assert expect in out
     assert "analyses[respondents].modifiers: dropped `hawk_r`" in out
+
+
+def test_text_slope_predictor_is_found_before_any_fit(tmp_path):
+    frame = random_frame(n=200)
+    frame["m1"] = np.where(frame["m1"] == 1, "high", "low")
+    spec = make_spec(tmp_path, frame, ["m1", "m2"], analysis={"slope_predictors": ["m1"], "terms": "crossing"})
+    with pytest.raises(SpecError, match="slope predictors must have numeric codes"):
+        prepare(spec)

@@ -97,9 +97,12 @@ def cmd_report(args) -> int:
 
 
 def cmd_preregister(args) -> int:
+    from .spec import load_spec
+
+    spec = load_spec(args.spec)  # a spec error before the appendix's report stack is imported
     from .prereg import preregister
 
-    done = preregister(args.spec, args.out, formats=args.formats, route=args.route, scheduler=args.scheduler, workers=args.workers, log=_say)
+    done = preregister(spec, args.out, formats=args.formats, route=args.route, scheduler=args.scheduler, workers=args.workers, log=_say)
     for fmt, path in done["appendix"].items():
         print(f"APPENDIX {fmt.upper()}: {path}")
     for fmt, path in done["mock"].items():

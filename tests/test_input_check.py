@@ -527,3 +527,12 @@ def test_text_slope_predictor_is_found_before_any_fit(tmp_path):
     spec = make_spec(tmp_path, frame, ["m1", "m2"], analysis={"slope_predictors": ["m1"], "terms": "crossing"})
     with pytest.raises(SpecError, match="slope predictors must have numeric codes"):
         prepare(spec)
+
+
+def test_preregister_spec_error_comes_before_any_heavy_import(tmp_path):
+    design = (REPO / "examples" / "tomz-weeks" / "design.yml").read_text()
+    bad = tmp_path / "design.yml"
+    bad.write_text(design.replace("\ntitle:", "\ntitel:", 1) if "\ntitle:" in design else design.replace("title:", "titel:", 1))
+    out, err = probe("preregister", bad, "--out", tmp_path / "out")
+    assert out["rc"] == 2 and "unknown key 'titel'" in err
+    assert out["heavy"] == []

@@ -84,7 +84,7 @@ class _CappedReader(io.RawIOBase):
     (so that a compressed csv cannot inflate without limit)."""
 
     def __init__(self, raw, cap: int, name: str, owner=None):
-        self.raw, self.cap, self.name, self.seen, self.over, self.owner = raw, cap, name, 0, False, owner
+        self.raw, self.cap, self.name, self.seen, self.owner = raw, cap, name, 0, owner
 
     def readable(self) -> bool:
         return True
@@ -93,7 +93,6 @@ class _CappedReader(io.RawIOBase):
         data = self.raw.read(len(buf))
         self.seen += len(data)
         if self.seen > self.cap:
-            self.over = True
             raise DataError(_too_big(self.name, f"more than {_mb(self.cap)} once decompressed"), where="data.path")
         buf[: len(data)] = data
         return len(data)

@@ -297,8 +297,9 @@ class Limits(_Strict):
     one_arm_groups: float = Field(default=0.5, gt=0, le=1)
     #: rows read from the data file
     rows: int = Field(default=5_000_000, ge=1)
-    #: size of the data once decompressed (csv/tsv text, xlsx sheets, parquet/dta/sav values), in MB
-    data_mb: float = Field(default=1000.0, gt=0)
+    #: size of the data once decompressed (csv/tsv text, xlsx sheets, parquet/dta/sav values), in MB;
+    #: 200 MB of xlsx sheets take minutes to parse, so the 410 MB that a 1.2 MB zip bomb inflates to is refused
+    data_mb: float = Field(default=200.0, gt=0)
 
 
 class Spec(_Strict):

@@ -220,23 +220,17 @@ def test_xlsx_whose_sheets_inflate_past_the_limit_is_refused_before_parsing(tmp_
     assert len(frame) == 50
 
 
-def test_default_data_limit_refuses_a_zip_bomb_by_its_declared_sizes(tmp_path, monkeypatch):
+def test_default_data_limit_refuses_a_real_zip_bomb_without_parsing_it(tmp_path):
     path = tmp_path / "bomb.xlsx"
     random_frame(n=20).to_excel(path, index=False)
-    with zipfile.ZipFile(path, "a", compression=zipfile.ZIP_DEFLATED) as zf:
-        zf.writestr("xl/padding.xml", b"")
-    # the zip's directory says 410 MB (issue 13's 1.2 MB file): the check reads the directory, never the data
-    real = zipfile.ZipFile.infolist
-
-    def inflated(self):
-        infos = real(self)
-        for i in infos:
-            if i.filename == "xl/padding.xml":
-                i.file_size = 410_000_000
-        return infos
-
-    monkeypatch.setattr(zipfile.ZipFile, "infolist", inflated)
-    with pytest.raises(DataError, match="410 MB once decompressed"):
+    chunk = b"<c/>" * 262_144  # 1 MiB
+    with zipfile.ZipFile(path, "a", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+        with zf.open("xl/worksheets/padding.xml", "w", force_zip64=True) as member:
+            for _ in range(210):  # 220 MB, above the default 200 MB
+                member.write(chunk)
+    assert path.stat().st_size < 2_000_000
+    # refused from the zip directory's sizes (220 MB in all), before anything is inflated or parsed
+    with pytest.raises(DataError, match=r"220 MB once decompressed \(1 MB on disk\).*limits.data_mb"):
         read_table(path)
 
 

@@ -29,7 +29,7 @@ from .errors import ModelError, SpecError, clean_text, shorten
 from .spec import Analysis, Limits, Spec, load_spec
 
 #: rough costs measured on a 2-core machine (Tomz-Weeks respondents: 100 groups, 15 terms, 323 levels,
-#: 4 chains x 2,000 iterations: compile ~50 s, sampling ~40 s quiet; /work/shared/MEASUREMENTS.md and
+#: 4 chains x 2,000 iterations: compile ~50 s, sampling ~40 s quiet; the project's shared measurements and
 #: benchmarks/bench_check.py): Python and the libraries loaded, graph compile per term, sampling per
 #: iteration of one chain per unit of gradient work (groups x terms + parameters + unit rows for non-Gaussian
 #: per-unit likelihoods)

@@ -86,7 +86,7 @@ def clean_text(text: str) -> str:
 
 
 def unsafe_characters(text: str) -> list[str]:
-    """The control characters clean_text removes from ``text``, as U+XXXX (for a warning)."""
+    """The control characters clean_text removes from ``text``, as code points such as U+202E (for a warning)."""
     return sorted({f"U+{ord(c):04X}" for c in text if _unsafe(c) and c not in "\t\n\r"})
 
 

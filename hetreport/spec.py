@@ -13,8 +13,8 @@ import hashlib
 import json
 import math
 import re
-from pathlib import Path
 import warnings
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml

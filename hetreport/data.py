@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import DataError, HetreportWarning, SpecError, clean_text, shorten, suggest
-from .expr import compile_expr
+from .expr import compile_expr, spelling_hint
 from .spec import Analysis, Limits, Spec
 
 #: a numeric modifier with more distinct values than this needs a binning rule
@@ -525,7 +525,7 @@ def _level_label(dataset: Dataset, col: str, code) -> str:
 
 def _check_column(frame: pd.DataFrame, col: str, where: str) -> None:
     if col not in frame.columns:
-        raise SpecError(f"the data has no column '{col}'.{suggest(col, frame.columns)} Columns include: {', '.join(list(frame.columns)[:12])}{', …' if frame.shape[1] > 12 else ''}. Define it under data.derive or fix the name.", where=where)
+        raise SpecError(f"the data has no column '{shorten(col)}'.{spelling_hint(col, list(frame.columns))} Columns include: {', '.join(list(frame.columns)[:12])}{', …' if frame.shape[1] > 12 else ''}. Define it under data.derive or fix the name.", where=where)
 
 
 def _ordered_levels(values: pd.Series, col: str, spec: Spec) -> tuple:

@@ -359,13 +359,13 @@ def _check_names(names: Iterable[str], columns: list, text: str, where: str) -> 
             continue
         shown = ", ".join(available[:8]) + (f", ... ({len(available)} in all)" if len(available) > 8 else "")
         raise SpecError(
-            f"`{shorten(text)}` uses `{shorten(name)}`, which is not a column of the data.{_spelling(name, available)} "
+            f"`{shorten(text)}` uses `{shorten(name)}`, which is not a column of the data.{spelling_hint(name, available)} "
             f"Available columns: {shown or '(none)'}.",
             where=where,
         )
 
 
-def _spelling(name: str, available: list[str]) -> str:
+def spelling_hint(name: str, available: list[str]) -> str:
     """' Did you mean ...?', and for a name that only looks like a column (full-width or other
     compatibility characters) which characters differ."""
     import unicodedata

@@ -530,3 +530,9 @@ def test_preregister_spec_error_comes_before_any_heavy_import(tmp_path):
     out, err = probe("preregister", bad, "--out", tmp_path / "out")
     assert out["rc"] == 2 and "unknown key 'titel'" in err
     assert out["heavy"] == []
+
+
+def test_a_full_width_modifier_name_is_not_the_ascii_column(tmp_path):
+    spec = make_spec(tmp_path, random_frame(n=100), ["\uff4d1"])
+    with pytest.raises(SpecError, match=r"no column '\uff4d1'.*looks like the column `m1`.*U\+FF4D"):
+        prepare_analysis(spec, load_data(spec), spec.analyses[0])

@@ -8,7 +8,7 @@
 
 __version__ = "0.1.0"
 
-__all__ = ["load_spec", "fit", "run", "render", "load_results", "StudyResults", "AnalysisResults", "Spec",
+__all__ = ["load_spec", "check", "fit", "run", "render", "load_results", "StudyResults", "AnalysisResults", "Spec",
            "HetreportError", "__version__"]
 
 
@@ -17,7 +17,7 @@ def __getattr__(name):  # lazy: `import hetreport` stays fast and light
         from . import spec
 
         return getattr(spec, name)
-    if name in ("fit", "run", "render"):
+    if name in ("check", "fit", "run", "render"):
         from . import api
 
         return getattr(api, name)

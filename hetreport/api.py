@@ -1,4 +1,7 @@
-"""The pipeline as functions: spec -> data -> groups -> fits -> effects -> results."""
+"""The pipeline as functions: spec -> data -> groups -> fits -> effects -> results.
+
+Imports are lazy: the spec is checked and the data read (``check.prepare``) before the model stack
+(PyMC, ArviZ, bambi, statsmodels, plotting) is loaded, so a spec or data error prints within a second."""
 
 from __future__ import annotations
 
@@ -6,26 +9,23 @@ import platform
 import time
 from dataclasses import replace
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
-
-import pandas as pd
-from threadpoolctl import threadpool_limits
+from typing import TYPE_CHECKING
 
 from . import __version__
-from .data import load_data, prepare_analysis
-from .effects import combine, method_rows
-from .groups import build_groups
-from .models.hierarchical import fit_hierarchical, group_summary, posterior_predictive
-from .models.ols import fit_ols_additive, fit_ols_full, fit_subgroup
-from .results import AnalysisResults, Modifier, StudyResults
 from .spec import Spec, load_spec
+
+if TYPE_CHECKING:
+    from .check import PreparedStudy
+    from .results import StudyResults
 
 PACKAGES = ("bambi", "pymc", "pytensor", "nutpie", "arviz", "numpy", "pandas", "scipy", "statsmodels", "plotnine",
             "jinja2", "pydantic", "pyreadstat", "pypandoc-binary", "typst")
 
 
 def package_versions() -> dict[str, str]:
+    from importlib import metadata
+
     out = {"python": platform.python_version(), "hetreport": __version__}
     for p in PACKAGES:
         try:
@@ -57,20 +57,30 @@ def fit(spec: Spec | str | Path, *, progress: bool = False, log=None, preregistr
 
     ``preregistration`` (or the spec's ``preregistration:`` key): a pre-registration appendix
     folder or its registration.json; the conformance check is stored in the manifest."""
+    from .check import prepare
     from .conformance import check as check_conformance
 
     spec = _as_spec(spec)
     conformance = check_conformance(spec, preregistration)  # a bad record stops here, before any fitting
     say = log or (lambda msg: None)
     t_start = time.perf_counter()
-    dataset = load_data(spec)
-    say(f"read {dataset.path.name}: {dataset.n_read:,} rows" + (f", {len(dataset.frame):,} after the filter" if spec.data.filter else ""))
+    # every analysis's data, groups and model size first: a data error or a model above the limits on
+    # work stops here, before the model stack is imported or anything is fitted
+    prepared = prepare(spec, log=say)
+    dataset = prepared.dataset
+    import pandas as pd
+    from threadpoolctl import threadpool_limits
+
+    from .effects import combine, method_rows
+    from .models.hierarchical import fit_hierarchical, group_summary, posterior_predictive
+    from .models.ols import fit_ols_additive, fit_ols_full, fit_subgroup
+    from .results import AnalysisResults, Modifier, StudyResults
+
     frames, analyses, timings = [], [], {}
     modifier_order: list[str] = []
-    for analysis in spec.analyses:
+    for p in prepared.analyses:
         t0 = time.perf_counter()
-        adata = prepare_analysis(spec, dataset, analysis)
-        groups = build_groups(adata, spec.report.min_arm)
+        analysis, adata, groups = p.analysis, p.data, p.groups
         say(f"analysis '{analysis.name}': {adata.n:,} rows, {groups.n_groups} groups")
         # OLS reads the outcome on its own scale (for a binomial outcome: the share of successes per row);
         # for a 0/1 outcome it is the linear probability model
@@ -124,6 +134,14 @@ def fit(spec: Spec | str | Path, *, progress: bool = False, log=None, preregistr
     if conformance is not None:
         manifest["conformance"] = conformance
     return StudyResults(spec=spec, effects=effects, analyses=tuple(analyses), manifest=manifest)
+
+
+def check(spec: Spec | str | Path, *, log=None) -> PreparedStudy:
+    """Validate the spec and the data and size every analysis's model, without fitting (``hetreport
+    check``); ``check.summary(result)`` is the printed report. Imports nothing heavy."""
+    from .check import check as _check
+
+    return _check(_as_spec(spec), log=log)
 
 
 def render(results: StudyResults, out: str | Path, *, formats=None, route: str = "auto", log=None):

@@ -1,4 +1,7 @@
-"""Command line: each command is one call into the API; errors are one paragraph, no traceback."""
+"""Command line: each command is one call into the API; errors are one paragraph, no traceback.
+
+Nothing heavy is imported here: the API checks the spec and reads the data before it loads the model
+stack, so a spec or data error prints within a second (benchmarks/bench_errors.py)."""
 
 from __future__ import annotations
 
@@ -9,16 +12,16 @@ import textwrap
 import warnings
 from pathlib import Path
 
-from .errors import HetreportError, HetreportWarning
+from .errors import HetreportError, HetreportWarning, visible
 
 
 def _say(msg: str) -> None:
-    print(f"hetreport: {msg}", file=sys.stderr, flush=True)
+    print(visible(f"hetreport: {msg}"), file=sys.stderr, flush=True)
 
 
 def _warning(message, category, filename, lineno, file=None, line=None):
     if issubclass(category, HetreportWarning):
-        print(textwrap.fill(f"warning: {message}", width=100, subsequent_indent="  ", break_long_words=False, break_on_hyphens=False), file=sys.stderr)
+        print(textwrap.fill(visible(f"warning: {message}"), width=100, subsequent_indent="  ", break_long_words=False, break_on_hyphens=False), file=sys.stderr)
     # other libraries' warnings (PyTensor BLAS, numba) are noise for a user of this CLI
 
 
@@ -31,9 +34,17 @@ def cmd_fit(args) -> int:
     return 0
 
 
+def cmd_check(args) -> int:
+    from .api import check
+    from .check import summary
+
+    study = check(args.spec, log=_say)
+    print(visible(summary(study)))
+    return 2 if study.refusals else 0
+
+
 def cmd_run(args) -> int:
     from .api import fit
-    from .report import build_and_render
 
     if len(args.spec) > 1 or Path(args.spec[0]).is_dir():
         return cmd_run_project(args)
@@ -43,6 +54,8 @@ def cmd_run(args) -> int:
     results = fit(args.spec, progress=args.progress, log=_say, preregistration=args.preregistration)
     out = results.save(args.out)
     _say(f"wrote results to {out}")
+    from .report import build_and_render  # after the fit: the report stack is not needed to find a spec error
+
     outcome = build_and_render(results, out, formats=args.formats, route=args.route, log=_say)
     for fmt, path in outcome.outputs.items():
         print(f"{fmt.upper()}: {path}")
@@ -84,9 +97,12 @@ def cmd_report(args) -> int:
 
 
 def cmd_preregister(args) -> int:
+    from .spec import load_spec
+
+    spec = load_spec(args.spec)  # a spec error before the appendix's report stack is imported
     from .prereg import preregister
 
-    done = preregister(args.spec, args.out, formats=args.formats, route=args.route, scheduler=args.scheduler, workers=args.workers, log=_say)
+    done = preregister(spec, args.out, formats=args.formats, route=args.route, scheduler=args.scheduler, workers=args.workers, log=_say)
     for fmt, path in done["appendix"].items():
         print(f"APPENDIX {fmt.upper()}: {path}")
     for fmt, path in done["mock"].items():
@@ -123,6 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("spec", help="the study spec (YAML)")
     f.add_argument("--out", required=True, help="folder for effects.csv, posterior, diagnostics, manifest")
     f.set_defaults(func=cmd_fit)
+    c = sub.add_parser("check", help="check the spec and the data, and show the groups and models `run` would fit, without fitting")
+    c.add_argument("spec", help="the study spec (YAML)")
+    c.set_defaults(func=cmd_check)
     for name, helptext in (("run", "fit and render the report"), ("report", "re-render the report from saved results, without refitting")):
         r = sub.add_parser(name, help=helptext)
         if name == "run":
@@ -177,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except HetreportError as exc:
         kind = getattr(exc, "kind", "Error")
-        print(textwrap.fill(f"{kind}: {exc}", width=100, subsequent_indent="  ", break_long_words=False, break_on_hyphens=False), file=sys.stderr)
+        print(textwrap.fill(visible(f"{kind}: {exc}"), width=100, subsequent_indent="  ", break_long_words=False, break_on_hyphens=False), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; nothing was written.", file=sys.stderr)
@@ -185,8 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # a bug, not a user mistake: still one paragraph unless asked
         if os.environ.get("HETREPORT_DEBUG"):
             raise
-        print(textwrap.fill(f"Internal error: {type(exc).__name__}: {exc}. Nothing was written. This is a bug in hetreport; "
-                            "rerun with HETREPORT_DEBUG=1 to see the traceback and report it.", width=100,
+        print(textwrap.fill(visible(f"Internal error: {type(exc).__name__}: {exc}. Nothing was written. This is a bug in hetreport; "
+                            "rerun with HETREPORT_DEBUG=1 to see the traceback and report it."), width=100,
                             subsequent_indent="  ", break_long_words=False, break_on_hyphens=False), file=sys.stderr)
         return 1
 

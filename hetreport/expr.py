@@ -47,7 +47,13 @@ Semantics
   against numbers, arithmetic on text, and numeric functions of text are
   errors naming the column.
 * Division (``/ // %``) by zero, ``log`` of values <= 0, ``sqrt`` of negative
-  values and overflow to +-infinity give missing, silently.
+  values and overflow to +-infinity give missing. The rows where overflow or
+  division by zero did so are counted (``Series.attrs["nonfinite_rows"]``):
+  ``data.derive`` warns about them, and a derived column missing in every row
+  is an error.
+* Names are matched exactly as written: Python's parser would fold full-width
+  and other compatibility characters (``ｍ1`` to ``m1``), so each name is
+  taken from the source text instead.
 * ``round`` is numpy's round-half-to-even (``round(2.5) == 2``), as in Python
   and R.
 * ``cut(x, [b0, b1, ..., bk])`` gives bin numbers 1..k (float) for the bins
@@ -76,7 +82,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from hetreport.errors import SpecError, suggest
+from hetreport.errors import SpecError, shorten, suggest
 
 __all__ = ["Expression", "compile_expr", "evaluate", "FUNCTIONS", "MAX_LENGTH", "MAX_DEPTH"]
 
@@ -215,11 +221,13 @@ class Expression:
                 values = evaluator.value(self._tree.body)
         except (TypeError, ValueError, ArithmeticError, RecursionError) as exc:
             raise SpecError(
-                f"`{self.text}` could not be evaluated on the data: {exc}. "
+                f"`{shorten(self.text)}` could not be evaluated on the data: {shorten(exc, 200)}. "
                 f"Check that the columns it uses hold the kind of values the operators expect.",
                 where=self.where,
             ) from exc
-        return pd.Series(values, index=frame.index, dtype=values.dtype)
+        out = pd.Series(values, index=frame.index, dtype=values.dtype)
+        out.attrs["nonfinite_rows"] = int((evaluator.nonfinite & _missing(values)).sum())
+        return out
 
 
 def compile_expr(text: str, *, where: str, columns: Iterable[str] | None = None) -> Expression:
@@ -269,23 +277,39 @@ def _parse(text: str, where: str) -> ast.Expression:
         tree = ast.parse(text, mode="eval")
     except SyntaxError as exc:
         raise SpecError(
-            f"cannot parse `{text}`: {exc.msg}{_syntax_position(text, exc)}. "
+            f"cannot parse `{shorten(text)}`: {exc.msg}{_syntax_position(text, exc)}. "
             f"Check brackets, quotes and operators (`==` compares, `=` is not allowed). " + ALLOWED,
             where=where,
         ) from None
     except (RecursionError, MemoryError, ValueError) as exc:
         raise SpecError(
-            f"cannot parse `{text[:80]}`: {exc or 'too complex'}. Simplify it or split it into "
+            f"cannot parse `{shorten(text)}`: {shorten(exc or 'too complex', 200)}. Simplify it or split it into "
             f"several derived columns.",
             where=where,
         ) from None
     if _depth(tree) > MAX_DEPTH:
         raise SpecError(
-            f"`{text[:80]}` is nested too deeply (more than {MAX_DEPTH} levels). "
+            f"`{shorten(text)}` is nested too deeply (more than {MAX_DEPTH} levels). "
             f"Split it into several derived columns.",
             where=where,
         )
+    _exact_names(tree, text)
     return tree
+
+
+def _exact_names(tree: ast.Expression, text: str) -> None:
+    """Names as the text spells them. Python's parser NFKC-normalises identifiers (full-width `ｍ1`
+    becomes `m1`); a column is matched exactly as the data spells it, so each name and keyword is
+    restored from the source text."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name):
+            raw = ast.get_source_segment(text, node)
+            if raw:
+                node.id = raw
+        elif isinstance(node, ast.keyword) and node.arg is not None:
+            raw = ast.get_source_segment(text, node)
+            if raw and "=" in raw:
+                node.arg = raw.split("=", 1)[0].strip()
 
 
 def _syntax_position(text: str, exc: SyntaxError) -> str:
@@ -308,7 +332,7 @@ def _signature(name: str) -> str:
 
 def _in(text: str, piece: str) -> str:
     """'in `whole text`, ' -- or '' when the piece is the whole text."""
-    return "" if piece == text else f"in `{text}`, "
+    return "" if piece == text else f"in `{shorten(text)}`, "
 
 
 def _sentence(problem: str) -> str:
@@ -335,10 +359,24 @@ def _check_names(names: Iterable[str], columns: list, text: str, where: str) -> 
             continue
         shown = ", ".join(available[:8]) + (f", ... ({len(available)} in all)" if len(available) > 8 else "")
         raise SpecError(
-            f"`{text}` uses `{name}`, which is not a column of the data.{suggest(name, available)} "
+            f"`{shorten(text)}` uses `{shorten(name)}`, which is not a column of the data.{spelling_hint(name, available)} "
             f"Available columns: {shown or '(none)'}.",
             where=where,
         )
+
+
+def spelling_hint(name: str, available: list[str]) -> str:
+    """' Did you mean ...?', and for a name that only looks like a column (full-width or other
+    compatibility characters) which characters differ."""
+    import unicodedata
+
+    folded = unicodedata.normalize("NFKC", name)
+    if folded != name and folded in available:
+        odd = ", ".join(f"'{c}' (U+{ord(c):04X} {unicodedata.name(c, 'unnamed')})" for c in dict.fromkeys(name)
+                        if unicodedata.normalize("NFKC", c) != c)
+        return (f" It looks like the column `{folded}` but is spelt with {odd}; names are matched exactly as the data "
+                f"spells them. Write `{folded}`.")
+    return suggest(name, available)
 
 
 def _literal_value(node: ast.AST) -> object:
@@ -380,7 +418,7 @@ class _Checker:
         piece = ast.get_source_segment(self.text, node) or self.text
         positioned = isinstance(node, (ast.expr, ast.keyword)) and piece != self.text
         at = f" (column {node.col_offset + 1})" if positioned else ""
-        return SpecError(f"{_in(self.text, piece)}`{piece}`{at}: {_sentence(problem)} {hint}",
+        return SpecError(f"{_in(self.text, piece)}`{shorten(piece)}`{at}: {_sentence(problem)} {hint}",
                          where=self.where)
 
     def check(self, node: ast.AST) -> None:
@@ -634,6 +672,14 @@ class _Evaluator:
         self.where = where
         self.frame = frame
         self.n = len(frame)
+        #: rows where a step overflowed to +-infinity or divided by zero (made missing)
+        self.nonfinite = np.zeros(self.n, dtype=bool)
+
+    def finite(self, values: np.ndarray, inputs_present: np.ndarray) -> np.ndarray:
+        """Results of +-infinity or NaN from present inputs (overflow, division by zero) become
+        missing, and are counted for the message of a derived column that came out missing."""
+        self.nonfinite |= ~np.isfinite(values) & inputs_present
+        return _finite(values)
 
     # -- messages ----------------------------------------------------------
 
@@ -644,7 +690,7 @@ class _Evaluator:
     def label(self, node: ast.AST) -> str:
         if isinstance(node, ast.Name):
             return f"column `{node.id}`"
-        return f"`{ast.get_source_segment(self.text, node) or self.text}`"
+        return f"`{shorten(ast.get_source_segment(self.text, node) or self.text)}`"
 
     def numbers(self, values: np.ndarray, node: ast.AST, purpose: str) -> np.ndarray:
         if values.dtype != np.float64:
@@ -659,7 +705,7 @@ class _Evaluator:
             raise self.fail(
                 f"{self.label(node)} is used as true/false by {purpose}, but it holds values other "
                 f"than 0 and 1 (e.g. {odd[0]:g}). Compare it explicitly, e.g. "
-                f"`{ast.get_source_segment(self.text, node)} == 1`."
+                f"`{shorten(ast.get_source_segment(self.text, node))} == 1`."
             )
         return values
 
@@ -715,7 +761,7 @@ class _Evaluator:
         symbol, function = _ARITHMETIC[type(node.op)]
         left = self.numbers(self.value(node.left), node.left, f"`{symbol}`")
         right = self.numbers(self.value(node.right), node.right, f"`{symbol}`")
-        return _finite(function(left, right))
+        return self.finite(function(left, right), ~(np.isnan(left) | np.isnan(right)))
 
     def boolean(self, node: ast.BoolOp) -> np.ndarray:
         word = "`and`" if isinstance(node.op, ast.And) else "`or`"
@@ -748,7 +794,7 @@ class _Evaluator:
             kinds = {isinstance(v, str) for pair in pairs for v in pair}
             if len(kinds) > 1:
                 raise self.fail(
-                    f"`{ast.get_source_segment(self.text, node)}` orders text against numbers with "
+                    f"`{shorten(ast.get_source_segment(self.text, node))}` orders text against numbers with "
                     f"`{symbol}`. Text can only be ordered against text, and numbers against "
                     f"numbers; to test for a text value use `==` (e.g. party == 'Dem').",
                     node,
@@ -814,7 +860,7 @@ class _Evaluator:
         if name == "abs":
             return np.abs(x)
         if name == "exp":
-            return _finite(np.exp(x))
+            return self.finite(np.exp(x), ~np.isnan(x))
         result = np.log(x) if name == "log" else np.sqrt(x)
         outside = ~(x > 0) if name == "log" else ~(x >= 0)
         result[outside] = np.nan

@@ -111,3 +111,16 @@ def term_levels(groups: Groups, term: tuple[str, ...]) -> tuple[list[str], np.nd
     uniq = sorted(sort_key, key=sort_key.__getitem__)
     pos = {k: i for i, k in enumerate(uniq)}
     return uniq, np.array([pos[group_key(term, row)] for row in rows])
+
+
+def model_formulas(adata: AnalysisData, groups: Groups, mode: str, correlated: bool, predictors=()) -> tuple[str, str]:
+    """The hierarchical model as (bambi, brms) formulas. Pure text: ``hetreport check`` prints them
+    without importing the model stack."""
+    y, t = adata.outcome.name, adata.treatment.name
+    controls = "".join(f" + {c}" for c in adata.controls)
+    if predictors:  # the slope-predictor ("lambda") specification: linear in the predictors, then varying
+        controls += "".join(f" + {z}" for z in predictors) + f" + {t}:({' + '.join(predictors)})"
+    bar = "|" if correlated else "||"
+    brms = f"{y} ~ 1{controls} + {t} + (1 + {t} {bar} {('*' if mode == 'all' else ':').join(groups.modifiers)})"
+    bambi = f"{y} ~ 1{controls} + {t}" + "".join(f" + (1 + {t} | {':'.join(tm)})" for tm in terms(groups.modifiers, mode))
+    return bambi, brms

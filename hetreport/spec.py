@@ -13,16 +13,31 @@ import hashlib
 import json
 import math
 import re
+import warnings
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, model_validator
 
-from .errors import SpecError, path_str, suggest
+from .errors import HetreportWarning, SpecError, clean_text, path_str, shorten, suggest, unsafe_characters
 from .prereg.design import PlannedDesign
 
 Scalar = int | float | str | bool
+
+
+def _display(text: str, info: ValidationInfo) -> str:
+    """Titles and labels reach HTML, PDF and the terminal: control characters (NUL, BEL, escape
+    sequences, right-to-left overrides) are removed, with a warning naming them."""
+    bad = unsafe_characters(text)
+    if bad:
+        warnings.warn(f"{info.field_name or 'text'}: removed control character(s) {', '.join(bad)} from {shorten(clean_text(text))!r}; "
+                      "titles and labels are shown without them.", HetreportWarning, stacklevel=2)
+    return clean_text(text)
+
+
+#: display text from the spec (titles, labels, units, author)
+Text = Annotated[str, AfterValidator(_display)]
 
 # --------------------------------------------------------------------------- priors
 
@@ -111,11 +126,16 @@ class _Strict(BaseModel):
 
 
 class BinRule(_Strict):
-    """How to turn a continuous column into levels: ``{quantiles: 4}`` or ``{breaks: [...]}``."""
+    """How to turn a continuous column into levels: ``{quantiles: 4}`` or ``{breaks: [...]}``.
+
+    ``closed`` says which edge a bin includes: ``right`` (the default; bins (a, b], the lowest
+    [a, b]) or ``left`` (bins [a, b), the highest [a, b])."""
 
     quantiles: int | None = Field(default=None, ge=2, le=20)
     breaks: list[float] | None = None
-    labels: list[str] | None = None
+    labels: list[Text] | None = None
+    #: None is the default, right-closed (not written out, so older specs keep their hash)
+    closed: Literal["left", "right"] | None = None
 
     @model_validator(mode="after")
     def _one_rule(self) -> BinRule:
@@ -140,13 +160,13 @@ class DataSpec(_Strict):
 
 
 class Labels(_Strict):
-    variables: dict[str, str] = Field(default_factory=dict)
-    levels: dict[str, dict[Scalar, str]] = Field(default_factory=dict)
+    variables: dict[str, Text] = Field(default_factory=dict)
+    levels: dict[str, dict[Scalar, Text]] = Field(default_factory=dict)
 
 
 class Analysis(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=60)
-    title: str | None = None
+    title: Text | None = None
     modifiers: list[str] = Field(min_length=1)
     controls: list[str] = Field(default_factory=list)
     #: controls to treat as categorical (dummies) even though they are numeric
@@ -259,13 +279,32 @@ class ReportOptions(_Strict):
     #: groups with fewer units than this in an arm are flagged as small
     min_arm: int = Field(default=5, ge=1)
     #: what the rows are, for the text ("respondents", "schools"); singular is derived
-    units: str = Field(default="units", min_length=1, max_length=40)
-    author: str | None = None
+    units: Text = Field(default="units", min_length=1, max_length=40)
+    author: Text | None = None
+
+
+class Limits(_Strict):
+    """Limits on work, checked before anything is parsed or fitted (README: "Limits on work"). Each is a
+    ceiling a study can raise deliberately, e.g. ``limits: {parameters: 100000}``."""
+
+    #: model parameters per analysis (varying intercepts and slopes, SDs, coefficients)
+    parameters: int = Field(default=20_000, ge=1)
+    #: varying terms per analysis (terms: all has 2^k - 1 for k modifiers)
+    terms: int = Field(default=255, ge=1)
+    #: estimated peak memory of one analysis's fit, in GB
+    memory_gb: float = Field(default=4.0, gt=0)
+    #: the largest share of groups that may have units in only one treatment arm
+    one_arm_groups: float = Field(default=0.5, gt=0, le=1)
+    #: rows read from the data file
+    rows: int = Field(default=5_000_000, ge=1)
+    #: size of the data once decompressed (csv/tsv text, xlsx sheets, parquet/dta/sav values), in MB;
+    #: 200 MB of xlsx sheets take minutes to parse, so the 410 MB that a 1.2 MB zip bomb inflates to is refused
+    data_mb: float = Field(default=200.0, gt=0)
 
 
 class Spec(_Strict):
-    title: str = Field(min_length=1)
-    subtitle: str | None = None
+    title: Text = Field(min_length=1)
+    subtitle: Text | None = None
     #: the data to analyse; a spec to pre-register has ``design:`` instead (exactly one of the two)
     data: DataSpec | None = None
     #: the planned study (hetreport preregister); see hetreport/prereg/design.py
@@ -287,6 +326,8 @@ class Spec(_Strict):
     sampler: Sampler = Field(default_factory=Sampler)
     ols: OlsOptions = Field(default_factory=OlsOptions)
     report: ReportOptions = Field(default_factory=ReportOptions)
+    #: ceilings on the work a spec may ask for; absent: the documented defaults (``Limits()``)
+    limits: Limits | None = None
     #: folder the spec was read from; data paths are relative to it (not a YAML key)
     base_dir: Path = Field(default=Path("."), exclude=True)
     #: the YAML text as written (for the reproducibility appendix; not a YAML key)
@@ -336,15 +377,23 @@ class Spec(_Strict):
     def canonical(self) -> dict[str, Any]:
         """The spec as plain data with defaults filled in (key order irrelevant)."""
         out = self.model_dump(mode="json", exclude={"base_dir", "source_text"})
-        for key in ("data", "design", "preregistration"):  # absent keys leave the hash of older specs unchanged
+        for key in ("data", "design", "preregistration", "limits"):  # absent keys leave the hash of older specs unchanged
             if out.get(key) is None:
                 out.pop(key, None)
+        for rule in ((out.get("data") or {}).get("bins") or {}).values():
+            if rule.get("closed") is None:
+                rule.pop("closed", None)
         return out
 
     def spec_hash(self) -> str:
         """SHA-256 of the canonical spec: comments, key order and defaults written out do not change it."""
         text = json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()
+
+    @property
+    def work_limits(self) -> Limits:
+        """The spec's limits on work, or the documented defaults."""
+        return self.limits or Limits()
 
     def outcome_of(self, analysis: Analysis) -> str:
         """The analysis's outcome column: its own, else the spec's."""
@@ -401,29 +450,38 @@ _EXPECTED = {
 
 
 def _model_fields(model: type[BaseModel], loc: tuple) -> list[str] | None:
-    """The allowed keys at a location, for suggestions on unknown keys."""
+    """The allowed keys at a location, for suggestions on unknown keys. A location runs through
+    fields, list positions (ints) and the user's own keys of mappings such as ``data.bins.age``."""
     current: Any = model
+    skip_key = False  # the previous field was a mapping of models: this part is the user's key
     for part in loc:
         if isinstance(part, int):
+            continue
+        if skip_key:
+            skip_key = False
             continue
         if not (isinstance(current, type) and issubclass(current, BaseModel)):
             return None
         field = current.model_fields.get(str(part))
         if field is None:
             return None
-        ann = field.annotation
-        args = getattr(ann, "__args__", ()) or ()
-        nxt = next((a for a in (ann, *args) if isinstance(a, type) and issubclass(a, BaseModel)), None)
-        if nxt is None:
-            # list[Model] / dict[str, Model]
-            for a in args:
-                for b in getattr(a, "__args__", ()) or ():
-                    if isinstance(b, type) and issubclass(b, BaseModel):
-                        nxt = b
-        current = nxt
+        current, skip_key = _inner_model(field.annotation)
     if isinstance(current, type) and issubclass(current, BaseModel):
         return [k for k, f in current.model_fields.items() if not f.exclude]
     return None
+
+
+def _inner_model(ann: Any) -> tuple[Any, bool]:
+    """The model class an annotation holds (Model, Model | None, list[Model], dict[str, Model]) and
+    whether it is the value of a mapping."""
+    if isinstance(ann, type) and issubclass(ann, BaseModel):
+        return ann, False
+    origin = getattr(ann, "__origin__", None)
+    for a in getattr(ann, "__args__", ()) or ():
+        inner, mapped = _inner_model(a)
+        if inner is not None:
+            return inner, mapped or origin is dict
+    return None, False
 
 
 def _explain(err: dict, root: type[BaseModel]) -> tuple[str, str]:
@@ -438,11 +496,12 @@ def _explain(err: dict, root: type[BaseModel]) -> tuple[str, str]:
         key = str(loc[-1])
         allowed = _model_fields(root, loc[:-1]) or []
         hint = suggest(key, allowed)
-        return path_str(loc), f"unknown key '{key}'.{hint} Allowed here: {', '.join(allowed)}."
+        listed = f" Allowed here: {', '.join(allowed)}." if allowed else ""
+        return path_str(loc), f"unknown key '{shorten(key)}'.{hint}{listed}"
     if etype == "missing":
         return path_str(loc), f"this key is required but missing; add '{loc[-1]}:' to the spec."
     given = err.get("input")
-    given_txt = json.dumps(given, default=str)[:80] if given is not None else "nothing"
+    given_txt = shorten(json.dumps(given, default=str), 80) if given is not None else "nothing"
     if etype in _EXPECTED:
         return path_str(loc), f"expected {_EXPECTED[etype]}, got {given_txt}."
     if etype == "literal_error":

@@ -34,7 +34,7 @@ import pandas as pd
 
 from ..data import AnalysisData
 from ..errors import HetreportWarning, SpecError
-from ..groups import Groups, term_levels, terms
+from ..groups import Groups, model_formulas as formulas, term_levels, terms  # noqa: F401 (formulas: pure, in groups.py)
 from ..spec import Prior, Priors, Sampler
 
 RHAT_MAX = 1.01
@@ -168,17 +168,6 @@ def build_design(adata: AnalysisData, groups: Groups, mode: str = "all") -> Desi
         cell_n=cell_n, cell_sy=cell_sy, cell_sx=cell_sx, xx=Xc.T @ Xc, xy=Xc.T @ yc, yy=float(yc @ yc),
         y_mean=y_mean, x_mean=x_mean, n=adata.n,
     )
-
-
-def formulas(adata: AnalysisData, groups: Groups, mode: str, correlated: bool, predictors=()) -> tuple[str, str]:
-    y, t = adata.outcome.name, adata.treatment.name
-    controls = "".join(f" + {c}" for c in adata.controls)
-    if predictors:  # the slope-predictor ("lambda") specification: linear in the predictors, then varying
-        controls += "".join(f" + {z}" for z in predictors) + f" + {t}:({' + '.join(predictors)})"
-    bar = "|" if correlated else "||"
-    brms = f"{y} ~ 1{controls} + {t} + (1 + {t} {bar} {('*' if mode == 'all' else ':').join(groups.modifiers)})"
-    bambi = f"{y} ~ 1{controls} + {t}" + "".join(f" + (1 + {t} | {':'.join(tm)})" for tm in terms(groups.modifiers, mode))
-    return bambi, brms
 
 
 # --------------------------------------------------------------------------- the graph

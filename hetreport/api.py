@@ -13,6 +13,7 @@ import pandas as pd
 from threadpoolctl import threadpool_limits
 
 from . import __version__
+from .contrasts import check_comparisons
 from .data import load_data, prepare_analysis
 from .effects import combine, method_rows
 from .groups import build_groups
@@ -71,6 +72,7 @@ def fit(spec: Spec | str | Path, *, progress: bool = False, log=None, preregistr
         t0 = time.perf_counter()
         adata = prepare_analysis(spec, dataset, analysis)
         groups = build_groups(adata, spec.report.min_arm)
+        check_comparisons(analysis, adata.modifiers, groups.table, spec.analyses.index(analysis))  # before any fitting
         say(f"analysis '{analysis.name}': {adata.n:,} rows, {groups.n_groups} groups")
         # OLS reads the outcome on its own scale (for a binomial outcome: the share of successes per row);
         # for a 0/1 outcome it is the linear probability model

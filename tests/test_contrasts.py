@@ -1,0 +1,151 @@
+"""Named comparisons (``compare:``): spec checks, and every number against a second route
+(the posterior draws combined by hand; statsmodels on the same fully crossed OLS fit)."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+import statsmodels.formula.api as smf
+
+from hetreport.api import fit
+from hetreport.contrasts import study_contrasts
+from hetreport.errors import SpecError
+from hetreport.results import load_results
+from hetreport.spec import parse_spec
+
+from conftest import SMALL_SAMPLER, random_frame
+
+COMPARE = [
+    {"name": "high_vs_low", "a": {"m2": 2}, "b": {"m2": 0}, "label": "Highest against lowest m2"},
+    {"name": "corner", "a": {"m1": 1, "m2": [1, 2]}, "b": {"m1": 0, "m2": 0}},
+]
+
+
+def _raw(path, compare=COMPARE, **extra):
+    analysis = {"name": "a", "modifiers": ["m1", "m2"], "controls": ["x1"], "compare": compare}
+    analysis.update(extra)
+    return {"title": "Contrasts", "data": {"path": str(path)}, "outcome": "y", "treatment": "treat",
+            "analyses": [analysis], "sampler": SMALL_SAMPLER, "report": {"formats": ["html"]}}
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    d = tmp_path_factory.mktemp("contrasts")
+    frame = random_frame(n=600, seed=11)
+    frame.to_csv(d / "data.csv", index=False)
+    spec = parse_spec(_raw(d / "data.csv"), base_dir=d)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = fit(spec)
+    res.save(d / "out")
+    return frame, res, d / "out"
+
+
+def _by_hand_weights(frame, sel):
+    """n-weights of the groups a selection takes, keyed by (m1, m2), from the raw data."""
+    mask = np.ones(len(frame), dtype=bool)
+    for m, v in sel.items():
+        mask &= frame[m].isin(v if isinstance(v, list) else [v]).to_numpy()
+    counts = frame[mask].groupby(["m1", "m2"]).size()
+    return counts / counts.sum()
+
+
+def test_hierarchical_contrast_is_the_weighted_difference_of_the_draws(fitted):
+    frame, res, _ = fitted
+    a = res.analyses[0]
+    table = study_contrasts(res)
+    post = a.posterior.posterior["group_effect"]
+    for c in COMPARE:
+        wa, wb = _by_hand_weights(frame, c["a"]), _by_hand_weights(frame, c["b"])
+        total = 0.0
+        for w in (wa, -wb):
+            for (m1, m2), wt in w.items():
+                key = f"m1={m1}|m2={m2}"
+                total = total + wt * post.sel(group=key).to_numpy().ravel()  # chains x draws, by hand
+        row = table[(table["name"] == c["name"]) & (table["method"] == "hierarchical")].iloc[0]
+        assert row["estimate"] == pytest.approx(total.mean(), abs=1e-12)
+        assert row["std_error"] == pytest.approx(total.std(ddof=1), rel=1e-10)
+        assert row["lower_95"] == pytest.approx(np.quantile(total, 0.025), abs=1e-12)
+        assert row["upper_90"] == pytest.approx(np.quantile(total, 0.95), abs=1e-12)
+        assert row["prob_positive"] == pytest.approx((total > 0).mean())
+        assert row["n_a"] == frame[np.logical_and.reduce([frame[m].isin(v if isinstance(v, list) else [v]) for m, v in c["a"].items()])].shape[0]
+
+
+def test_ols_contrast_equals_statsmodels_on_the_same_fully_crossed_fit(fitted):
+    frame, res, _ = fitted
+    table = study_contrasts(res)
+    df = frame.assign(g=frame["m1"].astype(str) + "_" + frame["m2"].astype(str))
+    sm = smf.ols("y ~ 0 + C(g) + C(g):treat + x1", data=df).fit(cov_type="HC2")
+    names = list(sm.params.index)
+    for c in COMPARE:
+        L = np.zeros(len(names))
+        for w, sign in ((_by_hand_weights(frame, c["a"]), 1), (_by_hand_weights(frame, c["b"]), -1)):
+            for (m1, m2), wt in w.items():
+                L[names.index(f"C(g)[{m1}_{m2}]:treat")] += sign * wt
+        tt = sm.t_test(L)
+        row = table[(table["name"] == c["name"]) & (table["method"] == "ols_full")].iloc[0]
+        assert row["estimate"] == pytest.approx(float(tt.effect[0]), rel=1e-9)
+        assert row["std_error"] == pytest.approx(float(tt.sd[0, 0]), rel=1e-8)
+        # statsmodels' robust t_test uses the normal; ours uses t with the residual df, as the group rows do
+        from scipy import stats
+
+        t = float(tt.effect[0]) / float(tt.sd[0, 0])
+        assert row["p_value"] == pytest.approx(2 * stats.t.sf(abs(t), sm.df_resid), rel=1e-8)
+        assert row["lower_95"] == pytest.approx(float(tt.effect[0]) - stats.t.ppf(0.975, sm.df_resid) * float(tt.sd[0, 0]), rel=1e-8)
+
+
+def test_contrasts_file_written_and_recomputed_from_the_folder(fitted):
+    _, res, out = fitted
+    written = pd.read_csv(out / "contrasts.csv")
+    assert list(written.columns[:13]) == ["analysis", "name", "method", "estimate", "std_error", "lower_90", "upper_90",
+                                          "lower_95", "upper_95", "prob_positive", "p_value", "n_a", "n_b"]
+    assert set(written["method"]) == {"hierarchical", "ols_full"}
+    assert (out / "contrasts.parquet").is_file()
+    again = study_contrasts(load_results(out))
+    np.testing.assert_allclose(again["estimate"].to_numpy(float), written["estimate"].to_numpy(float), rtol=1e-12)
+    np.testing.assert_allclose(again["std_error"].to_numpy(float), written["std_error"].to_numpy(float), rtol=1e-12)
+
+
+@pytest.mark.parametrize("compare, where, words", [
+    ([{"name": "x", "a": {"m9": 1}, "b": {"m1": 0}}], "compare[0].a.m9", "not one of this analysis's modifiers"),
+    ([{"name": "x", "a": {"m1": 1}, "b": {"m1": []}}], "compare[0].b.m1", "empty list"),
+    ([{"name": "x", "a": {"m1": 1}, "b": {"m1": 0}}, {"name": "x", "a": {"m1": 1}, "b": {"m1": 0}}], "compare[1].name", "used twice"),
+])
+def test_bad_comparisons_in_the_spec(tmp_path, compare, where, words):
+    with pytest.raises(SpecError) as e:
+        parse_spec(_raw(tmp_path / "d.csv", compare=compare), base_dir=tmp_path)
+    assert where in str(e.value) and words in str(e.value)
+
+
+@pytest.mark.parametrize("compare, words", [
+    ([{"name": "x", "a": {"m1": 7}, "b": {"m1": 0}}], "7 is not a level of 'm1'"),
+    ([{"name": "x", "a": {"m1": 1, "m2": 9}, "b": {"m1": 0}}], "not a level of 'm2'"),
+])
+def test_unknown_levels_stop_before_fitting(tmp_path, compare, words):
+    random_frame(n=200, seed=1).to_csv(tmp_path / "d.csv", index=False)
+    spec = parse_spec(_raw(tmp_path / "d.csv", compare=compare), base_dir=tmp_path)
+    with pytest.raises(SpecError) as e:
+        fit(spec)
+    assert words in str(e.value) and "analyses[0].compare[0].a" in str(e.value)
+
+
+def test_a_combination_absent_from_the_data_is_an_error(tmp_path):
+    frame = random_frame(n=300, seed=2)
+    frame = frame[~((frame["m1"] == 1) & (frame["m2"] == 2))]
+    frame.to_csv(tmp_path / "d.csv", index=False)
+    spec = parse_spec(_raw(tmp_path / "d.csv", compare=[{"name": "x", "a": {"m1": 0}, "b": {"m1": 1, "m2": 2}}]), base_dir=tmp_path)
+    with pytest.raises(SpecError) as e:
+        fit(spec)
+    assert "compare[0].b" in str(e.value) and "no group" in str(e.value)
+
+
+def test_labels_select_levels_too(tmp_path):
+    from hetreport.contrasts import resolve
+    from hetreport.results import Modifier
+
+    mods = (Modifier("white", "Race", (0, 1), ("non-white", "white")),)
+    assert resolve({"white": "white"}, mods, "x").levels == {"white": ("1",)}
+    assert resolve({"white": [0, "white"]}, mods, "x").levels == {"white": ("0", "1")}

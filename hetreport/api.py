@@ -16,6 +16,8 @@ from . import __version__
 from .contrasts import check_comparisons
 from .data import load_data, prepare_analysis
 from .effects import combine, method_rows
+from .modelcheck import loo_record
+from .targeting import check_targeting
 from .groups import build_groups
 from .models.hierarchical import fit_hierarchical, group_summary, posterior_predictive
 from .models.ols import fit_ols_additive, fit_ols_full, fit_subgroup
@@ -73,6 +75,7 @@ def fit(spec: Spec | str | Path, *, progress: bool = False, log=None, preregistr
         adata = prepare_analysis(spec, dataset, analysis)
         groups = build_groups(adata, spec.report.min_arm)
         check_comparisons(analysis, adata.modifiers, groups.table, spec.analyses.index(analysis))  # before any fitting
+        check_targeting(spec, groups.table, analysis.name)
         say(f"analysis '{analysis.name}': {adata.n:,} rows, {groups.n_groups} groups")
         # OLS reads the outcome on its own scale (for a binomial outcome: the share of successes per row);
         # for a 0/1 outcome it is the linear probability model
@@ -109,7 +112,8 @@ def fit(spec: Spec | str | Path, *, progress: bool = False, log=None, preregistr
                           "slope_predictors": list(analysis.slope_predictors),
                           "family": adata.family, "likelihood": hfit.likelihood, "outcome_name": adata.outcome.name,
                           "categories": list(adata.categories), "category_labels": list(adata.category_labels),
-                          "timings": hfit.timings, "sampler": sampler.model_dump()},
+                          "timings": hfit.timings, "sampler": sampler.model_dump(),
+                          "loo": loo_record(hfit.idata, adata, groups)},  # PSIS-LOO per row (gaussian, bernoulli)
             ols={me.method: {"formula": me.formula, **me.details} for me in ols_methods},
             y=odata.y, t=adata.t, y_rep=y_rep, n=adata.n, n_start=adata.n_start, notes=adata.notes,
         ))

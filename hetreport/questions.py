@@ -14,5 +14,7 @@ from pathlib import Path
 
 def write_questions(results, directory: Path) -> None:
     from .contrasts import write_contrasts
+    from .targeting import write_targeting
 
     write_contrasts(results, directory)
+    write_targeting(results, directory)

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 from plotnine import (
     aes,
+    coord_flip,
     element_blank,
     geom_hline,
     geom_line,
@@ -51,18 +52,19 @@ def plot_contrasts(table: pd.DataFrame, *, effect_name: str = "Difference in ave
     n_lines = sum(wrapped[lab].count("\n") + 1 for lab in labels)
     height = min(9.0, 1.6 + 0.42 * n_lines * max(1, len(methods)) ** 0.5)
     p = (
-        ggplot(rows, aes(y="row", x="estimate", color="Method", shape="Method"))
-        + geom_vline(xintercept=0, linetype="dashed", color="#7F7F7F", size=0.4)
-        + geom_linerange(aes(xmin="lower_95", xmax="upper_95"), position=dodge, size=0.5)
-        + geom_linerange(aes(xmin="lower_90", xmax="upper_90"), position=dodge, size=1.4)
+        ggplot(rows, aes(x="row", y="estimate", color="Method", shape="Method"))
+        + geom_hline(yintercept=0, linetype="dashed", color="#7F7F7F", size=0.4)
+        + geom_linerange(aes(ymin="lower_95", ymax="upper_95"), position=dodge, size=0.5)
+        + geom_linerange(aes(ymin="lower_90", ymax="upper_90"), position=dodge, size=1.4)
         + geom_point(position=dodge, size=2.4, fill="white", stroke=0.6)
         + scale_color_manual(values=colors, breaks=list(colors))
         + scale_shape_manual(values=shapes, breaks=list(shapes))
-        + labs(y="", x=effect_name, color="", shape="",
+        + coord_flip()
+        + labs(x="", y=effect_name, color="", shape="",
                caption=_caption("Point: posterior mean (hierarchical) or estimate (OLS/GLM); thick line 90% interval, thin line 95%. "
                                 "Dashed line: no difference."))
     )
-    return _finish(p, (PAGE_WIDTH, height)) + theme(panel_grid_major_y=element_blank())
+    return _finish(p, (PAGE_WIDTH, height)) + theme(panel_grid_major_y=element_blank(), panel_grid_minor_y=element_blank())
 
 
 def plot_targeting(curve: pd.DataFrame, budget_share: float, *, effect_name: str = "Share of the total effect") -> ggplot:
@@ -87,7 +89,8 @@ def plot_targeting(curve: pd.DataFrame, budget_share: float, *, effect_name: str
         + scale_x_continuous(labels=lambda v: [f"{100 * x:.0f}%" for x in v], limits=(0, 1))
         + scale_y_continuous(labels=lambda v: [f"{100 * x:.0f}%" for x in v])
         + labs(x="Share of the population treated (groups in order of their estimated effect)", y=effect_name, linetype="",
-               caption=_caption("Dashed diagonal: treating a random share of the population. Vertical line: the budget. "
+               caption=_caption("Dashed diagonal: treating a random share of the population. Vertical line: the share the treated groups reach "
+                                "(within the budget). "
                                 "Curve and interval are evaluated on the same posterior draws the ranking was chosen from."))
     )
     return _finish(p, (PAGE_WIDTH, 3.8))

@@ -110,6 +110,7 @@ class Targeting:
     curve: pd.DataFrame  # reach, share, lower, upper per number of groups treated (in-sample)
     k: int
     prob_top3_set: float  # P(the three top-ranked groups are exactly the true top three)
+    prob_top3: tuple[float, ...] = ()  # P(each of the three top-ranked groups is among the true top three)
 
 
 def _summ(d: np.ndarray) -> tuple[float, float, float, float]:
@@ -159,7 +160,8 @@ def targeting_of(a, effects: pd.DataFrame, budget: float | None, k: int | None) 
     top3 = order[:3]
     true3 = np.sort(np.argsort(-theta, axis=1, kind="stable")[:, :3], axis=1)
     p3 = float((true3 == np.sort(top3)[None, :]).all(axis=1).mean()) if len(n) > 3 else 1.0
-    return Targeting(a.name, budget, k, gtab[GROUP_COLUMNS], pd.DataFrame(rows, columns=SUMMARY_COLUMNS), curve, kk, p3)
+    p_each = tuple(float(x) for x in prob_top_k(theta, min(3, len(n)))[top3])
+    return Targeting(a.name, budget, k, gtab[GROUP_COLUMNS], pd.DataFrame(rows, columns=SUMMARY_COLUMNS), curve, kk, p3, p_each)
 
 
 def study_targeting(results) -> list[Targeting]:

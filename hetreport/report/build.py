@@ -31,7 +31,7 @@ from ..conformance import report_context as conformance_context
 from ..models.families import get_family
 from ..results import AnalysisResults, StudyResults
 from . import format as fmt
-from .questions import analysis_questions
+from .questions import analysis_questions, loo_context
 from .render import RenderOutcome, describe_route, render_project
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -443,6 +443,7 @@ def build_project(results: StudyResults, project: Path, route: str = "auto", for
             contexts.append(analysis_context(a, results, figures, tables, facts))
             contexts[-1]["q"] = analysis_questions(a, results, project / "figures")  # compare:, report.targeting
     ctx = study_context(results, contexts, describe_route(route), formats)
+    ctx["loo"] = loo_context(results)  # PSIS-LOO between analyses of the same outcome and rows
     env = environment(user_dir)
     env.globals.update(plural=plural, join_words=join_words, md=fmt.md, Markup=Markup, METHOD_NAMES=METHOD_NAMES)
     try:

@@ -172,3 +172,94 @@ def test_loo_is_only_compared_on_the_same_rows(fitted):
     a, b = res.analyses
     b2 = replace(b, hierarchical={**b.hierarchical, "loo": {**b.hierarchical["loo"], "rows": "other"}})
     assert compare_loo([a, b2]) == []
+
+
+# --------------------------------------------------------------------------- prior sensitivity
+
+
+def _conjugate(prior_sd, n=20, seed=0, S=4000):
+    """Exact posterior draws of a normal mean (sd 1 known) under a normal(0, prior_sd) prior, with the per-draw
+    log prior and log likelihood: the known answer for power-scaling."""
+    rng = np.random.default_rng(seed)
+    y = rng.normal(1.0, 1.0, n)
+    prec = 1 / prior_sd**2 + n
+    mu = y.sum() / prec
+    theta = rng.normal(mu, prec**-0.5, S).reshape(4, S // 4)
+    lp = stats.norm.logpdf(theta, 0, prior_sd)
+    ll = stats.norm.logpdf(y[None, None, :], theta[..., None], 1).sum(-1)
+    return y, theta, lp, ll
+
+
+def test_power_sense_separates_a_dominating_prior_from_a_dominating_likelihood():
+    from hetreport.modelcheck import power_sense
+
+    _, th, lp, ll = _conjugate(prior_sd=0.02)  # the prior holds the mean near 0: prior sensitive, likelihood weak
+    (strong,) = power_sense({"theta": th}, lp, ll)
+    _, th, lp, ll = _conjugate(prior_sd=100.0)  # a flat prior: the likelihood decides
+    (weak,) = power_sense({"theta": th}, lp, ll)
+    assert strong["prior"] > 0.05 and strong["likelihood"] < 0.05 and strong["diagnosis"] == "sensitive to the prior (weak likelihood)"
+    assert weak["prior"] < 0.01 and weak["likelihood"] > 0.05 and weak["diagnosis"] == "not sensitive to the prior"
+
+
+def test_power_scaled_prior_weights_by_hand_match_the_closed_form():
+    """Scaling the prior by alpha (weights p(theta)^(alpha - 1)) gives the posterior under a normal(0, sd / sqrt(alpha))
+    prior: the importance-weighted mean equals its closed form."""
+    y, th, lp, _ = _conjugate(prior_sd=0.3, S=40000)
+    for alpha in (0.5, 2.0):
+        w = np.exp((alpha - 1) * (lp - lp.max()))
+        weighted = float((w * th).sum() / w.sum())
+        exact = y.sum() / (alpha / 0.3**2 + len(y))
+        assert weighted == pytest.approx(exact, abs=3e-3)
+
+
+def test_log_prior_of_the_fit_against_pymc(fitted):
+    import pymc as pm
+
+    from hetreport.modelcheck import log_prior_draws
+    from hetreport.spec import Prior
+
+    _, res, _ = fitted
+    for a in res.analyses:
+        post = a.posterior.posterior
+        pri = {k: Prior.parse(v, k) for k, v in a.hierarchical["priors"].items()}
+
+        def logp(prior, x):
+            if prior.family == "lkj":  # the 2x2 LKJ marginal: (rho + 1) / 2 ~ Beta(eta, eta)
+                return pm.logp(pm.Beta.dist(prior.params[0], prior.params[0]), (x + 1) / 2).eval() - np.log(2)
+            return pm.logp(getattr(pm, prior.dist_name).dist(**prior.kwargs()), x).eval()
+
+        by_hand = np.zeros((post.sizes["chain"], post.sizes["draw"]))
+        for key, prior in pri.items():
+            if key == "Intercept":
+                by_hand += logp(prior, post["Intercept"].to_numpy())
+            elif key.endswith("(common slope)"):
+                by_hand += logp(prior, post["b_treat"].to_numpy())
+            elif key == "x1":
+                by_hand += logp(prior, post["beta"].to_numpy()[..., 0])
+            elif "slope predictor" in key:
+                z = ["m1", "m2"].index(key.split(":")[0])
+                by_hand += logp(prior, post["lambda"].to_numpy()[..., z]) + logp(prior, post["gamma"].to_numpy()[..., z])
+            elif key.startswith("group SDs"):
+                by_hand += logp(prior, post["sd_intercept"].to_numpy()).sum(-1) + logp(prior, post["sd_slope"].to_numpy()).sum(-1)
+            elif key.startswith("intercept–slope"):
+                by_hand += logp(prior, post["rho"].to_numpy()).sum(-1)
+            elif key.startswith("sigma"):
+                by_hand += logp(prior, post["sigma"].to_numpy())
+            else:
+                raise AssertionError(f"unexpected prior {key}")
+        np.testing.assert_allclose(log_prior_draws(a), by_hand, rtol=1e-6)
+
+
+def test_the_per_draw_loglik_sums_the_rows(fitted):
+    frame, res, _ = fitted
+    for a in res.analyses:
+        np.testing.assert_allclose(np.asarray(a.hierarchical["loo"]["loglik_draws"]), _loglik_by_hand(a, frame).sum(-1), rtol=1e-9)
+
+
+def test_sensitivity_rows_for_the_fit(fitted):
+    from hetreport.modelcheck import sensitivity_of
+
+    _, res, _ = fitted
+    rows = sensitivity_of(res.analyses[0])
+    assert [r["quantity"][:8] for r in rows] == ["σθ", "Average ", "Smallest", "Largest "]
+    assert all(np.isfinite(r["prior"]) and np.isfinite(r["likelihood"]) for r in rows)

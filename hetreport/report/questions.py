@@ -106,7 +106,8 @@ def contrasts_context(a, results, folder: Path) -> dict:
 
 def analysis_questions(a, results, folder: Path) -> dict:
     """Everything the questions partials of one analysis need (``c.q`` in the templates)."""
-    return {"contrasts": contrasts_context(a, results, folder), "targeting": targeting_context(a, results, folder)}
+    return {"contrasts": contrasts_context(a, results, folder), "targeting": targeting_context(a, results, folder),
+            "sensitivity": sensitivity_context(a)}
 
 
 def _share_iv(q) -> str:
@@ -212,3 +213,29 @@ def loo_context(results) -> dict:
                          "of a left-out row (higher is better), the effective number of parameters, and the difference to the best model with its "
                          "standard error (from the rows' paired differences).", "tbl-loo")
     return {"any": True, "entries": items, "table": tbl}
+
+
+def sensitivity_context(a) -> dict:
+    from ..modelcheck import PSENSE_THRESHOLD, sensitivity_of
+
+    rows = sensitivity_of(a)
+    if not rows:
+        return {"any": False}
+    slug = _slug(a.name)
+    has_lik = any(np.isfinite(r["likelihood"]) for r in rows)
+    table = fmt.pipe_table(["Quantity", "Prior sensitivity", "Likelihood sensitivity", "Diagnosis"],
+                           [[r["quantity"], fmt.num(r["prior"], 3), fmt.num(r["likelihood"], 3), r["diagnosis"]] for r in rows], "lrrl",
+                           "Power-scaling sensitivity (Kallioinen et al. 2024, arviz-stats psense): how much each posterior changes "
+                           "when the joint prior of the model's parameters" + (" or the likelihood" if has_lik else "") + " is raised to a power "
+                           f"near 1 (the gradient of the CJS distance, from Pareto-smoothed importance weights; no refit). {PSENSE_THRESHOLD} or more "
+                           "counts as sensitive.", f"tbl-{slug}-sensitivity")
+    sens = [r["quantity"] for r in rows if r["prior"] >= PSENSE_THRESHOLD]
+    if sens:
+        words = ("The posterior of " + ", ".join(sens) + " moves when the priors are made slightly stronger or weaker, so "
+                 "these estimates lean on the priors as well as on the data" + (
+                     "; where the likelihood sensitivity is also high, prior and data pull in different directions (a possible prior-data conflict), "
+                     "and where it is low, the data say little about the quantity." if has_lik else "."))
+    else:
+        words = ("None of these posteriors moves noticeably when the priors are made slightly stronger or weaker: the estimates are "
+                 "driven by the data, whatever the priors allow on their own.")
+    return {"any": True, "table": table, "words": words}

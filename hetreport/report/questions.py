@@ -215,7 +215,7 @@ def loo_context(results) -> dict:
     return {"any": True, "entries": items, "table": tbl}
 
 
-def sensitivity_context(a) -> dict:
+def sensitivity_context(a, label: str | None = None) -> dict:
     from ..modelcheck import PSENSE_THRESHOLD, sensitivity_of
 
     rows = sensitivity_of(a)
@@ -228,7 +228,7 @@ def sensitivity_context(a) -> dict:
                            "Power-scaling sensitivity (Kallioinen et al. 2024, arviz-stats psense): how much each posterior changes "
                            "when the joint prior of the model's parameters" + (" or the likelihood" if has_lik else "") + " is raised to a power "
                            f"near 1 (the gradient of the CJS distance, from Pareto-smoothed importance weights; no refit). {PSENSE_THRESHOLD} or more "
-                           "counts as sensitive.", f"tbl-{slug}-sensitivity")
+                           "counts as sensitive.", label or f"tbl-{slug}-sensitivity")
     sens = [r["quantity"] for r in rows if r["prior"] >= PSENSE_THRESHOLD]
     if sens:
         words = ("The posterior of " + ", ".join(sens) + " moves when the priors are made slightly stronger or weaker, so "
@@ -238,4 +238,4 @@ def sensitivity_context(a) -> dict:
     else:
         words = ("None of these posteriors moves noticeably when the priors are made slightly stronger or weaker: the estimates are "
                  "driven by the data, whatever the priors allow on their own.")
-    return {"any": True, "table": table, "words": words}
+    return {"any": True, "table": table, "words": words, "label": Markup(label or f"tbl-{slug}-sensitivity")}

@@ -120,28 +120,43 @@ def _bayes_row(d: np.ndarray) -> dict:
             "lower_95": q[2], "upper_95": q[3], "prob_positive": float((d > 0).mean()), "p_value": np.nan, "note": ""}
 
 
-def _freq_row(a, effects: pd.DataFrame, method: str, w: np.ndarray) -> dict | None:
+def _freq_row(a, effects: pd.DataFrame, method: str, wa: np.ndarray, wb: np.ndarray) -> dict | None:
+    """The fully crossed fit's contrast. Groups it cannot estimate (one arm; an arm of one unit under HC2/HC3) are
+    left out and each side is re-weighted over the groups it can: the row's n_a, n_b, n_groups_a, n_groups_b say
+    what was averaged, and the note says what was left out."""
     rows = effects[(effects["analysis"] == a.name) & (effects["method"] == method)]
     if rows.empty:
         return None
     rows = rows.set_index("group").reindex(a.groups["group"])
     est = rows["estimate"].to_numpy(dtype=float)
+    n = a.groups["n"].to_numpy(dtype=float)
     vcov = (a.ols.get(method) or {}).get("effect_vcov")
-    used = w != 0
     empty = {k: np.nan for k in ("estimate", "std_error", "lower_90", "upper_90", "lower_95", "upper_95", "p_value")}
     if vcov is None:
         return {**empty, "prob_positive": np.nan, "note": "the fit did not produce a covariance of the group effects"}
     V = np.asarray(vcov, dtype=float)
-    missing = used & ~(np.isfinite(est) & np.isfinite(np.diag(V)))
-    if missing.any():
-        k = int(missing.sum())
-        return {**empty, "prob_positive": np.nan,
-                "note": f"{k} selected group{'s have' if k > 1 else ' has'} no estimate or standard error from this fit"}
+    ok = np.isfinite(est) & np.isfinite(np.diag(V))
+    sides, notes = [], []
+    for w, tag in ((wa, "A"), (wb, "B")):
+        sel = w > 0
+        use = sel & ok
+        if sel.sum() > use.sum():
+            notes.append(f"side {tag}: {int(use.sum())} of its {int(sel.sum())} groups ({fmt_int(n[use].sum())} of {fmt_int(n[sel].sum())} units)")
+        w2 = np.where(use, n, 0.0)
+        sides.append((w2 / w2.sum() if w2.sum() > 0 else w2, int(n[use].sum()), int(use.sum())))
+    (w_a, na, ga), (w_b, nb, gb) = sides
+    counts = {"n_a": na, "n_b": nb, "n_groups_a": ga, "n_groups_b": gb}
+    note = ("the fit estimates only some groups, so each side averages those: " + "; ".join(notes)) if notes else ""
+    if ga == 0 or gb == 0:
+        return {**empty, **counts, "prob_positive": np.nan,
+                "note": "no group on side " + ("A" if ga == 0 else "B") + " has an estimate and standard error from this fit"}
+    w = w_a - w_b
+    used = w != 0
     Vu = V[np.ix_(used, used)]
     value = float(w[used] @ est[used])
     se = float(np.sqrt(max(w[used] @ Vu @ w[used], 0.0)))
     df = float(rows["df"].to_numpy(dtype=float)[used][0]) if method == "ols_full" else np.inf
-    out = {"estimate": value, "std_error": se, "prob_positive": np.nan, "note": ""}
+    out = {"estimate": value, "std_error": se, "prob_positive": np.nan, "note": note, **counts}
     for level, tag in ((0.90, "90"), (0.95, "95")):
         q = stats.t.ppf(0.5 + level / 2, df) if np.isfinite(df) else stats.norm.ppf(0.5 + level / 2)
         out[f"lower_{tag}"], out[f"upper_{tag}"] = value - q * se, value + q * se
@@ -149,6 +164,10 @@ def _freq_row(a, effects: pd.DataFrame, method: str, w: np.ndarray) -> dict | No
         z = value / se if se > 0 else np.nan
     out["p_value"] = float(2 * (stats.t.sf(abs(z), df) if np.isfinite(df) else stats.norm.sf(abs(z)))) if np.isfinite(z) else np.nan
     return out
+
+
+def fmt_int(x: float) -> str:
+    return f"{int(round(x)):,}"
 
 
 def analysis_contrasts(a, effects: pd.DataFrame, compare) -> pd.DataFrame:
@@ -160,7 +179,7 @@ def analysis_contrasts(a, effects: pd.DataFrame, compare) -> pd.DataFrame:
         base = {"analysis": a.name, "name": c.name, "n_a": na, "n_b": nb, "label": c.label or c.name, "n_groups_a": ga, "n_groups_b": gb}
         rows.append({**base, "method": "hierarchical", **_bayes_row(contrast_draws(a, w))})
         for method in FREQUENTIST:
-            r = _freq_row(a, effects, method, w)
+            r = _freq_row(a, effects, method, wa, wb)
             if r is not None:
                 rows.append({**base, "method": method, **r})
     return pd.DataFrame(rows, columns=COLUMNS)

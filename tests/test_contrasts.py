@@ -191,3 +191,31 @@ def test_glm_contrast_equals_statsmodels_logit_with_the_delta_method(tmp_path):
     grad = np.array([(contrast(b + e) - contrast(b - e)) / 2e-6 for e in np.eye(len(b)) * 1e-6])
     assert row["estimate"] == pytest.approx(contrast(b), rel=1e-6)
     assert row["std_error"] == pytest.approx(float(np.sqrt(grad @ np.asarray(m.cov_params()) @ grad)), rel=1e-4)
+
+
+def test_ols_contrast_leaves_out_groups_it_cannot_estimate_and_says_so(fitted):
+    """A group without an OLS estimate (here: made so) drops out of its side, which is re-weighted over the rest;
+    the numbers are statsmodels' t_test of that re-weighted combination."""
+    from dataclasses import replace
+
+    frame, res, _ = fitted
+    a = res.analyses[0]
+    gone = "m1=1|m2=2"
+    eff = res.effects.copy()
+    eff.loc[(eff["method"] == "ols_full") & (eff["group"] == gone), ["estimate", "std_error"]] = np.nan
+    table = study_contrasts(replace(res, effects=eff))
+    row = table[(table["name"] == "corner") & (table["method"] == "ols_full")].iloc[0]
+    df = frame.assign(g=frame["m1"].astype(str) + "_" + frame["m2"].astype(str))
+    sm = smf.ols("y ~ 0 + C(g) + C(g):treat + x1", data=df).fit(cov_type="HC2")
+    names = list(sm.params.index)
+    keep_a = frame[(frame["m1"] == 1) & (frame["m2"] == 1)]  # side A was m1 = 1 and m2 in (1, 2); m2 = 2 is gone
+    L = np.zeros(len(names))
+    L[names.index("C(g)[1_1]:treat")] = 1.0
+    L[names.index("C(g)[0_0]:treat")] = -1.0
+    tt = sm.t_test(L)
+    assert row["estimate"] == pytest.approx(float(tt.effect[0]), rel=1e-9)
+    assert row["std_error"] == pytest.approx(float(tt.sd[0, 0]), rel=1e-8)
+    assert row["n_a"] == len(keep_a) and row["n_groups_a"] == 1
+    assert "side A: 1 of its 2 groups" in row["note"]
+    hier = table[(table["name"] == "corner") & (table["method"] == "hierarchical")].iloc[0]
+    assert hier["n_groups_a"] == 2  # the hierarchical contrast keeps every group

@@ -77,7 +77,11 @@ def contrasts_context(a, results, folder: Path) -> dict:
             if r is None:
                 continue
             if np.isfinite(r["estimate"]):
-                freq.append(f"{what}: {fmt.num(r['estimate'])} ({fmt.num(r['lower_95'])} to {fmt.num(r['upper_95'])}, p = {_p(r['p_value'])})")
+                part = f"{what}: {fmt.num(r['estimate'])} ({fmt.num(r['lower_95'])} to {fmt.num(r['upper_95'])}, p = {_p(r['p_value'])})"
+                if r["n_groups_a"] < h["n_groups_a"] or r["n_groups_b"] < h["n_groups_b"]:
+                    part += (f", averaging only the groups it can estimate ({int(r['n_groups_a'])} of {int(h['n_groups_a'])} on the first side, "
+                             f"{int(r['n_groups_b'])} of {int(h['n_groups_b'])} on the second)")
+                freq.append(part)
             else:
                 freq.append(f"{what}: no estimate ({r['note']})")
         sentence += ("; " + "; ".join(freq) if freq else "") + "."

@@ -24,6 +24,8 @@ from scipy.special import log_expit
 #: Pareto k above this: the PSIS estimate for that row is unreliable (Vehtari et al. 2024)
 K_THRESHOLD = 0.7
 FAMILIES = ("gaussian", "bernoulli")
+#: above this many draws x rows the pointwise log-likelihood (8 bytes each) is not computed
+MAX_LOGLIK_CELLS = 60_000_000
 
 
 def linear_predictor(posterior, adata, groups) -> np.ndarray:
@@ -69,9 +71,13 @@ def loo_of(posterior, ll: np.ndarray) -> az.ELPDData:
 
 def loo_record(idata, adata, groups) -> dict | None:
     """The analysis's PSIS-LOO: totals, per-row elpd and Pareto k, and the rows it refers to."""
-    ll = pointwise_loglik(idata.posterior, adata, groups)
-    if ll is None:
+    if adata.family not in FAMILIES:
         return None
+    size = idata.posterior.sizes["chain"] * idata.posterior.sizes["draw"] * adata.n
+    if size > MAX_LOGLIK_CELLS:  # the draws x rows matrix would not fit comfortably in memory
+        return {"skipped": f"PSIS-LOO not computed: {adata.n:,} rows x {size // adata.n:,} draws is more than "
+                           f"{MAX_LOGLIK_CELLS:,} log-likelihood values", "rows": rows_fingerprint(adata), "family": adata.family}
+    ll = pointwise_loglik(idata.posterior, adata, groups)
     import warnings
 
     with warnings.catch_warnings():
@@ -91,7 +97,7 @@ def compare_loo(analyses) -> list[dict]:
     by_rows: dict[str, list] = {}
     for a in analyses:
         rec = (a.hierarchical or {}).get("loo")
-        if rec:
+        if rec and "pointwise" in rec:
             by_rows.setdefault(rec["rows"], []).append((a, rec))
     out = []
     for members in by_rows.values():

@@ -263,3 +263,17 @@ def test_sensitivity_rows_for_the_fit(fitted):
     rows = sensitivity_of(res.analyses[0])
     assert [r["quantity"][:8] for r in rows] == ["σθ", "Average ", "Smallest", "Largest "]
     assert all(np.isfinite(r["prior"]) and np.isfinite(r["likelihood"]) for r in rows)
+
+
+def test_loo_is_skipped_with_a_reason_when_the_loglik_would_be_too_large(monkeypatch):
+    from types import SimpleNamespace
+
+    from hetreport import modelcheck
+
+    monkeypatch.setattr(modelcheck, "MAX_LOGLIK_CELLS", 10)
+    idata = SimpleNamespace(posterior=xr.Dataset(coords={"chain": [0, 1], "draw": np.arange(5)}))
+    adata = SimpleNamespace(family="gaussian", n=3, y=np.zeros(3), t=np.zeros(3), outcome=SimpleNamespace(name="y"))
+    rec = modelcheck.loo_record(idata, adata, None)
+    assert "3 rows x 10 draws" in rec["skipped"]
+    a = SimpleNamespace(hierarchical={"loo": rec})
+    assert modelcheck.compare_loo([a, a]) == []

@@ -72,6 +72,7 @@ def fit(spec: Spec | str | Path, *, progress: bool = False, log=None, preregistr
     from threadpoolctl import threadpool_limits
 
     from .effects import combine, method_rows
+    from .modelcheck import loo_record
     from .models.hierarchical import fit_hierarchical, group_summary, posterior_predictive
     from .models.ols import fit_ols_additive, fit_ols_full, fit_subgroup
     from .results import AnalysisResults, Modifier, StudyResults
@@ -117,7 +118,8 @@ def fit(spec: Spec | str | Path, *, progress: bool = False, log=None, preregistr
                           "slope_predictors": list(analysis.slope_predictors),
                           "family": adata.family, "likelihood": hfit.likelihood, "outcome_name": adata.outcome.name,
                           "categories": list(adata.categories), "category_labels": list(adata.category_labels),
-                          "timings": hfit.timings, "sampler": sampler.model_dump()},
+                          "timings": hfit.timings, "sampler": sampler.model_dump(),
+                          "loo": loo_record(hfit.idata, adata, groups)},  # PSIS-LOO per row (gaussian, bernoulli)
             ols={me.method: {"formula": me.formula, **me.details} for me in ols_methods},
             y=odata.y, t=adata.t, y_rep=y_rep, n=adata.n, n_start=adata.n_start, notes=adata.notes,
         ))

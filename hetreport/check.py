@@ -199,8 +199,10 @@ def prepare(spec: Spec | str | Path, *, log=None, enforce_limits: bool = True) -
     """Read the data and prepare every analysis (rows, coding, groups, formulas, size) without fitting.
     Raises the first spec or data error; with ``enforce_limits``, a ModelError for a model above the
     limits on work."""
+    from .contrasts import check_comparisons
     from .data import load_data, prepare_analysis
     from .groups import build_groups, model_formulas
+    from .targeting import check_targeting
 
     t0 = time.perf_counter()
     spec = spec if isinstance(spec, Spec) else load_spec(spec)
@@ -212,6 +214,8 @@ def prepare(spec: Spec | str | Path, *, log=None, enforce_limits: bool = True) -
     for analysis in spec.analyses:
         adata = prepare_analysis(spec, dataset, analysis)
         groups = build_groups(adata, spec.report.min_arm)
+        check_comparisons(analysis, adata.modifiers, groups.table, spec.analyses.index(analysis))  # before any fitting
+        check_targeting(spec, groups.table, analysis.name)
         if analysis.slope_predictors and not analysis.correlated:
             raise SpecError("slope_predictors need the correlated model (the default); remove 'correlated: false' from this analysis.",
                             where=f"analysis '{analysis.name}'")

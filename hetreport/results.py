@@ -113,6 +113,9 @@ class StudyResults:
 
     def _write(self, d: Path) -> None:
         write_effects(self.effects, d)
+        from .questions import write_questions  # contrasts.csv, targeting.csv (when the spec asks)
+
+        write_questions(self, d)
         pd.concat([a.groups.assign(analysis=a.name) for a in self.analyses], ignore_index=True).pipe(
             lambda t: t[["analysis", *[c for c in t.columns if c != "analysis"]]]).to_csv(d / "groups.csv", index=False)
         (d / "diagnostics.json").write_text(json.dumps({a.name: a.diagnostics for a in self.analyses}, indent=2, default=_json_default))

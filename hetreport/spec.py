@@ -164,6 +164,17 @@ class Labels(_Strict):
     levels: dict[str, dict[Scalar, Text]] = Field(default_factory=dict)
 
 
+class Comparison(_Strict):
+    """A named contrast: the average effect of the groups ``a`` selects minus that of the groups ``b`` selects.
+    Each selection maps modifiers to a value or a list of values (``{white: 1, male: 1}``: every group with
+    those values; modifiers not named are free); levels are checked against the data when it is read."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=60)
+    a: dict[str, Scalar | list[Scalar]] = Field(min_length=1)
+    b: dict[str, Scalar | list[Scalar]] = Field(min_length=1)
+    label: Text | None = Field(default=None, max_length=200)
+
+
 class Analysis(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=60)
     title: Text | None = None
@@ -188,6 +199,8 @@ class Analysis(_Strict):
     priors: Priors | None = None
     #: sampler settings for this analysis only, key by key over the spec's (e.g. a higher target_accept)
     sampler: Sampler | None = None
+    #: named comparisons of sets of groups (contrasts.csv, a report section)
+    compare: list[Comparison] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _distinct(self) -> Analysis:
@@ -203,6 +216,17 @@ class Analysis(_Strict):
         for i, z in enumerate(self.slope_predictors):
             if z not in self.modifiers:
                 raise _LocatedError(("slope_predictors", i), f"'{z}' is not one of this analysis's modifiers {self.modifiers}; a slope predictor is a group characteristic, so list modifiers here")
+        names = [c.name for c in self.compare]
+        for i, c in enumerate(self.compare):
+            if names.index(c.name) != i:
+                raise _LocatedError(("compare", i, "name"), f"the comparison name '{c.name}' is used twice in this analysis; give each comparison its own name")
+            for side in ("a", "b"):
+                for m, v in getattr(c, side).items():
+                    if m not in self.modifiers:
+                        raise _LocatedError(("compare", i, side, m), f"'{m}' is not one of this analysis's modifiers {self.modifiers}; a comparison "
+                                            f"selects groups by their modifier values, so name modifiers here{suggest(m, self.modifiers)}")
+                    if isinstance(v, list) and not v:
+                        raise _LocatedError(("compare", i, side, m), "an empty list selects no group; give one value or a list of values")
         for i, c in enumerate(self.categorical):
             if c not in self.controls:
                 raise _LocatedError(("categorical", i), f"'{c}' is not among this analysis's controls {self.controls}; 'categorical' marks controls to enter as dummies")
@@ -268,6 +292,20 @@ class OlsOptions(_Strict):
         return self
 
 
+class Targeting(_Strict):
+    """Whom to treat first: the groups with the largest posterior mean effects, up to a share of the
+    population (``budget``) or a number of groups (``groups``)."""
+
+    budget: float | None = Field(default=None, gt=0, lt=1)
+    groups: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _one(self) -> Targeting:
+        if (self.budget is None) == (self.groups is None):
+            raise ValueError("give exactly one of 'budget' (the share of the population to treat, e.g. 0.25) or 'groups' (a number of groups)")
+        return self
+
+
 class ReportOptions(_Strict):
     facet: str | None = None
     formats: list[Literal["html", "pdf"]] = Field(default_factory=lambda: ["html", "pdf"], min_length=1)
@@ -281,6 +319,8 @@ class ReportOptions(_Strict):
     #: what the rows are, for the text ("respondents", "schools"); singular is derived
     units: Text = Field(default="units", min_length=1, max_length=40)
     author: Text | None = None
+    #: rank the groups and evaluate treating the top ones first (targeting.csv, a report section)
+    targeting: Targeting | None = None
 
 
 class Limits(_Strict):
@@ -383,6 +423,11 @@ class Spec(_Strict):
         for rule in ((out.get("data") or {}).get("bins") or {}).values():
             if rule.get("closed") is None:
                 rule.pop("closed", None)
+        for a in out.get("analyses", []):  # so do the question keys (compare, report.targeting)
+            if not a.get("compare"):
+                a.pop("compare", None)
+        if out.get("report", {}).get("targeting") is None:
+            out.get("report", {}).pop("targeting", None)
         return out
 
     def spec_hash(self) -> str:

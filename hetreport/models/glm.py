@@ -690,6 +690,7 @@ def fit_glm_full(adata: AnalysisData, groups: Groups, se_type: str = "HC2") -> M
         details["problem"] = global_note
 
     singleton = table["singleton_arm"].to_numpy()
+    grads = np.full((G, len(params)), np.nan)  # each effect's gradient: the effects' covariance, for contrasts
     for g, j in treat_col.items():
         if blocked[g]:
             continue
@@ -719,10 +720,15 @@ def fit_glm_full(adata: AnalysisData, groups: Groups, se_type: str = "HC2") -> M
             notes[g] = f"an arm with one unit: {se_type} standard error undefined"
             continue
         se[g] = np.sqrt(var) if var >= 0 else np.nan
+        grads[g] = grad
         link_se[g] = np.sqrt(lk_var) if lk_var >= 0 else np.nan
         if g in limit_units and limit_units[g].any():
             notes[g] = f"{int(limit_units[g].sum())} units are predicted perfectly in both arms by the controls (separation) and add a zero difference"
     details["separated_groups"] = {groups.keys[g]: notes[g] for g in range(G) if notes[g].startswith("separation")}
+    ok = np.isfinite(se) & np.isfinite(grads).all(axis=1)
+    cov = np.full((G, G), np.nan)
+    cov[np.ix_(ok, ok)] = grads[ok] @ V @ grads[ok].T
+    details["effect_vcov"] = cov.tolist()
     return MethodEstimates("glm_full", _assemble(groups, est, se, estimable, notes, link_est, link_se), glm_formula(adata, groups), details)
 
 

@@ -164,7 +164,19 @@ def fit_ols_full(adata: AnalysisData, groups: Groups, se_type: str = "HC2") -> M
     df = np.full(G, fit.df)
     table = _assemble(groups, est, se, df, estimable, notes)
     formula = f"{adata.outcome.name} ~ {adata.treatment.name} * ({' * '.join(groups.modifiers)})" + "".join(f" + {c}" for c in adata.controls)
-    return MethodEstimates("ols_full", table, formula, {"se_type": se_type, "n": adata.n, "rank": fit.rank, "n_coef": X.shape[1], "df_resid": fit.df})
+    return MethodEstimates("ols_full", table, formula, {"se_type": se_type, "n": adata.n, "rank": fit.rank, "n_coef": X.shape[1], "df_resid": fit.df,
+                                                        "effect_vcov": effect_vcov(fit.vcov, G, cols, np.isfinite(se))})
+
+
+def effect_vcov(vcov: np.ndarray, G: int, cols: np.ndarray, ok: np.ndarray) -> list[list[float]]:
+    """The robust covariance of the group effects (G x G, group order; NaN rows and columns for a group without a
+    standard error), so that a contrast of weighted group averages gets its SE from the same fit."""
+    V = np.full((G, G), np.nan)
+    pos = G + np.arange(len(cols))
+    V[np.ix_(cols, cols)] = vcov[np.ix_(pos, pos)]
+    V[~ok, :] = np.nan
+    V[:, ~ok] = np.nan
+    return V.tolist()
 
 
 def fit_ols_additive(adata: AnalysisData, groups: Groups, se_type: str = "HC2") -> MethodEstimates:

@@ -369,6 +369,18 @@ def _outcome_row(spec: Spec, plan: Plan) -> list[str]:
                        f"treated and control probabilities are kept within [{P_MIN:g}, {P_MAX:g}] in the simulation"]
 
 
+def mock_sensitivity(mock) -> list[dict]:
+    """The power-scaling prior sensitivity of each mock analysis (the diagnostics section's table, for the appendix)."""
+    from ..report.questions import sensitivity_context
+
+    out = []
+    for ma in mock.analyses:
+        ctx = sensitivity_context(ma, label=f"tbl-prereg-sensitivity-{_slug(ma.name)}")
+        if ctx["any"]:
+            out.append({"title": ma.title, **ctx})
+    return out
+
+
 def appendix_context(spec: Spec, plan: Plan, sim: SimulationResult, mock, record: dict, figures: dict, route: str) -> dict:
 
     pc = per_cell(sim, plan)
@@ -427,6 +439,7 @@ def appendix_context(spec: Spec, plan: Plan, sim: SimulationResult, mock, record
         "units": spec.report.units, "treatment": spec.label(spec.treatment), "outcome": spec.label(spec.outcome),
         "design_table": fmt.pipe_table(["Item", "Planned"], design_rows, "ll", "The planned design and the assumptions of the simulation.", "tbl-design"),
         "shares_table": _share_tables(plan), "priors_table": _priors_table(plan), "rules": _decision_rules(plan),
+        "sensitivity_sets": mock_sensitivity(mock),  # does the prior matter for the mock study's estimates (power-scaling)
         "analyses": analyses, "se_type": spec.ols.se_type, "cluster": spec.ols.cluster, "detect_table": detect_table,
         "notes": list(plan.notes), "prior_sets": figures.get("_priors", []),
         "bernoulli": plan.outcome_family == "bernoulli", "p_min": f"{P_MIN:g}", "p_max": f"{P_MAX:g}", "any_bernoulli": any(a.family == "bernoulli" for a in plan.analyses),

@@ -31,6 +31,7 @@ from ..conformance import report_context as conformance_context
 from ..models.families import get_family
 from ..results import AnalysisResults, StudyResults
 from . import format as fmt
+from .questions import analysis_questions, loo_context
 from .render import RenderOutcome, describe_route, render_project
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -440,7 +441,9 @@ def build_project(results: StudyResults, project: Path, route: str = "auto", for
             figures = write_figures(a, results.effects, facts, project / "figures", spec)
             tables = tables_for(a, results.effects, facts, _slug(a.name), spec.report.min_arm)
             contexts.append(analysis_context(a, results, figures, tables, facts))
+            contexts[-1]["q"] = analysis_questions(a, results, project / "figures")  # compare:, report.targeting
     ctx = study_context(results, contexts, describe_route(route), formats)
+    ctx["loo"] = loo_context(results)  # PSIS-LOO between analyses of the same outcome and rows
     env = environment(user_dir)
     env.globals.update(plural=plural, join_words=join_words, md=fmt.md, Markup=Markup, METHOD_NAMES=METHOD_NAMES)
     try:

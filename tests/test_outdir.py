@@ -351,7 +351,7 @@ def test_a_failing_report_after_the_fit_says_what_was_written(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_signal_during_sampling_ends_the_run(tmp_path, sig, code):
-    spec = tiny_spec(tmp_path / "study", draws=200000)  # minutes of sampling: only a signal ends it early
+    spec = tiny_spec(tmp_path / "study", draws=100000)  # a minute or more of sampling: only a signal ends it early
     out = tmp_path / "out"
     proc = subprocess.Popen([sys.executable, "-m", "hetreport.cli", "run", str(spec), "--out", str(out)], env=ENV,
                             stderr=subprocess.PIPE, text=True)
@@ -370,3 +370,99 @@ def test_a_signal_during_sampling_ends_the_run(tmp_path, sig, code):
     assert proc.returncode == code, "".join(lines) + rest
     assert "Nothing was written" in rest
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["study"]
+
+
+# --------------------------------------------------------------------------- templates are a sandbox (issue 13 §2)
+
+
+def _with_templates(results, folder: Path):
+    spec = results.spec.model_copy(update={"report": results.spec.report.model_copy(update={"templates": str(folder)})})
+    return type(results)(spec=spec, effects=results.effects, analyses=results.analyses, manifest=results.manifest)
+
+
+@pytest.mark.parametrize("call, written", [("c.a.accounting.to_csv('{path}')", "x.csv"),
+                                           ("c.a.posterior.to_netcdf('{path}')", "x.nc"),
+                                           ("c.a.groups.to_csv('{path}')", "x.csv"),
+                                           ("c.f.smallest.__class__", None)])
+def test_templates_cannot_write_files(fitted, tmp_path, call, written):
+    from hetreport.errors import RenderError
+    from hetreport.report.build import build_project
+
+    _, results = fitted
+    tpl = tmp_path / "tpl"
+    tpl.mkdir()
+    target = tmp_path / (written or "none")
+    (tpl / "report.qmd.j2").write_text("{% for c in analyses %}{{ " + call.format(path=target) + " }}{% endfor %}\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(RenderError):
+            build_project(_with_templates(results, tpl), tmp_path / "project", route="builtin", formats=["html"])
+    assert not target.exists()
+
+
+def test_template_context_is_plain_data(fitted, tmp_path):
+    """Everything a template can reach is numbers, strings, tuples or read-only views."""
+    from hetreport.facts import compute_facts
+    from hetreport.report.build import View, analysis_context, study_context, template_data
+
+    _, results = fitted
+    a = results.analyses[0]
+    facts = compute_facts(a, results.effects)
+    ctx = study_context(results, [analysis_context(a, results, {}, {}, facts)], "builtin", ["html"])
+    seen = []
+
+    def walk(v):
+        seen.append(type(v))
+        if isinstance(v, View):
+            for x in v.values():
+                walk(x)
+        elif isinstance(v, tuple):
+            for x in v:
+                walk(x)
+
+    walk(template_data(ctx))
+    assert set(seen) <= {View, tuple, str, int, float, bool, type(None)} | {s for s in seen if issubclass(s, str)}
+    view = template_data(ctx)
+    with pytest.raises(TypeError):
+        view.title = "changed"
+    from jinja2.exceptions import SecurityError
+
+    from hetreport.report.build import environment
+
+    with pytest.raises(SecurityError):  # the view's own store is out of a template's reach
+        environment().from_string("{{ v._data.clear() }}").render(v=view)
+    assert environment().from_string("{{ v.analyses[0].a.hierarchical.family }}").render(v=view) == "gaussian"
+
+
+def test_a_symlink_out_of_the_templates_folder_is_refused(fitted, tmp_path):
+    from hetreport.errors import RenderError
+    from hetreport.report.build import build_project
+
+    _, results = fitted
+    secret = tmp_path / "elsewhere" / "secret.txt"
+    secret.parent.mkdir()
+    secret.write_text("SECRET-42")
+    tpl = tmp_path / "tpl"
+    tpl.mkdir()
+    (tpl / "_appendix.qmd.j2").symlink_to(secret)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(RenderError, match="leads out of its folder"):
+            build_project(_with_templates(results, tpl), tmp_path / "project", route="builtin", formats=["html"])
+    qmd = tmp_path / "project" / "report.qmd"
+    assert not qmd.exists() or "SECRET-42" not in qmd.read_text()
+
+
+def test_a_templates_folder_that_overrides_nothing_or_lies_elsewhere_is_named(fitted, tmp_path):
+    from hetreport.errors import HetreportWarning
+    from hetreport.report.build import build_project
+
+    d, results = fitted
+    tpl = tmp_path / "typo"
+    tpl.mkdir()
+    (tpl / "_sumary.qmd.j2").write_text("misspelt")
+    with pytest.warns(HetreportWarning) as record:
+        build_project(_with_templates(results, tpl), tmp_path / "project", route="builtin", formats=["html"])
+    words = [str(w.message) for w in record if issubclass(w.category, HetreportWarning)]
+    assert any("overrides none" in w and str(tpl) in w for w in words)
+    assert any("outside the spec's folder" in w and str(tpl) in w for w in words)

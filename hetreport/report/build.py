@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from jinja2 import ChoiceLoader, FileSystemLoader, StrictUndefined, TemplateError, TemplateNotFound
+from jinja2 import ChoiceLoader, FileSystemLoader, StrictUndefined, TemplateError
 from jinja2.ext import Extension
 from jinja2.sandbox import SandboxedEnvironment
 from markupsafe import Markup
@@ -73,8 +73,8 @@ class _InsideLoader(FileSystemLoader):
         source, filename, uptodate = super().get_source(environment, template)
         real = os.path.realpath(filename)
         if not any(real.startswith(os.path.realpath(root) + os.sep) for root in self.searchpath):
-            raise TemplateNotFound(template, f"'{filename}' leads out of the template folder (a symbolic link?); "
-                                             "templates are read only from inside their folder.")
+            raise TemplateError(f"template '{template}' is '{filename}', which leads out of its folder to '{real}' "
+                                f"(a symbolic link); templates are read only from inside their folder")
         return source, filename, uptodate
 
 

@@ -466,3 +466,29 @@ def test_a_templates_folder_that_overrides_nothing_or_lies_elsewhere_is_named(fi
     words = [str(w.message) for w in record if issubclass(w.category, HetreportWarning)]
     assert any("overrides none" in w and str(tpl) in w for w in words)
     assert any("outside the spec's folder" in w and str(tpl) in w for w in words)
+
+
+def test_a_simulation_folder_gets_its_report_in_one_switch(tmp_path):
+    """Outside a run's staging folder (a simulation study's folder) report/ alone is swapped, under the lock."""
+    from hetreport.report.build import render_atomically
+
+    sim = tmp_path / "sim"
+    sim.mkdir()
+    (sim / "results.parquet").write_text("the simulation's own file")
+
+    def build(text):
+        def make(p: Path):
+            p.mkdir(parents=True, exist_ok=True)
+            (p / "_quarto.yml").write_text("project:\n  type: default\n")
+            (p / "report.qmd").write_text(f"---\ntitle: T\n---\n\n{text}\n")
+        return make
+
+    first = render_atomically(sim, build("first version"), ["html"], "builtin")
+    assert "first version" in first.outputs["html"].read_text()
+    (sim / "report.partial-deadbeef").mkdir()  # a killed earlier render: nobody holds its lock
+    (sim / "report.partial-deadbeef" / outdir.LOCK).write_text("{}")
+    second = render_atomically(sim, build("second version"), ["html"], "builtin")
+    html = (sim / "report" / "report.html").read_text()
+    assert second.outputs["html"] == sim / "report" / "report.html" and "second version" in html and "first version" not in html
+    assert sorted(p.name for p in sim.iterdir()) == [outdir.LOCK, "report", "results.parquet"]
+    assert (sim / "results.parquet").read_text() == "the simulation's own file"

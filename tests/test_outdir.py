@@ -492,3 +492,18 @@ def test_a_simulation_folder_gets_its_report_in_one_switch(tmp_path):
     assert second.outputs["html"] == sim / "report" / "report.html" and "second version" in html and "first version" not in html
     assert sorted(p.name for p in sim.iterdir()) == [outdir.LOCK, "report", "results.parquet"]
     assert (sim / "results.parquet").read_text() == "the simulation's own file"
+
+
+def test_python_render_of_saved_results_keeps_them_byte_for_byte(fitted, tmp_path):
+    """README's Python route: save, load, render into the same folder; the saved results are not rewritten."""
+    import hetreport
+
+    d, _ = fitted
+    out = copy(d / "golden", tmp_path / "tw")
+    before = {k: v for k, v in snapshot(out).items() if not k.startswith(".")}
+    again = hetreport.load_results(out)
+    outcome = hetreport.render(again, out, formats=["html"], route="builtin")
+    assert outcome.outputs["html"] == out / "report" / "report.html" and outcome.outputs["html"].is_file()
+    after = snapshot(out)
+    assert all(after[k] == v for k, v in before.items())
+    assert outdir.check_complete(out) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["tw"]

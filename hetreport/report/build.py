@@ -8,6 +8,7 @@ environment is sandboxed, so a user's template directory cannot run code either.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
@@ -31,7 +32,7 @@ from ..errors import RenderError
 from ..facts import CREDIBLE, Facts, compare_models, compute_facts
 from ..conformance import report_context as conformance_context
 from ..models.families import get_family
-from ..results import AnalysisResults, StudyResults
+from ..results import AnalysisResults, StudyResults, _json_default
 from . import format as fmt
 from .render import RenderOutcome, describe_route, render_project
 
@@ -614,6 +615,13 @@ def _build_and_render_in(project: Path, out_dir: Path, build, formats, route, sa
     return outcome
 
 
+def _saved_manifest(folder: Path):
+    try:
+        return json.loads((folder / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def build_and_render(results: StudyResults, out_dir: Path, formats=None, route: str = "auto", log=None) -> RenderOutcome:
     """Build the study's Quarto project and render it into ``out_dir/report``.
 
@@ -627,8 +635,12 @@ def build_and_render(results: StudyResults, out_dir: Path, formats=None, route: 
 
     if outdir.is_stage(Path(out_dir)):
         return render_atomically(out_dir, build, formats, route, log)
-    with outdir.transaction(out_dir) as stage:
-        results.save(stage)
+    with outdir.Output(out_dir) as o:
+        same = _saved_manifest(Path(out_dir)) == json.loads(json.dumps(results.manifest, default=_json_default))
+        stage = o.stage(carry=same)  # these very results saved there: linked byte for byte, not written again
+        if not same:
+            results.save(stage)
         outcome = render_atomically(stage, build, formats, route, log)
+        o.commit(stage)
     final = Path(out_dir) / "report"
     return replace(outcome, outputs={k: final / Path(v).name for k, v in outcome.outputs.items()})

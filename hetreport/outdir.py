@@ -11,7 +11,7 @@ A run never writes into the folder a user named (``--out OUT``) file by file. It
    stops with the first one's process id;
 3. removes leftovers of an earlier interrupted run (``OUT.partial-*`` / ``OUT.old-*`` beside
    ``OUT`` whose owner is gone, ``report.partial-*`` and older versions' dot folders inside);
-4. writes the new outputs into a visible sibling ``OUT.partial-XXXXXXXX`` (results, then the
+4. writes the new outputs into a visible sibling ``OUT.partial-<8 hex digits>`` (results, then the
    report rendered in its ``report/``: no path inside the output starts with ``.`` or ``_``,
    so Quarto reads ``_quarto.yml``) and ends with :data:`MARKER`;
 5. swaps that folder with ``OUT`` in one atomic exchange (Linux ``renameat2(RENAME_EXCHANGE)``,

@@ -554,7 +554,7 @@ def render_atomically(out_dir: Path, build, formats, route: str = "auto", log=No
 
     In a run's staging folder (:mod:`hetreport.outdir`, private until the run switches it in)
     the project is built and rendered in its ``report/`` directly. Elsewhere (a simulation
-    study's folder) it is built in a visible ``out_dir/report.partial-XXXXXXXX`` and swapped
+    study's folder) it is built in a visible ``out_dir/report.partial-<8 hex digits>`` and swapped
     with ``out_dir/report`` in one atomic exchange, under the folder's lock. Either way no
     path inside the output starts with '.' or '_', so Quarto reads the project's _quarto.yml."""
     out_dir = Path(out_dir)

@@ -265,12 +265,12 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def write_marker(folder: Path, kind: str) -> None:
+def write_marker(folder: Path, kind: str, target: str = "") -> None:
     from . import __version__
 
     files = {f: {"size": (folder / f).stat().st_size, "sha256": _sha256(folder / f)}
              for f in _files(folder) if f not in OURS}
-    (folder / MARKER).write_text(json.dumps({"hetreport_version": __version__, "kind": kind, "complete": True,
+    (folder / MARKER).write_text(json.dumps({"hetreport_version": __version__, "kind": kind, "target": target, "complete": True,
                                              "written": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                                              "files": files}, indent=1))
 
@@ -394,7 +394,8 @@ class Output:
         if self.out.exists():
             return
         for stage in self._siblings("partial"):
-            if _owner_gone(stage) and read_marker(stage) is not None and not check_complete(stage):
+            marker = read_marker(stage)
+            if marker is not None and marker.get("target") == self.out.name and _owner_gone(stage) and not check_complete(stage):
                 os.replace(stage, self.out)
                 return
 
@@ -444,7 +445,7 @@ class Output:
 
     def commit(self, stage: Path) -> Path:
         """Switch ``stage`` in as the output folder: one atomic step."""
-        write_marker(stage, self.kind)
+        write_marker(stage, self.kind, self.out.name)
         fault("before-switch")
         if exchange(stage, self.out):
             fault("after-switch")

@@ -24,9 +24,10 @@ def _warning(message, category, filename, lineno, file=None, line=None):
 
 def cmd_fit(args) -> int:
     from . import outdir
-    from .api import fit
 
-    with outdir.Output(args.out) as o:  # an unusable or foreign --out stops here, before any fitting
+    with outdir.Output(args.out) as o:  # an unusable or foreign --out stops here, before any fitting (and heavy imports)
+        from .api import fit
+
         results = fit(args.spec, progress=args.progress, log=_say)
         outdir.fault("fitted")
         stage = o.stage()
@@ -38,16 +39,17 @@ def cmd_fit(args) -> int:
 
 def cmd_run(args) -> int:
     from . import outdir
-    from .api import fit
     from .errors import RenderError
-    from .report import build_and_render
 
     if len(args.spec) > 1 or Path(args.spec[0]).is_dir():
         return cmd_run_project(args)
     args.spec = args.spec[0]  # one spec: today's single-study run and layout
     if args.scheduler or args.workers:
         _say("one spec: --scheduler and --workers apply to several specs (a project) and are ignored")
-    with outdir.Output(args.out) as o:  # an unusable or foreign --out stops here, before any fitting
+    with outdir.Output(args.out) as o:  # an unusable or foreign --out stops here, before any fitting (and heavy imports)
+        from .api import fit
+        from .report import build_and_render
+
         results = fit(args.spec, progress=args.progress, log=_say, preregistration=args.preregistration)
         outdir.fault("fitted")
         stage = o.stage()

@@ -94,7 +94,7 @@ def test_foreign_files_are_refused_before_any_fit(tmp_path):
     before = snapshot(out)
     t0 = time.monotonic()
     res = hetreport("run", spec, "--out", out, timeout=120)
-    assert time.monotonic() - t0 < 60, "the check must come before the fit"
+    assert time.monotonic() - t0 < 60, "the check must come before the fit (measured: under a second)"
     assert res.returncode == 2, res.stderr
     text = res.stderr.replace("\n  ", " ")
     assert "report/thesis.docx" in text and "effects.csv" in text and "did not write" in text and "--out" in text

@@ -155,10 +155,26 @@ def render(results: StudyResults, out: str | Path, *, formats=None, route: str =
 
 def run(spec: Spec | str | Path, out: str | Path, *, formats=None, route: str = "auto", progress: bool = False, log=None,
         preregistration: str | Path | None = None):
-    """Fit, save the results into ``out`` and render the report there; returns (results, outcome)."""
-    results = fit(spec, progress=progress, log=log, preregistration=preregistration)
-    results.save(out)
-    return results, render(results, out, formats=formats, route=route, log=log)
+    """Fit, save the results into ``out`` and render the report there; returns (results, outcome).
+
+    ``out`` is checked (new, empty or an earlier hetreport output) before fitting, and results and
+    report are switched in together (see :mod:`hetreport.outdir`); if only the report fails, the
+    results are switched in without one and the error is raised."""
+    from . import outdir
+    from .report import build_and_render
+
+    with outdir.Output(out) as o:
+        results = fit(spec, progress=progress, log=log, preregistration=preregistration)
+        stage = o.stage()
+        results.save(stage)
+        try:
+            outcome = build_and_render(results, stage, formats=formats, route=route, log=log)
+        except Exception:
+            o.commit(stage)
+            raise
+        o.commit(stage)
+    final = Path(out) / "report"
+    return results, replace(outcome, outputs={k: final / Path(v).name for k, v in outcome.outputs.items()})
 
 
 def run_project(specs, out: str | Path, *, formats=None, route: str = "auto", scheduler: str | None = None,

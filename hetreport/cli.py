@@ -26,10 +26,16 @@ def _warning(message, category, filename, lineno, file=None, line=None):
 
 
 def cmd_fit(args) -> int:
-    from .api import fit
+    from . import outdir
 
-    results = fit(args.spec, progress=args.progress, log=_say)
-    out = results.save(args.out)
+    with outdir.Output(args.out) as o:  # an unusable or foreign --out stops here, before any fitting (and heavy imports)
+        from .api import fit
+
+        results = fit(args.spec, progress=args.progress, log=_say)
+        outdir.fault("fitted")
+        stage = o.stage()
+        results.save(stage)
+        out = o.commit(stage)
     _say(f"wrote {out / 'effects.csv'} and the posterior, diagnostics and manifest in {out}")
     return 0
 
@@ -44,22 +50,46 @@ def cmd_check(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from .api import fit
+    from . import outdir
+    from .errors import RenderError
 
     if len(args.spec) > 1 or Path(args.spec[0]).is_dir():
         return cmd_run_project(args)
     args.spec = args.spec[0]  # one spec: today's single-study run and layout
     if args.scheduler or args.workers:
         _say("one spec: --scheduler and --workers apply to several specs (a project) and are ignored")
-    results = fit(args.spec, progress=args.progress, log=_say, preregistration=args.preregistration)
-    out = results.save(args.out)
-    _say(f"wrote results to {out}")
-    from .report import build_and_render  # after the fit: the report stack is not needed to find a spec error
+    with outdir.Output(args.out) as o:  # an unusable or foreign --out stops here, before any fitting (and heavy imports)
+        from .api import fit
+        from .report import build_and_render
 
-    outcome = build_and_render(results, out, formats=args.formats, route=args.route, log=_say)
+        results = fit(args.spec, progress=args.progress, log=_say, preregistration=args.preregistration)
+        outdir.fault("fitted")
+        stage = o.stage()
+        results.save(stage)
+        try:
+            outcome = build_and_render(results, stage, formats=args.formats, route=args.route, log=_say)
+        except Exception as exc:  # the fit is worth keeping: the results go in, without a report
+            out = o.commit(stage)
+            kept = (f"The new results were written to {out} without a report (an earlier report described earlier results); "
+                    f"fix this and run `hetreport report {out}` to render without refitting.")
+            if isinstance(exc, RenderError):
+                raise RenderError(f"{_drop_nothing_written(str(exc))} {kept}") from None
+            raise _ResultsKept(f"{type(exc).__name__}: {exc}. {kept}") from exc
+        out = o.commit(stage)
+    _say(f"wrote results and report to {out}")
     for fmt, path in outcome.outputs.items():
-        print(f"{fmt.upper()}: {path}")
+        print(f"{fmt.upper()}: {out / 'report' / Path(path).name}")
     return 0
+
+
+class _ResultsKept(Exception):
+    """A bug while building the report after the results were written."""
+
+
+def _drop_nothing_written(message: str) -> str:
+    """A renderer's closing 'Nothing was written to <folder> ...' names a private staging folder; the caller says what is true."""
+    i = message.find(" Nothing was written to ")
+    return message[:i] if i >= 0 else message
 
 
 def cmd_run_project(args) -> int:
@@ -86,13 +116,25 @@ def cmd_run_project(args) -> int:
 
 
 def cmd_report(args) -> int:
+    from . import outdir
+    from .errors import RenderError
     from .report import build_and_render
     from .results import load_results
 
-    results = load_results(args.dir)
-    outcome = build_and_render(results, Path(args.dir), formats=args.formats, route=args.route, log=_say)
+    d = Path(args.dir)
+    outdir.recover(d)
+    if not d.is_dir():
+        load_results(d)  # the error that says what a results folder is
+    with outdir.Output(d, what="the results folder") as o:
+        results = load_results(d)
+        stage = o.stage(carry=True)  # the fitted results, linked unchanged, and a new report
+        try:
+            outcome = build_and_render(results, stage, formats=args.formats, route=args.route, log=_say)
+        except RenderError as exc:
+            raise RenderError(f"{_drop_nothing_written(str(exc))} Nothing was written; {d} is as it was.") from None
+        out = o.commit(stage)
     for fmt, path in outcome.outputs.items():
-        print(f"{fmt.upper()}: {path}")
+        print(f"{fmt.upper()}: {out / 'report' / Path(path).name}")
     return 0
 
 
@@ -187,11 +229,34 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class Terminated(BaseException):
+    """SIGTERM, turned into an exception so that the run unwinds (staging folders removed, locks released)."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
+def _what_was_written() -> str:
+    from . import outdir
+
+    done = outdir.written()
+    if not done:
+        return "Nothing was written."
+    return "Written before it stopped: " + ", ".join(str(p) for p in done) + " (complete)."
+
+
 def main(argv: list[str] | None = None) -> int:
+    import signal
+
     args = build_parser().parse_args(argv)
     if hasattr(args, "quarto"):
         args.route = _route(args)
     warnings.showwarning = _warning
+    try:
+        signal.signal(signal.SIGTERM, _on_sigterm)
+    except (ValueError, OSError):  # not the main thread (hetreport.cli.main called from a thread)
+        pass
     try:
         return args.func(args)
     except HetreportError as exc:
@@ -199,12 +264,22 @@ def main(argv: list[str] | None = None) -> int:
         print(textwrap.fill(visible(f"{kind}: {exc}"), width=100, subsequent_indent="  ", break_long_words=False, break_on_hyphens=False), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted; nothing was written.", file=sys.stderr)
+        print(f"interrupted. {_what_was_written()}", file=sys.stderr)
         return 130
+    except Terminated:
+        print(f"terminated (SIGTERM). {_what_was_written()}", file=sys.stderr)
+        return 143
+    except _ResultsKept as exc:
+        if os.environ.get("HETREPORT_DEBUG"):
+            raise
+        print(textwrap.fill(f"Internal error while building the report: {exc} This is a bug in hetreport; rerun with "
+                            "HETREPORT_DEBUG=1 to see the traceback and report it.", width=100,
+                            subsequent_indent="  ", break_long_words=False, break_on_hyphens=False), file=sys.stderr)
+        return 1
     except Exception as exc:  # a bug, not a user mistake: still one paragraph unless asked
         if os.environ.get("HETREPORT_DEBUG"):
             raise
-        print(textwrap.fill(visible(f"Internal error: {type(exc).__name__}: {exc}. Nothing was written. This is a bug in hetreport; "
+        print(textwrap.fill(visible(f"Internal error: {type(exc).__name__}: {exc}. {_what_was_written()} This is a bug in hetreport; "
                             "rerun with HETREPORT_DEBUG=1 to see the traceback and report it."), width=100,
                             subsequent_indent="  ", break_long_words=False, break_on_hyphens=False), file=sys.stderr)
         return 1

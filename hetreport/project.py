@@ -446,14 +446,6 @@ def render_index(site: Path, route: str) -> Path:
 # --------------------------------------------------------------------------- the entry point
 
 
-def _check_out(out: Path) -> None:
-    if out.exists() and not out.is_dir():
-        raise RenderError(f"--out '{out}' is a file; give a folder for the project (it is created if missing).")
-    if out.is_dir() and any(out.iterdir()) and not (out / PROJECT_JSON).is_file():
-        raise RenderError(f"--out '{out}' already holds files and is not a hetreport project (no {PROJECT_JSON}); "
-                          "a project replaces its whole folder, so give a new or empty folder, or an earlier project's folder.")
-
-
 def run_project(specs, out, *, formats=None, route: str = "auto", scheduler: str | None = None, workers: int | None = None,
                 log=None, client=None, title: str | None = None, verbose: bool | None = None) -> ProjectOutcome:
     """Fit every study spec in ``specs`` (files or folders of specs) in parallel and write one
@@ -472,9 +464,21 @@ def run_project(specs, out, *, formats=None, route: str = "auto", scheduler: str
         raise SpecError("no study spec was given. Name one or more spec files, or a folder of specs.")
     slugs = assign_slugs(paths)
     out = Path(out)
-    _check_out(out)
-    route_text = describe_route(route)  # fails now, not after the fits, if Quarto is asked for and missing
+    from . import outdir
+
     verbose = log is not None if verbose is None else verbose  # workers print their progress to stderr
+    guard = outdir.Output(out, kind="project")  # new, empty or an earlier hetreport output; locked; before any fit
+    guard.__enter__()
+    try:
+        return _run_project_in(guard, paths, slugs, out, formats, route, scheduler, workers, client, title, verbose, say)
+    finally:
+        guard.__exit__(None, None, None)
+
+
+def _run_project_in(guard, paths, slugs, out, formats, route, scheduler, workers, client, title, verbose, say) -> ProjectOutcome:
+    from .report.render import describe_route
+
+    route_text = describe_route(route)  # fails now, not after the fits, if Quarto is asked for and missing
     tasks = [(str(p.resolve()), slug, list(formats) if formats else None, route, verbose) for p, slug in zip(paths, slugs)]
     use_dask = scheduler is not None or client is not None
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
@@ -482,8 +486,7 @@ def run_project(specs, out, *, formats=None, route: str = "auto", scheduler: str
     where = (f"Dask scheduler {scheduler}" if scheduler else "a Dask client") if use_dask else \
         f"{workers} local process{'es' if workers > 1 else ''}"
     say(f"{len(tasks)} studies on {where}: {', '.join(slugs)}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    tmp = guard.stage()  # the new project is written beside the old one and switched in at the end
     t0 = time.monotonic()
     try:
         results: dict[str, dict] = {}
@@ -522,13 +525,7 @@ def run_project(specs, out, *, formats=None, route: str = "auto", scheduler: str
         write_index(tmp, studies, meta)
         render_index(tmp / SITE, route)
         (tmp / PROJECT_JSON).write_text(json.dumps(meta, indent=2, default=str))
-        old = None
-        if out.exists():
-            old = out.parent / f".{out.name}-old-{os.getpid()}"
-            os.replace(out, old)
-        os.replace(tmp, out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        guard.commit(tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -19,9 +19,6 @@ the folder holds.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -90,25 +87,22 @@ class StudyResults:
         raise KeyError(name)
 
     def save(self, directory: str | Path) -> Path:
-        """Write every output into ``directory`` atomically (a temporary folder, then a swap)."""
+        """Write every output into ``directory`` in one switch (see :mod:`hetreport.outdir`).
+
+        ``directory`` must be new, empty or an earlier hetreport output holding only hetreport's
+        files; it then holds exactly these results (an earlier report, which described earlier
+        results, is not kept: render again). Inside a run's staging folder the files are written
+        there directly and the run switches them in with its report."""
+        from . import outdir
+
         directory = Path(directory)
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".hetreport-", dir=directory.parent))
-        try:
-            self._write(tmp)
-            if directory.exists():
-                # keep anything else the user put there (e.g. a rendered report) but replace our files
-                for item in tmp.iterdir():
-                    target = directory / item.name
-                    if target.is_dir():
-                        shutil.rmtree(target)
-                    os.replace(item, target)
-                shutil.rmtree(tmp)
-            else:
-                os.replace(tmp, directory)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+        if outdir.is_stage(directory):
+            self._write(directory)
+            outdir.fault("results-written")
+            return directory
+        with outdir.transaction(directory) as stage:
+            self._write(stage)
+            outdir.fault("results-written")
         return directory
 
     def _write(self, d: Path) -> None:

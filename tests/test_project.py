@@ -111,7 +111,7 @@ def test_out_that_is_not_a_project_is_refused(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "thesis.docx").write_text("mine")
-    with pytest.raises(Exception, match="not a hetreport project"):
+    with pytest.raises(Exception, match="did not write: thesis.docx"):
         run_project([tmp_path / "a.yml", tmp_path / "a.yml"], out)
     assert (out / "thesis.docx").read_text() == "mine"
 

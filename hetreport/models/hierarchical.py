@@ -461,9 +461,16 @@ def _sample(model, sampler: Sampler, var_names, progress: bool):
 
             t0 = time.perf_counter()
             with threadpool_limits(1):  # one BLAS thread per chain: the collapsed route's small LAPACK calls
-                idata = nutpie.sample(compiled, draws=sampler.draws, tune=sampler.tune, chains=sampler.chains,
-                                      seed=sampler.seed, target_accept=sampler.target_accept, progress_bar=progress,
-                                      save_warmup=False)
+                # not blocking: nutpie's blocking call catches KeyboardInterrupt and returns the draws so far
+                # as if sampling had finished; an interrupt (or SIGTERM) must end the run instead
+                running = nutpie.sample(compiled, draws=sampler.draws, tune=sampler.tune, chains=sampler.chains,
+                                        seed=sampler.seed, target_accept=sampler.target_accept, progress_bar=progress,
+                                        save_warmup=False, blocking=False)
+                try:
+                    idata = running.wait()
+                except BaseException:
+                    running.cancel()
+                    raise
             timings["sampling_s"] = time.perf_counter() - t0
             return idata, timings, f"nutpie {nutpie.__version__}"
     import pymc as pm

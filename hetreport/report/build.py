@@ -8,12 +8,14 @@ environment is sandboxed, so a user's template directory cannot run code either.
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import secrets
 import shutil
-import tempfile
 import warnings
-from dataclasses import replace
+from collections.abc import Mapping
+from dataclasses import fields, is_dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -24,12 +26,13 @@ from jinja2.sandbox import SandboxedEnvironment
 from markupsafe import Markup
 
 from .. import figures as figs
+from .. import outdir
 from ..data import code_key
 from ..errors import RenderError
 from ..facts import CREDIBLE, Facts, compare_models, compute_facts
 from ..conformance import report_context as conformance_context
 from ..models.families import get_family
-from ..results import AnalysisResults, StudyResults
+from ..results import AnalysisResults, StudyResults, _json_default
 from . import format as fmt
 from .questions import analysis_questions, loo_context
 from .render import RenderOutcome, describe_route, render_project
@@ -64,8 +67,21 @@ class _KeepTextLineEnds(Extension):
         return _TEXT_THEN_END_TAG.sub(fix, source)
 
 
+class _InsideLoader(FileSystemLoader):
+    """A template folder whose files resolve inside it: a symbolic link (or any path) that leads
+    out of the folder is not a template, so an include cannot read a file from elsewhere."""
+
+    def get_source(self, environment, template):
+        source, filename, uptodate = super().get_source(environment, template)
+        real = os.path.realpath(filename)
+        if not any(real.startswith(os.path.realpath(root) + os.sep) for root in self.searchpath):
+            raise TemplateError(f"template '{template}' is '{filename}', which leads out of its folder to '{real}' "
+                                f"(a symbolic link); templates are read only from inside their folder")
+        return source, filename, uptodate
+
+
 def environment(user_dir: Path | None = None) -> SandboxedEnvironment:
-    loaders = ([FileSystemLoader(str(user_dir))] if user_dir else []) + [FileSystemLoader(str(TEMPLATE_DIR))]
+    loaders = ([_InsideLoader(str(user_dir), followlinks=False)] if user_dir else []) + [_InsideLoader(str(TEMPLATE_DIR))]
     env = SandboxedEnvironment(loader=ChoiceLoader(loaders), finalize=fmt.md_finalize, autoescape=False,
                                undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
                                # pandoc attributes are written {#id}: Jinja comments use other delimiters
@@ -73,6 +89,68 @@ def environment(user_dir: Path | None = None) -> SandboxedEnvironment:
     env.filters.update(num=fmt.num, count=fmt.count, pct=fmt.pct, interval=fmt.interval, md=fmt.md,
                        ci=fmt.ci, yaml_md=fmt.yaml_md, code=fmt.code, share=fmt.share)
     return env
+
+
+class View(Mapping):
+    """A read-only view of plain data for templates: ``v.key`` and ``v['key']``, nothing else
+    of the object it was made from (no methods, no file writers)."""
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data: dict):
+        object.__setattr__(self, "_data", data)
+
+    def __getattr__(self, key):
+        try:
+            return self._data[key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+    def __setattr__(self, key, value):
+        raise TypeError("template data is read-only")
+
+    def __getitem__(self, key):
+        return self._data[key]
+
+    def __iter__(self):
+        return iter(self._data)
+
+    def __len__(self):
+        return len(self._data)
+
+    def __repr__(self):
+        return f"View({self._data!r})"
+
+
+_ANALYSIS_FIELDS = ("name", "title", "modifiers", "outcome", "treatment", "controls", "groups", "accounting", "diagnostics",
+                    "hierarchical", "ols", "n", "n_start", "notes")
+
+
+def template_data(obj):
+    """What a template may see of ``obj``: numbers, strings (markup stays markup), tuples and
+    read-only views; pandas tables become tuples of rows; fitted posteriors and arrays of draws
+    are not handed to templates at all. Anything else is a bug here, raised as TypeError."""
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, View):
+        return obj
+    if isinstance(obj, AnalysisResults):  # the fitted model's tables and words, not its draws
+        return View({k: template_data(getattr(obj, k)) for k in _ANALYSIS_FIELDS} | {"modifier_names": tuple(obj.modifier_names)})
+    if isinstance(obj, pd.DataFrame):
+        return tuple(View({str(k): template_data(v) for k, v in row.items()}) for row in obj.to_dict(orient="records"))
+    if isinstance(obj, (pd.Series, np.ndarray)):
+        return tuple(template_data(v) for v in obj.tolist())
+    if isinstance(obj, Mapping):
+        return View({k: template_data(v) for k, v in obj.items()})
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return tuple(template_data(v) for v in obj)
+    if is_dataclass(obj) and not isinstance(obj, type):
+        return View({f.name: template_data(getattr(obj, f.name)) for f in fields(obj)})
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"{type(obj).__module__}.{type(obj).__name__} is not template data")
 
 
 # --------------------------------------------------------------------------- display data
@@ -432,6 +510,7 @@ def build_project(results: StudyResults, project: Path, route: str = "auto", for
         user_dir = user_dir if user_dir.is_absolute() else Path(spec.base_dir) / user_dir
         if not user_dir.is_dir():
             raise RenderError(f"report.templates points at '{user_dir}', which is not a folder. Give a folder whose files override hetreport's templates by name.")
+        _check_user_templates(user_dir, Path(spec.base_dir))
     contexts = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -447,7 +526,7 @@ def build_project(results: StudyResults, project: Path, route: str = "auto", for
     env = environment(user_dir)
     env.globals.update(plural=plural, join_words=join_words, md=fmt.md, Markup=Markup, METHOD_NAMES=METHOD_NAMES)
     try:
-        text = env.get_template("report.qmd.j2").render(**ctx)
+        text = env.get_template("report.qmd.j2").render(**template_data(ctx))
     except TemplateError as exc:
         where = f"{getattr(exc, 'name', None) or 'a template'}, line {getattr(exc, 'lineno', '?')}"
         raise RenderError(f"the report template failed ({where}): {exc}. If report.templates overrides hetreport's templates, check that file; "
@@ -456,33 +535,115 @@ def build_project(results: StudyResults, project: Path, route: str = "auto", for
     return project
 
 
+def _check_user_templates(user_dir: Path, spec_dir: Path) -> None:
+    """Warn about a templates folder that changes nothing, or that lies outside the spec's folder tree."""
+    from ..errors import HetreportWarning
+
+    ours = {p.relative_to(TEMPLATE_DIR).as_posix() for p in TEMPLATE_DIR.rglob("*.j2")}
+    theirs = {p.relative_to(user_dir).as_posix() for p in user_dir.rglob("*.j2")}
+    if not theirs & ours:
+        warnings.warn(HetreportWarning(
+            f"report.templates '{user_dir}' overrides none of hetreport's templates (its files are matched by name: "
+            f"{', '.join(sorted(ours)[:4])}, ...); the report is the standard one."))
+    real, base = os.path.realpath(user_dir), os.path.realpath(spec_dir)
+    if real != base and not real.startswith(base + os.sep):
+        warnings.warn(HetreportWarning(
+            f"report.templates '{user_dir}' lies outside the spec's folder '{spec_dir}'; templates are usually kept with the spec."))
+
+
 def render_atomically(out_dir: Path, build, formats, route: str = "auto", log=None) -> RenderOutcome:
-    """Run ``build(project_dir)`` in a temporary folder, render it, and only then replace
-    ``out_dir/report``: a failure leaves the previous report in place."""
+    """Run ``build(project_dir)``, render it, and only then make it ``out_dir/report``: a failure
+    or a kill at any point leaves the previous report in place.
+
+    In a run's staging folder (:mod:`hetreport.outdir`, private until the run switches it in)
+    the project is built and rendered in its ``report/`` directly. Elsewhere (a simulation
+    study's folder) it is built in a visible ``out_dir/report.partial-<8 hex digits>`` and swapped
+    with ``out_dir/report`` in one atomic exchange, under the folder's lock. Either way no
+    path inside the output starts with '.' or '_', so Quarto reads the project's _quarto.yml."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".report-", dir=out_dir))
     say = log or (lambda m: None)
-    try:
-        build(tmp)
-        say(f"rendering {', '.join(formats)} ({describe_route(route)})")
-        outcome = render_project(tmp, formats=formats, route=route)
+    if outdir.is_stage(out_dir):
         final = out_dir / "report"
-        old = None
         if final.exists():
-            old = out_dir / f".report-old-{os.getpid()}"
+            shutil.rmtree(final)
+        try:
+            outcome = _build_and_render_in(final, out_dir, build, formats, route, say)
+        except BaseException:
+            shutil.rmtree(final, ignore_errors=True)
+            raise
+        return outcome
+    out_dir.mkdir(parents=True, exist_ok=True)
+    lock = outdir._Lock(out_dir / outdir.LOCK, f"'{out_dir}'")
+    stage = stage_lock = None
+    try:
+        for p in out_dir.glob("report.partial-*"):
+            if p.is_dir() and not p.is_symlink() and outdir._owner_gone(p):
+                shutil.rmtree(p, ignore_errors=True)  # an interrupted earlier render
+        for p in out_dir.glob(".report-*"):
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)  # temporary folders of hetreport versions before this one
+        stage = out_dir / f"report.partial-{secrets.token_hex(4)}"
+        stage.mkdir()  # the user's umask, not drwx------
+        stage_lock = outdir._Lock(stage / outdir.LOCK, f"'{stage}'")
+        outcome = _build_and_render_in(stage, out_dir, build, formats, route, say)
+        final = out_dir / "report"
+        if not final.exists():
+            os.replace(stage, final)
+        elif outdir.exchange(stage, final):
+            outdir.fault("after-switch")
+        else:  # no atomic exchange on this system: two renames, the gap as short as it gets
+            old = out_dir / f"report.partial-{secrets.token_hex(4)}"
             os.replace(final, old)
-        os.replace(tmp, final)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+            os.replace(stage, final)
+            stage = old
+        (final / outdir.LOCK).unlink(missing_ok=True)
+    finally:
+        if stage is not None:
+            shutil.rmtree(stage, ignore_errors=True)
+        if stage_lock is not None:
+            stage_lock.release()
+        lock.release()
     return replace(outcome, outputs={k: final / Path(v).name for k, v in outcome.outputs.items()})
 
 
+def _build_and_render_in(project: Path, out_dir: Path, build, formats, route, say) -> RenderOutcome:
+    if not outdir.visible_path(project, out_dir):
+        raise RenderError(f"the report would be rendered in '{project}', a path Quarto ignores (a part starts with '.' or '_'); "
+                          "give an output folder whose name starts with a letter or digit.")
+    build(project)
+    outdir.fault("report-built")
+    say(f"rendering {', '.join(formats)} ({describe_route(route)})")
+    outcome = render_project(project, formats=formats, route=route)
+    outdir.fault("rendered")
+    return outcome
+
+
+def _saved_manifest(folder: Path):
+    try:
+        return json.loads((folder / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def build_and_render(results: StudyResults, out_dir: Path, formats=None, route: str = "auto", log=None) -> RenderOutcome:
-    """Build the study's Quarto project and render it into ``out_dir/report`` (atomically)."""
+    """Build the study's Quarto project and render it into ``out_dir/report``.
+
+    Inside a run's staging folder it is rendered there (the run switches results and report in
+    together). Given an output folder, the results are written with the report into a new
+    generation that replaces the folder in one switch, so the report never sits beside other results."""
     formats = list(formats or results.spec.report.formats)
-    return render_atomically(out_dir, lambda tmp: build_project(results, tmp, route=route, formats=formats, log=log),
-                             formats, route, log)
+
+    def build(p: Path) -> Path:
+        return build_project(results, p, route=route, formats=formats, log=log)
+
+    if outdir.is_stage(Path(out_dir)):
+        return render_atomically(out_dir, build, formats, route, log)
+    with outdir.Output(out_dir) as o:
+        same = _saved_manifest(Path(out_dir)) == json.loads(json.dumps(results.manifest, default=_json_default))
+        stage = o.stage(carry=same)  # these very results saved there: linked byte for byte, not written again
+        if not same:
+            results.save(stage)
+        outcome = render_atomically(stage, build, formats, route, log)
+        o.commit(stage)
+    final = Path(out_dir) / "report"
+    return replace(outcome, outputs={k: final / Path(v).name for k, v in outcome.outputs.items()})

@@ -60,10 +60,11 @@ def cmd_run(args) -> int:
         _say("one spec: --scheduler and --workers apply to several specs (a project) and are ignored")
     with outdir.Output(args.out) as o:  # an unusable or foreign --out stops here, before any fitting (and heavy imports)
         from .api import fit
-        from .report import build_and_render
 
         results = fit(args.spec, progress=args.progress, log=_say, preregistration=args.preregistration)
         outdir.fault("fitted")
+        from .report import build_and_render  # after the fit: the report stack is not needed to find a spec error
+
         stage = o.stage()
         results.save(stage)
         try:

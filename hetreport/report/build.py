@@ -70,7 +70,7 @@ def environment(user_dir: Path | None = None) -> SandboxedEnvironment:
                                # pandoc attributes are written {#id}: Jinja comments use other delimiters
                                comment_start_string="<#--", comment_end_string="--#>", extensions=[_KeepTextLineEnds])
     env.filters.update(num=fmt.num, count=fmt.count, pct=fmt.pct, interval=fmt.interval, md=fmt.md,
-                       ci=fmt.ci, yaml_md=fmt.yaml_md, code=fmt.code, share=fmt.share)
+                       ci=fmt.ci, yaml_md=fmt.yaml_md, yaml_date=fmt.yaml_date, code=fmt.code, share=fmt.share)
     return env
 
 

@@ -130,6 +130,22 @@ def yaml_md(text) -> Markup:
     return Markup(json.dumps(str(md(text)), ensure_ascii=False))
 
 
+_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def yaml_date(value) -> Markup:
+    """A front-matter ``date:``: a plain ISO date string ("2026-12-06"), which Quarto and pandoc
+    both show as a date. Markdown escaping would make it "2026\\-12\\-06", which Quarto cannot
+    parse ("Invalid Date"). Anything that is not an ISO date (a hand-edited manifest) is written
+    as escaped text instead."""
+    import json
+
+    text = "" if value is None else str(value).strip()
+    if _ISO_DATE.match(text):
+        return Markup(json.dumps(text))
+    return yaml_md(text)
+
+
 def code(text) -> Markup:
     """Content for inline code (between single backticks in the template): kept literal;
     a backtick inside is replaced so it cannot close the span."""

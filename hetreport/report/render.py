@@ -221,8 +221,13 @@ def _typst_version() -> str | None:
 @dataclass(frozen=True)
 class _Route:
     kind: str  # "quarto" | "builtin"
-    description: str
+    description: str  # printed in the report: tools and versions, never a path of this machine
     quarto: Path | None = None
+
+    @property
+    def where(self) -> str:
+        """The description plus the executable's path, for error messages."""
+        return f"{self.description} at {self.quarto}" if self.quarto else self.description
 
 
 def _resolve_route(route: str) -> _Route:
@@ -236,7 +241,7 @@ def _resolve_route(route: str) -> _Route:
         version = _quarto_version(str(quarto)) if quarto else None
         usable = version is not None and _version_tuple(version)[:2] >= QUARTO_MIN_VERSION
         if quarto and usable:
-            return _Route("quarto", f"quarto {version} ({quarto})", quarto)
+            return _Route("quarto", f"quarto {version}", quarto)
         if route == "quarto":
             if quarto is None:
                 raise RenderError("Rendering with Quarto was asked for, but no Quarto executable was found. "
@@ -261,8 +266,9 @@ def _resolve_route(route: str) -> _Route:
 
 def describe_route(route: str = "auto") -> str:
     """What ``render_project(route=route)`` would use, as one line for the
-    report's appendix: "quarto 1.6.40 (/usr/local/bin/quarto)" or
-    "pandoc 3.9 + typst 0.15.2". Raises RenderError where rendering would."""
+    report's appendix: "quarto 1.6.40" or "pandoc 3.9 + typst 0.15.2" (tools and
+    versions; the report never shows a path of the machine it was rendered on).
+    Raises RenderError where rendering would."""
     return _resolve_route(route).description
 
 
@@ -698,7 +704,7 @@ def render_project(
                 kept = ", ".join(f"{stem}{_SUFFIX[f]}" for f in wanted)
                 raise RenderError(
                     f"Rendering {document} to {_FORMAT_LABEL[fmt]} on the {resolved.kind} route "
-                    f"({resolved.description}) failed in {failed.tool}: {failed.detail}. "
+                    f"({resolved.where}) failed in {failed.tool}: {failed.detail}. "
                     f"{failed.hint} Nothing was written to {project}; any earlier {kept} is unchanged."
                 ) from failed
 

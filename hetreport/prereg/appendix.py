@@ -513,11 +513,12 @@ def _write_figures(spec: Spec, plan: Plan, sim: SimulationResult, folder: Path, 
 
 
 def build_appendix(project: Path, spec: Spec, plan: Plan, sim: SimulationResult, mock, record: dict, route: str, log=None) -> Path:
-    from ..report.build import QUARTO_YML, environment
+    from ..report.build import environment
+    from ..resources import quarto_yml
     from ..report.render import describe_route
 
     project.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(QUARTO_YML, project / "_quarto.yml")
+    shutil.copyfile(quarto_yml(), project / "_quarto.yml")
     figures = _write_figures(spec, plan, sim, project / "figures", log)
     ctx = appendix_context(spec, plan, sim, mock, record, figures, describe_route(route))
     env = environment(None)

@@ -29,13 +29,11 @@ from ..errors import RenderError
 from ..facts import CREDIBLE, Facts, compare_models, compute_facts
 from ..conformance import report_context as conformance_context
 from ..models.families import get_family
+from ..resources import quarto_yml, templates_dir
 from ..results import AnalysisResults, StudyResults
 from . import format as fmt
 from .render import RenderOutcome, describe_route, render_project
 
-ROOT = Path(__file__).resolve().parents[2]
-TEMPLATE_DIR = ROOT / "templates"
-QUARTO_YML = ROOT / "_quarto.yml"
 
 METHOD_NAMES = {"ols_full": "OLS, full interactions", "glm_full": "GLM, full interactions (average marginal effects)",
                 "ols_additive": "OLS, additive interactions",
@@ -64,7 +62,7 @@ class _KeepTextLineEnds(Extension):
 
 
 def environment(user_dir: Path | None = None) -> SandboxedEnvironment:
-    loaders = ([FileSystemLoader(str(user_dir))] if user_dir else []) + [FileSystemLoader(str(TEMPLATE_DIR))]
+    loaders = ([FileSystemLoader(str(user_dir))] if user_dir else []) + [FileSystemLoader(str(templates_dir()))]
     env = SandboxedEnvironment(loader=ChoiceLoader(loaders), finalize=fmt.md_finalize, autoescape=False,
                                undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
                                # pandoc attributes are written {#id}: Jinja comments use other delimiters
@@ -424,7 +422,7 @@ def build_project(results: StudyResults, project: Path, route: str = "auto", for
     spec = results.spec
     formats = list(formats or spec.report.formats)
     project.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(QUARTO_YML, project / "_quarto.yml")
+    shutil.copyfile(quarto_yml(), project / "_quarto.yml")
     user_dir = None
     if spec.report.templates:
         user_dir = Path(spec.report.templates)

@@ -17,7 +17,8 @@ Two routes render the *same* project:
     stylesheet in ``assets/`` embedded, and writes Typst with the template in
     ``assets/``, which the ``typst`` wheel compiles to PDF. The options of
     ``_quarto.yml`` that matter here (image extension per format, toc,
-    numbered sections, paper, margins, font) are read from the project.
+    numbered sections, paper, margins, font, ``include-in-header``) are read
+    from the project.
 
 ``render_project`` is atomic: it renders in a temporary copy of the project
 and moves the outputs into the project folder only when every requested
@@ -339,6 +340,31 @@ def _typst_margin(value: object) -> str | None:
     return None
 
 
+def _header_includes(options: dict, work: Path, suffix: str) -> list[str]:
+    """``include-in-header`` of a format in _quarto.yml as pandoc arguments: each ``text:`` entry
+    is written to a file in the (temporary) work folder, each ``file:`` entry or plain string must
+    name a file inside the project. Quarto applies the same entries on its route."""
+    entries = options.get("include-in-header")
+    if entries is None:
+        return []
+    if not isinstance(entries, list):
+        entries = [entries]
+    args: list[str] = []
+    for k, entry in enumerate(entries):
+        if isinstance(entry, dict) and isinstance(entry.get("text"), str):
+            path = work / f".hetreport-header-{k}{suffix}"
+            path.write_text(entry["text"], encoding="utf-8")
+        else:
+            name = entry.get("file") if isinstance(entry, dict) else entry
+            path = (work / str(name)).resolve() if isinstance(name, str) and name.strip() else None
+            if path is None or not path.is_relative_to(work.resolve()) or not path.is_file():
+                raise RenderError(
+                    f"_quarto.yml's include-in-header entry {entry!r} is neither `text: ...` nor a file inside the "
+                    "project folder. Write the header text inline (`- text: |`), or name a file next to _quarto.yml.")
+        args += ["--include-in-header", str(path)]
+    return args
+
+
 # --------------------------------------------------------------------------
 # Running tools
 # --------------------------------------------------------------------------
@@ -519,7 +545,7 @@ def _render_builtin_html(work: Path, document: str, deadline: float) -> Path:
     options = _format_options(_load_quarto_yml(work), "html")
     output = work / (Path(document).stem + ".html")
     cmd = _pandoc_command(document, "html5", output.name, options, "svg",
-                          ["--embed-resources", "--mathml", "--css", str(HTML_CSS)],
+                          ["--embed-resources", "--mathml", "--css", str(HTML_CSS), *_header_includes(options, work, ".html")],
                           lambda depth: ["--toc-depth", depth])
     proc = _run(cmd, work, deadline, "pandoc", _PANDOC_HINT)
     _check_missing_resources(proc.stderr, "pandoc")
@@ -555,7 +581,7 @@ def _render_builtin_pdf(work: Path, document: str, deadline: float) -> Path:
     typ_path = work / f"{stem}.typ"
     pdf_path = work / f"{stem}.pdf"
     cmd = _pandoc_command(document, "typst", typ_path.name, options, "png",
-                          ["--template", str(TYPST_TEMPLATE)],
+                          ["--template", str(TYPST_TEMPLATE), *_header_includes(options, work, ".typ")],
                           lambda depth: ["--variable", f"toc-depth={depth}"])
     if _truthy(options.get("number-sections", True)):
         numbering = str(options.get("section-numbering") or "1.1.1")

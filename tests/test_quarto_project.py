@@ -266,3 +266,21 @@ def test_builtin_route_shows_hostile_text_literally(hostile, tmp_path):
     assert "{{{{" not in shown and "{{{< env" not in shown  # no escape form is left visible
     blocks = [b.get_text() for b in soup.find_all("pre")]
     assert any(b.replace("\u2060", "").strip() == results.spec.source_text.strip() for b in blocks)
+
+
+def test_table_style_comes_from_quarto_yml_on_both_routes(tmp_path):
+    """One table style: Quarto applies _quarto.yml's typst include-in-header; the builtin route
+    gets the same text as a header include (and its template does not carry a second copy)."""
+    config = yaml.safe_load((REPO / "_quarto.yml").read_text(encoding="utf-8"))
+    shared = "\n".join(e["text"] for e in config["format"]["typst"]["include-in-header"])
+    assert "#set table(" in shared and "inset: (x: 5pt, y: 3.2pt)" in shared
+    template = (REPO / "hetreport" / "report" / "assets" / "hetreport.typst").read_text(encoding="utf-8")
+    assert "#set table(" not in template and "#set align(center)" in template  # centred title, as Quarto's
+    project = tmp_path / "p"
+    project.mkdir()
+    (project / "_quarto.yml").write_text((REPO / "_quarto.yml").read_text(encoding="utf-8"), encoding="utf-8")
+    (project / "report.qmd").write_text('---\ntitle: "T"\n---\n\n| a | b |\n|---|--:|\n| x | 1 |\n\n: Cap {#tbl-x}\n', encoding="utf-8")
+    render._render_builtin_pdf(project, "report.qmd", __import__("time").monotonic() + 300)
+    typ = (project / "report.typ").read_text(encoding="utf-8")
+    assert typ.count("#set table(") == 1 and "inset: (x: 5pt, y: 3.2pt)" in typ
+    assert typ.index("#set table(") < typ.index("#table(")

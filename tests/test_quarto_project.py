@@ -284,3 +284,34 @@ def test_table_style_comes_from_quarto_yml_on_both_routes(tmp_path):
     typ = (project / "report.typ").read_text(encoding="utf-8")
     assert typ.count("#set table(") == 1 and "inset: (x: 5pt, y: 3.2pt)" in typ
     assert typ.index("#set table(") < typ.index("#table(")
+
+
+# --------------------------------------------------------------------------- the wheel's contents
+
+
+def test_wheel_configuration_ships_every_package_and_template():
+    """pyproject.toml lists the packages by name (hetreport._data has no folder of its own) and
+    ships templates/ and _quarto.yml by glob: every package and every template must be covered.
+    (.ci/run builds the wheel and renders an example through it.)"""
+    import fnmatch
+    import tomllib
+
+    config = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]
+    packages = set(config["packages"])
+    found = {".".join(p.parent.relative_to(REPO).parts) for p in (REPO / "hetreport").rglob("__init__.py")}
+    assert found <= packages and packages - found == {"hetreport._data"}
+    assert config["package-dir"] == {"hetreport._data": "."}
+    globs = config["package-data"]["hetreport._data"]
+    shipped = [p.relative_to(REPO).as_posix() for p in [REPO / "_quarto.yml", *(REPO / "templates").rglob("*")] if p.is_file()]
+    assert all(any(fnmatch.fnmatchcase(f, g) and f.count("/") == g.count("/") for g in globs) for f in shipped)
+    assert "py.typed" in config["package-data"]["hetreport"] and (REPO / "hetreport" / "py.typed").is_file()
+
+
+def test_resources_are_found_and_version_is_the_distributions():
+    from importlib.metadata import version
+
+    import hetreport
+    from hetreport.resources import quarto_yml, templates_dir
+
+    assert (templates_dir() / "report.qmd.j2").is_file() and quarto_yml().name == "_quarto.yml"
+    assert hetreport.__version__ == version("hetreport")

@@ -6,7 +6,12 @@
     hetreport.render(results, "out")       # Quarto project in out/report/, HTML and PDF
 """
 
-__version__ = "0.1.0"
+try:  # one version string: the installed distribution's (pyproject.toml's [project] version)
+    from importlib.metadata import PackageNotFoundError, version as _version
+
+    __version__ = _version("hetreport")
+except PackageNotFoundError:  # a source checkout on PYTHONPATH that was never installed
+    __version__ = "0+unknown"
 
 __all__ = ["load_spec", "check", "fit", "run", "render", "load_results", "StudyResults", "AnalysisResults", "Spec",
            "HetreportError", "__version__"]

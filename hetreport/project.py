@@ -405,11 +405,12 @@ def index_context(site_root: Path, studies: list[StudyOutcome], meta: dict) -> d
 
 def write_index(site_root: Path, studies: list[StudyOutcome], meta: dict) -> Path:
     """Write ``site/_quarto.yml`` and ``site/index.qmd`` from the saved studies."""
-    from .report.build import QUARTO_YML, environment
+    from .report.build import environment
+    from .resources import quarto_yml
 
     site = site_root / SITE
     site.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(QUARTO_YML, site / "_quarto.yml")
+    shutil.copyfile(quarto_yml(), site / "_quarto.yml")
     env = environment()
     try:
         text = env.get_template(INDEX_TEMPLATE).render(**index_context(site_root, studies, meta))

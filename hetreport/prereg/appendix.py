@@ -80,7 +80,14 @@ _HTML_MARK = ('<div class="hetreport-simulated" role="note" style="position: sti
 
 def stamp_simulated(project: Path, title: str) -> None:
     """Mark a built study report as simulated: its title, a banner at the top of the HTML (it stays
-    in view while scrolling), and a header plus watermark on every page of the PDF."""
+    in view while scrolling), and a header plus watermark on every page of the PDF.
+
+    The PDF marking is Typst set in the project's ``_quarto.yml`` as ``format: typst:
+    include-in-header: - text:``, the form Quarto's Typst format applies (a raw Typst block in the
+    document's ``header-includes`` is dropped there: 2 of 30 pages were marked); the builtin route
+    reads the same entries from ``_quarto.yml``, so one project carries the mark on both routes."""
+    import yaml
+
     qmd = project / "report.qmd"
     text = qmd.read_text(encoding="utf-8")
     if not text.startswith("---\n"):
@@ -88,7 +95,14 @@ def stamp_simulated(project: Path, title: str) -> None:
     end = text.index("\n---\n", 4)
     front = [ln for ln in text[4:end].split("\n") if not ln.startswith("title:")]
     front.insert(0, f"title: {fmt.yaml_md(f'{MARK}: {title}')}")
-    front += ["header-includes:", "  - |", "    ```{=typst}", f"    {_TYPST_MARK}", "    ```"]
+    config_path = project / "_quarto.yml"
+    config = yaml.safe_load(config_path.read_text(encoding="utf-8")) or {}
+    typst = config.setdefault("format", {}).setdefault("typst", {})
+    includes = typst.get("include-in-header") or []
+    typst["include-in-header"] = (includes if isinstance(includes, list) else [includes]) + [{"text": _TYPST_MARK + "\n"}]
+    config_path.write_text("# hetreport's _quarto.yml, with the mock report's marking on every PDF page (format: typst:\n"
+                           "# include-in-header).\n" + yaml.safe_dump(config, sort_keys=False, allow_unicode=True, width=1000),
+                           encoding="utf-8")
     body = text[end + 5:]
     banner = (f"```{{=html}}\n{_HTML_MARK}\n```\n\n::: {{.callout-important}}\n## {MARK}\n\nEvery number, table and figure in this report "
               "comes from one data set simulated from the planned design. It shows what will be reported, not what was found.\n:::\n\n")
@@ -526,11 +540,12 @@ def _write_figures(spec: Spec, plan: Plan, sim: SimulationResult, folder: Path, 
 
 
 def build_appendix(project: Path, spec: Spec, plan: Plan, sim: SimulationResult, mock, record: dict, route: str, log=None) -> Path:
-    from ..report.build import QUARTO_YML, environment
+    from ..report.build import environment
+    from ..resources import quarto_yml
     from ..report.render import describe_route
 
     project.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(QUARTO_YML, project / "_quarto.yml")
+    shutil.copyfile(quarto_yml(), project / "_quarto.yml")
     figures = _write_figures(spec, plan, sim, project / "figures", log)
     ctx = appendix_context(spec, plan, sim, mock, record, figures, describe_route(route))
     env = environment(None)

@@ -32,14 +32,12 @@ from ..errors import RenderError
 from ..facts import CREDIBLE, Facts, compare_models, compute_facts
 from ..conformance import report_context as conformance_context
 from ..models.families import get_family
+from ..resources import quarto_yml, templates_dir
 from ..results import AnalysisResults, StudyResults, _json_default
 from . import format as fmt
 from .questions import analysis_questions, loo_context
 from .render import RenderOutcome, describe_route, render_project
 
-ROOT = Path(__file__).resolve().parents[2]
-TEMPLATE_DIR = ROOT / "templates"
-QUARTO_YML = ROOT / "_quarto.yml"
 
 METHOD_NAMES = {"ols_full": "OLS, full interactions", "glm_full": "GLM, full interactions (average marginal effects)",
                 "ols_additive": "OLS, additive interactions",
@@ -81,13 +79,13 @@ class _InsideLoader(FileSystemLoader):
 
 
 def environment(user_dir: Path | None = None) -> SandboxedEnvironment:
-    loaders = ([_InsideLoader(str(user_dir), followlinks=False)] if user_dir else []) + [_InsideLoader(str(TEMPLATE_DIR))]
+    loaders = ([_InsideLoader(str(user_dir), followlinks=False)] if user_dir else []) + [_InsideLoader(str(templates_dir()))]
     env = SandboxedEnvironment(loader=ChoiceLoader(loaders), finalize=fmt.md_finalize, autoescape=False,
                                undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
                                # pandoc attributes are written {#id}: Jinja comments use other delimiters
                                comment_start_string="<#--", comment_end_string="--#>", extensions=[_KeepTextLineEnds])
     env.filters.update(num=fmt.num, count=fmt.count, pct=fmt.pct, interval=fmt.interval, md=fmt.md,
-                       ci=fmt.ci, yaml_md=fmt.yaml_md, code=fmt.code, share=fmt.share)
+                       ci=fmt.ci, yaml_md=fmt.yaml_md, yaml_date=fmt.yaml_date, code=fmt.code, share=fmt.share)
     return env
 
 
@@ -503,7 +501,7 @@ def build_project(results: StudyResults, project: Path, route: str = "auto", for
     spec = results.spec
     formats = list(formats or spec.report.formats)
     project.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(QUARTO_YML, project / "_quarto.yml")
+    shutil.copyfile(quarto_yml(), project / "_quarto.yml")
     user_dir = None
     if spec.report.templates:
         user_dir = Path(spec.report.templates)
@@ -539,7 +537,7 @@ def _check_user_templates(user_dir: Path, spec_dir: Path) -> None:
     """Warn about a templates folder that changes nothing, or that lies outside the spec's folder tree."""
     from ..errors import HetreportWarning
 
-    ours = {p.relative_to(TEMPLATE_DIR).as_posix() for p in TEMPLATE_DIR.rglob("*.j2")}
+    ours = {p.relative_to(templates_dir()).as_posix() for p in templates_dir().rglob("*.j2")}
     theirs = {p.relative_to(user_dir).as_posix() for p in user_dir.rglob("*.j2")}
     if not theirs & ours:
         warnings.warn(HetreportWarning(

@@ -4,6 +4,13 @@ Numbers: effects with 2 decimals and a true minus sign, counts with thousands
 separators, probabilities as percentages. Text from data or the spec (labels, titles)
 is escaped so that ``<script>``, ``{{ 7*7 }}``, ``$x$``, ``@fig-x`` or ``*`` appear
 literally in the rendered report.
+
+Quarto shortcodes (``{{< env HOME >}}``, ``{{< include FILE >}}``, ``{{< meta x >}}``) in such
+text stay text too, on both routes (see :func:`md` and :func:`code_inert`). Quarto looks for them
+in three places: in the raw document text before pandoc reads it (code included: ``{{< include >}}``
+on a line of its own, and every ``{{<`` ... ``>}}``), in the text of code blocks and inline code, and
+in the words of metadata values (the title) after pandoc has read them, where backslash escapes
+no longer count.
 """
 
 from __future__ import annotations
@@ -18,6 +25,11 @@ MINUS = "\u2212"
 # ASCII punctuation that pandoc's markdown can read as markup (all of it is escapable)
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()<>#+!|$@~^&=:\"'%;-])")
 
+# An empty span. Put between "{{" and "<" (and between ">" and "}}"), it keeps pandoc from making
+# one word of them, so no word of the text starts or ends a Quarto shortcode; it shows nothing
+# (HTML: an empty <span>; Typst: nothing).
+_SPLIT = "[]{}"
+
 
 def md(text) -> Markup:
     """Escape text for pandoc markdown (every special character backslash-escaped)."""
@@ -27,6 +39,9 @@ def md(text) -> Markup:
     s = s.replace("\r", " ").replace("\n", " ")
     s = _MD_SPECIAL.sub(r"\\\1", s)
     s = re.sub(r"^(\d+)\.", r"\1\\.", s)  # "1. …" would start a list
+    # Backslashes already hide "{{<" from Quarto's scan of the raw text; in metadata (the title)
+    # Quarto looks for shortcodes in the words pandoc read, escapes gone, so split them there.
+    s = s.replace(r"\{\{\<", r"\{\{" + _SPLIT + r"\<").replace(r"\>\}\}", r"\>" + _SPLIT + r"\}\}")
     return Markup(s)
 
 
@@ -119,8 +134,8 @@ def pipe_table(header: list[str], rows: list[list], align: str | None = None, ca
 
 
 def _shown(cell: str) -> str:
-    """A cell's text roughly as printed: without markdown's backslash escapes."""
-    return re.sub(r"\\(.)", r"\1", cell)
+    """A cell's text roughly as printed: without markdown's backslash escapes (and splits)."""
+    return re.sub(r"\\(.)", r"\1", cell.replace(_SPLIT, ""))
 
 
 def yaml_md(text) -> Markup:
@@ -130,17 +145,59 @@ def yaml_md(text) -> Markup:
     return Markup(json.dumps(str(md(text)), ensure_ascii=False))
 
 
+_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def yaml_date(value) -> Markup:
+    """A front-matter ``date:``: a plain ISO date string ("2026-12-06"), which Quarto and pandoc
+    both show as a date. Markdown escaping would make it "2026\\-12\\-06", which Quarto cannot
+    parse ("Invalid Date"). Anything that is not an ISO date (a hand-edited manifest) is written
+    as escaped text instead."""
+    import json
+
+    text = "" if value is None else str(value).strip()
+    if _ISO_DATE.match(text):
+        return Markup(json.dumps(text))
+    return yaml_md(text)
+
+
+_WORD_JOINER = "\u2060"
+
+
+def code_inert(text: str) -> str:
+    """Code text in which Quarto expands no shortcode, shown as ``text`` by both routes.
+
+    Each ``{{< … >}}`` becomes Quarto's literal form ``{{{< … >}}}`` (Quarto prints it as
+    ``{{< … >}}``; the builtin route's Lua filter does the same in code). An opening ``{{<`` with
+    no ``>}}`` after it cannot be written literally (Quarto would cut the document off there):
+    it gets an invisible word joiner (U+2060) between its braces."""
+    out, i = [], 0
+    while True:
+        j = text.find("{{<", i)
+        if j < 0:
+            out.append(text[i:])
+            break
+        k = text.find(">}}", j + 3)
+        if k < 0:
+            out.append(text[i:].replace("{{<", "{" + _WORD_JOINER + "{<"))
+            break
+        out += [text[i:j], "{", text[j:k + 3], "}"]
+        i = k + 3
+    return "".join(out)
+
+
 def code(text) -> Markup:
     """Content for inline code (between single backticks in the template): kept literal;
-    a backtick inside is replaced so it cannot close the span."""
-    return Markup(str("" if text is None else text).replace("`", "\u2018").replace("\n", " "))
+    a backtick inside is replaced so it cannot close the span; shortcodes stay inert."""
+    return Markup(code_inert(str("" if text is None else text).replace("`", "\u2018").replace("\n", " ")))
 
 
 def code_block(text: str, lang: str = "yaml") -> Markup:
-    """A fenced code block whose fence is longer than any backtick run in the text."""
+    """A fenced code block whose fence is longer than any backtick run in the text; its text is
+    shown as it is (shortcodes inert)."""
     longest = max((len(m) for m in re.findall(r"`+", text)), default=0)
     fence = "`" * max(3, longest + 1)
-    return Markup(f"{fence}{lang}\n{text.rstrip()}\n{fence}")
+    return Markup(f"{fence}{lang}\n{code_inert(text.rstrip())}\n{fence}")
 
 
 def code_span(text) -> Markup:

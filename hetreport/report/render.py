@@ -17,7 +17,8 @@ Two routes render the *same* project:
     stylesheet in ``assets/`` embedded, and writes Typst with the template in
     ``assets/``, which the ``typst`` wheel compiles to PDF. The options of
     ``_quarto.yml`` that matter here (image extension per format, toc,
-    numbered sections, paper, margins, font) are read from the project.
+    numbered sections, paper, margins, font, ``include-in-header``) are read
+    from the project.
 
 ``render_project`` is atomic: it renders in a temporary copy of the project
 and moves the outputs into the project folder only when every requested
@@ -221,8 +222,13 @@ def _typst_version() -> str | None:
 @dataclass(frozen=True)
 class _Route:
     kind: str  # "quarto" | "builtin"
-    description: str
+    description: str  # printed in the report: tools and versions, never a path of this machine
     quarto: Path | None = None
+
+    @property
+    def where(self) -> str:
+        """The description plus the executable's path, for error messages."""
+        return f"{self.description} at {self.quarto}" if self.quarto else self.description
 
 
 def _resolve_route(route: str) -> _Route:
@@ -236,7 +242,7 @@ def _resolve_route(route: str) -> _Route:
         version = _quarto_version(str(quarto)) if quarto else None
         usable = version is not None and _version_tuple(version)[:2] >= QUARTO_MIN_VERSION
         if quarto and usable:
-            return _Route("quarto", f"quarto {version} ({quarto})", quarto)
+            return _Route("quarto", f"quarto {version}", quarto)
         if route == "quarto":
             if quarto is None:
                 raise RenderError("Rendering with Quarto was asked for, but no Quarto executable was found. "
@@ -261,8 +267,9 @@ def _resolve_route(route: str) -> _Route:
 
 def describe_route(route: str = "auto") -> str:
     """What ``render_project(route=route)`` would use, as one line for the
-    report's appendix: "quarto 1.6.40 (/usr/local/bin/quarto)" or
-    "pandoc 3.9 + typst 0.15.2". Raises RenderError where rendering would."""
+    report's appendix: "quarto 1.6.40" or "pandoc 3.9 + typst 0.15.2" (tools and
+    versions; the report never shows a path of the machine it was rendered on).
+    Raises RenderError where rendering would."""
     return _resolve_route(route).description
 
 
@@ -331,6 +338,31 @@ def _typst_margin(value: object) -> str | None:
     if value is not None and _LENGTH.match(str(value).strip()):
         return str(value).strip()
     return None
+
+
+def _header_includes(options: dict, work: Path, suffix: str) -> list[str]:
+    """``include-in-header`` of a format in _quarto.yml as pandoc arguments: each ``text:`` entry
+    is written to a file in the (temporary) work folder, each ``file:`` entry or plain string must
+    name a file inside the project. Quarto applies the same entries on its route."""
+    entries = options.get("include-in-header")
+    if entries is None:
+        return []
+    if not isinstance(entries, list):
+        entries = [entries]
+    args: list[str] = []
+    for k, entry in enumerate(entries):
+        if isinstance(entry, dict) and isinstance(entry.get("text"), str):
+            path = work / f".hetreport-header-{k}{suffix}"
+            path.write_text(entry["text"], encoding="utf-8")
+        else:
+            name = entry.get("file") if isinstance(entry, dict) else entry
+            path = (work / str(name)).resolve() if isinstance(name, str) and name.strip() else None
+            if path is None or not path.is_relative_to(work.resolve()) or not path.is_file():
+                raise RenderError(
+                    f"_quarto.yml's include-in-header entry {entry!r} is neither `text: ...` nor a file inside the "
+                    "project folder. Write the header text inline (`- text: |`), or name a file next to _quarto.yml.")
+        args += ["--include-in-header", str(path)]
+    return args
 
 
 # --------------------------------------------------------------------------
@@ -513,7 +545,7 @@ def _render_builtin_html(work: Path, document: str, deadline: float) -> Path:
     options = _format_options(_load_quarto_yml(work), "html")
     output = work / (Path(document).stem + ".html")
     cmd = _pandoc_command(document, "html5", output.name, options, "svg",
-                          ["--embed-resources", "--mathml", "--css", str(HTML_CSS)],
+                          ["--embed-resources", "--mathml", "--css", str(HTML_CSS), *_header_includes(options, work, ".html")],
                           lambda depth: ["--toc-depth", depth])
     proc = _run(cmd, work, deadline, "pandoc", _PANDOC_HINT)
     _check_missing_resources(proc.stderr, "pandoc")
@@ -549,7 +581,7 @@ def _render_builtin_pdf(work: Path, document: str, deadline: float) -> Path:
     typ_path = work / f"{stem}.typ"
     pdf_path = work / f"{stem}.pdf"
     cmd = _pandoc_command(document, "typst", typ_path.name, options, "png",
-                          ["--template", str(TYPST_TEMPLATE)],
+                          ["--template", str(TYPST_TEMPLATE), *_header_includes(options, work, ".typ")],
                           lambda depth: ["--variable", f"toc-depth={depth}"])
     if _truthy(options.get("number-sections", True)):
         numbering = str(options.get("section-numbering") or "1.1.1")
@@ -698,7 +730,7 @@ def render_project(
                 kept = ", ".join(f"{stem}{_SUFFIX[f]}" for f in wanted)
                 raise RenderError(
                     f"Rendering {document} to {_FORMAT_LABEL[fmt]} on the {resolved.kind} route "
-                    f"({resolved.description}) failed in {failed.tool}: {failed.detail}. "
+                    f"({resolved.where}) failed in {failed.tool}: {failed.detail}. "
                     f"{failed.hint} Nothing was written to {project}; any earlier {kept} is unchanged."
                 ) from failed
 

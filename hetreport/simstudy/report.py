@@ -22,7 +22,8 @@ from markupsafe import Markup
 
 from ..errors import RenderError
 from ..report import format as fmt
-from ..report.build import QUARTO_YML, environment, join_words, plural, render_atomically
+from ..resources import quarto_yml
+from ..report.build import environment, join_words, plural, render_atomically
 from ..report.render import describe_route
 from . import figures as sf
 from .design import SimDesign, parse_design
@@ -361,7 +362,7 @@ def context(sim: SimResults, figures: dict, route: str) -> dict:
 
 def build_project(sim: SimResults, project: Path, route: str = "auto") -> Path:
     project.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(QUARTO_YML, project / "_quarto.yml")
+    shutil.copyfile(quarto_yml(), project / "_quarto.yml")
     figures = write_figures(sim, project / "figures")
     env = environment()
     env.globals.update(plural=plural, join_words=join_words, md=fmt.md, Markup=Markup, est_se=est_se, share_se=share_se, code_span=fmt.code_span)

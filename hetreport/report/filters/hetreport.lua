@@ -11,7 +11,10 @@ What it does, in order (each pass is a separate traversal):
      `#callout(kind: ..., title: [...])[...]` call (defined in the template).
      The `{{< pagebreak >}}` shortcode becomes a Typst page break, and an
      empty print-only page-break <div> in HTML. Display math followed by
-     `{#eq-label}` is recognised as a labelled equation.
+     `{#eq-label}` is recognised as a labelled equation. In code blocks and
+     inline code, Quarto's literal form of a shortcode, `{{{< ... >}}}`, is
+     shown as `{{< ... >}}`, as Quarto shows it (hetreport writes text from a
+     spec or data file in code in that form: report/format.py code_inert).
   2. Numbering, in document order: sections (as pandoc --number-sections does),
      figures with an id `fig-*`, tables with an id `tbl-*`, labelled equations.
      Figure and table captions get a bold "Figure N:" / "Table N:" prefix.
@@ -184,7 +187,18 @@ local function mark_equations(para)
   return nil
 end
 
+-- Quarto's literal shortcode in code text: {{{< x >}}} shows as {{< x >}} (the first >}}} closes).
+local function unescape_shortcodes(el)
+  if el.text:find('{{{<', 1, true) == nil then
+    return nil
+  end
+  el.text = el.text:gsub('{{{<(.-)>}}}', '{{<%1>}}')
+  return el
+end
+
 local pass_blocks = {
+  CodeBlock = unescape_shortcodes,
+  Code = unescape_shortcodes,
   Div = render_callout,
   Para = function(para)
     if is_pagebreak(para) then

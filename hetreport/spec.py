@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import SpecError, path_str, suggest
+from .families import FAMILY_NAMES
 from .prereg.design import PlannedDesign
 
 Scalar = int | float | str | bool
@@ -27,6 +28,9 @@ Scalar = int | float | str | bool
 # --------------------------------------------------------------------------- priors
 
 #: distribution name -> (PyMC class name, parameter names in order)
+#: the outcome families, from the family registry (hetreport/families.py)
+FamilyName = Literal[FAMILY_NAMES]
+
 PRIOR_FAMILIES: dict[str, tuple[str, tuple[str, ...]]] = {
     "normal": ("Normal", ("mu", "sigma")),
     "student_t": ("StudentT", ("nu", "mu", "sigma")),
@@ -163,7 +167,7 @@ class Analysis(_Strict):
     #: this analysis's outcome and family, when they differ from the spec's (e.g. a logit model of a
     #: binary outcome next to the linear one, or an ordinal model of the 5-point scale it was derived from)
     outcome: str | None = None
-    family: Literal["gaussian", "bernoulli", "binomial", "poisson", "negativebinomial", "ordinal"] | None = None
+    family: FamilyName | None = None
     #: priors for this analysis only, key by key over the spec's (e.g. log-odds priors for a logit analysis)
     priors: Priors | None = None
     #: sampler settings for this analysis only, key by key over the spec's (e.g. a higher target_accept)
@@ -278,7 +282,7 @@ class Spec(_Strict):
     #: the outcome's likelihood: gaussian (identity link), bernoulli (0/1, logit), binomial
     #: (successes out of ``trials``, logit), poisson / negativebinomial (counts, log),
     #: ordinal (ordered categories, cumulative logit)
-    family: Literal["gaussian", "bernoulli", "binomial", "poisson", "negativebinomial", "ordinal"] = "gaussian"
+    family: FamilyName = "gaussian"
     #: binomial only: the column holding each row's number of trials (the outcome is the successes)
     trials: str | None = None
     labels: Labels = Field(default_factory=Labels)

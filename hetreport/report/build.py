@@ -338,10 +338,6 @@ def analysis_context(a: AnalysisResults, results: StudyResults, figures: dict, t
     }
 
 
-FAMILY_NAMES = {"gaussian": "linear (Gaussian)", "bernoulli": "logit", "binomial": "binomial logit", "poisson": "Poisson",
-                "negativebinomial": "negative binomial", "ordinal": "ordinal (cumulative logit)"}
-
-
 def family_words(name: str) -> dict:
     """What the numbers of a family's report are: the estimand and the model's linear scale."""
     fam = get_family(name)
@@ -378,7 +374,7 @@ def study_context(results: StudyResults, analyses: list[dict], route: str, forma
     across = []
     for c in analyses:
         f = c["f"]
-        model = f"{c['outcome']}, {FAMILY_NAMES[c['family']]}"
+        model = f"{c['outcome']}, {get_family(c['family']).title}"
         across.append([c["title"], model, fmt.count(f.n_groups), fmt.interval(f.average), f"{fmt.num(f.smallest.effect.estimate)} to {fmt.num(f.largest.effect.estimate)}",
                        fmt.interval(f.sigma_theta) + ("" if c["identity"] else f" ({c['linear_scale']})"), "OK" if f.diagnostics_ok else "check"])
     across_tbl = fmt.pipe_table(["Analysis", "Outcome, model", "Groups", "Average effect (95% interval)", "Range of group effects", "σθ (95% interval)", "Diagnostics"],

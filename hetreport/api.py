@@ -10,14 +10,13 @@ from importlib import metadata
 from pathlib import Path
 
 import pandas as pd
-from threadpoolctl import threadpool_limits
 
 from . import __version__
 from .data import load_data, prepare_analysis
 from .effects import combine, method_rows
 from .groups import build_groups
-from .models.hierarchical import fit_hierarchical, group_summary, posterior_predictive
-from .models.ols import fit_ols_additive, fit_ols_full, fit_subgroup
+from .methods import REGISTRY, FitRequest
+from .models.hierarchical import posterior_predictive
 from .results import AnalysisResults, Modifier, StudyResults
 from .spec import Spec, load_spec
 
@@ -66,36 +65,39 @@ def fit(spec: Spec | str | Path, *, progress: bool = False, log=None, preregistr
     dataset = load_data(spec)
     say(f"read {dataset.path.name}: {dataset.n_read:,} rows" + (f", {len(dataset.frame):,} after the filter" if spec.data.filter else ""))
     frames, analyses, timings = [], [], {}
+    method_seconds: dict[tuple[str, str], float] = {}
     modifier_order: list[str] = []
     for analysis in spec.analyses:
         t0 = time.perf_counter()
         adata = prepare_analysis(spec, dataset, analysis)
         groups = build_groups(adata, spec.report.min_arm)
         say(f"analysis '{analysis.name}': {adata.n:,} rows, {groups.n_groups} groups")
-        # OLS reads the outcome on its own scale (for a binomial outcome: the share of successes per row);
-        # for a 0/1 outcome it is the linear probability model
-        odata = replace(adata, y=adata.y / adata.trials) if adata.family == "binomial" else adata
-        with threadpool_limits(1):  # small dense algebra: extra BLAS threads only contend on a busy machine
-            ols_methods = [fit_ols_full(odata, groups, spec.ols.se_type), fit_ols_additive(odata, groups, spec.ols.se_type), fit_subgroup(odata, groups)]
-            if adata.family != "gaussian":
-                from .models.glm import fit_glm_full
-
-                ols_methods.insert(1, fit_glm_full(adata, groups, spec.ols.se_type))
+        selection = spec.methods_of(analysis)
         sampler = spec.sampler_of(analysis)
-        say(f"analysis '{analysis.name}': sampling the hierarchical model ({sampler.chains} chains x {sampler.draws} draws)")
-        hfit = fit_hierarchical(adata, groups, spec.priors_of(analysis), sampler, mode=analysis.terms, correlated=analysis.correlated,
-                                progress=progress, predictors=analysis.slope_predictors)
-        hier = group_summary(hfit, groups)
+        request = FitRequest(se_type=spec.ols.se_type, priors=spec.priors_of(analysis), sampler=sampler, mode=analysis.terms,
+                             correlated=analysis.correlated, predictors=tuple(analysis.slope_predictors), seed=sampler.seed,
+                             progress=progress)
         truth = None
         if adata.truth is not None:
             truth = pd.Series(adata.truth).groupby(groups.table["group"].to_numpy()[groups.index]).mean()
         mods = list(groups.modifiers)
         modifier_order += [m for m in mods if m not in modifier_order]
-        for me in ols_methods:
-            frames.append(method_rows(analysis.name, me.method, groups.table, mods, me.table, truth))
-        frames.append(method_rows(analysis.name, "hierarchical", groups.table, mods, hier, truth))
+        fits: dict[str, object] = {}
+        for method in selection.methods(adata.family):
+            if method.name == "hierarchical":
+                say(f"analysis '{analysis.name}': sampling the hierarchical model ({sampler.chains} chains x {sampler.draws} draws)")
+            elif method.kind == "bayesian":
+                say(f"analysis '{analysis.name}': fitting {method.text}")
+            t_m = time.perf_counter()
+            mfit = method.fit_function()(adata, groups, replace(request, options=selection.options.get(method.name)))
+            fits[method.name] = mfit
+            method_seconds[(analysis.name, method.name)] = round(time.perf_counter() - t_m, 2)
+            frames.append(method_rows(analysis.name, method.name, groups.table, mods, mfit.table, truth))
+        hfit = fits["hierarchical"].extra
         y_rep = posterior_predictive(hfit, adata, groups, n_draws=50, seed=sampler.seed)
-        timings[analysis.name] = {**{k: round(v, 2) for k, v in hfit.timings.items()}, "total_s": round(time.perf_counter() - t0, 2)}
+        timings[analysis.name] = {**{k: round(v, 2) for k, v in hfit.timings.items()},
+                                  **{f"{k}_s": method_seconds[(analysis.name, k)] for k in fits if REGISTRY[k].kind != "frequentist" and k != "hierarchical"},
+                                  "total_s": round(time.perf_counter() - t0, 2)}
         group_table = groups.table.drop(columns=[]).copy()
         analyses.append(AnalysisResults(
             name=analysis.name, title=adata.title,
@@ -108,8 +110,10 @@ def fit(spec: Spec | str | Path, *, progress: bool = False, log=None, preregistr
                           "family": adata.family, "likelihood": hfit.likelihood, "outcome_name": adata.outcome.name,
                           "categories": list(adata.categories), "category_labels": list(adata.category_labels),
                           "timings": hfit.timings, "sampler": sampler.model_dump()},
-            ols={me.method: {"formula": me.formula, **me.details} for me in ols_methods},
-            y=odata.y, t=adata.t, y_rep=y_rep, n=adata.n, n_start=adata.n_start, notes=adata.notes,
+            ols={k: {"formula": f.formula, **f.details} for k, f in fits.items() if REGISTRY[k].kind == "frequentist"},
+            methods={k: {"formula": f.formula, **f.details} for k, f in fits.items()
+                     if k != "hierarchical" and REGISTRY[k].kind != "frequentist"},
+            y=adata.y / adata.trials if adata.family == "binomial" else adata.y, t=adata.t, y_rep=y_rep, n=adata.n, n_start=adata.n_start, notes=adata.notes,
         ))
     effects = combine(frames, modifier_order)
     manifest = {

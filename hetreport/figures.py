@@ -84,6 +84,8 @@ from plotnine import (
     theme_bw,
 )
 
+from hetreport import effects as _effects
+from hetreport import methods as _registry
 from hetreport.errors import DataError, HetreportError, RenderError, SpecError, suggest
 
 __all__ = [
@@ -112,66 +114,19 @@ __all__ = [
 PAGE_WIDTH = 6.5
 """Usable page width in inches (letter paper, 1 in margins)."""
 
-METHOD_LABELS: dict[str, str] = {
-    "ols_full": "OLS, full interactions",
-    "glm_full": "GLM, full interactions (AME)",
-    "ols_additive": "OLS, additive",
-    "subgroup": "Subgroup difference in means",
-    "hierarchical": "Hierarchical (Bayesian)",
-    "truth": "True effect",
-}
+# Labels and styles come from the method registry (hetreport/methods.py): greys plus one accent
+# (the hierarchical model, the paper's focus); every method also has its own shape and linetype,
+# so the figures survive greyscale printing. "truth" is the true-effect marker.
+_STYLED = (*_registry.names(), "truth")
+METHOD_LABELS: dict[str, str] = {m: _registry.style(m)["label"] for m in _STYLED}
+METHOD_COLORS: dict[str, str] = {m: _registry.style(m)["color"] for m in _STYLED}
+METHOD_SHAPES: dict[str, str] = {m: _registry.style(m)["shape"] for m in _STYLED}
+METHOD_LINETYPES: dict[str, str] = {m: _registry.style(m)["linetype"] for m in _STYLED}
 
-# Greys plus one accent (the hierarchical model, the paper's focus).  The
-# grey levels differ in luminance and every method also has its own shape and
-# linetype, so the figures survive greyscale printing.
-METHOD_COLORS: dict[str, str] = {
-    "ols_full": "#808080",
-    "glm_full": "#666666",
-    "ols_additive": "#B3B3B3",
-    "subgroup": "#4D4D4D",
-    "hierarchical": "#0072B2",  # Okabe-Ito blue; prints as a dark grey
-    "truth": "#000000",
-}
-METHOD_SHAPES: dict[str, str] = {
-    "ols_full": "s",
-    "glm_full": "v",
-    "ols_additive": "^",
-    "subgroup": "D",
-    "hierarchical": "o",
-    "truth": "x",
-}
-METHOD_LINETYPES: dict[str, str] = {
-    "ols_full": "dashed",
-    "glm_full": "dashdot",
-    "ols_additive": "dotted",
-    "subgroup": "dashdot",
-    "hierarchical": "solid",
-    "truth": "none",  # a marker only: no line in legend keys
-}
+_ESTIMATE_METHODS = _registry.names()
 
-_ESTIMATE_METHODS = ("ols_full", "glm_full", "ols_additive", "subgroup", "hierarchical")
-
-# Columns of the effects contract that are not modifiers.
-_CONTRACT_COLUMNS = frozenset(
-    {
-        "analysis",
-        "method",
-        "group",
-        "n",
-        "n_treated",
-        "n_control",
-        "estimate",
-        "std_error",
-        "lower_90",
-        "upper_90",
-        "lower_95",
-        "upper_95",
-        "prob_positive",
-        "estimable",
-        "group_label",
-        "truth",
-    }
-)
+# Columns of the effects contract that are not modifiers (the contract's own list).
+_CONTRACT_COLUMNS = _effects.NON_MODIFIER_COLUMNS
 
 _MINUS = "\u2212"
 _FILL_NEG = "#B35806"  # PuOr ends: orange (lighter in greyscale) ...
@@ -336,6 +291,8 @@ def _check_effects(effects: pd.DataFrame, columns: Iterable[str], what: str) -> 
             f"group '{first['group']}'; the table must have one row per method and group.",
             where=what,
         )
+    if all(c in effects.columns for c in _effects.CORE_COLUMNS):  # a whole effects table: the contract's own checks
+        _effects.validate(effects, where=what)
 
 
 def _modifier_columns(effects: pd.DataFrame) -> list[str]:
@@ -564,16 +521,15 @@ def _short_levels(levels: Sequence[str], title: str) -> list[str]:
 def layer_data(plot: ggplot, i: int = 0) -> pd.DataFrame:
     """The computed data of layer ``i`` (like ggplot2's ``layer_data``).
 
-    plotnine 0.15 has no ``ggplot.layer_data``; this builds a copy of the plot
-    (the plot itself is left untouched) and returns that layer's data after
-    statistics, positions and scales were applied.
+    plotnine 0.15 has no ``ggplot.layer_data``; this draws a copy of the plot
+    with the public ``ggplot.draw`` (the plot itself is left untouched) and
+    returns that layer's data after statistics, positions and scales were
+    applied.
     """
-    from plotnine._utils.context import plot_context
+    import matplotlib.pyplot as plt
 
     p = deepcopy(plot)
-    with plot_context(p):
-        p._setup()
-        p._build()
+    plt.close(p.draw())  # the public route: drawing computes every layer's data in place
     return p.layers[i].data
 
 
@@ -652,7 +608,7 @@ def plot_comparison(
     facet: str,
     *,
     names: Mapping[str, str] | None = None,
-    methods: Sequence[str] = ("ols_full", "hierarchical"),
+    methods: Sequence[str] | None = None,
     facet_levels: Sequence[str] | None = None,
     drop_facet_level: bool = True,
 ) -> ggplot:
@@ -662,7 +618,8 @@ def plot_comparison(
     facet by the hierarchical estimate (largest at the top; falling back to
     the mean of the plotted estimates when there is no hierarchical row).
     Methods are drawn as point + interval, dodged vertically (first method on
-    top).  Panels are the levels of the ``facet`` modifier with free y scales
+    top); by default the registry's comparison methods (``in_figure``) that the
+    table holds.  Panels are the levels of the ``facet`` modifier with free y scales
     stacked in one column; the height grows with the number of groups (see
     :func:`figure_size`: about 13 in for 100 groups).  A ``truth`` column, when
     present, adds the true effect as an extra black ``x`` marker.  Groups a
@@ -685,6 +642,8 @@ def plot_comparison(
     what = "plot_comparison"
     _check_effects(effects, ["group_label", "estimate", "lower_95", "upper_95"], what)
     _check_modifier(effects, facet, what)
+    if methods is None:  # the registry's comparison methods that the table holds
+        methods = _registry.figure_methods(effects["method"].unique()) or ["ols_full", "hierarchical"]
     methods = _check_methods(methods, what)
 
     sel = effects.loc[effects["method"].isin(methods)]

@@ -172,6 +172,8 @@ class Analysis(_Strict):
     priors: Priors | None = None
     #: sampler settings for this analysis only, key by key over the spec's (e.g. a higher target_accept)
     sampler: Sampler | None = None
+    #: the approaches fitted for this analysis (names from hetreport/methods.py), instead of the spec's
+    methods: list[str] | None = None
 
     @model_validator(mode="after")
     def _distinct(self) -> Analysis:
@@ -291,6 +293,10 @@ class Spec(_Strict):
     sampler: Sampler = Field(default_factory=Sampler)
     ols: OlsOptions = Field(default_factory=OlsOptions)
     report: ReportOptions = Field(default_factory=ReportOptions)
+    #: the approaches fitted for every analysis (names from hetreport/methods.py); default: the registry's default set
+    methods: list[str] | None = None
+    #: options of individual methods, by method name (e.g. ``bcf: {num_mcmc: 500}``)
+    method_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
     #: folder the spec was read from; data paths are relative to it (not a YAML key)
     base_dir: Path = Field(default=Path("."), exclude=True)
     #: the YAML text as written (for the reproducibility appendix; not a YAML key)
@@ -317,6 +323,13 @@ class Spec(_Strict):
                                 "(the outcome column holds the successes). For one 0/1 outcome per row use family: bernoulli")
         if self.trials and all(self.family_of(a) != "binomial" for a in self.analyses):
             raise _LocatedError(("trials",), f"'trials' is only used with family: binomial (the family is {self.family}); remove it or set family: binomial")
+        from . import methods as registry
+
+        for where, names in ([("methods", self.methods)] if self.methods is not None else []) + [
+                (f"analyses[{ai}].methods", a.methods) for ai, a in enumerate(self.analyses) if a.methods is not None]:
+            registry.check_names(names, where)
+        for name, raw in self.method_options.items():
+            registry.get(name).parse_options(raw)
         for ai, a in enumerate(self.analyses):
             if a.outcome is not None and a.outcome == self.treatment:
                 raise _LocatedError(("analyses", ai, "outcome"), f"the outcome '{a.outcome}' is the treatment")
@@ -340,9 +353,14 @@ class Spec(_Strict):
     def canonical(self) -> dict[str, Any]:
         """The spec as plain data with defaults filled in (key order irrelevant)."""
         out = self.model_dump(mode="json", exclude={"base_dir", "source_text"})
-        for key in ("data", "design", "preregistration"):  # absent keys leave the hash of older specs unchanged
+        for key in ("data", "design", "preregistration", "methods"):  # absent keys leave the hash of older specs unchanged
             if out.get(key) is None:
                 out.pop(key, None)
+        if not out.get("method_options"):
+            out.pop("method_options", None)
+        for a in out["analyses"]:
+            if a.get("methods") is None:
+                a.pop("methods", None)
         return out
 
     def spec_hash(self) -> str:
@@ -365,6 +383,17 @@ class Spec(_Strict):
         if analysis.sampler is None:
             return self.sampler
         return self.sampler.model_copy(update={k: getattr(analysis.sampler, k) for k in analysis.sampler.model_fields_set})
+
+    def methods_of(self, analysis: Analysis):
+        """The approaches fitted for ``analysis`` (its own list, else the spec's, else the registry's
+        default set) with their options; see :mod:`hetreport.methods`."""
+        from . import methods as registry
+
+        names = analysis.methods if analysis.methods is not None else self.methods
+        names = registry.check_names(names) if names is not None else list(registry.default_names())
+        for n in names:
+            registry.get(n).check_available()
+        return registry.Selection(tuple(names), {n: registry.get(n).parse_options(self.method_options.get(n)) for n in names})
 
     def family_of(self, analysis: Analysis) -> str:
         """The analysis's outcome family: its own, else the spec's."""

@@ -389,10 +389,16 @@ class Spec(_Strict):
         default set) with their options; see :mod:`hetreport.methods`."""
         from . import methods as registry
 
-        names = analysis.methods if analysis.methods is not None else self.methods
-        names = registry.check_names(names) if names is not None else list(registry.default_names())
+        explicit = analysis.methods if analysis.methods is not None else self.methods
+        names = registry.check_names(explicit) if explicit is not None else list(registry.default_names())
+        family = self.family_of(analysis)
         for n in names:
-            registry.get(n).check_available()
+            m = registry.get(n)
+            m.check_available()
+            if explicit is not None and not m.fits(family):  # a default method that does not apply is simply not fitted
+                raise SpecError(f"method '{n}' ({m.text}) does not fit the {family} family of analysis '{analysis.name}'; it fits "
+                                f"{', '.join(m.families)}. Remove '{n}' from this analysis's 'methods:' (or give the analysis its own list).",
+                                where=f"analyses.{analysis.name}.methods")
         return registry.Selection(tuple(names), {n: registry.get(n).parse_options(self.method_options.get(n)) for n in names})
 
     def family_of(self, analysis: Analysis) -> str:

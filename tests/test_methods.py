@@ -57,6 +57,14 @@ def test_methods_key_default_and_per_analysis():
     assert spec.methods_of(spec.analyses[1]).names == ("ols_full", "subgroup", "hierarchical")
 
 
+def test_a_listed_method_that_does_not_fit_the_family_is_refused_before_fitting():
+    spec = parse_spec({**BASE, "methods": ["ols_full", "glm_full", "hierarchical"]})
+    with pytest.raises(SpecError, match=r"glm_full.*does not fit the gaussian family.*Remove 'glm_full'"):
+        spec.methods_of(spec.analyses[0])
+    spec = parse_spec({**BASE, "family": "bernoulli", "methods": ["ols_full", "glm_full", "hierarchical"]})
+    assert [m.name for m in spec.methods_of(spec.analyses[0]).methods("bernoulli")] == ["ols_full", "glm_full", "hierarchical"]
+
+
 def test_methods_key_errors_name_the_field_and_the_fix():
     with pytest.raises(SpecError, match=r"unknown method 'hierarchal'.*hierarchical"):
         parse_spec({**BASE, "methods": ["ols_full", "hierarchal"]})

@@ -7,7 +7,8 @@ import typing
 import pandas as pd
 import pytest
 
-from hetreport import families, methods as registry
+from hetreport import families
+from hetreport import methods as registry
 from hetreport.effects import NON_MODIFIER_COLUMNS, validate
 from hetreport.errors import DataError, SpecError
 from hetreport.spec import Analysis, Spec, parse_spec

@@ -146,6 +146,11 @@ REGISTRY: dict[str, Method] = {m.name: m for m in (
     Method("hierarchical", "Hierarchical (Bayesian)", "Hierarchical (Bayesian)", "hetreport's hierarchical model",
            _OKABE_BLUE, "o", "solid", "hetreport.models.hierarchical_method:fit", kind="bayesian", in_figure=True, in_table=True,
            column="Hierarchical (95% interval)", short="Hierarchical"),
+    Method("bcf", "Bayesian causal forest", "Bayesian causal forest (stochtree)", "the Bayesian causal forest",
+           "#262626", "P", (0, (3, 1, 1, 1, 1, 1)), "hetreport.models.bcf:fit", kind="bayesian", default=False,
+           families=("gaussian", "bernoulli"), in_figure=True, in_table=True, headline=True, requires=("stochtree", "ml"),
+           options="hetreport.models.bcf:BCFOptions", describe="hetreport.models.bcf:describe", column="Forest (95% interval)",
+           short="Causal forest"),
 )}
 
 #: the methods every analysis needs: the report is built around their comparison

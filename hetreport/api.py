@@ -60,6 +60,8 @@ def fit(spec: Spec | str | Path, *, progress: bool = False, log=None, preregistr
 
     spec = _as_spec(spec)
     conformance = check_conformance(spec, preregistration)  # a bad record stops here, before any fitting
+    # every analysis's approaches (a missing optional dependency, a method that does not fit a family) before any fitting
+    selections = {a.name: spec.methods_of(a) for a in spec.analyses}
     say = log or (lambda msg: None)
     t_start = time.perf_counter()
     dataset = load_data(spec)
@@ -72,7 +74,7 @@ def fit(spec: Spec | str | Path, *, progress: bool = False, log=None, preregistr
         adata = prepare_analysis(spec, dataset, analysis)
         groups = build_groups(adata, spec.report.min_arm)
         say(f"analysis '{analysis.name}': {adata.n:,} rows, {groups.n_groups} groups")
-        selection = spec.methods_of(analysis)
+        selection = selections[analysis.name]
         sampler = spec.sampler_of(analysis)
         request = FitRequest(se_type=spec.ols.se_type, priors=spec.priors_of(analysis), sampler=sampler, mode=analysis.terms,
                              correlated=analysis.correlated, predictors=tuple(analysis.slope_predictors), seed=sampler.seed,

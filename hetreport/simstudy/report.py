@@ -20,11 +20,11 @@ import pandas as pd
 from jinja2 import TemplateError
 from markupsafe import Markup
 
+from .. import methods as registry
 from ..errors import RenderError
 from ..report import format as fmt
 from ..report.build import QUARTO_YML, environment, join_words, plural, render_atomically
 from ..report.render import describe_route
-from .. import methods as registry
 from . import figures as sf
 from .design import SimDesign, parse_design
 from .executor import META, RESULTS

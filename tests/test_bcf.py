@@ -64,9 +64,11 @@ def test_binary_outcome_uses_probit_bcf_on_the_probability_scale(tmp_path):
     assert "probit" in bcf.describe(f.details)
 
 
-def test_estimated_propensity_is_said(tmp_path):
+def test_estimated_propensity_is_said_and_a_seed_beyond_int32_works(tmp_path):
+    """The simulation study's seeds run to 2**32 - 1; stochtree's generator takes a signed 32-bit one."""
     spec, adata, groups = make_analysis(tmp_path, random_frame(300, seed=1), ["m1"])
-    f = bcf.fit(adata, groups, FitRequest(seed=3, options=SMALL.model_copy(update={"propensity": "estimated"})))
+    f = bcf.fit(adata, groups, FitRequest(seed=2**32 - 5, options=SMALL.model_copy(update={"propensity": "estimated"})))
+    assert 0 <= f.details["seed"] < 2**31
     assert f.details["propensity"] == "estimated" and "estimated from the covariates" in bcf.describe(f.details)
     assert np.isfinite(f.table["estimate"]).all()
 

@@ -123,7 +123,8 @@ def fit(adata: AnalysisData, groups: Groups, request: FitRequest) -> MethodFit:
     if opts.num_gfr and opts.num_chains > opts.num_gfr:
         raise ModelError(f"method_options.bcf: num_chains ({opts.num_chains}) must not exceed num_gfr ({opts.num_gfr}): each chain starts "
                          "from its own grow-from-root sweep. Raise num_gfr or lower num_chains.", where="method_options.bcf")
-    seed = request.seed if opts.seed is None else opts.seed
+    # stochtree's C++ generator takes a signed 32-bit seed; hetreport's seeds run to 2**32 - 1
+    seed = (request.seed if opts.seed is None else opts.seed) % (2**31 - 1)
     X = covariates(adata)
     t = adata.t.astype(float)
     y = adata.y.astype(float)

@@ -346,6 +346,8 @@ def analysis_context(a: AnalysisResults, results: StudyResults, figures: dict, t
         "glm": ms.get("glm_full"), "glm_formula": a.ols.get("glm_full", {}).get("formula"),
         "likelihood": a.hierarchical.get("likelihood") or {}, **family_words(a.hierarchical.get("family", "gaussian")),
         "method_notes": method_notes(a), "headline_notes": headline_notes(facts),
+        # the comparison figure's methods beyond OLS and the hierarchical model, in words
+        "figure_extra": [registry.get(m).text for m in registry.figure_methods(ms) if m not in registry.REQUIRED],
     }
 
 

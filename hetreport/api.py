@@ -62,6 +62,8 @@ def fit(spec: Spec | str | Path, *, progress: bool = False, log=None, preregistr
 
     spec = _as_spec(spec)
     conformance = check_conformance(spec, preregistration)  # a bad record stops here, before any fitting
+    # every analysis's approaches (a missing optional dependency, a method that does not fit a family) before any fitting
+    selections = {a.name: spec.methods_of(a) for a in spec.analyses}
     say = log or (lambda msg: None)
     t_start = time.perf_counter()
     # every analysis's data, groups and model size first: a data error or a model above the limits on
@@ -69,44 +71,46 @@ def fit(spec: Spec | str | Path, *, progress: bool = False, log=None, preregistr
     prepared = prepare(spec, log=say)
     dataset = prepared.dataset
     import pandas as pd
-    from threadpoolctl import threadpool_limits
 
     from .effects import combine, method_rows
+    from .methods import REGISTRY, FitRequest
     from .modelcheck import loo_record
-    from .models.hierarchical import fit_hierarchical, group_summary, posterior_predictive
-    from .models.ols import fit_ols_additive, fit_ols_full, fit_subgroup
+    from .models.hierarchical import posterior_predictive
     from .results import AnalysisResults, Modifier, StudyResults
 
     frames, analyses, timings = [], [], {}
+    method_seconds: dict[tuple[str, str], float] = {}
     modifier_order: list[str] = []
     for p in prepared.analyses:
         t0 = time.perf_counter()
         analysis, adata, groups = p.analysis, p.data, p.groups
         say(f"analysis '{analysis.name}': {adata.n:,} rows, {groups.n_groups} groups")
-        # OLS reads the outcome on its own scale (for a binomial outcome: the share of successes per row);
-        # for a 0/1 outcome it is the linear probability model
-        odata = replace(adata, y=adata.y / adata.trials) if adata.family == "binomial" else adata
-        with threadpool_limits(1):  # small dense algebra: extra BLAS threads only contend on a busy machine
-            ols_methods = [fit_ols_full(odata, groups, spec.ols.se_type), fit_ols_additive(odata, groups, spec.ols.se_type), fit_subgroup(odata, groups)]
-            if adata.family != "gaussian":
-                from .models.glm import fit_glm_full
-
-                ols_methods.insert(1, fit_glm_full(adata, groups, spec.ols.se_type))
+        selection = selections[analysis.name]
         sampler = spec.sampler_of(analysis)
-        say(f"analysis '{analysis.name}': sampling the hierarchical model ({sampler.chains} chains x {sampler.draws} draws)")
-        hfit = fit_hierarchical(adata, groups, spec.priors_of(analysis), sampler, mode=analysis.terms, correlated=analysis.correlated,
-                                progress=progress, predictors=analysis.slope_predictors)
-        hier = group_summary(hfit, groups)
+        request = FitRequest(se_type=spec.ols.se_type, priors=spec.priors_of(analysis), sampler=sampler, mode=analysis.terms,
+                             correlated=analysis.correlated, predictors=tuple(analysis.slope_predictors), seed=sampler.seed,
+                             progress=progress)
         truth = None
         if adata.truth is not None:
             truth = pd.Series(adata.truth).groupby(groups.table["group"].to_numpy()[groups.index]).mean()
         mods = list(groups.modifiers)
         modifier_order += [m for m in mods if m not in modifier_order]
-        for me in ols_methods:
-            frames.append(method_rows(analysis.name, me.method, groups.table, mods, me.table, truth))
-        frames.append(method_rows(analysis.name, "hierarchical", groups.table, mods, hier, truth))
+        fits: dict[str, object] = {}
+        for method in selection.methods(adata.family):
+            if method.name == "hierarchical":
+                say(f"analysis '{analysis.name}': sampling the hierarchical model ({sampler.chains} chains x {sampler.draws} draws)")
+            elif method.kind == "bayesian":
+                say(f"analysis '{analysis.name}': fitting {method.text}")
+            t_m = time.perf_counter()
+            mfit = method.fit_function()(adata, groups, replace(request, options=selection.options.get(method.name)))
+            fits[method.name] = mfit
+            method_seconds[(analysis.name, method.name)] = round(time.perf_counter() - t_m, 2)
+            frames.append(method_rows(analysis.name, method.name, groups.table, mods, mfit.table, truth))
+        hfit = fits["hierarchical"].extra
         y_rep = posterior_predictive(hfit, adata, groups, n_draws=50, seed=sampler.seed)
-        timings[analysis.name] = {**{k: round(v, 2) for k, v in hfit.timings.items()}, "total_s": round(time.perf_counter() - t0, 2)}
+        timings[analysis.name] = {**{k: round(v, 2) for k, v in hfit.timings.items()},
+                                  **{f"{k}_s": method_seconds[(analysis.name, k)] for k in fits if REGISTRY[k].kind != "frequentist" and k != "hierarchical"},
+                                  "total_s": round(time.perf_counter() - t0, 2)}
         group_table = groups.table.drop(columns=[]).copy()
         analyses.append(AnalysisResults(
             name=analysis.name, title=adata.title,
@@ -120,8 +124,10 @@ def fit(spec: Spec | str | Path, *, progress: bool = False, log=None, preregistr
                           "categories": list(adata.categories), "category_labels": list(adata.category_labels),
                           "timings": hfit.timings, "sampler": sampler.model_dump(),
                           "loo": loo_record(hfit.idata, adata, groups)},  # PSIS-LOO per row (gaussian, bernoulli)
-            ols={me.method: {"formula": me.formula, **me.details} for me in ols_methods},
-            y=odata.y, t=adata.t, y_rep=y_rep, n=adata.n, n_start=adata.n_start, notes=adata.notes,
+            ols={k: {"formula": f.formula, **f.details} for k, f in fits.items() if REGISTRY[k].kind == "frequentist"},
+            methods={k: {"formula": f.formula, **f.details} for k, f in fits.items()
+                     if k != "hierarchical" and REGISTRY[k].kind != "frequentist"},
+            y=adata.y / adata.trials if adata.family == "binomial" else adata.y, t=adata.t, y_rep=y_rep, n=adata.n, n_start=adata.n_start, notes=adata.notes,
         ))
     effects = combine(frames, modifier_order)
     manifest = {

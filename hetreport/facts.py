@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from . import methods as registry
 from .data import code_key
 from .results import AnalysisResults
 
@@ -67,6 +68,8 @@ class MethodFact:
     rmse: float | None = None  # against the truth, when known
     coverage_95: float | None = None
     coverage_90: float | None = None
+    largest: str = ""  # label of the group with the largest estimate (estimable groups)
+    largest_estimate: float = float("nan")
 
 
 @dataclass(frozen=True)
@@ -205,7 +208,7 @@ def _method_facts(eff: pd.DataFrame) -> list[MethodFact]:
     common = set(ols["group"])
     base_disp = ols["estimate"].std(ddof=1)
     base_width = (ols["upper_95"] - ols["lower_95"]).replace([np.inf, -np.inf], np.nan).mean()
-    for method in ("ols_full", "glm_full", "ols_additive", "subgroup", "hierarchical"):
+    for method in registry.ordered(eff["method"].unique()):
         d = eff[(eff["method"] == method) & eff["estimable"]]
         if d.empty:
             continue
@@ -219,7 +222,9 @@ def _method_facts(eff: pd.DataFrame) -> list[MethodFact]:
             ok = d["lower_95"].notna()
             cov95 = float(((d["lower_95"] <= d["truth"]) & (d["truth"] <= d["upper_95"]))[ok].mean())
             cov90 = float(((d["lower_90"] <= d["truth"]) & (d["truth"] <= d["upper_90"]))[ok].mean())
-        out.append(MethodFact(method, len(d), float(disp), float(width), float(disp / base_disp), float(width / base_width), rmse, cov95, cov90))
+        top = d.loc[d["estimate"].idxmax()] if d["estimate"].notna().any() else None
+        out.append(MethodFact(method, len(d), float(disp), float(width), float(disp / base_disp), float(width / base_width), rmse, cov95, cov90,
+                              str(top["group_label"]) if top is not None else "", float(top["estimate"]) if top is not None else float("nan")))
     return out
 
 

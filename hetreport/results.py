@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from .effects import write_effects
+from .effects import validate, write_effects
 from .errors import HetreportError
 from .spec import Spec, parse_spec
 
@@ -60,6 +60,8 @@ class AnalysisResults:
     n: int
     n_start: int
     notes: tuple[str, ...] = ()
+    #: settings and formulas of the approaches that are neither frequentist nor the hierarchical model, by method name
+    methods: dict = field(default_factory=dict)
 
     @property
     def modifier_names(self) -> list[str]:
@@ -118,7 +120,7 @@ class StudyResults:
             meta = {
                 "name": a.name, "title": a.title, "outcome": a.outcome, "treatment": a.treatment, "controls": list(a.controls),
                 "modifiers": [{"name": m.name, "label": m.label, "levels": list(m.levels), "level_labels": list(m.level_labels)} for m in a.modifiers],
-                "hierarchical": a.hierarchical, "ols": a.ols, "n": a.n, "n_start": a.n_start, "notes": list(a.notes),
+                "hierarchical": a.hierarchical, "ols": a.ols, "methods": a.methods, "n": a.n, "n_start": a.n_start, "notes": list(a.notes),
                 "accounting": a.accounting.to_dict(orient="records"),
             }
             (d / f"analysis_{a.name}.json").write_text(json.dumps(meta, indent=2, default=_json_default))
@@ -153,7 +155,7 @@ def load_results(directory: str | Path) -> StudyResults:
     manifest = json.loads((d / "manifest.json").read_text())
     spec_text = (d / "spec.yml").read_text()
     spec = parse_spec(yaml.safe_load(spec_text), base_dir=manifest.get("spec_dir", "."), source="spec.yml", source_text=spec_text)
-    effects = pd.read_csv(d / "effects.csv")
+    effects = validate(pd.read_csv(d / "effects.csv"), where=str(d / "effects.csv"))
     diagnostics = json.loads((d / "diagnostics.json").read_text())
     groups_all = pd.read_csv(d / "groups.csv")
     analyses = []
@@ -173,5 +175,6 @@ def load_results(directory: str | Path) -> StudyResults:
             accounting=pd.DataFrame(meta["accounting"]), posterior=post, diagnostics=diagnostics[a.name],
             hierarchical=meta["hierarchical"], ols=meta["ols"], y=ppc["y"], t=ppc["t"], y_rep=ppc["y_rep"],
             n=meta["n"], n_start=meta["n_start"], notes=tuple(meta["notes"]),
+            methods=meta["methods"] if "methods" in meta else {},  # folders written before the method registry
         ))
     return StudyResults(spec=spec, effects=effects, analyses=tuple(analyses), manifest=manifest)

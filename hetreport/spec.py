@@ -21,6 +21,7 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, model_validator
 
 from .errors import HetreportWarning, SpecError, clean_text, path_str, shorten, suggest, unsafe_characters
+from .families import FAMILY_NAMES
 from .prereg.design import PlannedDesign
 
 Scalar = int | float | str | bool
@@ -42,6 +43,9 @@ Text = Annotated[str, AfterValidator(_display)]
 # --------------------------------------------------------------------------- priors
 
 #: distribution name -> (PyMC class name, parameter names in order)
+#: the outcome families, from the family registry (hetreport/families.py)
+FamilyName = Literal[FAMILY_NAMES]
+
 PRIOR_FAMILIES: dict[str, tuple[str, tuple[str, ...]]] = {
     "normal": ("Normal", ("mu", "sigma")),
     "student_t": ("StudentT", ("nu", "mu", "sigma")),
@@ -194,13 +198,15 @@ class Analysis(_Strict):
     #: this analysis's outcome and family, when they differ from the spec's (e.g. a logit model of a
     #: binary outcome next to the linear one, or an ordinal model of the 5-point scale it was derived from)
     outcome: str | None = None
-    family: Literal["gaussian", "bernoulli", "binomial", "poisson", "negativebinomial", "ordinal"] | None = None
+    family: FamilyName | None = None
     #: priors for this analysis only, key by key over the spec's (e.g. log-odds priors for a logit analysis)
     priors: Priors | None = None
     #: sampler settings for this analysis only, key by key over the spec's (e.g. a higher target_accept)
     sampler: Sampler | None = None
     #: named comparisons of sets of groups (contrasts.csv, a report section)
     compare: list[Comparison] = Field(default_factory=list)
+    #: the approaches fitted for this analysis (names from hetreport/methods.py), instead of the spec's
+    methods: list[str] | None = None
 
     @model_validator(mode="after")
     def _distinct(self) -> Analysis:
@@ -357,7 +363,7 @@ class Spec(_Strict):
     #: the outcome's likelihood: gaussian (identity link), bernoulli (0/1, logit), binomial
     #: (successes out of ``trials``, logit), poisson / negativebinomial (counts, log),
     #: ordinal (ordered categories, cumulative logit)
-    family: Literal["gaussian", "bernoulli", "binomial", "poisson", "negativebinomial", "ordinal"] = "gaussian"
+    family: FamilyName = "gaussian"
     #: binomial only: the column holding each row's number of trials (the outcome is the successes)
     trials: str | None = None
     labels: Labels = Field(default_factory=Labels)
@@ -368,6 +374,10 @@ class Spec(_Strict):
     report: ReportOptions = Field(default_factory=ReportOptions)
     #: ceilings on the work a spec may ask for; absent: the documented defaults (``Limits()``)
     limits: Limits | None = None
+    #: the approaches fitted for every analysis (names from hetreport/methods.py); default: the registry's default set
+    methods: list[str] | None = None
+    #: options of individual methods, by method name (e.g. ``bcf: {num_mcmc: 500}``)
+    method_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
     #: folder the spec was read from; data paths are relative to it (not a YAML key)
     base_dir: Path = Field(default=Path("."), exclude=True)
     #: the YAML text as written (for the reproducibility appendix; not a YAML key)
@@ -394,6 +404,13 @@ class Spec(_Strict):
                                 "(the outcome column holds the successes). For one 0/1 outcome per row use family: bernoulli")
         if self.trials and all(self.family_of(a) != "binomial" for a in self.analyses):
             raise _LocatedError(("trials",), f"'trials' is only used with family: binomial (the family is {self.family}); remove it or set family: binomial")
+        from . import methods as registry
+
+        for where, names in ([("methods", self.methods)] if self.methods is not None else []) + [
+                (f"analyses[{ai}].methods", a.methods) for ai, a in enumerate(self.analyses) if a.methods is not None]:
+            registry.check_names(names, where)
+        for name, raw in self.method_options.items():
+            registry.get(name).parse_options(raw)
         for ai, a in enumerate(self.analyses):
             if a.outcome is not None and a.outcome == self.treatment:
                 raise _LocatedError(("analyses", ai, "outcome"), f"the outcome '{a.outcome}' is the treatment")
@@ -417,7 +434,7 @@ class Spec(_Strict):
     def canonical(self) -> dict[str, Any]:
         """The spec as plain data with defaults filled in (key order irrelevant)."""
         out = self.model_dump(mode="json", exclude={"base_dir", "source_text"})
-        for key in ("data", "design", "preregistration", "limits"):  # absent keys leave the hash of older specs unchanged
+        for key in ("data", "design", "preregistration", "limits", "methods"):  # absent keys leave the hash of older specs unchanged
             if out.get(key) is None:
                 out.pop(key, None)
         for rule in ((out.get("data") or {}).get("bins") or {}).values():
@@ -428,6 +445,11 @@ class Spec(_Strict):
                 a.pop("compare", None)
         if out.get("report", {}).get("targeting") is None:
             out.get("report", {}).pop("targeting", None)
+        if not out.get("method_options"):
+            out.pop("method_options", None)
+        for a in out["analyses"]:
+            if a.get("methods") is None:
+                a.pop("methods", None)
         return out
 
     def spec_hash(self) -> str:
@@ -455,6 +477,23 @@ class Spec(_Strict):
         if analysis.sampler is None:
             return self.sampler
         return self.sampler.model_copy(update={k: getattr(analysis.sampler, k) for k in analysis.sampler.model_fields_set})
+
+    def methods_of(self, analysis: Analysis):
+        """The approaches fitted for ``analysis`` (its own list, else the spec's, else the registry's
+        default set) with their options; see :mod:`hetreport.methods`."""
+        from . import methods as registry
+
+        explicit = analysis.methods if analysis.methods is not None else self.methods
+        names = registry.check_names(explicit) if explicit is not None else list(registry.default_names())
+        family = self.family_of(analysis)
+        for n in names:
+            m = registry.get(n)
+            m.check_available()
+            if explicit is not None and not m.fits(family):  # a default method that does not apply is simply not fitted
+                raise SpecError(f"method '{n}' ({m.text}) does not fit the {family} family of analysis '{analysis.name}'; it fits "
+                                f"{', '.join(m.families)}. Remove '{n}' from this analysis's 'methods:' (or give the analysis its own list).",
+                                where=f"analyses.{analysis.name}.methods")
+        return registry.Selection(tuple(names), {n: registry.get(n).parse_options(self.method_options.get(n)) for n in names})
 
     def family_of(self, analysis: Analysis) -> str:
         """The analysis's outcome family: its own, else the spec's."""

@@ -32,7 +32,7 @@ def test_defaults_are_the_papers_section_4():
 def test_paper_example_file_loads():
     d = load_design(REPO / "examples" / "simulation" / "paper.yml")
     assert len(cells(d)) == 9 and d.replications == 20
-    assert d.approaches == ["ols_full", "ols_additive", "subgroup", "hierarchical"]
+    assert d.approaches == ["ols_full", "ols_additive", "subgroup", "hierarchical", "bcf"] and d.options_of("bcf").num_mcmc == 200
 
 
 @pytest.mark.parametrize("raw, where, words", [

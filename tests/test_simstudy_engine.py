@@ -9,7 +9,8 @@ import pytest
 
 from hetreport.simstudy import engine
 from hetreport.simstudy.design import cells, parse_design
-from hetreport.simstudy.engine import WorkerCache, analysis_inputs, ols_fitted, recentred_design, run_replication
+from hetreport.models.frequentist import ols_fitted
+from hetreport.simstudy.engine import WorkerCache, analysis_inputs, recentred_design, run_replication
 from hetreport.simstudy.generate import simulate
 from hetreport.simstudy.metrics import common_groups, group_metrics, paired, summarise, verdict
 
@@ -73,14 +74,14 @@ def test_ols_replication_rows_and_fitted_values():
 
 def test_a_failing_approach_is_recorded_and_the_others_run(monkeypatch):
     d = parse_design({**TINY, "approaches": OLS_ONLY})
-    real = engine.fit_ols_approach
+    real = engine.fit_approach
 
     def broken(approach, *a, **k):
         if approach == "subgroup":
             raise ValueError("boom")
         return real(approach, *a, **k)
 
-    monkeypatch.setattr(engine, "fit_ols_approach", broken)
+    monkeypatch.setattr(engine, "fit_approach", broken)
     rows = {r["approach"]: r for r in run_replication(d, cells(d)[0], 0)}
     assert rows["subgroup"]["status"] == "error" and "ValueError: boom" in rows["subgroup"]["error"]
     assert rows["ols_full"]["status"] == "ok"

@@ -33,36 +33,8 @@ import numpy as np
 from scipy.special import expit, logit
 
 from ..data import AnalysisData
+from ..families import FAMILIES, Family, get_family  # noqa: F401  (the registry, re-exported)
 from ..groups import Groups
-
-
-@dataclass(frozen=True)
-class Family:
-    name: str
-    link: str  # identity | logit | log | cumulative logit
-    link_scale: str  # what theta_g is, for the report
-    linear_scale: str  # the scale on which the model is linear
-    response: str  # what the response-scale effect is a difference of
-    unit: str  # the effect's unit, for the report ("percentage points" etc.)
-
-    @property
-    def identity(self) -> bool:
-        return self.link == "identity"
-
-
-FAMILIES: dict[str, Family] = {
-    "gaussian": Family("gaussian", "identity", "difference in means", "the outcome's", "the mean outcome", "outcome units"),
-    "bernoulli": Family("bernoulli", "logit", "log odds ratio", "log-odds", "the probability that the outcome is 1", "probability"),
-    "binomial": Family("binomial", "logit", "log odds ratio", "log-odds", "the probability of success per trial", "probability"),
-    "poisson": Family("poisson", "log", "log rate ratio", "log", "the expected count", "count"),
-    "negativebinomial": Family("negativebinomial", "log", "log rate ratio", "log", "the expected count", "count"),
-    "ordinal": Family("ordinal", "cumulative logit", "cumulative log odds ratio", "cumulative log-odds",
-                      "the expected category (the mean of the outcome's codes)", "category"),
-}
-
-
-def get_family(name: str) -> Family:
-    return FAMILIES[name]
 
 
 # --------------------------------------------------------------------------- the unit table

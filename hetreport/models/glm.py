@@ -72,18 +72,15 @@ from scipy.optimize import linprog
 from scipy.special import expit, gammaln, polygamma, psi
 
 from ..data import AnalysisData
+from ..families import FAMILIES as _REGISTRY
 from ..groups import Groups
 from .ols import LEVELS, MethodEstimates
 
-FAMILIES = ("bernoulli", "binomial", "poisson", "negativebinomial", "ordinal")
-LINKS = {"bernoulli": "logit", "binomial": "logit", "poisson": "log", "negativebinomial": "log", "ordinal": "cumulative logit"}
-LINK_SCALE = {"bernoulli": "log odds ratio", "binomial": "log odds ratio", "poisson": "log rate ratio",
-              "negativebinomial": "log rate ratio", "ordinal": "cumulative log odds ratio"}
-RESPONSE_SCALE = {"bernoulli": "difference in the probability of y = 1",
-                  "binomial": "difference in the probability of success per trial",
-                  "poisson": "difference in the expected count",
-                  "negativebinomial": "difference in the expected count",
-                  "ordinal": "difference in the expected category value (the outcome's codes)"}
+#: the families the GLM fits, and their words: derived from the family registry
+FAMILIES = tuple(f.name for f in _REGISTRY.values() if f.has_glm)
+LINKS = {f: _REGISTRY[f].link for f in FAMILIES}
+LINK_SCALE = {f: _REGISTRY[f].link_scale for f in FAMILIES}
+RESPONSE_SCALE = {f: _REGISTRY[f].glm_estimand for f in FAMILIES}
 SE_TYPES = ("HC0", "HC1", "HC2", "HC3", "cluster")
 #: a link-scale coefficient (or a control's coefficient per SD) beyond this is treated as divergence
 DIVERGED = 15.0

@@ -31,7 +31,8 @@ from ..data import code_key
 from ..errors import RenderError
 from ..facts import CREDIBLE, Facts, compare_models, compute_facts
 from ..conformance import report_context as conformance_context
-from ..models.families import get_family
+from .. import methods as registry
+from ..families import get_family
 from ..resources import quarto_yml, templates_dir
 from ..results import AnalysisResults, StudyResults, _json_default
 from . import format as fmt
@@ -39,9 +40,8 @@ from .questions import analysis_questions, loo_context
 from .render import RenderOutcome, describe_route, render_project
 
 
-METHOD_NAMES = {"ols_full": "OLS, full interactions", "glm_full": "GLM, full interactions (average marginal effects)",
-                "ols_additive": "OLS, additive interactions",
-                "subgroup": "Subgroup difference in means", "hierarchical": "Hierarchical (Bayesian)"}
+#: the report's name of every approach, from the method registry
+METHOD_NAMES = {m.name: m.title for m in registry.REGISTRY.values()}
 
 
 def _slug(name: str) -> str:
@@ -222,9 +222,10 @@ def write_figures(a: AnalysisResults, effects: pd.DataFrame, facts: Facts, folde
     facet = default_facet(a, spec.report.facet)
     facet_label = names[facet]
     n_facets = len(a.modifiers[a.modifier_names.index(facet)].levels)
-    cmp_caption = (f"Each group's effect from OLS with fully crossed interactions and from the hierarchical model: point estimate and 95% interval, "
+    shown = registry.figure_methods(eff["method"].unique())
+    cmp_caption = (f"Each group's effect from {join_words([registry.get(m).text for m in shown])}: point estimate and 95% interval, "
                    f"one panel per level of {facet_label}." + (" Crosses mark the true effects." if facts.has_truth else ""))
-    cmp_alt = "Dot-and-interval plot comparing OLS and hierarchical estimates for every group."
+    cmp_alt = f"Dot-and-interval plot comparing {join_words([registry.get(m).label for m in shown])} estimates for every group."
     # One row per group: beyond ~60 groups the figure is taller than a page, so it is
     # split by level of the facet modifier into parts that each fit (same x axis).
     parts = figs.comparison_facet_chunks(eff, facet) or [None]
@@ -312,35 +313,44 @@ def tables_for(a: AnalysisResults, effects: pd.DataFrame, facts: Facts, slug: st
                                   "Dispersion of the group estimates and mean width of their 95% intervals, over the groups OLS can estimate; ratios are relative to OLS with full interactions."
                                   + (" RMSE and coverage against the true group effects." if truth else ""),
                                   f"tbl-{slug}-methods")
-    ols = eff[eff["method"] == "ols_full"].set_index("group")
-    glm = eff[eff["method"] == "glm_full"].set_index("group")
-    hier = eff[eff["method"] == "hierarchical"].set_index("group")
     fam = get_family(a.hierarchical.get("family", "gaussian"))
+    columns = registry.table_methods(eff["method"].unique())  # in registry order; the hierarchical model's link column follows it
+    by_method = {m: eff[eff["method"] == m].set_index("group") for m in columns}
+    hier = by_method["hierarchical"]
+    link_column = not fam.identity and "link_estimate" in hier.columns
 
-    def freq(o) -> str:
+    def cell(m: str, o) -> str:
+        if registry.get(m).kind == "bayesian":
+            return f"{fmt.num(o.estimate)} ({fmt.ci(o.lower_95, o.upper_95)})" if o.estimable else "not estimable"
         return f"{fmt.num(o.estimate)} ({fmt.ci(o.lower_95, o.upper_95)})" if o.estimable and np.isfinite(o.std_error) else (
             fmt.num(o.estimate) + " (no SE)" if o.estimable else "not estimable")
 
+    def head(m: str) -> str:
+        return "OLS, LPM (95% CI)" if m == "ols_full" and fam.name == "bernoulli" else registry.get(m).column or registry.get(m).label
+
     rows = []
     for r in g.itertuples():
-        h = hier.loc[r.group]
-        row = [r.group_label, fmt.count(r.n), freq(ols.loc[r.group])] + ([freq(glm.loc[r.group])] if len(glm) else [])
-        row += [f"{fmt.num(h.estimate)} ({fmt.ci(h.lower_95, h.upper_95)})"]
-        if not fam.identity and "link_estimate" in hier.columns:
-            row.append(fmt.num(h.link_estimate))
-        row.append(fmt.pct(h.prob_positive))
+        row = [r.group_label, fmt.count(r.n)]
+        for m in columns:
+            row.append(cell(m, by_method[m].loc[r.group]))
+            if m == "hierarchical" and link_column:
+                row.append(fmt.num(hier.loc[r.group].link_estimate))
+        row.append(fmt.pct(hier.loc[r.group].prob_positive))
         if truth:
-            row.append(fmt.num(h.truth))
+            row.append(fmt.num(hier.loc[r.group].truth))
         rows.append(row)
-    header = ["Group", "n", "OLS, LPM (95% CI)" if fam.name == "bernoulli" else "OLS (95% CI)"]
-    header += ["GLM AME (95% CI)"] if len(glm) else []
-    header += ["Hierarchical (95% interval)"]
-    header += ["Hierarchical, " + fam.link_scale] if not fam.identity and "link_estimate" in hier.columns else []
+    header = ["Group", "n"]
+    for m in columns:
+        header.append(head(m))
+        if m == "hierarchical" and link_column:
+            header.append("Hierarchical, " + fam.link_scale)
     header += ["P(effect > 0)"] + (["True"] if truth else [])
     caption = "Effect of the treatment within each group."
     if not fam.identity:
         caption += (f" Effects are differences in {fam.response}, averaged over the group's members; the "
                     f"{fam.link_scale} column is the hierarchical model's slope on its linear scale (posterior mean).")
+    if sum(registry.get(m).kind == "bayesian" for m in columns) > 1:
+        caption += " P(effect > 0) is the hierarchical model's."
     t["effects"] = fmt.pipe_table(header, rows, "l" + "r" * (len(header) - 1), caption, f"tbl-{slug}-effects")
     rows = []
     for tf in facts.terms:
@@ -403,7 +413,7 @@ def analysis_context(a: AnalysisResults, results: StudyResults, figures: dict, t
         "ranked_modifiers": ranked_mods, "n_terms": n_terms, "terms_mode": a.hierarchical["mode"],
         "correlated": a.hierarchical["correlated"], "formula_bambi": a.hierarchical["formula_bambi"],
         "formula_brms": a.hierarchical["formula_brms"], "backend": a.hierarchical["backend"],
-        "ols_formula": a.ols["ols_full"]["formula"], "additive_formula": a.ols["ols_additive"]["formula"],
+        "ols_formula": a.ols["ols_full"]["formula"], "additive_formula": a.ols["ols_additive"]["formula"] if "ols_additive" in a.ols else None,
         "se_type": a.ols["ols_full"]["se_type"], "credible": CREDIBLE,
         "largest_credibly_above": facts.prob_largest_above_smallest >= CREDIBLE,
         "diag": a.diagnostics, "sampler": a.hierarchical["sampler"], "timings": a.hierarchical["timings"],
@@ -412,11 +422,37 @@ def analysis_context(a: AnalysisResults, results: StudyResults, figures: dict, t
         "term_names": [" × ".join(m for m in t.split(":")) for t in a.hierarchical["terms"]],
         "glm": ms.get("glm_full"), "glm_formula": a.ols.get("glm_full", {}).get("formula"),
         "likelihood": a.hierarchical.get("likelihood") or {}, **family_words(a.hierarchical.get("family", "gaussian")),
+        "method_notes": method_notes(a), "headline_notes": headline_notes(facts),
+        # the comparison figure's methods beyond OLS and the hierarchical model, in words
+        "figure_extra": [registry.get(m).text for m in registry.figure_methods(ms) if m not in registry.REQUIRED],
     }
 
 
-FAMILY_NAMES = {"gaussian": "linear (Gaussian)", "bernoulli": "logit", "binomial": "binomial logit", "poisson": "Poisson",
-                "negativebinomial": "negative binomial", "ordinal": "ordinal (cumulative logit)"}
+def method_notes(a: AnalysisResults) -> list[str]:
+    """One methods-section sentence per approach whose registry entry describes its settings."""
+    out = []
+    for name in registry.ordered(a.methods):
+        sentence = registry.get(name).sentence(a.methods[name])
+        if sentence:
+            out.append(sentence)
+    return out
+
+
+def headline_notes(facts: Facts) -> list[str]:
+    """Page one: where an approach marked ``headline`` in the registry puts the largest effect in another
+    group than the hierarchical model does."""
+    ms = {mf.method: mf for mf in facts.methods}
+    out = []
+    for name in registry.ordered(ms):
+        m = registry.get(name)
+        if not m.headline or name == "hierarchical" or not ms[name].largest:
+            continue
+        mf = ms[name]
+        if mf.largest != facts.largest.label:
+            out.append(f"{m.text[0].upper() + m.text[1:]} puts the largest effect in another group: {mf.largest} "
+                       f"({fmt.num(mf.largest_estimate)}), where the hierarchical model has {facts.largest.label} "
+                       f"({fmt.num(facts.largest.effect.estimate)}).")
+    return out
 
 
 def family_words(name: str) -> dict:
@@ -455,7 +491,7 @@ def study_context(results: StudyResults, analyses: list[dict], route: str, forma
     across = []
     for c in analyses:
         f = c["f"]
-        model = f"{c['outcome']}, {FAMILY_NAMES[c['family']]}"
+        model = f"{c['outcome']}, {get_family(c['family']).title}"
         across.append([c["title"], model, fmt.count(f.n_groups), fmt.interval(f.average), f"{fmt.num(f.smallest.effect.estimate)} to {fmt.num(f.largest.effect.estimate)}",
                        fmt.interval(f.sigma_theta) + ("" if c["identity"] else f" ({c['linear_scale']})"), "OK" if f.diagnostics_ok else "check"])
     across_tbl = fmt.pipe_table(["Analysis", "Outcome, model", "Groups", "Average effect (95% interval)", "Range of group effects", "σθ (95% interval)", "Diagnostics"],

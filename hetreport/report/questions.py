@@ -12,7 +12,7 @@ import pandas as pd
 from markupsafe import Markup
 
 from .. import figures as figs
-from .. import figures_questions as qfigs
+from ..figures import questions as qfigs
 from ..contrasts import analysis_contrasts, resolve
 from ..data import code_key
 from ..figures import METHOD_LABELS

@@ -17,14 +17,19 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from .. import methods as registry
 from ..errors import SpecError, suggest
 from ..spec import OlsOptions, Priors, Sampler, _explain, _LocatedError, _rejoin_flow_priors, read_yaml
 
-APPROACHES = ("ols_full", "ols_additive", "subgroup", "hierarchical")
+#: every approach the simulation study can run (the method registry's, in its order)
+APPROACHES = registry.simulation_names()
+#: the default set: the registry's default methods the simulation study runs
+DEFAULT_APPROACHES = tuple(a for a in APPROACHES if a in registry.default_names())
+ApproachName = Literal[APPROACHES]
 PAPER_MODIFIERS = ({"name": "m1", "probability": 0.3}, {"name": "m2", "probability": 0.4},
                    {"name": "m3", "probability": 0.5}, {"name": "m4", "probability": 0.6})
 
@@ -108,7 +113,9 @@ class SimDesign(_Strict):
     replications: int = Field(default=20, ge=1, le=100_000)
     seed: int = Field(default=20240529, ge=0, lt=2**32)
     study: StudyDesign | None = None
-    approaches: list[Literal["ols_full", "ols_additive", "subgroup", "hierarchical"]] = Field(default_factory=lambda: list(APPROACHES), min_length=1)
+    approaches: list[ApproachName] = Field(default_factory=lambda: list(DEFAULT_APPROACHES), min_length=1)
+    #: options of individual approaches, by name (as the study spec's ``method_options``)
+    method_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
     priors: Priors = Field(default_factory=Priors)
     sampler: SimSampler = Field(default_factory=SimSampler)
     ols: OlsOptions = Field(default_factory=OlsOptions)
@@ -123,6 +130,13 @@ class SimDesign(_Strict):
 
     @model_validator(mode="after")
     def _check(self) -> SimDesign:
+        for name, raw in self.method_options.items():
+            if name not in self.approaches:
+                raise _LocatedError(("method_options", name), f"'{name}' is not among this design's approaches {self.approaches}; "
+                                    "add it to 'approaches' or remove its options")
+            registry.get(name).parse_options(raw)
+        for a in self.approaches:
+            registry.get(a).check_available()
         for field in ("sample_sizes", "heterogeneity_sds", "approaches"):
             values = getattr(self, field) or []
             for i, v in enumerate(values):
@@ -154,7 +168,14 @@ class SimDesign(_Strict):
         return list(self.modifiers) if self.modifiers is not None else [Modifier(**m) for m in PAPER_MODIFIERS]
 
     def canonical(self) -> dict:
-        return self.model_dump(mode="json", exclude={"base_dir", "source_text"})
+        out = self.model_dump(mode="json", exclude={"base_dir", "source_text"})
+        if not out["method_options"]:  # absent: the hash of older designs is unchanged
+            out.pop("method_options")
+        return out
+
+    def options_of(self, approach: str):
+        """The approach's options, parsed by its registry entry (the defaults when none are given)."""
+        return registry.get(approach).parse_options(self.method_options.get(approach))
 
     def design_hash(self) -> str:
         """SHA-256 of what determines the numbers (not the executor, workers or report options)."""

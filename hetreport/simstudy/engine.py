@@ -73,54 +73,17 @@ def group_truth(adata, groups) -> np.ndarray:
     return pd.Series(adata.truth).groupby(groups.index).mean().sort_index().to_numpy()
 
 
-# --------------------------------------------------------------------------- OLS-type approaches
+# --------------------------------------------------------------------------- every approach but the hierarchical model
 
 
-def _lstsq_fitted(X: np.ndarray, y: np.ndarray) -> np.ndarray:
-    beta, *_ = np.linalg.lstsq(X, y, rcond=None)
-    return X @ beta
-
-
-def ols_fitted(adata, groups, approach: str, details: dict) -> np.ndarray:
-    """Fitted values of an OLS-type approach: from the fit when it reports them, else the
-    projection of y on the same columns (fully crossed: group x arm cells; additive: treatment,
-    modifier dummies and their products; subgroup: cell means) plus the controls."""
-    if "fitted" in details:
-        return np.asarray(details["fitted"], dtype=float)
-    from ..data import code_key
-
-    G, t = groups.n_groups, adata.t
-    cell = np.zeros((adata.n, 2 * G))
-    cell[np.arange(adata.n), groups.index * 2 + t.astype(int)] = 1.0
-    if approach == "subgroup":
-        return _lstsq_fitted(cell, adata.y)
-    if approach == "ols_full":
-        X = cell
-    else:
-        blocks = [np.ones(adata.n), t]
-        for m in adata.modifiers:
-            codes = np.array([code_key(v) for v in adata.frame[m.name]])
-            for lev in m.levels[1:]:
-                d = (codes == code_key(lev)).astype(float)
-                blocks += [d, d * t]
-        X = np.column_stack(blocks)
-    if adata.control_matrix.size:
-        X = np.column_stack([X, adata.control_matrix])
-    return _lstsq_fitted(X, adata.y)
-
-
-def fit_ols_approach(approach: str, adata, groups, se_type: str):
-    from ..models.ols import fit_ols_additive, fit_ols_full, fit_subgroup
+def fit_approach(approach: str, design: SimDesign, adata, groups, seed: int):
+    """An approach from the method registry on one replication: its per-group table, fitted means and timing."""
+    from ..methods import FitRequest, get
 
     t0 = time.perf_counter()
-    if approach == "ols_full":
-        me = fit_ols_full(adata, groups, se_type)
-    elif approach == "ols_additive":
-        me = fit_ols_additive(adata, groups, se_type)
-    else:
-        me = fit_subgroup(adata, groups)
-    fitted = ols_fitted(adata, groups, approach, me.details)
-    return me.table, fitted, {"fit_s": time.perf_counter() - t0}
+    request = FitRequest(se_type=design.ols.se_type, options=design.options_of(approach), seed=seed, fitted=True)
+    mfit = get(approach).fit_function()(adata, groups, request)
+    return mfit.table, mfit.fitted, {"fit_s": time.perf_counter() - t0}
 
 
 # --------------------------------------------------------------------------- hierarchical, compiled once per cell
@@ -306,7 +269,7 @@ def run_replication(design: SimDesign, cell: Cell, rep: int, study=None, cache: 
                     info = {**info, "fit_s": info["compile_s"] + info["sampling_s"], "divergences": dg["divergences"],
                             "treedepth_hits": dg["max_treedepth_hits"], "max_rhat": q.get("max_rhat"), "min_ess_bulk": q.get("min_ess_bulk")}
                 else:
-                    table, fitted, info = fit_ols_approach(a, adata, groups, design.ols.se_type)
+                    table, fitted, info = fit_approach(a, design, adata, groups, sampler_seed)
             tables[a] = table
             extra[a] = {**info, "rmse_y": rmse(fitted, adata.y), "rmse_mu": rmse(fitted, mu_true)}
         except Exception as exc:

@@ -20,6 +20,7 @@ import pandas as pd
 from jinja2 import TemplateError
 from markupsafe import Markup
 
+from .. import methods as registry
 from ..errors import RenderError
 from ..report import format as fmt
 from ..resources import quarto_yml
@@ -31,8 +32,9 @@ from .executor import META, RESULTS
 from .metrics import NOMINAL, paired, summarise, verdict
 
 TEMPLATE = "simulation/simulation.qmd.j2"
-ORDER = ("ols_full", "hierarchical", "subgroup", "ols_additive")
-TABLE_NAMES = {"ols_full": "OLS, full", "hierarchical": "Hierarchical", "subgroup": "Subgroup means", "ols_additive": "OLS, additive"}
+#: the approaches in table order: the two the study compares first, then the rest of the registry
+ORDER = (*registry.REQUIRED, *(a for a in registry.simulation_names() if a not in registry.REQUIRED))
+TABLE_NAMES = {m.name: m.short or m.label for m in registry.REGISTRY.values()}
 
 
 def _widths(table: Markup, widths: list[int]) -> Markup:
@@ -52,8 +54,7 @@ def _widths(table: Markup, widths: list[int]) -> Markup:
 def _ordered(summary: pd.DataFrame) -> pd.DataFrame:
     rank = {a: i for i, a in enumerate(ORDER)}
     return summary.assign(_o=summary["approach"].map(rank)).sort_values(["cell_index", "_o"]).drop(columns="_o")
-TEXT_NAMES = {"ols_full": "OLS with fully crossed interactions", "ols_additive": "OLS with additive interactions",
-              "subgroup": "differences in means within groups", "hierarchical": "hetreport's hierarchical model"}
+TEXT_NAMES = {m.name: m.text for m in registry.REGISTRY.values()}
 
 
 def _n(n) -> str:

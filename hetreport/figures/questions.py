@@ -30,8 +30,9 @@ from plotnine import (
     theme,
 )
 
-from .errors import DataError
-from .figures import METHOD_COLORS, METHOD_LABELS, METHOD_SHAPES, PAGE_WIDTH, _caption, _finish
+from ..errors import DataError
+from .checks import _caption, _finish
+from .theme import METHOD_COLORS, METHOD_LABELS, METHOD_SHAPES, PAGE_WIDTH
 
 
 def plot_contrasts(table: pd.DataFrame, *, effect_name: str = "Difference in average effects") -> ggplot:

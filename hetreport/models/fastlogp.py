@@ -100,11 +100,11 @@ def pack(design, resolved: dict, control_sds, collapse) -> tuple[np.ndarray, dic
 
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", error_model="numpy")
 def softplus(x):
     return x + math.log1p(math.exp(-x)) if x > 0 else math.log1p(math.exp(x))
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def pos_logp(fam, a1, a2, x):
     """log density of a positive prior at x and its derivative in x."""
     if fam == 0.0:  # halfnormal(sigma=a1)
@@ -120,7 +120,7 @@ def pos_logp(fam, a1, a2, x):
         return math.log(2 / math.pi) - math.log(a1) - math.log1p(q), -2 * x / (a1 * a1) / (1 + q)
     return math.log(a1) - a1 * x, -a1  # exponential(lam=a1)
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def pinv(Li, d, a, b):
     """entry (a, b) of P^-1 = Linv' Linv"""
     s = 0.0
@@ -128,7 +128,7 @@ def pinv(Li, d, a, b):
         s += Li[k, a] * Li[k, b]
     return s
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def logp_grad(x, buf, grad, expand):
     """Log density at x (unconstrained), its gradient into grad; expand (or an empty array) gets the
     stored values: beta, sd_intercept, sd_slope, rho, sigma, A_rest, B_rest, [crossing_rest], gamma_mean."""
@@ -156,6 +156,8 @@ def logp_grad(x, buf, grad, expand):
     sb = np.empty(T)
     rho = np.empty(T)
     drho_dx = np.empty(T)
+    crho = np.empty(T)
+    betaln_eta = 2 * math.lgamma(eta) - math.lgamma(2 * eta)
     for k in range(T):
         u = x[i_sa + k]
         sa[k] = math.exp(u)
@@ -170,9 +172,10 @@ def logp_grad(x, buf, grad, expand):
         xr = x[i_rho + k]
         lu, l1u = -softplus(-xr), -softplus(xr)
         uu = math.exp(lu)
-        lp += eta * lu + eta * l1u - (2 * math.lgamma(eta) - math.lgamma(2 * eta))
+        lp += eta * lu + eta * l1u - betaln_eta
         grad[i_rho + k] += eta * (1 - uu) - eta * uu
         rho[k] = 2 * uu - 1
+        crho[k] = math.sqrt(1 - rho[k] ** 2)
         drho_dx[k] = 2 * uu * (1 - uu)
     u = x[i_sig]
     sig = math.exp(u)
@@ -189,7 +192,7 @@ def logp_grad(x, buf, grad, expand):
         grad[i_z + 2 * l] -= z0
         grad[i_z + 2 * l + 1] -= z1
         a_r[l] = sa[k] * z0
-        b_r[l] = sb[k] * (rho[k] * z0 + math.sqrt(1 - rho[k] ** 2) * z1)
+        b_r[l] = sb[k] * (rho[k] * z0 + crho[k] * z1)
     A = np.zeros(G)
     B = np.zeros(G)
     for g in range(G):
@@ -395,7 +398,7 @@ def logp_grad(x, buf, grad, expand):
     for l in range(Lr):
         k = int(buf[o_lt + l])
         z0, z1 = x[i_z + 2 * l], x[i_z + 2 * l + 1]
-        c = math.sqrt(1 - rho[k] ** 2)
+        c = crho[k]
         dsa[k] += ga[l] * z0
         grad[i_z + 2 * l] += ga[l] * sa[k] + gb[l] * sb[k] * rho[k]
         dsb[k] += gb[l] * (rho[k] * z0 + c * z1)
@@ -410,7 +413,7 @@ def logp_grad(x, buf, grad, expand):
 c_logp_sig = types.int64(types.uint64, types.CPointer(types.double), types.CPointer(types.double),
                          types.CPointer(types.double), types.voidptr)
 
-@numba.cfunc(c_logp_sig, cache=True)
+@numba.cfunc(c_logp_sig, cache=True, error_model="numpy")
 def c_logp(dim, x_, out_, logp_, data_):
     head = numba.carray(data_, (1,), np.float64)
     buf = numba.carray(data_, (int(head[0]),), np.float64)
@@ -429,7 +432,7 @@ def c_logp(dim, x_, out_, logp_, data_):
 c_expand_sig = types.int64(types.uint64, types.uint64, types.CPointer(types.double), types.CPointer(types.double),
                            types.voidptr)
 
-@numba.cfunc(c_expand_sig, cache=True)
+@numba.cfunc(c_expand_sig, cache=True, error_model="numpy")
 def c_expand(dim, n_expanded, x_, out_, data_):
     head = numba.carray(data_, (1,), np.float64)
     buf = numba.carray(data_, (int(head[0]),), np.float64)

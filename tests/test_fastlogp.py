@@ -12,7 +12,7 @@ import pytest
 from hetreport.models import fastlogp
 from hetreport.models.hierarchical import (_control_prior_sds, build_collapsed_model, build_design, collapsed_terms,
                                            fit_hierarchical, resolve_priors)
-from hetreport.spec import Priors, Sampler
+from hetreport.spec import Sampler
 from tests.conftest import make_analysis, random_frame
 
 

@@ -22,7 +22,7 @@ against PyTensor's at random points to 1e-8.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numba
@@ -495,7 +495,6 @@ def _make_class():
         shape_list: tuple
         _coords: dict
         seed_init: Any = None
-        keep: list = field(default_factory=list)
 
         @property
         def n_dim(self):

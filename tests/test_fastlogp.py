@@ -119,3 +119,17 @@ def test_compiled_route_gives_the_pymc_routes_posterior(tmp_path):
     for var in ("sigma", "sd_slope", "Intercept", "b_treat"):
         fa, fb = fast.idata.posterior[var], old.idata.posterior[var]
         assert np.all(np.abs(fa.mean(("chain", "draw")) - fb.mean(("chain", "draw"))) < 4 * np.sqrt(fa.var(("chain", "draw")) / 200 + fb.var(("chain", "draw")) / 200))
+
+
+def test_callbacks_are_loaded_from_the_disk_cache_by_a_later_process():
+    """Compiled once per machine: a second fresh process loads both C callbacks from numba's cache."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = "from hetreport.models import fastlogp as f; print(f.c_logp.cache_hits, f.c_expand.cache_hits)"
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    for _ in range(2):  # the first may compile (empty cache), the second must not
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout.split()
+    assert out == ["1", "1"]

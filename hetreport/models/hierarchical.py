@@ -413,6 +413,19 @@ def build_collapsed_model(design: Design, resolved: dict, control_sds: np.ndarra
     return model
 
 
+def _fast_supported(resolved: dict) -> bool:
+    from .fastlogp import supported
+
+    return supported(resolved)
+
+
+def _collapsed_names(design: Design, collapse: tuple[int, ...]) -> list[str]:
+    """The coordinate of gamma = (Intercept, b_treat, the collapsed levels' intercepts, their slopes)."""
+    in_k = np.isin(design.level_term, collapse)
+    names = [design.level_names[l] for l in np.flatnonzero(in_k)]
+    return ["Intercept", "b_treat"] + [f"{n} intercept" for n in names] + [f"{n} slope" for n in names]
+
+
 def draw_collapsed(post, design: Design, resolved: dict, collapse: tuple[int, ...], seed: int) -> dict:
     """Exact draws of gamma | rest ~ N(gamma_mean, P^-1), one per posterior draw, and the quantities
     build_model records: Intercept, b_treat, group_effect, group_intercept, crossing_slope."""
@@ -446,16 +459,21 @@ def draw_collapsed(post, design: Design, resolved: dict, collapse: tuple[int, ..
 # --------------------------------------------------------------------------- sampling
 
 
-def _sample(model, sampler: Sampler, var_names, progress: bool):
+def _sample(model, sampler: Sampler, var_names, progress: bool, compiled=None):
+    """Sample the PyMC graph ``model`` (nutpie compiles it), or a ready nutpie model ``compiled``."""
     timings = {}
-    if sampler.backend == "nutpie":
+    if compiled is not None or sampler.backend == "nutpie":
         try:
             import nutpie
         except ImportError:  # pragma: no cover - nutpie is a dependency
             nutpie = None
         if nutpie is not None:
             t0 = time.perf_counter()
-            compiled = nutpie.compile_pymc_model(model, var_names=var_names)
+            suffix = " (the log density compiled by hetreport in numba)" if compiled is not None else ""
+            if compiled is None:
+                compiled = nutpie.compile_pymc_model(model, var_names=var_names)
+            else:
+                compiled = compiled()
             timings["compile_s"] = time.perf_counter() - t0
             from threadpoolctl import threadpool_limits
 
@@ -472,7 +490,7 @@ def _sample(model, sampler: Sampler, var_names, progress: bool):
                     running.cancel()
                     raise
             timings["sampling_s"] = time.perf_counter() - t0
-            return idata, timings, f"nutpie {nutpie.__version__}"
+            return idata, timings, f"nutpie {nutpie.__version__}{suffix}"
     import pymc as pm
 
     t0 = time.perf_counter()
@@ -485,7 +503,11 @@ def _sample(model, sampler: Sampler, var_names, progress: bool):
 
 
 def fit_hierarchical(adata: AnalysisData, groups: Groups, priors: Priors, sampler: Sampler, *,
-                     mode: str = "all", correlated: bool = True, progress: bool = False, predictors=()) -> HierarchicalFit:
+                     mode: str = "all", correlated: bool = True, progress: bool = False, predictors=(),
+                     compiled: bool = True) -> HierarchicalFit:
+    """Fit the hierarchical model. ``compiled``: sample the collapsed Gaussian model through the log density
+    compiled once per machine (``fastlogp``; the same posterior as the PyMC graph, checked point by point in
+    tests/test_fastlogp.py); False samples the PyMC graph, compiled for this study."""
     resolved = resolve_priors(priors, adata)
     predictors = tuple(predictors)
     family = adata.family
@@ -514,6 +536,7 @@ def fit_hierarchical(adata: AnalysisData, groups: Groups, priors: Priors, sample
             keep.append("beta")
         # integrate the coarse terms out (nutpie only: under PyMC's C backend the Cholesky gradients are slow)
         collapse = collapsed_terms(design, resolved) if sampler.backend == "nutpie" and not predictors and family == "gaussian" else None
+        fast = None
         if family != "gaussian":
             from .families import default_cutpoints, unit_table
 
@@ -527,10 +550,17 @@ def fit_hierarchical(adata: AnalysisData, groups: Groups, priors: Priors, sample
             stored = keep
         elif collapse is None:
             model, stored = build_model(design, resolved, control_sds, adata.control_columns, groups.keys, Z, predictors), keep
+        elif compiled and _fast_supported(resolved):
+            from . import fastlogp
+
+            model, stored = None, None
+            coords = {"term": list(design.term_names), "group": list(groups.keys), "control": list(adata.control_columns),
+                      "collapsed": _collapsed_names(design, collapse)}
+            fast = lambda: fastlogp.compile_collapsed(design, resolved, control_sds, collapse, coords)  # noqa: E731
         else:
             model = build_collapsed_model(design, resolved, control_sds, adata.control_columns, groups.keys, collapse)
             stored = [v for v in keep + ["gamma_mean", "A_rest", "B_rest", "crossing_rest"] if v in model.named_vars]
-        idata, timings, backend = _sample(model, sampler, stored, progress)
+        idata, timings, backend = _sample(model, sampler, stored, progress, compiled=fast)
         timings["build_s"] = time.perf_counter() - t0 - sum(timings.values())
         post = idata.posterior
         if collapse is not None:

@@ -2,8 +2,9 @@
 
 Quarto cannot be installed here, so the properties that made real Quarto 1.11 fail or leak are
 tested on the generated files: dates, the mock report's marking, shortcodes from a spec or data
-file (checked with Quarto's own shortcode grammar, vendored in tests/quarto/), the route line of
-the appendix, and _quarto.yml. The builtin route renders the same project for real.
+file (checked with tests/quarto_shortcodes.py, hetreport's own checker written from Quarto's
+documented shortcode syntax), the route line of the appendix, and _quarto.yml. The builtin route
+renders the same project for real.
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ import yaml
 
 from hetreport.report import render
 from hetreport.report.format import code_block, code_inert, md, yaml_date, yaml_md
+from tests import quarto_shortcodes
 
 REPO = Path(__file__).resolve().parents[1]
-QUARTO_CHECK = Path(__file__).resolve().parent / "quarto" / "shortcodes_as_quarto.lua"
 
 posix_only = pytest.mark.skipif(sys.platform == "win32", reason="stand-in quarto is a POSIX shell script")
 
@@ -40,10 +41,8 @@ def pandoc() -> str:
 
 
 def as_quarto(qmd: Path) -> dict:
-    """Quarto's shortcode passes over a .qmd (see tests/quarto/shortcodes_as_quarto.lua)."""
-    proc = subprocess.run([pandoc(), "lua", str(QUARTO_CHECK), str(qmd)], capture_output=True, text=True, check=True)
-    out = json.loads(proc.stdout)
-    return {k: (v or []) if k != "lost" else v for k, v in out.items()}
+    """Quarto's shortcode passes over a .qmd: {lost, raw, code, meta} (see tests/quarto_shortcodes.py)."""
+    return quarto_shortcodes.as_quarto(qmd, pandoc())
 
 
 _BLOCK_SHORTCODE = re.compile(r"^\s*{{< (?!/\*)(.+?)(?<!\*/) >}}\s*$")  # Quarto's isBlockShortcode (parse-shortcode.ts)
@@ -63,6 +62,24 @@ def fake_quarto(path: Path, version: str = "1.11.0") -> Path:
 
 
 # --------------------------------------------------------------------------- unit level
+
+
+def test_checker_sees_shortcodes_as_documented(tmp_path):
+    """The checker itself: it finds what Quarto documents as a shortcode, and not the escaped forms."""
+    qmd = tmp_path / "c.qmd"
+    qmd.write_text("---\ntitle: 'T {{< meta x >}}'\n---\n\nA {{< env HOME >}} and {{<env HOME>}} and "
+                   "{{< video \"a >}}b\" width=1 >}}; literal {{{< var v >}}} and {{</* var w */>}}.\n\n"
+                   "Code `x {{{< a >}}} {{< b >}}`.\n\n```{shortcodes=false}\n{{< c >}}\n```\n\nEnd.\n", encoding="utf-8")
+    seen = as_quarto(qmd)
+    assert seen["raw"] == ["{{< meta x >}}", "{{< env HOME >}}", "{{<env HOME>}}", '{{< video "a >}}b" width=1 >}}',
+                           "{{< b >}}", "{{< c >}}"]
+    assert seen["code"] == ["x {{< a >}} <<SHORTCODE {{< b >}}>>", "{{< c >}}"]
+    assert seen["meta"] == ["{{<", ">}}"] and seen["lost"] == 0  # title words "{{<" meta x ">}}"
+    text = qmd.read_text()
+    qmd.write_text(text + "Then {{< unclosed\n\nmore.\n", encoding="utf-8")
+    assert as_quarto(qmd)["lost"] == len("{{< unclosed\n\nmore.\n")
+    qmd.write_text(text + "Then {{{< unclosed escape\n", encoding="utf-8")
+    assert as_quarto(qmd)["lost"] == len("{{{< unclosed escape\n")
 
 
 def test_dates_are_plain_iso_strings():

@@ -250,7 +250,7 @@ class OlsOptions(_Strict):
 
 class ReportOptions(_Strict):
     facet: str | None = None
-    formats: list[Literal["html", "pdf"]] = Field(default_factory=lambda: ["html", "pdf"], min_length=1)
+    formats: list[Literal["html", "pdf", "docx"]] = Field(default_factory=lambda: ["html", "pdf"], min_length=1)
     templates: str | None = None
     #: a data column holding each unit's true treatment effect (simulated studies)
     truth: str | None = None
@@ -261,6 +261,8 @@ class ReportOptions(_Strict):
     #: what the rows are, for the text ("respondents", "schools"); singular is derived
     units: str = Field(default="units", min_length=1, max_length=40)
     author: str | None = None
+    #: the analysis the brief and page one speak of (its name); default: the first analysis
+    headline: str | None = None
 
 
 class Spec(_Strict):
@@ -306,6 +308,9 @@ class Spec(_Strict):
         for i, n in enumerate(names):
             if names.index(n) != i:
                 raise _LocatedError(("analyses", i, "name"), f"analysis name '{n}' is used twice; names must be unique")
+        if self.report.headline is not None and self.report.headline not in names:
+            raise _LocatedError(("report", "headline"), f"'{self.report.headline}' is not the name of an analysis; use one of: "
+                                f"{', '.join(names)} (or leave report.headline out to speak of the first analysis)")
         if self.outcome == self.treatment:
             raise _LocatedError(("treatment",), f"the treatment '{self.treatment}' is also the outcome")
         if not self.trials and any(self.family_of(a) == "binomial" for a in self.analyses):
@@ -339,6 +344,8 @@ class Spec(_Strict):
         for key in ("data", "design", "preregistration"):  # absent keys leave the hash of older specs unchanged
             if out.get(key) is None:
                 out.pop(key, None)
+        if out.get("report", {}).get("headline") is None:  # likewise for report.headline
+            out.get("report", {}).pop("headline", None)
         return out
 
     def spec_hash(self) -> str:

@@ -31,6 +31,7 @@ from ..conformance import report_context as conformance_context
 from ..models.families import get_family
 from ..results import AnalysisResults, StudyResults
 from . import format as fmt
+from .brief import render_documents, write_brief
 from .render import RenderOutcome, describe_route, render_project
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -450,6 +451,9 @@ def build_project(results: StudyResults, project: Path, route: str = "auto", for
         raise RenderError(f"the report template failed ({where}): {exc}. If report.templates overrides hetreport's templates, check that file; "
                           "otherwise this is a bug in hetreport.") from None
     (project / "report.qmd").write_text(text, encoding="utf-8")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        write_brief(project, results, contexts, ctx, env)
     return project
 
 
@@ -463,7 +467,7 @@ def render_atomically(out_dir: Path, build, formats, route: str = "auto", log=No
     try:
         build(tmp)
         say(f"rendering {', '.join(formats)} ({describe_route(route)})")
-        outcome = render_project(tmp, formats=formats, route=route)
+        outcome = render_documents(tmp, formats=formats, route=route)
         final = out_dir / "report"
         old = None
         if final.exists():

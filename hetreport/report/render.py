@@ -302,6 +302,32 @@ def _format_options(config: dict, quarto_format: str) -> dict:
     return options
 
 
+def _front_matter(path: Path) -> dict:
+    """The YAML front matter of a document (``---`` ... ``---`` at its top), or {}."""
+    import yaml
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError:
+        return {}
+    match = re.match(r"\A(?:<!--.*?-->\s*)*---\s*\n(.*?)\n---\s*\n", text, re.DOTALL)
+    if not match:
+        return {}
+    try:
+        data = yaml.safe_load(match.group(1))
+    except yaml.YAMLError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _document_options(work: Path, document: str, quarto_format: str) -> dict:
+    """As Quarto merges them: _quarto.yml's options, then the document's front matter (its top level,
+    then its ``format: <quarto_format>:``) over them."""
+    options = _format_options(_load_quarto_yml(work), quarto_format)
+    options.update(_format_options(_front_matter(work / document), quarto_format))
+    return options
+
+
 def _truthy(value: object) -> bool:
     if isinstance(value, str):
         return value.strip().lower() in ("true", "yes", "1", "on")
@@ -510,7 +536,7 @@ def _pandoc_command(document: str, to: str, output: str, options: dict, default_
 
 
 def _render_builtin_html(work: Path, document: str, deadline: float) -> Path:
-    options = _format_options(_load_quarto_yml(work), "html")
+    options = _document_options(work, document, "html")
     output = work / (Path(document).stem + ".html")
     cmd = _pandoc_command(document, "html5", output.name, options, "svg",
                           ["--embed-resources", "--mathml", "--css", str(HTML_CSS)],
@@ -544,7 +570,7 @@ def _render_builtin_pdf(work: Path, document: str, deadline: float) -> Path:
             "Reinstall hetreport, or `pip install typst`.",
         ) from exc
 
-    options = _format_options(_load_quarto_yml(work), "typst")
+    options = _document_options(work, document, "typst")
     stem = Path(document).stem
     typ_path = work / f"{stem}.typ"
     pdf_path = work / f"{stem}.pdf"

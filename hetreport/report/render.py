@@ -50,7 +50,7 @@ __all__ = [
     "render_project",
 ]
 
-SUPPORTED_FORMATS: tuple[str, ...] = ("html", "pdf")
+SUPPORTED_FORMATS: tuple[str, ...] = ("html", "pdf", "docx")
 ROUTES: tuple[str, ...] = ("auto", "quarto", "builtin")
 QUARTO_MIN_VERSION: tuple[int, int] = (1, 6)
 
@@ -62,9 +62,9 @@ HTML_CSS = ASSETS_DIR / "hetreport.css"
 TYPST_TEMPLATE = ASSETS_DIR / "hetreport.typst"
 
 # Quarto's format for each output we offer, and the file it writes.
-_QUARTO_TO = {"html": "html", "pdf": "typst"}
-_SUFFIX = {"html": ".html", "pdf": ".pdf"}
-_FORMAT_LABEL = {"html": "HTML", "pdf": "PDF"}
+_QUARTO_TO = {"html": "html", "pdf": "typst", "docx": "docx"}
+_SUFFIX = {"html": ".html", "pdf": ".pdf", "docx": ".docx"}
+_FORMAT_LABEL = {"html": "HTML", "pdf": "PDF", "docx": "Word (docx)"}
 
 # Markdown as Quarto reads it is pandoc's markdown; nothing to switch on or off.
 _PANDOC_FROM = "markdown"
@@ -548,6 +548,20 @@ def _render_builtin_html(work: Path, document: str, deadline: float) -> Path:
     return output
 
 
+def _render_builtin_docx(work: Path, document: str, deadline: float) -> Path:
+    """Word through pandoc's docx writer: headings as Word headings, pipe tables as Word tables,
+    figures (PNG) embedded with their alt text."""
+    options = _document_options(work, document, "docx")
+    output = work / (Path(document).stem + ".docx")
+    cmd = _pandoc_command(document, "docx", output.name, options, "png", [],
+                          lambda depth: ["--toc-depth", depth])
+    proc = _run(cmd, work, deadline, "pandoc", _PANDOC_HINT)
+    _check_missing_resources(proc.stderr, "pandoc")
+    if not output.exists():
+        raise _StepFailed("pandoc", f"it wrote no {output.name}: {_tail(proc.stderr)}", _PANDOC_HINT)
+    return output
+
+
 def _typst_error_text(exc: Exception) -> str:
     """Typst's diagnostic (message, file:line and the offending source line),
     without the decoration lines of its box drawing."""
@@ -642,7 +656,7 @@ def _normalise_formats(formats: Sequence[str] | str) -> list[str]:
 
 def _copy_project(source: Path, target: Path, stem: str) -> None:
     """Copy the project, without earlier outputs or Quarto's scratch folders."""
-    skip_top = {f"{stem}.html", f"{stem}.pdf", f"{stem}.typ", f"{stem}_files", ".quarto"}
+    skip_top = {f"{stem}.html", f"{stem}.pdf", f"{stem}.typ", f"{stem}.docx", f"{stem}_files", ".quarto"}
 
     def ignore(directory: str, names: list[str]) -> set[str]:
         ignored = {n for n in names if n.startswith(".hetreport-")}
@@ -718,6 +732,8 @@ def render_project(
                     built[fmt] = _render_quarto(resolved.quarto, work, document, fmt, deadline)
                 elif fmt == "html":
                     built[fmt] = _render_builtin_html(work, document, deadline)
+                elif fmt == "docx":
+                    built[fmt] = _render_builtin_docx(work, document, deadline)
                 else:
                     built[fmt] = _render_builtin_pdf(work, document, deadline)
             except _StepFailed as failed:

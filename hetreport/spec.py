@@ -263,6 +263,8 @@ class ReportOptions(_Strict):
     author: str | None = None
     #: the analysis the brief and page one speak of (its name); default: the first analysis
     headline: str | None = None
+    #: the data's citation, for report/paper/references.bib (free text, e.g. the replication file's reference)
+    data_citation: str | None = Field(default=None, max_length=1000)
 
 
 class Spec(_Strict):
@@ -344,8 +346,9 @@ class Spec(_Strict):
         for key in ("data", "design", "preregistration"):  # absent keys leave the hash of older specs unchanged
             if out.get(key) is None:
                 out.pop(key, None)
-        if out.get("report", {}).get("headline") is None:  # likewise for report.headline
-            out.get("report", {}).pop("headline", None)
+        for key in ("headline", "data_citation"):  # likewise for these report keys
+            if out.get("report", {}).get(key) is None:
+                out.get("report", {}).pop(key, None)
         return out
 
     def spec_hash(self) -> str:

@@ -32,6 +32,7 @@ from ..models.families import get_family
 from ..results import AnalysisResults, StudyResults
 from . import format as fmt
 from .brief import render_documents, write_brief
+from .paper import write_paper
 from .render import RenderOutcome, describe_route, render_project
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -141,7 +142,8 @@ def write_figures(a: AnalysisResults, effects: pd.DataFrame, facts: Facts, folde
         except Exception:
             width, height = figs.figure_size(kind, G, n_facets)
         figs.save_figure(plot, stem, width, height)
-        out[key] = {"id": Markup(f"fig-{slug}-{key}"), "path": Markup(f"figures/{slug}-{key}"), "caption": caption, "alt": Markup(alt)}
+        out[key] = {"id": Markup(f"fig-{slug}-{key}"), "path": Markup(f"figures/{slug}-{key}"), "caption": caption, "alt": Markup(alt),
+                    "plot": plot, "size": (width, height)}  # the plot itself for report/paper/
 
     facet = default_facet(a, spec.report.facet)
     facet_label = names[facet]
@@ -454,6 +456,8 @@ def build_project(results: StudyResults, project: Path, route: str = "auto", for
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         write_brief(project, results, contexts, ctx, env)
+        say("paper/: figures at column and page width, tables, methods, references")
+        write_paper(project, results, contexts)
     return project
 
 

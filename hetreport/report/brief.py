@@ -117,7 +117,8 @@ def _small(groups: pd.DataFrame, gf: GroupFact) -> str | None:
 
 
 def _named(gf: GroupFact, family: str, groups: pd.DataFrame, unit: str, units: str) -> str:
-    text = f"{gf.label} ({_with_interval(gf.effect, family)}; {_people(gf.n, unit, units)})"
+    text = (f"{gf.label}, at {_effect(gf.effect.estimate, family)} (95% interval {_interval(gf.effect, family)}; "
+            f"{_people(gf.n, unit, units)})")
     weak = _small(groups, gf)
     return text + (f" — {weak}" if weak else "")
 
@@ -153,7 +154,8 @@ def brief_for(ctx: dict, others: list[dict], study: dict, spec) -> Brief:
     best = _largest_well_measured(ctx, min_arm)
     if best is not None and best.group != f.largest.group:
         findings.append(f"Among the groups with at least {fmt.count(min_arm)} people in each arm, the effect is largest among "
-                        f"{best.label} ({_with_interval(best.effect, family)}; {_people(best.n, unit, units)}).")
+                        f"{best.label}, at {_effect(best.effect.estimate, family)} (95% interval {_interval(best.effect, family)}; "
+                f"{_people(best.n, unit, units)}).")
     if f.modifiers:
         mf = max(f.modifiers, key=lambda m: m.range_mean)
         if mf.highest != mf.lowest:
@@ -171,8 +173,8 @@ def brief_for(ctx: dict, others: list[dict], study: dict, spec) -> Brief:
     sentence += f", and in {fmt.count(neg)} it is negative with that probability." if neg else "."
     rest = f.n_groups - pos - neg
     if rest:
-        sentence += (f" For the other {fmt.count(rest)} group{'s' if rest != 1 else ''} the data cannot say with that confidence "
-                     "which way the effect goes.")
+        sentence += (" For the remaining group" if rest == 1 else f" For the other {fmt.count(rest)} groups") + (
+            " the data cannot say with that confidence which way the effect goes.")
     findings.append(sentence)
     findings = findings[:5]
 
@@ -188,7 +190,9 @@ def brief_for(ctx: dict, others: list[dict], study: dict, spec) -> Brief:
                       f"people in an arm: {'its estimate is' if one else 'their estimates are'} too uncertain to say much "
                       f"about {'that group' if one else 'those groups'} on {'its' if one else 'their'} own.")
     agreement = _agreement(ctx, others)
-    report_words = "The full report (report.html, report.pdf) gives every group's estimate, the model and its checks."
+    files = [f"report.{ext}" for ext in study.get("formats") or ["html", "pdf"]]
+    report_words = (f"The full report ({', '.join(files)}, next to this brief) gives every group's estimate, the model and its checks; "
+                    "paper/ holds its figures and tables for a manuscript.")
     method = (f"Method: each group's effect comes from a Bayesian hierarchical model that lets small groups borrow "
               f"strength from similar ones (Alley 2024), checked against a regression with a separate effect for every group. "
               + report_words)
@@ -250,6 +254,12 @@ def _preregistration(conf: dict | None) -> str | None:
     k = conf["n_deviations"]
     return (f"This analysis was pre-registered on {conf['registered']} (record {conf['hash12']}); it differs from the registration "
             f"in {k} way{'s' if k != 1 else ''}, listed in the full report.")
+
+
+def attribute_text(text: str) -> Markup:
+    """Text for a quoted pandoc attribute (fig-alt="..."): pandoc reads \\ and \" there and every other
+    character literally; a Quarto shortcode opener is broken up so that it stays text."""
+    return Markup(str(text).replace("\\", "\\\\").replace('"', '\\"').replace("{{<", "{ {<").replace("\n", " "))
 
 
 # --------------------------------------------------------------------------- the figure
@@ -343,7 +353,8 @@ def write_brief(project: Path, results, contexts: list[dict], study: dict, env) 
     brief = brief_for(ctx, others, study, results.spec)
     fig = write_brief_figure(ctx, project / "figures")
     try:
-        text = env.get_template("brief.qmd.j2").render(b=brief, fig=fig, title=study["title"], date=study["date"])
+        text = env.get_template("brief.qmd.j2").render(b=brief, fig=fig, alt=attribute_text(brief.figure_alt), title=study["title"],
+                                                          date=study["date"])
     except TemplateError as exc:
         raise RenderError(f"the brief's template failed (brief.qmd.j2, line {getattr(exc, 'lineno', '?')}): {exc}. If report.templates "
                           "overrides hetreport's templates, check its brief.qmd.j2; otherwise this is a bug in hetreport.") from None

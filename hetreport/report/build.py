@@ -31,7 +31,7 @@ from ..conformance import report_context as conformance_context
 from ..models.families import get_family
 from ..results import AnalysisResults, StudyResults
 from . import format as fmt
-from .brief import render_documents, write_brief
+from .brief import attribute_text, headline_analysis, render_documents, write_brief
 from .paper import write_paper
 from .render import RenderOutcome, describe_route, render_project
 
@@ -142,7 +142,7 @@ def write_figures(a: AnalysisResults, effects: pd.DataFrame, facts: Facts, folde
         except Exception:
             width, height = figs.figure_size(kind, G, n_facets)
         figs.save_figure(plot, stem, width, height)
-        out[key] = {"id": Markup(f"fig-{slug}-{key}"), "path": Markup(f"figures/{slug}-{key}"), "caption": caption, "alt": Markup(alt),
+        out[key] = {"id": Markup(f"fig-{slug}-{key}"), "path": Markup(f"figures/{slug}-{key}"), "caption": caption, "alt": attribute_text(alt),
                     "plot": plot, "size": (width, height)}  # the plot itself for report/paper/
 
     facet = default_facet(a, spec.report.facet)
@@ -150,7 +150,9 @@ def write_figures(a: AnalysisResults, effects: pd.DataFrame, facts: Facts, folde
     n_facets = len(a.modifiers[a.modifier_names.index(facet)].levels)
     cmp_caption = (f"Each group's effect from OLS with fully crossed interactions and from the hierarchical model: point estimate and 95% interval, "
                    f"one panel per level of {facet_label}." + (" Crosses mark the true effects." if facts.has_truth else ""))
-    cmp_alt = "Dot-and-interval plot comparing OLS and hierarchical estimates for every group."
+    cmp_alt = (f"Dot-and-interval plot comparing OLS and hierarchical estimates for each of the {G} groups; the hierarchical "
+               f"estimates run from {fmt.num(facts.smallest.effect.estimate)} ({(facts.smallest.label)}) to "
+               f"{fmt.num(facts.largest.effect.estimate)} ({(facts.largest.label)}).")
     # One row per group: beyond ~60 groups the figure is taller than a page, so it is
     # split by level of the facet modifier into parts that each fit (same x axis).
     parts = figs.comparison_facet_chunks(eff, facet) or [None]
@@ -168,7 +170,8 @@ def write_figures(a: AnalysisResults, effects: pd.DataFrame, facts: Facts, folde
     out["comparison_parts"] = [out[key] for key in cmp_keys]
     save("shrinkage", figs.plot_shrinkage(eff, names=names), "shrinkage",
          "Partial pooling: each line joins a group's OLS estimate (left) to its hierarchical estimate (right); larger points are larger groups. "
-         "The dashed line is the average hierarchical estimate.", "Lines from OLS to hierarchical estimates for each group.")
+         "The dashed line is the average hierarchical estimate.", f"Lines from OLS to hierarchical estimates for each group; estimates move by {fmt.num(facts.shrinkage['mean_abs_move'])} "
+         f"on average, toward the average of {fmt.num(facts.shrinkage['centre'])}.")
     draws = a.group_draws()
     long = pd.DataFrame({"group": np.repeat(np.asarray(a.posterior.posterior["group"].to_numpy(), dtype=object)[None, :], draws.shape[0], axis=0).ravel(),
                          "draw": np.repeat(np.arange(draws.shape[0]), draws.shape[1]), "value": draws.ravel()})
@@ -177,10 +180,14 @@ def write_figures(a: AnalysisResults, effects: pd.DataFrame, facts: Facts, folde
     save("distribution", figs.plot_distribution(long, ann, sd_all=facts.sd_all_draws,
                                                 sigma_theta=(facts.sigma_theta.estimate, facts.sigma_theta.lower, facts.sigma_theta.upper), names=names),
          "distribution", "Posterior distribution of all group effects (draws pooled over groups), with the smallest, median and largest "
-         "group effects marked (posterior mean and 95% interval).", "Density of all posterior draws of the group effects.")
+         "group effects marked (posterior mean and 95% interval).", f"Density of all posterior draws of the group effects; their SD is {fmt.num(facts.sd_all_draws)}, "
+         f"the median group's effect {fmt.num(facts.median.effect.estimate)}.")
     save("by-modifier", figs.plot_by_modifier(eff, a.modifier_names, names=names), "by_modifier",
          "Hierarchical group effects by level of each modifier: each point is a group; boxes show the median and interquartile range "
-         "of the groups at that level. Every group appears in every panel.", "Box plots of group effects by modifier level.", len(a.modifiers))
+         "of the groups at that level. Every group appears in every panel.", "Box plots of group effects by modifier level" + (
+             f"; the average effect differs most by {(max(facts.modifiers, key=lambda m: m.range_mean).label)}, by "
+             f"{fmt.num(max(facts.modifiers, key=lambda m: m.range_mean).difference.estimate)} between its highest and lowest level."
+             if facts.modifiers else "."), len(a.modifiers))
     x, y, facet_col = heatmap_axes(a, spec.report.heatmap)
     heat = eff.copy()
     if facet_col:
@@ -195,10 +202,11 @@ def write_figures(a: AnalysisResults, effects: pd.DataFrame, facts: Facts, folde
     save("heatmap", figs.plot_heatmap(heat, x, y, facet=facet_col, names=names_h), "heatmap",
          f"Hierarchical group effects (posterior means) over {names[x]} and {names[y]}" + (", one panel per combination of the other modifiers." if facet_col else
                                                                  "; cells average the groups that share them (weighted by size)."),
-         "Heat map of group effects.", n_f)
+         f"Heat map of group effects over {names_h[x]} and {names_h[y]}, from {fmt.num(facts.smallest.effect.estimate)} to "
+         f"{fmt.num(facts.largest.effect.estimate)}.", n_f)
     save("ppc", figs.plot_ppc(a.y, a.y_rep, names={**names, "outcome": plain(a.outcome)}), "ppc",
          "Posterior predictive check: the observed outcome against outcomes replicated from the fitted hierarchical model.",
-         "Observed outcome distribution against replicated draws.")
+         f"Observed distribution of {(a.outcome)} ({fmt.count(a.n)} values) against replicated draws from the model.")
     return out
 
 
@@ -446,6 +454,15 @@ def build_project(results: StudyResults, project: Path, route: str = "auto", for
     ctx = study_context(results, contexts, describe_route(route), formats)
     env = environment(user_dir)
     env.globals.update(plural=plural, join_words=join_words, md=fmt.md, Markup=Markup, METHOD_NAMES=METHOD_NAMES)
+    # page one speaks of the headline analysis first (with the brief's figure), the others after it, shorter
+    head = headline_analysis(spec, [c["name"] for c in contexts])
+    for c in contexts:
+        c["is_headline"] = c["name"] == head
+    ctx["summary_order"] = sorted(contexts, key=lambda c: not c["is_headline"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        brief = write_brief(project, results, contexts, ctx, env)
+    ctx["brief_figure"] = {"path": Markup("figures/brief-ranked"), "caption": brief.figure_caption, "alt": attribute_text(brief.figure_alt)}
     try:
         text = env.get_template("report.qmd.j2").render(**ctx)
     except TemplateError as exc:
@@ -455,7 +472,6 @@ def build_project(results: StudyResults, project: Path, route: str = "auto", for
     (project / "report.qmd").write_text(text, encoding="utf-8")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        write_brief(project, results, contexts, ctx, env)
         say("paper/: figures at column and page width, tables, methods, references")
         write_paper(project, results, contexts)
     return project

@@ -145,6 +145,8 @@ def _paper_figure(plot, stem: Path, natural: tuple[float, float]) -> list[Path]:
     for size, width in (("column", COLUMN_IN), ("page", PAGE_IN)):
         height = h * width / w if size == "page" else min(max(h * width / w * 1.6, 2.6), 9.0)
         p = plot + theme(figure_size=(width, height))
+        if size == "column":  # a legend in one row is wider than a column: one entry per line
+            p = p + theme(legend_direction="vertical")
         for ext in ("pdf", "svg", "png"):
             path = stem.with_name(f"{stem.name}-{size}.{ext}")
             p.save(str(path), width=width, height=height, units="in", dpi=DPI, verbose=False)

@@ -167,3 +167,42 @@ def test_brief_renders_to_html_and_at_most_two_pdf_pages(small_study, brief_and_
     for line in b.findings:
         assert line in html_text
     assert "Table of contents" not in html_text and 'id="TOC"' not in (out / "report" / "brief.html").read_text()
+
+
+# "1 of 24 groups have", "(1 have ...)", "1 groups": a count of one with a plural verb or noun
+_PLURAL_AFTER_ONE = re.compile(r"(?<![\d.,−-])1 (?:(?:of (?:the )?\d+ )?[a-z]+ (?:have|are|were|do)\b|(?:have|are)\b|(?!of )(?:[a-z]+ )?(?:groups|units|analyses)\b)")
+
+
+def test_the_plural_check_catches_what_it_should():
+    for bad in ("1 of 24 groups have", "(1 have people", "in 1 groups", "1 small groups"):
+        assert _PLURAL_AFTER_ONE.search(bad), bad
+    for good in ("1 of 24 groups has", "(1 has people", "in 1 group", "2,501 units", "0.1 units", "11 groups"):
+        assert not _PLURAL_AFTER_ONE.search(good), good
+
+
+def test_singular_agreement_in_generated_sentences(brief_and_ctx):
+    from hetreport.report.build import add_extreme_words, environment, join_words, plural
+
+    b, ctx, results = brief_and_ctx
+    f = replace(ctx["f"], n_one_arm=1, n_credibly_positive=1, n_credibly_negative=1)
+    ols = replace(ctx["ols"], n_estimable=f.n_groups - 1)
+    c = {**ctx, "f": f, "ols": ols, "is_headline": True}
+    add_extreme_words(c, results.spec.report.min_arm)
+    env = environment()
+    env.globals.update(plural=plural, join_words=join_words)
+    text = env.from_string('{% include "_summary.qmd.j2" %}').render(summary_order=[c], min_arm=5, brief_figure=None)
+    text = re.sub(r"\s+", " ", text.replace("\\", ""))
+    assert "(1 has people in only one treatment arm)" in text
+    assert f"1 of {f.n_groups} groups has an effect" in text and "and 1 has one that is negative" in text
+    assert not _PLURAL_AFTER_ONE.search(text), _PLURAL_AFTER_ONE.search(text)
+    # and every sentence of the brief, with counts of one
+    g = ctx["a"].groups.copy()
+    g["one_arm"], g["small_arm"] = False, False
+    g.loc[g.index[0], "one_arm"] = True
+    g.loc[g.index[1], "small_arm"] = True
+    a = SimpleNamespace(posterior=ctx["a"].posterior, groups=g, group_draws=ctx["a"].group_draws)
+    f1 = replace(f, n_credibly_negative=0, n_credibly_positive=f.n_groups - 1)
+    b1 = brief_mod.brief_for({**ctx, "a": a, "f": f1}, [_fake("B", 0.1, 0.2)], {"conformance": None}, results.spec)
+    sentences = " ".join([b1.headline, *b1.findings, *b1.cannot_tell, b1.agreement or ""])
+    assert "For the remaining group" in sentences
+    assert not _PLURAL_AFTER_ONE.search(sentences), _PLURAL_AFTER_ONE.search(sentences)

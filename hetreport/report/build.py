@@ -426,6 +426,17 @@ def study_context(results: StudyResults, analyses: list[dict], route: str, forma
     }
 
 
+def add_extreme_words(c: dict, min_arm: int) -> None:
+    """Page one's words on a largest or smallest group whose estimate is weak (one arm, or an arm under
+    ``min_arm``), and the largest effect among groups with at least ``min_arm`` per arm."""
+    from .brief import _largest_well_measured, _small
+
+    g = c["a"].groups
+    c["weak"] = {"largest": _small(g, c["f"].largest), "smallest": _small(g, c["f"].smallest)}
+    best = _largest_well_measured(c, min_arm)
+    c["best_measured"] = best if best is not None and best.group != c["f"].largest.group else None
+
+
 # --------------------------------------------------------------------------- build + render
 
 
@@ -458,6 +469,7 @@ def build_project(results: StudyResults, project: Path, route: str = "auto", for
     head = headline_analysis(spec, [c["name"] for c in contexts])
     for c in contexts:
         c["is_headline"] = c["name"] == head
+        add_extreme_words(c, spec.report.min_arm)
     ctx["summary_order"] = sorted(contexts, key=lambda c: not c["is_headline"])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

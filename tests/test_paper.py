@@ -88,3 +88,23 @@ def test_methods_and_references(paper):
 def test_latex_escaping():
     assert latex_escape("50% & $5_x") == r"50\% \& \$5\_x"
     assert latex_escape("σθ") == r"$\sigma_\theta$"
+
+
+def test_heavy_svgs_become_their_png_for_html(tmp_path):
+    import base64
+
+    big = tmp_path / "big.svg"
+    big.write_text('<?xml version="1.0"?>\n<svg width="468pt" height="284.4pt" viewBox="0 0 468 284.4" xmlns="http://www.w3.org/2000/svg">'
+                   + "<path d='M 0 0 L 1 1'/>" * 30000 + "</svg>")
+    (tmp_path / "big.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"0" * 1000)
+    small = tmp_path / "small.svg"
+    small.write_text('<svg width="10pt" height="10pt" xmlns="http://www.w3.org/2000/svg"></svg>')
+    (tmp_path / "small.png").write_bytes(b"\x89PNG" + b"0" * 10)
+    from hetreport.report.paper import lighten_heavy_svgs
+
+    assert lighten_heavy_svgs(tmp_path, limit=100_000) == [big]
+    text = big.read_text()
+    assert 'width="468pt"' in text and 'height="284.4pt"' in text
+    assert base64.b64encode((tmp_path / "big.png").read_bytes()).decode() in text
+    assert big.stat().st_size < 5000 and "<path" not in text
+    assert "<path" not in small.read_text() and small.read_text().startswith("<svg width")  # untouched

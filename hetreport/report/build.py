@@ -32,7 +32,7 @@ from ..models.families import get_family
 from ..results import AnalysisResults, StudyResults
 from . import format as fmt
 from .brief import attribute_text, headline_analysis, render_documents, write_brief
-from .paper import write_paper
+from .paper import lighten_heavy_svgs, write_paper
 from .render import RenderOutcome, describe_route, render_project
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -462,6 +462,7 @@ def build_project(results: StudyResults, project: Path, route: str = "auto", for
             figures = write_figures(a, results.effects, facts, project / "figures", spec)
             tables = tables_for(a, results.effects, facts, _slug(a.name), spec.report.min_arm)
             contexts.append(analysis_context(a, results, figures, tables, facts))
+    lighten_heavy_svgs(project / "figures")  # the HTML embeds every figure: megabyte vector drawings as their PNG
     ctx = study_context(results, contexts, describe_route(route), formats)
     env = environment(user_dir)
     env.globals.update(plural=plural, join_words=join_words, md=fmt.md, Markup=Markup, METHOD_NAMES=METHOD_NAMES)

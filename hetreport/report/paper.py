@@ -248,3 +248,38 @@ def write_paper(project: Path, results, contexts: list[dict]) -> Path:
     (root / "methods.md").write_text(methods_markdown(results, contexts), encoding="utf-8")
     _pandoc(["methods.md", "--from", "markdown", "--to", "latex", "--natbib", "--output", "methods.tex"], root)
     return root
+
+
+# --------------------------------------------------------------------------- HTML size
+
+
+#: an SVG figure above this size is shown in HTML as its 200-dpi PNG (wrapped in an SVG of the same size)
+HEAVY_SVG_BYTES = 400_000
+
+
+def lighten_heavy_svgs(folder: Path, limit: int = HEAVY_SVG_BYTES) -> list[Path]:
+    """Replace every ``figures/*.svg`` over ``limit`` bytes whose PNG is smaller by an SVG of the same
+    size holding that PNG: heat maps and long comparison figures drawn as vectors (text as paths) run
+    to megabytes, which the self-contained HTML embeds, while the PNG (200 dpi, the one the PDF uses)
+    is a fraction of that. ``paper/`` keeps the vector versions. Returns the files replaced."""
+    import base64
+
+    replaced = []
+    for svg in sorted(Path(folder).glob("*.svg")):
+        png = svg.with_suffix(".png")
+        if svg.stat().st_size <= limit or not png.exists() or png.stat().st_size >= svg.stat().st_size:
+            continue
+        head = svg.read_text(encoding="utf-8", errors="replace")[:4000]
+        w = re.search(r'<svg[^>]*\swidth="([0-9.]+)(pt|px)?"', head)
+        h = re.search(r'<svg[^>]*\sheight="([0-9.]+)(pt|px)?"', head)
+        if not (w and h):
+            continue
+        unit = w.group(2) or ""
+        data = base64.b64encode(png.read_bytes()).decode("ascii")
+        svg.write_text(
+            f'<svg xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink" width="{w.group(1)}{unit}" '
+            f'height="{h.group(1)}{unit}" viewBox="0 0 {w.group(1)} {h.group(1)}">'
+            f'<image width="{w.group(1)}" height="{h.group(1)}" xlink:href="data:image/png;base64,{data}"/></svg>\n',
+            encoding="utf-8")
+        replaced.append(svg)
+    return replaced

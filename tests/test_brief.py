@@ -159,6 +159,15 @@ def test_brief_renders_to_html_and_at_most_two_pdf_pages(small_study, brief_and_
     assert 1 <= len(pdf.pages) <= 2
     text = re.sub(r"\s+", " ", " ".join(p.extract_text() for p in pdf.pages))
     assert "What we found" in text and num(b.numbers["average"].lower) in text
+    alts = []
+    for num_ in range(1, 2000):
+        try:
+            obj = pdf.get_object(num_)
+        except Exception:  # noqa: BLE001 - past the last object
+            continue
+        if hasattr(obj, "get") and obj.get("/Alt"):
+            alts.append(str(obj["/Alt"]))
+    assert b.figure_alt in alts  # the PDF's figure carries its alt text (tagged PDF)
     parser = _Images()
     parser.feed((out / "report" / "brief.html").read_text(encoding="utf-8"))
     assert len(parser.images) == 1 and parser.images[0]["alt"] == b.figure_alt

@@ -424,6 +424,19 @@ local function check_image(img)
     img.attributes['fig-alt'] = nil
     if is_html then
       img.attributes['alt'] = alt
+    elseif FORMAT:match('typst') then
+      -- pandoc's Typst writer drops alt text: write the image call with its alt: argument
+      local function q(text)
+        return '"' .. text:gsub('\\', '\\\\'):gsub('"', '\\"') .. '"'
+      end
+      local args = q(img.src)
+      local width = img.attributes['width']
+      if width and width:match('^%d+%.?%d*%%$') then
+        args = args .. ', width: ' .. width
+      elseif width and width:match('^%d+%.?%d*[ci][mn]$') then
+        args = args .. ', width: ' .. width
+      end
+      return pandoc.RawInline('typst', '#image(' .. args .. ', alt: ' .. q(alt) .. ')')
     else
       -- docx (the picture's description) and Typst (image's alt:) take the image's own text as alt text;
       -- a figure's caption is separate from it

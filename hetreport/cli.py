@@ -198,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             r.add_argument("dir", help="a folder written by `hetreport fit` or `hetreport run`")
             r.set_defaults(func=cmd_report)
-        r.add_argument("--format", dest="formats", action="append", choices=["html", "pdf"], help="output format (repeatable; default: the spec's report.formats)")
+        r.add_argument("--format", dest="formats", action="append", choices=["html", "pdf", "docx"], help="output format (repeatable; default: the spec's report.formats)")
         g = r.add_mutually_exclusive_group()
         g.add_argument("--quarto", dest="quarto", action="store_true", default=None, help="render with Quarto (error if not installed)")
         g.add_argument("--no-quarto", dest="quarto", action="store_false", help="render with the built-in pandoc + Typst route")

@@ -314,7 +314,7 @@ class Targeting(_Strict):
 
 class ReportOptions(_Strict):
     facet: str | None = None
-    formats: list[Literal["html", "pdf"]] = Field(default_factory=lambda: ["html", "pdf"], min_length=1)
+    formats: list[Literal["html", "pdf", "docx"]] = Field(default_factory=lambda: ["html", "pdf"], min_length=1)
     templates: str | None = None
     #: a data column holding each unit's true treatment effect (simulated studies)
     truth: str | None = None
@@ -327,6 +327,10 @@ class ReportOptions(_Strict):
     author: Text | None = None
     #: rank the groups and evaluate treating the top ones first (targeting.csv, a report section)
     targeting: Targeting | None = None
+    #: the analysis the brief and page one speak of (its name); default: the first analysis
+    headline: Text | None = None
+    #: the data's citation, for report/paper/references.bib (free text, e.g. the replication file's reference)
+    data_citation: Text | None = Field(default=None, max_length=1000)
 
 
 class Limits(_Strict):
@@ -397,6 +401,9 @@ class Spec(_Strict):
         for i, n in enumerate(names):
             if names.index(n) != i:
                 raise _LocatedError(("analyses", i, "name"), f"analysis name '{n}' is used twice; names must be unique")
+        if self.report.headline is not None and self.report.headline not in names:
+            raise _LocatedError(("report", "headline"), f"'{self.report.headline}' is not the name of an analysis; use one of: "
+                                f"{', '.join(names)} (or leave report.headline out to speak of the first analysis)")
         if self.outcome == self.treatment:
             raise _LocatedError(("treatment",), f"the treatment '{self.treatment}' is also the outcome")
         if not self.trials and any(self.family_of(a) == "binomial" for a in self.analyses):
@@ -450,6 +457,9 @@ class Spec(_Strict):
         for a in out["analyses"]:
             if a.get("methods") is None:
                 a.pop("methods", None)
+        for key in ("headline", "data_citation"):  # likewise for these report keys
+            if out.get("report", {}).get(key) is None:
+                out.get("report", {}).pop(key, None)
         return out
 
     def spec_hash(self) -> str:

@@ -36,6 +36,8 @@ from ..families import get_family
 from ..resources import quarto_yml, templates_dir
 from ..results import AnalysisResults, StudyResults, _json_default
 from . import format as fmt
+from .brief import attribute_text, headline_analysis, render_documents, write_brief
+from .paper import lighten_heavy_svgs, write_paper
 from .questions import analysis_questions, loo_context
 from .render import RenderOutcome, describe_route, render_project
 
@@ -217,7 +219,8 @@ def write_figures(a: AnalysisResults, effects: pd.DataFrame, facts: Facts, folde
         except Exception:
             width, height = figs.figure_size(kind, G, n_facets)
         figs.save_figure(plot, stem, width, height)
-        out[key] = {"id": Markup(f"fig-{slug}-{key}"), "path": Markup(f"figures/{slug}-{key}"), "caption": caption, "alt": Markup(alt)}
+        out[key] = {"id": Markup(f"fig-{slug}-{key}"), "path": Markup(f"figures/{slug}-{key}"), "caption": caption, "alt": attribute_text(alt),
+                    "plot": plot, "size": (width, height)}  # the plot itself for report/paper/
 
     facet = default_facet(a, spec.report.facet)
     facet_label = names[facet]
@@ -225,7 +228,9 @@ def write_figures(a: AnalysisResults, effects: pd.DataFrame, facts: Facts, folde
     shown = registry.figure_methods(eff["method"].unique())
     cmp_caption = (f"Each group's effect from {join_words([registry.get(m).text for m in shown])}: point estimate and 95% interval, "
                    f"one panel per level of {facet_label}." + (" Crosses mark the true effects." if facts.has_truth else ""))
-    cmp_alt = f"Dot-and-interval plot comparing {join_words([registry.get(m).label for m in shown])} estimates for every group."
+    cmp_alt = (f"Dot-and-interval plot comparing {join_words([registry.get(m).label for m in shown])} estimates for each of the {G} groups; the hierarchical "
+               f"estimates run from {fmt.num(facts.smallest.effect.estimate)} ({(facts.smallest.label)}) to "
+               f"{fmt.num(facts.largest.effect.estimate)} ({(facts.largest.label)}).")
     # One row per group: beyond ~60 groups the figure is taller than a page, so it is
     # split by level of the facet modifier into parts that each fit (same x axis).
     parts = figs.comparison_facet_chunks(eff, facet) or [None]
@@ -243,7 +248,8 @@ def write_figures(a: AnalysisResults, effects: pd.DataFrame, facts: Facts, folde
     out["comparison_parts"] = [out[key] for key in cmp_keys]
     save("shrinkage", figs.plot_shrinkage(eff, names=names), "shrinkage",
          "Partial pooling: each line joins a group's OLS estimate (left) to its hierarchical estimate (right); larger points are larger groups. "
-         "The dashed line is the average hierarchical estimate.", "Lines from OLS to hierarchical estimates for each group.")
+         "The dashed line is the average hierarchical estimate.", f"Lines from OLS to hierarchical estimates for each group; estimates move by {fmt.num(facts.shrinkage['mean_abs_move'])} "
+         f"on average, toward the average of {fmt.num(facts.shrinkage['centre'])}.")
     draws = a.group_draws()
     long = pd.DataFrame({"group": np.repeat(np.asarray(a.posterior.posterior["group"].to_numpy(), dtype=object)[None, :], draws.shape[0], axis=0).ravel(),
                          "draw": np.repeat(np.arange(draws.shape[0]), draws.shape[1]), "value": draws.ravel()})
@@ -252,10 +258,14 @@ def write_figures(a: AnalysisResults, effects: pd.DataFrame, facts: Facts, folde
     save("distribution", figs.plot_distribution(long, ann, sd_all=facts.sd_all_draws,
                                                 sigma_theta=(facts.sigma_theta.estimate, facts.sigma_theta.lower, facts.sigma_theta.upper), names=names),
          "distribution", "Posterior distribution of all group effects (draws pooled over groups), with the smallest, median and largest "
-         "group effects marked (posterior mean and 95% interval).", "Density of all posterior draws of the group effects.")
+         "group effects marked (posterior mean and 95% interval).", f"Density of all posterior draws of the group effects; their SD is {fmt.num(facts.sd_all_draws)}, "
+         f"the median group's effect {fmt.num(facts.median.effect.estimate)}.")
     save("by-modifier", figs.plot_by_modifier(eff, a.modifier_names, names=names), "by_modifier",
          "Hierarchical group effects by level of each modifier: each point is a group; boxes show the median and interquartile range "
-         "of the groups at that level. Every group appears in every panel.", "Box plots of group effects by modifier level.", len(a.modifiers))
+         "of the groups at that level. Every group appears in every panel.", "Box plots of group effects by modifier level" + (
+             f"; the average effect differs most by {(max(facts.modifiers, key=lambda m: m.range_mean).label)}, by "
+             f"{fmt.num(max(facts.modifiers, key=lambda m: m.range_mean).difference.estimate)} between its highest and lowest level."
+             if facts.modifiers else "."), len(a.modifiers))
     x, y, facet_col = heatmap_axes(a, spec.report.heatmap)
     heat = eff.copy()
     if facet_col:
@@ -270,10 +280,11 @@ def write_figures(a: AnalysisResults, effects: pd.DataFrame, facts: Facts, folde
     save("heatmap", figs.plot_heatmap(heat, x, y, facet=facet_col, names=names_h), "heatmap",
          f"Hierarchical group effects (posterior means) over {names[x]} and {names[y]}" + (", one panel per combination of the other modifiers." if facet_col else
                                                                  "; cells average the groups that share them (weighted by size)."),
-         "Heat map of group effects.", n_f)
+         f"Heat map of group effects over {names_h[x]} and {names_h[y]}, from {fmt.num(facts.smallest.effect.estimate)} to "
+         f"{fmt.num(facts.largest.effect.estimate)}.", n_f)
     save("ppc", figs.plot_ppc(a.y, a.y_rep, names={**names, "outcome": plain(a.outcome)}), "ppc",
          "Posterior predictive check: the observed outcome against outcomes replicated from the fitted hierarchical model.",
-         "Observed outcome distribution against replicated draws.")
+         f"Observed distribution of {(a.outcome)} ({fmt.count(a.n)} values) against replicated draws from the model.")
     return out
 
 
@@ -528,6 +539,17 @@ def study_context(results: StudyResults, analyses: list[dict], route: str, forma
     }
 
 
+def add_extreme_words(c: dict, min_arm: int) -> None:
+    """Page one's words on a largest or smallest group whose estimate is weak (one arm, or an arm under
+    ``min_arm``), and the largest effect among groups with at least ``min_arm`` per arm."""
+    from .brief import _largest_well_measured, _small
+
+    g = c["a"].groups
+    c["weak"] = {"largest": _small(g, c["f"].largest), "smallest": _small(g, c["f"].smallest)}
+    best = _largest_well_measured(c, min_arm)
+    c["best_measured"] = best if best is not None and best.group != c["f"].largest.group else None
+
+
 # --------------------------------------------------------------------------- build + render
 
 
@@ -555,10 +577,21 @@ def build_project(results: StudyResults, project: Path, route: str = "auto", for
             tables = tables_for(a, results.effects, facts, _slug(a.name), spec.report.min_arm)
             contexts.append(analysis_context(a, results, figures, tables, facts))
             contexts[-1]["q"] = analysis_questions(a, results, project / "figures")  # compare:, report.targeting
+    lighten_heavy_svgs(project / "figures")  # the HTML embeds every figure: megabyte vector drawings as their PNG
     ctx = study_context(results, contexts, describe_route(route), formats)
     ctx["loo"] = loo_context(results)  # PSIS-LOO between analyses of the same outcome and rows
     env = environment(user_dir)
     env.globals.update(plural=plural, join_words=join_words, md=fmt.md, Markup=Markup, METHOD_NAMES=METHOD_NAMES)
+    # page one speaks of the headline analysis first (with the brief's figure), the others after it, shorter
+    head = headline_analysis(spec, [c["name"] for c in contexts])
+    for c in contexts:
+        c["is_headline"] = c["name"] == head
+        add_extreme_words(c, spec.report.min_arm)
+    ctx["summary_order"] = sorted(contexts, key=lambda c: not c["is_headline"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        brief = write_brief(project, results, contexts, ctx, env)
+    ctx["brief_figure"] = {"path": Markup("figures/brief-ranked"), "caption": brief.figure_caption, "alt": attribute_text(brief.figure_alt)}
     try:
         text = env.get_template("report.qmd.j2").render(**template_data(ctx))
     except TemplateError as exc:
@@ -566,6 +599,10 @@ def build_project(results: StudyResults, project: Path, route: str = "auto", for
         raise RenderError(f"the report template failed ({where}): {exc}. If report.templates overrides hetreport's templates, check that file; "
                           "otherwise this is a bug in hetreport.") from None
     (project / "report.qmd").write_text(text, encoding="utf-8")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        say("paper/: figures at column and page width, tables, methods, references")
+        write_paper(project, results, contexts)
     return project
 
 
@@ -647,7 +684,7 @@ def _build_and_render_in(project: Path, out_dir: Path, build, formats, route, sa
     build(project)
     outdir.fault("report-built")
     say(f"rendering {', '.join(formats)} ({describe_route(route)})")
-    outcome = render_project(project, formats=formats, route=route)
+    outcome = render_documents(project, formats=formats, route=route)
     outdir.fault("rendered")
     return outcome
 

@@ -51,7 +51,7 @@ __all__ = [
     "render_project",
 ]
 
-SUPPORTED_FORMATS: tuple[str, ...] = ("html", "pdf")
+SUPPORTED_FORMATS: tuple[str, ...] = ("html", "pdf", "docx")
 ROUTES: tuple[str, ...] = ("auto", "quarto", "builtin")
 QUARTO_MIN_VERSION: tuple[int, int] = (1, 6)
 
@@ -63,9 +63,9 @@ HTML_CSS = ASSETS_DIR / "hetreport.css"
 TYPST_TEMPLATE = ASSETS_DIR / "hetreport.typst"
 
 # Quarto's format for each output we offer, and the file it writes.
-_QUARTO_TO = {"html": "html", "pdf": "typst"}
-_SUFFIX = {"html": ".html", "pdf": ".pdf"}
-_FORMAT_LABEL = {"html": "HTML", "pdf": "PDF"}
+_QUARTO_TO = {"html": "html", "pdf": "typst", "docx": "docx"}
+_SUFFIX = {"html": ".html", "pdf": ".pdf", "docx": ".docx"}
+_FORMAT_LABEL = {"html": "HTML", "pdf": "PDF", "docx": "Word (docx)"}
 
 # Markdown as Quarto reads it is pandoc's markdown; nothing to switch on or off.
 _PANDOC_FROM = "markdown"
@@ -309,6 +309,32 @@ def _format_options(config: dict, quarto_format: str) -> dict:
     return options
 
 
+def _front_matter(path: Path) -> dict:
+    """The YAML front matter of a document (``---`` ... ``---`` at its top), or {}."""
+    import yaml
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError:
+        return {}
+    match = re.match(r"\A(?:<!--.*?-->\s*)*---\s*\n(.*?)\n---\s*\n", text, re.DOTALL)
+    if not match:
+        return {}
+    try:
+        data = yaml.safe_load(match.group(1))
+    except yaml.YAMLError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _document_options(work: Path, document: str, quarto_format: str) -> dict:
+    """As Quarto merges them: _quarto.yml's options, then the document's front matter (its top level,
+    then its ``format: <quarto_format>:``) over them."""
+    options = _format_options(_load_quarto_yml(work), quarto_format)
+    options.update(_format_options(_front_matter(work / document), quarto_format))
+    return options
+
+
 def _truthy(value: object) -> bool:
     if isinstance(value, str):
         return value.strip().lower() in ("true", "yes", "1", "on")
@@ -542,10 +568,24 @@ def _pandoc_command(document: str, to: str, output: str, options: dict, default_
 
 
 def _render_builtin_html(work: Path, document: str, deadline: float) -> Path:
-    options = _format_options(_load_quarto_yml(work), "html")
+    options = _document_options(work, document, "html")
     output = work / (Path(document).stem + ".html")
     cmd = _pandoc_command(document, "html5", output.name, options, "svg",
                           ["--embed-resources", "--mathml", "--css", str(HTML_CSS), *_header_includes(options, work, ".html")],
+                          lambda depth: ["--toc-depth", depth])
+    proc = _run(cmd, work, deadline, "pandoc", _PANDOC_HINT)
+    _check_missing_resources(proc.stderr, "pandoc")
+    if not output.exists():
+        raise _StepFailed("pandoc", f"it wrote no {output.name}: {_tail(proc.stderr)}", _PANDOC_HINT)
+    return output
+
+
+def _render_builtin_docx(work: Path, document: str, deadline: float) -> Path:
+    """Word through pandoc's docx writer: headings as Word headings, pipe tables as Word tables,
+    figures (PNG) embedded with their alt text."""
+    options = _document_options(work, document, "docx")
+    output = work / (Path(document).stem + ".docx")
+    cmd = _pandoc_command(document, "docx", output.name, options, "png", [],
                           lambda depth: ["--toc-depth", depth])
     proc = _run(cmd, work, deadline, "pandoc", _PANDOC_HINT)
     _check_missing_resources(proc.stderr, "pandoc")
@@ -576,7 +616,7 @@ def _render_builtin_pdf(work: Path, document: str, deadline: float) -> Path:
             "Reinstall hetreport, or `pip install typst`.",
         ) from exc
 
-    options = _format_options(_load_quarto_yml(work), "typst")
+    options = _document_options(work, document, "typst")
     stem = Path(document).stem
     typ_path = work / f"{stem}.typ"
     pdf_path = work / f"{stem}.pdf"
@@ -648,7 +688,7 @@ def _normalise_formats(formats: Sequence[str] | str) -> list[str]:
 
 def _copy_project(source: Path, target: Path, stem: str) -> None:
     """Copy the project, without earlier outputs or Quarto's scratch folders."""
-    skip_top = {f"{stem}.html", f"{stem}.pdf", f"{stem}.typ", f"{stem}_files", ".quarto"}
+    skip_top = {f"{stem}.html", f"{stem}.pdf", f"{stem}.typ", f"{stem}.docx", f"{stem}_files", ".quarto"}
 
     def ignore(directory: str, names: list[str]) -> set[str]:
         ignored = {n for n in names if n.startswith(".hetreport-")}
@@ -724,6 +764,8 @@ def render_project(
                     built[fmt] = _render_quarto(resolved.quarto, work, document, fmt, deadline)
                 elif fmt == "html":
                     built[fmt] = _render_builtin_html(work, document, deadline)
+                elif fmt == "docx":
+                    built[fmt] = _render_builtin_docx(work, document, deadline)
                 else:
                     built[fmt] = _render_builtin_pdf(work, document, deadline)
             except _StepFailed as failed:

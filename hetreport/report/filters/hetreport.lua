@@ -433,9 +433,29 @@ local function check_image(img)
     error('image file not found: "' .. src .. '" (looked for it relative to the project folder; '
       .. 'write the figure there or fix the path in the document)', 0)
   end
-  if is_html and img.attributes['fig-alt'] then
-    img.attributes['alt'] = img.attributes['fig-alt']
+  local alt = img.attributes['fig-alt']
+  if alt then
     img.attributes['fig-alt'] = nil
+    if is_html then
+      img.attributes['alt'] = alt
+    elseif FORMAT:match('typst') then
+      -- pandoc's Typst writer drops alt text: write the image call with its alt: argument
+      local function q(text)
+        return '"' .. text:gsub('\\', '\\\\'):gsub('"', '\\"') .. '"'
+      end
+      local args = q(img.src)
+      local width = img.attributes['width']
+      if width and width:match('^%d+%.?%d*%%$') then
+        args = args .. ', width: ' .. width
+      elseif width and width:match('^%d+%.?%d*[ci][mn]$') then
+        args = args .. ', width: ' .. width
+      end
+      return pandoc.RawInline('typst', '#image(' .. args .. ', alt: ' .. q(alt) .. ')')
+    else
+      -- docx (the picture's description) and Typst (image's alt:) take the image's own text as alt text;
+      -- a figure's caption is separate from it
+      img.caption = pandoc.Inlines(alt)
+    end
     return img
   end
   return nil

@@ -1,0 +1,110 @@
+"""report/paper/: figures sized for a column and a page, tables in four formats, methods and references."""
+
+import re
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hetreport.report.build import build_project
+from hetreport.report.format import num
+from hetreport.report.paper import COLUMN_IN, PAGE_IN, latex_escape
+
+
+@pytest.fixture(scope="module")
+def paper(small_study, tmp_path_factory):
+    _, results = small_study
+    project = tmp_path_factory.mktemp("paper-project")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        build_project(results, project, route="builtin", formats=["html"])
+    return project / "paper", results
+
+
+def test_figures_at_column_and_page_width_in_three_formats(paper):
+    from PIL import Image
+    from pypdf import PdfReader
+
+    root, results = paper
+    slug = results.analyses[0].name
+    for key in ("comparison", "shrinkage", "distribution", "by-modifier", "heatmap"):
+        for size, width in (("column", COLUMN_IN), ("page", PAGE_IN)):
+            stem = root / "figures" / f"{slug}-{key}-{size}"
+            box = PdfReader(str(stem.with_suffix(".pdf"))).pages[0].mediabox
+            assert abs(float(box.width) - 72 * width) < 1  # points
+            with Image.open(stem.with_suffix(".png")) as im:
+                assert abs(im.size[0] - 300 * width) <= 2
+                assert round(im.info["dpi"][0]) == 300
+            svg = stem.with_suffix(".svg").read_text()
+            assert re.search(rf'width="{72 * width:g}pt"', svg)
+
+
+def test_group_table_numbers_equal_the_effects_table(paper):
+    root, results = paper
+    a = results.analyses[0]
+    eff = results.effects[results.effects["analysis"] == a.name]
+    csv = pd.read_csv(root / "tables" / f"{a.name}-group-effects.csv")
+    hier = eff[eff["method"] == "hierarchical"].set_index("group_label")
+    got = csv.set_index("group")
+    for label, row in hier.iterrows():
+        assert np.isclose(got.loc[str(label), "Hierarchical estimate"], row["estimate"], rtol=1e-5)
+        assert np.isclose(got.loc[str(label), "Hierarchical upper 95%"], row["upper_95"], rtol=1e-5)
+    tex = (root / "tables" / f"{a.name}-group-effects.tex").read_text()
+    assert r"\toprule" in tex and r"\midrule" in tex and r"\bottomrule" in tex
+    first = hier.iloc[0]
+    assert f"{num(first['estimate'])} [{num(first['lower_95'])}, {num(first['upper_95'])}]".replace("−", "$-$") in tex
+    md = (root / "tables" / f"{a.name}-group-effects.md").read_text()
+    assert md.count("\n|") >= len(hier) + 1
+
+
+def test_word_tables_are_real_tables(paper):
+    docx = pytest.importorskip("docx")
+    root, results = paper
+    a = results.analyses[0]
+    d = docx.Document(str(root / "tables" / f"{a.name}-variation.docx"))
+    assert len(d.tables) == 1
+    rows = d.tables[0].rows
+    assert len(rows) == 1 + 1 + len(a.hierarchical["terms"]) + 1  # header, σθ, one per term, SD across groups
+
+
+def test_methods_and_references(paper):
+    root, results = paper
+    a = results.analyses[0]
+    methods = (root / "methods.md").read_text()
+    assert a.hierarchical["formula_brms"] in methods and a.hierarchical["formula_bambi"] in methods
+    for k in a.hierarchical["priors"]:
+        assert f"{k}:" in methods
+    versions = results.manifest["packages"]
+    assert f"bambi {versions['bambi']}" in methods and f"PyMC {versions['pymc']}" in methods
+    bib = (root / "references.bib").read_text()
+    cited = set(re.findall(r"@([A-Za-z0-9]+)", methods))
+    keys = set(re.findall(r"^@\w+\{([^,]+),", bib, re.MULTILINE))
+    assert cited <= keys and {"alley2024", "data"} <= keys
+    assert results.manifest["data_sha256"] in bib
+    assert r"\begin{equation}" in (root / "methods.tex").read_text() or r"\[" in (root / "methods.tex").read_text()
+
+
+def test_latex_escaping():
+    assert latex_escape("50% & $5_x") == r"50\% \& \$5\_x"
+    assert latex_escape("σθ") == r"$\sigma_\theta$"
+
+
+def test_heavy_svgs_become_their_png_for_html(tmp_path):
+    import base64
+
+    big = tmp_path / "big.svg"
+    big.write_text('<?xml version="1.0"?>\n<svg width="468pt" height="284.4pt" viewBox="0 0 468 284.4" xmlns="http://www.w3.org/2000/svg">'
+                   + "<path d='M 0 0 L 1 1'/>" * 30000 + "</svg>")
+    (tmp_path / "big.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"0" * 1000)
+    small = tmp_path / "small.svg"
+    small.write_text('<svg width="10pt" height="10pt" xmlns="http://www.w3.org/2000/svg"></svg>')
+    (tmp_path / "small.png").write_bytes(b"\x89PNG" + b"0" * 10)
+    from hetreport.report.paper import lighten_heavy_svgs
+
+    assert lighten_heavy_svgs(tmp_path, limit=100_000) == [big]
+    text = big.read_text()
+    assert 'width="468pt"' in text and 'height="284.4pt"' in text
+    assert base64.b64encode((tmp_path / "big.png").read_bytes()).decode() in text
+    assert big.stat().st_size < 5000 and "<path" not in text
+    assert "<path" not in small.read_text() and small.read_text().startswith("<svg width")  # untouched

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from hetreport.report.build import QUARTO_YML
+from hetreport.resources import quarto_yml
 from hetreport.report.render import render_project
 
 docx = pytest.importorskip("docx")
@@ -34,7 +34,7 @@ def _alt_texts(document) -> list[str]:
 def test_docx_has_word_headings_tables_and_figures_with_alt_text(tmp_path):
     project = tmp_path / "p"
     (project / "figures").mkdir(parents=True)
-    shutil.copyfile(QUARTO_YML, project / "_quarto.yml")
+    shutil.copyfile(quarto_yml(), project / "_quarto.yml")
     _png(project / "figures" / "f.png")
     (project / "report.qmd").write_text(
         "---\ntitle: \"A study\"\n---\n\n# Summary {#sec-summary}\n\nText with 0.31.\n\n## Details\n\n"

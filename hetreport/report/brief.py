@@ -353,8 +353,10 @@ def write_brief(project: Path, results, contexts: list[dict], study: dict, env) 
     brief = brief_for(ctx, others, study, results.spec)
     fig = write_brief_figure(ctx, project / "figures")
     try:
-        text = env.get_template("brief.qmd.j2").render(b=brief, fig=fig, alt=attribute_text(brief.figure_alt), title=study["title"],
-                                                          date=study["date"])
+        from .build import template_data  # plain data only, as for the report (a user may override brief.qmd.j2)
+
+        text = env.get_template("brief.qmd.j2").render(**template_data(
+            {"b": brief, "fig": fig, "alt": attribute_text(brief.figure_alt), "title": study["title"], "date": study["date"]}))
     except TemplateError as exc:
         raise RenderError(f"the brief's template failed (brief.qmd.j2, line {getattr(exc, 'lineno', '?')}): {exc}. If report.templates "
                           "overrides hetreport's templates, check its brief.qmd.j2; otherwise this is a bug in hetreport.") from None

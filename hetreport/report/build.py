@@ -126,12 +126,24 @@ _ANALYSIS_FIELDS = ("name", "title", "modifiers", "outcome", "treatment", "contr
                     "hierarchical", "ols", "n", "n_start", "notes")
 
 
+class Kept:
+    """A value the report builder keeps for itself (a figure's plot, for report/paper/): templates
+    never see it (``template_data`` turns it into None)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value):
+        self.value = value
+
+
 def template_data(obj):
     """What a template may see of ``obj``: numbers, strings (markup stays markup), tuples and
     read-only views; pandas tables become tuples of rows; fitted posteriors and arrays of draws
     are not handed to templates at all. Anything else is a bug here, raised as TypeError."""
     if obj is None or isinstance(obj, (bool, int, float, str)):
         return obj
+    if isinstance(obj, Kept):
+        return None
     if isinstance(obj, np.generic):
         return obj.item()
     if isinstance(obj, View):
@@ -220,7 +232,7 @@ def write_figures(a: AnalysisResults, effects: pd.DataFrame, facts: Facts, folde
             width, height = figs.figure_size(kind, G, n_facets)
         figs.save_figure(plot, stem, width, height)
         out[key] = {"id": Markup(f"fig-{slug}-{key}"), "path": Markup(f"figures/{slug}-{key}"), "caption": caption, "alt": attribute_text(alt),
-                    "plot": plot, "size": (width, height)}  # the plot itself for report/paper/
+                    "paper": Kept((plot, (width, height)))}  # the plot itself for report/paper/, never for templates
 
     facet = default_facet(a, spec.report.facet)
     facet_label = names[facet]

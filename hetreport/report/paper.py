@@ -233,9 +233,10 @@ def write_paper(project: Path, results, contexts: list[dict]) -> Path:
     for c in contexts:
         slug = str(c["slug"])
         for key, fig in c["fig"].items():
-            if not isinstance(fig, dict) or "plot" not in fig:
+            if not isinstance(fig, dict) or "paper" not in fig:
                 continue
-            _paper_figure(fig["plot"], root / "figures" / f"{slug}-{key}", fig["size"])
+            plot, size = fig["paper"].value
+            _paper_figure(plot, root / "figures" / f"{slug}-{key}", size)
         for name, (df, caption) in paper_tables(c["a"], results.effects, c["f"]).items():
             stem = root / "tables" / f"{slug}-{name}"
             df.to_csv(stem.with_suffix(".csv"), index=False, float_format="%.6g")

@@ -189,17 +189,18 @@ def test_the_plural_check_catches_what_it_should():
         assert not _PLURAL_AFTER_ONE.search(good), good
 
 
-def test_singular_agreement_in_generated_sentences(brief_and_ctx):
-    from hetreport.report.build import add_extreme_words, environment, join_words, plural
+def test_singular_agreement_in_generated_sentences(brief_and_ctx, tmp_path):
+    from hetreport.report.build import add_extreme_words, environment, join_words, plural, template_data
+    from hetreport.report.questions import analysis_questions
 
     b, ctx, results = brief_and_ctx
     f = replace(ctx["f"], n_one_arm=1, n_credibly_positive=1, n_credibly_negative=1)
     ols = replace(ctx["ols"], n_estimable=f.n_groups - 1)
-    c = {**ctx, "f": f, "ols": ols, "is_headline": True}
+    c = {**ctx, "f": f, "ols": ols, "is_headline": True, "q": analysis_questions(ctx["a"], results, tmp_path)}
     add_extreme_words(c, results.spec.report.min_arm)
     env = environment()
     env.globals.update(plural=plural, join_words=join_words)
-    text = env.from_string('{% include "_summary.qmd.j2" %}').render(summary_order=[c], min_arm=5, brief_figure=None)
+    text = env.from_string('{% include "_summary.qmd.j2" %}').render(**template_data({"summary_order": [c], "min_arm": 5, "brief_figure": None}))
     text = re.sub(r"\s+", " ", text.replace("\\", ""))
     assert "(1 has people in only one treatment arm)" in text
     assert f"1 of {f.n_groups} groups has an effect" in text and "and 1 has one that is negative" in text

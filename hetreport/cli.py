@@ -253,11 +253,23 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if hasattr(args, "quarto"):
         args.route = _route(args)
+    # the CLI's own warning format and SIGTERM handling, for this call only: main() called from a
+    # Python process (a test runner, a notebook) gets its handlers back afterwards
+    shown, previous = warnings.showwarning, None
     warnings.showwarning = _warning
     try:
-        signal.signal(signal.SIGTERM, _on_sigterm)
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
     except (ValueError, OSError):  # not the main thread (hetreport.cli.main called from a thread)
         pass
+    try:
+        return _dispatch(args)
+    finally:
+        warnings.showwarning = shown
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _dispatch(args) -> int:
     try:
         return args.func(args)
     except HetreportError as exc:

@@ -573,15 +573,17 @@ def preregister(spec: Spec | str | Path, out: str | Path, *, formats=None, route
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     created = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    tmp = Path(tempfile.mkdtemp(prefix=".prereg-", dir=out.parent))
+    tmp = Path(tempfile.mkdtemp(prefix="prereg-partial-", dir=out.parent))  # no dot: Quarto ignores dot-named folders
     try:
         sim = run_simulation(plan, scheduler=scheduler, workers=workers, log=say, client=client)
         if len(sim.summary) and (sim.summary["status"] == "ok").sum() == 0:
             first = sim.summary["error"].iloc[0]
             raise HetreportError(f"every replication of the detection simulation failed; the first error: {first}. Nothing was written.")
         say("mock report: fitting one simulated data set of the planned design")
-        mock = fit_mock(spec, plan, tmp / "mock", log=say)
-        mock.save(tmp / "mock")
+        mock = fit_mock(spec, plan, tmp / "mock-data", log=say)
+        mock.save(tmp / "mock")  # a new folder (the results' own check refuses foreign files in it)
+        os.replace(tmp / "mock-data" / "simulated.csv", tmp / "mock" / "simulated.csv")  # the data beside its results
+        (tmp / "mock-data").rmdir()
         mock_project = tmp / "mock" / "report"
 
         def build_mock(p: Path):

@@ -50,8 +50,10 @@ OURS = {MARKER, LOCK}
 
 # Outputs of hetreport versions before the marker: the names they wrote
 LEGACY_TOP = ["effects.csv", "effects.parquet", "groups.csv", "diagnostics.json", "summary.json", "posterior_*.nc",
-              "analysis_*.json", "ppc_*.npz", "spec.yml", "manifest.json", "project.json"]
-LEGACY_REPORT = ["report.*", "appendix.*", "_quarto.yml", "figures/*", "*_files/*", "*_files/*/*", "*_files/*/*/*"]
+              "analysis_*.json", "ppc_*.npz", "spec.yml", "manifest.json", "project.json",
+              "contrasts.csv", "contrasts.parquet", "targeting.csv", "targeting_groups.csv"]
+LEGACY_REPORT = ["report.*", "brief.*", "appendix.*", "_quarto.yml", "figures/*", "paper/*", "paper/figures/*",
+                 "paper/tables/*", "*_files/*", "*_files/*/*", "*_files/*/*/*"]
 LEGACY_TREES = ["site", "studies"]  # a project's folders, written whole
 
 _written: list[Path] = []  # outputs this process switched into place (for the CLI's last message)

@@ -253,3 +253,54 @@ def test_collapsed_likelihood_is_the_exact_marginal(tmp_path):
         ll = -design.n * np.log(sig) - 0.5 * design.n * np.log(2 * np.pi) - quad / (2 * sig**2)
         gaps.append(ll + lp - logm - mvn.logpdf(gam, gm, np.linalg.inv(P)))
     np.testing.assert_allclose(gaps, 0, atol=1e-6)
+
+
+def test_a_failed_first_diagnosis_is_refitted_with_a_longer_warm_up(analysis):
+    """The automatic second fit: a short warm-up aiming at a large step (target_accept 0.51) diverges, so the
+    first diagnosis fails; the recorded diagnostics are the second fit's (twice the warm-up, at least 1,000,
+    and a smaller step), with the first fit's figures and the reason kept beside them."""
+    from hetreport.models.hierarchical import needs_retry
+    from hetreport.spec import Sampler
+
+    spec, adata, groups = analysis
+    sampler = Sampler(draws=1000, tune=20, chains=2, seed=2, target_accept=0.51)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit = fit_hierarchical(adata, groups, spec.priors, sampler)
+    d = fit.diagnostics
+    retry = d["retry"]
+    first = retry["first"]
+    assert first["sampler"]["tune"] == 20 and first["flags"] and first["divergences"] > 0
+    assert "divergent" in retry["reason"]
+    assert retry["sampler"]["tune"] == 1000 and retry["sampler"]["seed"] == 2
+    assert retry["sampler"]["target_accept"] == pytest.approx(1 - 0.49 / 4)
+    assert retry["sampler"]["draws"] >= 1000
+    # what is reported comes from the second fit: its draws, its diagnosis
+    assert d["draws"] == 2 * retry["sampler"]["draws"] == fit.group_draws().shape[0]
+    assert not needs_retry(d, sampler) and not d["flags"]
+    assert fit.timings["first_fit_s"] == first["seconds"] > 0
+    # without the rule, the same call reports the failed first fit
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        plain = fit_hierarchical(adata, groups, spec.priors, sampler, retry=False)
+    assert "retry" not in plain.diagnostics and plain.diagnostics["flags"] == first["flags"]
+
+
+def test_retry_settings_follow_the_failure():
+    from hetreport.models.hierarchical import RETRY_MIN_DRAWS, needs_retry, retry_sampler
+    from hetreport.spec import Sampler
+
+    def diag(rhat=1.0, ess=1000.0, div=0):
+        return {"quantities": {"sd_slope": {"max_rhat": rhat, "min_ess_bulk": ess, "min_ess_tail": ess + 1}}, "divergences": div}
+
+    s = Sampler(draws=1000, tune=1000, chains=4, target_accept=0.98, seed=1)
+    assert not needs_retry(diag(), s)
+    assert needs_retry(diag(rhat=1.02), s) and needs_retry(diag(ess=300), s) and needs_retry(diag(div=2), s)
+    small = s.model_copy(update={"draws": RETRY_MIN_DRAWS // 4 - 1})
+    assert not needs_retry(diag(div=5), small)  # quick looks are reported as they are
+    r = retry_sampler(s, diag(rhat=1.02))
+    assert (r.tune, r.draws, r.target_accept, r.seed) == (2000, 1000, 0.98, 1)
+    assert retry_sampler(s, diag(div=2)).target_accept == pytest.approx(0.995)
+    assert retry_sampler(s, diag(ess=200)).draws == 2500  # 1,000 x 1.25 x 400 / 200
+    assert retry_sampler(s, diag(ess=10)).draws == 4000  # at most four times as many
+    assert retry_sampler(s.model_copy(update={"tune": 200}), diag(rhat=1.1)).tune == 1000

@@ -502,12 +502,67 @@ def _sample(model, sampler: Sampler, var_names, progress: bool, compiled=None):
     return idata, timings, f"PyMC {pm.__version__} NUTS"
 
 
+#: the automatic second fit: a run of at least this many draws in all (chains x draws) whose first diagnosis
+#: fails (R-hat, bulk or tail ESS of a reported quantity or an SD, divergences) is sampled once more with a
+#: longer warm-up (``retry_sampler``); smaller runs (quick looks, tests) are reported as they are
+RETRY_MIN_DRAWS = 2000
+
+
+def needs_retry(diag: dict, sampler: Sampler) -> bool:
+    """Whether a first fit's diagnosis calls for the automatic second fit."""
+    if sampler.chains * sampler.draws < RETRY_MIN_DRAWS:
+        return False
+    q = diag["quantities"].values()
+    return bool(diag["divergences"] or max(v["max_rhat"] for v in q) > RHAT_MAX
+                or min(min(v["min_ess_bulk"], v["min_ess_tail"]) for v in q) < ESS_MIN)
+
+
+def retry_sampler(sampler: Sampler, diag: dict) -> Sampler:
+    """The second fit's settings: twice the warm-up (at least 1,000 draws), so the step size and the mass matrix
+    adapt on a longer run; after divergences, a smaller step (target_accept a quarter of the way closer to 1:
+    0.98 -> 0.995); with an ESS short of ESS_MIN, draws scaled up to reach it with a margin of a quarter (at
+    most four times as many). The seed is the same, so the rerun is reproducible."""
+    q = diag["quantities"].values()
+    worst_ess = min(min(v["min_ess_bulk"], v["min_ess_tail"]) for v in q)
+    draws = sampler.draws
+    if worst_ess < ESS_MIN:
+        draws = int(min(4 * draws, np.ceil(draws * 1.25 * ESS_MIN / max(worst_ess, 1.0))))
+    target = sampler.target_accept
+    if diag["divergences"]:
+        target = round(max(target, 1 - (1 - target) / 4), 6)
+    return sampler.model_copy(update={"tune": max(2 * sampler.tune, 1000), "draws": draws, "target_accept": target})
+
+
 def fit_hierarchical(adata: AnalysisData, groups: Groups, priors: Priors, sampler: Sampler, *,
                      mode: str = "all", correlated: bool = True, progress: bool = False, predictors=(),
-                     compiled: bool = True) -> HierarchicalFit:
+                     compiled: bool = True, retry: bool = True) -> HierarchicalFit:
     """Fit the hierarchical model. ``compiled``: sample the collapsed Gaussian model through the log density
     compiled once per machine (``fastlogp``; the same posterior as the PyMC graph, checked point by point in
-    tests/test_fastlogp.py); False samples the PyMC graph, compiled for this study."""
+    tests/test_fastlogp.py); False samples the PyMC graph, compiled for this study. ``retry``: when the first
+    diagnosis fails on a full-size run (``needs_retry``), sample once more with a longer warm-up
+    (``retry_sampler``) and report that fit; ``diagnostics["retry"]`` records why, the first fit's figures and
+    the settings used."""
+    kw = dict(mode=mode, correlated=correlated, progress=progress, predictors=predictors, compiled=compiled)
+    fit = _fit_once(adata, groups, priors, sampler, **kw)
+    diag = fit.diagnostics
+    if retry and needs_retry(diag, sampler):
+        second = retry_sampler(sampler, diag)
+        q = diag["quantities"].values()
+        first = {"sampler": sampler.model_dump(), "max_rhat": max(v["max_rhat"] for v in q),
+                 "min_ess": min(min(v["min_ess_bulk"], v["min_ess_tail"]) for v in q),
+                 "divergences": diag["divergences"], "seconds": round(sum(fit.timings.values()), 2), "flags": diag["flags"]}
+        fit = _fit_once(adata, groups, priors, second, **kw)
+        fit.timings["first_fit_s"] = first["seconds"]
+        fit.diagnostics["retry"] = {"reason": "the first fit's diagnosis failed: " + " ".join(diag["flags"]),
+                                    "first": first, "sampler": second.model_dump()}
+        diag = fit.diagnostics
+    if diag["flags"]:
+        warnings.warn(f"analysis '{adata.name}': " + " ".join(diag["flags"]), HetreportWarning, stacklevel=2)
+    return fit
+
+
+def _fit_once(adata: AnalysisData, groups: Groups, priors: Priors, sampler: Sampler, *, mode: str, correlated: bool,
+              progress: bool, predictors, compiled: bool) -> HierarchicalFit:
     resolved = resolve_priors(priors, adata)
     predictors = tuple(predictors)
     family = adata.family
@@ -579,10 +634,7 @@ def fit_hierarchical(adata: AnalysisData, groups: Groups, priors: Priors, sample
     fit = HierarchicalFit(idata=idata, terms=tuple(term_names), formula_bambi=bambi_formula, formula_brms=brms_formula,
                           priors=used, correlated=correlated, backend=backend, timings=timings, family=family,
                           likelihood=likelihood)
-    diag = diagnose(fit)
-    object.__setattr__(fit, "diagnostics", diag)
-    if diag["flags"]:
-        warnings.warn(f"analysis '{adata.name}': " + " ".join(diag["flags"]), HetreportWarning, stacklevel=2)
+    object.__setattr__(fit, "diagnostics", diagnose(fit))
     return fit
 
 

@@ -113,7 +113,7 @@ def test_posterior_means_agree_with_the_per_unit_route(tmp_path, monkeypatch):
     """A small fit of each route (bernoulli with two few-valued controls): the posterior means of the
     response-scale group effects and of the control coefficients agree within Monte Carlo error."""
     spec, adata, groups = _analysis(tmp_path, "bernoulli")
-    sampler = Sampler(draws=400, tune=400, chains=2, seed=3)
+    sampler = Sampler(draws=300, tune=300, chains=2, seed=3)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         agg = fit_hierarchical(adata, groups, spec.priors, sampler)

@@ -107,8 +107,8 @@ def unit_table(adata: AnalysisData, groups: Groups, aggregate: bool = True) -> U
     pat = pat.ravel()
     n_pat = len(pat_keys)
     if p and n_pat > AGGREGATE_MAX_SHARE * n:
-        return per_unit(f"per unit: {n_pat:,} distinct group x arm x control patterns among {n:,} units "
-                        f"(more than {AGGREGATE_MAX_SHARE:.0%}; a control with many distinct values)", n_pat)
+        return per_unit(f"per unit: {n_pat:,} distinct group x arm x control patterns among {n:,} units, more than "
+                        f"{AGGREGATE_MAX_SHARE:.0%} of them (controls with many distinct values, or many combinations)", n_pat)
     what = (f"{n_pat:,} group x arm x control patterns of {n:,} units" if p else f"{n_pat:,} group x arm cells of {n:,} units")
     if fam in ("bernoulli", "binomial", "poisson"):
         rows = np.arange(n_pat)

@@ -30,6 +30,7 @@ the posterior means of the response-scale group effects in units of their combin
 
     python benchmarks/bench_families.py                         # both families, 4 x (1000 + 1000)
     python benchmarks/bench_families.py --family ordinal --draws 500 --tune 500
+    python benchmarks/bench_families.py --modifiers white male  # few patterns: the pattern route applies
     python benchmarks/bench_families.py --in-process            # the older check: no controls,
                                                                 # cells against units, one process
 """
@@ -68,13 +69,14 @@ BASELINE = ("import sys, hetreport.models.families as f; f.AGGREGATE_MAX_SHARE =
 DEFAULT = "import sys; from hetreport.cli import main; sys.exit(main(sys.argv[1:]))"
 
 
-def write_spec(folder: Path, family: str, draws: int, tune: int, chains: int, seed: int, all_methods: bool) -> Path:
+def write_spec(folder: Path, family: str, draws: int, tune: int, chains: int, seed: int, all_methods: bool,
+               modifiers=tuple(MODIFIERS)) -> Path:
     import yaml
 
     base = yaml.safe_load(SPEC.read_text())
     data = dict(base["data"])
     data["path"] = str((SPEC.parent / data["path"]).resolve())  # absolute: the spec lives in a temporary folder
-    analysis = {**ANALYSES[family], "modifiers": MODIFIERS, "controls": CONTROLS, "categorical": ["region"]}
+    analysis = {**ANALYSES[family], "modifiers": list(modifiers), "controls": CONTROLS, "categorical": ["region"]}
     if not all_methods:
         analysis["methods"] = ["ols_full", "hierarchical"]
     spec = {"title": f"bench_families {family}", "data": data, "outcome": base["outcome"], "treatment": base["treatment"],
@@ -121,11 +123,11 @@ def fresh_main(args) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         for family in families:
-            spec = write_spec(tmp, family, args.draws, args.tune, args.chains, args.seed, args.all_methods)
+            spec = write_spec(tmp, family, args.draws, args.tune, args.chains, args.seed, args.all_methods, args.modifiers)
             routes = (("per unit (baseline)", BASELINE), ("patterns (hetreport)", DEFAULT))
             if not args.no_warmup:
                 (tmp / "warm").mkdir(exist_ok=True)
-                small = write_spec(tmp / "warm", family, 50, 50, 2, args.seed, args.all_methods)
+                small = write_spec(tmp / "warm", family, 50, 50, 2, args.seed, args.all_methods, args.modifiers)
                 for label, code in routes:
                     w = fit_process(code, small, tmp / f"warm-{family}-{label[:5]}")
                     print(f"{family:9s} warm-up {label:22s} wall {w['wall']:6.1f} s  compile {w['timings'].get('compile_s', float('nan')):6.1f} s", flush=True)
@@ -220,6 +222,9 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=2021)
     p.add_argument("--family", choices=sorted(ANALYSES), action="append")
     p.add_argument("--no-warmup", action="store_true", help="time cold compile caches (no 50-draw fit of each route first)")
+    p.add_argument("--modifiers", nargs="+", default=MODIFIERS,
+                   help="the analysis' modifiers (default white male intl hawk_r: 100 groups, 1,009 patterns among 1,200 "
+                        "units, so the pattern route falls back to per unit; white male: 4 groups, 244 patterns)")
     p.add_argument("--all-methods", action="store_true", help="fit the default set of methods, not only the hierarchical model")
     p.add_argument("--in-process", action="store_true", help="the older check: no controls, cells against units, one process")
     args = p.parse_args(argv)

@@ -99,7 +99,7 @@ def unit_table(adata: AnalysisData, groups: Groups, aggregate: bool = True) -> U
 
     if fam == "gaussian":
         return per_unit("per unit")
-    if not aggregate:
+    if not aggregate or AGGREGATE_MAX_SHARE <= 0:
         return per_unit("per unit (aggregation switched off)")
     # the pattern of each unit: group, arm, then the controls' raw values (exact equality)
     key = np.column_stack([g, t, X]).astype(float) if p else np.column_stack([g, t]).astype(float)

@@ -1,37 +1,53 @@
 #!/usr/bin/env python
-"""Benchmark: the aggregated binomial likelihood against one Bernoulli term per unit, on the
-Tomz–Weeks respondent analysis as a logit model, timed in the same process.
+"""Benchmark: the non-Gaussian hierarchical models on the Tomz–Weeks respondents with their four
+controls, the likelihood per covariate pattern (hetreport's default) against one term per unit, each
+fit a fresh ``hetreport fit`` process as a user runs it.
 
-Data: Tomz and Weeks (2021), April 2017 YouGov survey experiment (1,200 respondents);
-outcome force = pref >= 4 (0/1), treatment alliance, modifiers white x male x intl x hawk_r
-(100 groups, 15 varying terms), no controls, family bernoulli, default logit priors.
+Data: Tomz and Weeks (2021), April 2017 YouGov survey experiment (1,200 respondents); treatment
+ally, modifiers white x male x intl x hawk_r (100 groups, 15 varying terms), controls dem,
+lowstakes, lowcost (0/1, the randomised scenario) and region (4 levels, categorical): 1,200 units
+fall into far fewer group x arm x control patterns. Families:
 
-With only categorical predictors, every unit of a group x arm cell has the same linear
-predictor, so the Bernoulli likelihood depends on the data only through successes and trials
-per cell: hetreport evaluates it on the cells (here about 190 instead of 1,200 terms). Both
-fits below are the same model and give the same posterior (checked: the largest difference
-between the two fits' posterior means of the group effects, in units of their MC error);
-only the cost per gradient differs.
+- bernoulli: force = pref >= 4, priors intercept normal(0, 2.5), b normal(0, 1), sd halfnormal(1)
+  (the bundled example's respondents_logit analysis, plus the controls);
+- ordinal: pref (1-5), priors b normal(0, 1), sd halfnormal(1) (its respondents_ordinal analysis,
+  plus the controls).
 
-(a) baseline: ``unit_table(..., aggregate=False)``: one term per unit.
-(b) hetreport's default: ``unit_table(...)``: one binomial term per cell.
+For each family a spec holding only that analysis (``methods: [ols_full, hierarchical]``, the fewest a spec may list, unless --all-methods)
+is fitted twice, each in a fresh process:
 
-Printed per fit: compile and sampling seconds, divergences, min bulk ESS of the group
-effects; then baseline/aggregated ratios of sampling time and of ESS per second.
+(a) baseline: one likelihood term per unit (``hetreport.models.families.AGGREGATE_MAX_SHARE = 0``
+    set before ``hetreport fit`` runs: the route hetreport took before covariate patterns);
+(b) hetreport's default: one binomial term per pattern (bernoulli) or one frequency-weighted
+    term per (pattern, category) (ordinal). The same posterior (tests/test_glm_patterns.py).
 
-    python benchmarks/bench_families.py                # 4 chains x (1000 + 1000)
-    python benchmarks/bench_families.py --draws 500 --tune 500
+Unless --no-warmup, each route is first fitted once with 50 + 50 draws so the timed runs find the
+PyTensor / numba compile caches warm (the issue's "warm cache"). Printed per run: wall seconds
+of the whole process, its CPU seconds, the hierarchical model's compile and sampling seconds,
+likelihood rows, divergences, min bulk/tail ESS and max R-hat over the reported quantities and
+SDs; then per family the ratio baseline / patterns of wall time, and the largest difference of
+the posterior means of the response-scale group effects in units of their combined MC error.
+
+    python benchmarks/bench_families.py                         # both families, 4 x (1000 + 1000)
+    python benchmarks/bench_families.py --family ordinal --draws 500 --tune 500
+    python benchmarks/bench_families.py --modifiers white male  # few patterns: the pattern route applies
+    python benchmarks/bench_families.py --in-process            # the older check: no controls,
+                                                                # cells against units, one process
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import resource
+import subprocess
 import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
 
-import arviz as az
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,6 +55,102 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 SPEC = REPO / "examples" / "tomz-weeks" / "spec.yml"
+MODIFIERS = ["white", "male", "intl", "hawk_r"]
+CONTROLS = ["dem", "lowstakes", "lowcost", "region"]
+ANALYSES = {
+    "bernoulli": {"name": "logit_controls", "family": "bernoulli", "outcome": "force",
+                  "priors": {"intercept": "normal(0, 2.5)", "b": "normal(0, 1)", "sd": "halfnormal(1)"}},
+    "ordinal": {"name": "ordinal_controls", "family": "ordinal", "outcome": "pref",
+                "priors": {"b": "normal(0, 1)", "sd": "halfnormal(1)"}},
+}
+#: the baseline process: switch the pattern route off, then run the CLI as a user does
+BASELINE = ("import sys, hetreport.models.families as f; f.AGGREGATE_MAX_SHARE = 0.0; "
+            "from hetreport.cli import main; sys.exit(main(sys.argv[1:]))")
+DEFAULT = "import sys; from hetreport.cli import main; sys.exit(main(sys.argv[1:]))"
+
+
+def write_spec(folder: Path, family: str, draws: int, tune: int, chains: int, seed: int, all_methods: bool,
+               modifiers=tuple(MODIFIERS)) -> Path:
+    import yaml
+
+    base = yaml.safe_load(SPEC.read_text())
+    data = dict(base["data"])
+    data["path"] = str((SPEC.parent / data["path"]).resolve())  # absolute: the spec lives in a temporary folder
+    analysis = {**ANALYSES[family], "modifiers": list(modifiers), "controls": CONTROLS, "categorical": ["region"]}
+    if not all_methods:
+        analysis["methods"] = ["ols_full", "hierarchical"]
+    spec = {"title": f"bench_families {family}", "data": data, "outcome": base["outcome"], "treatment": base["treatment"],
+            "analyses": [analysis], "sampler": {"draws": draws, "tune": tune, "chains": chains, "seed": seed}}
+    path = folder / f"{family}.yml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def fit_process(code: str, spec: Path, out: Path) -> dict:
+    """One fresh ``hetreport fit`` process: wall and CPU seconds, and what it wrote."""
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", code, "fit", str(spec), "--out", str(out)], env=env,
+                          capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode:
+        sys.stderr.write(proc.stdout + proc.stderr)
+        raise SystemExit(f"hetreport fit failed on {spec.name}")
+    name = next(out.glob("analysis_*.json")).stem.removeprefix("analysis_")
+    meta = json.loads((out / f"analysis_{name}.json").read_text())
+    diag = json.loads((out / "diagnostics.json").read_text())[name]
+    q = diag["quantities"].values()
+    return {"wall": wall, "cpu": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
+            "timings": meta["hierarchical"]["timings"], "likelihood": meta["hierarchical"]["likelihood"],
+            "divergences": diag["divergences"], "min_ess_bulk": min(v["min_ess_bulk"] for v in q),
+            "min_ess_tail": min(v["min_ess_tail"] for v in q), "max_rhat": max(v["max_rhat"] for v in q),
+            "out": out, "name": name}
+
+
+def group_effect_means(run: dict):
+    import arviz as az
+
+    idata = az.from_netcdf(str(run["out"] / f"posterior_{run['name']}.nc"))
+    ge = idata.posterior["group_effect"]
+    return ge.mean(("chain", "draw")).to_numpy(), az.mcse(idata.posterior[["group_effect"]])["group_effect"].to_numpy()
+
+
+def fresh_main(args) -> int:
+    families = args.family or ["bernoulli", "ordinal"]
+    print(f"load at start: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f} (1/5/15 min)", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        for family in families:
+            spec = write_spec(tmp, family, args.draws, args.tune, args.chains, args.seed, args.all_methods, args.modifiers)
+            routes = (("per unit (baseline)", BASELINE), ("patterns (hetreport)", DEFAULT))
+            if not args.no_warmup:
+                (tmp / "warm").mkdir(exist_ok=True)
+                small = write_spec(tmp / "warm", family, 50, 50, 2, args.seed, args.all_methods, args.modifiers)
+                for label, code in routes:
+                    w = fit_process(code, small, tmp / f"warm-{family}-{label[:5]}")
+                    print(f"{family:9s} warm-up {label:22s} wall {w['wall']:6.1f} s  compile {w['timings'].get('compile_s', float('nan')):6.1f} s", flush=True)
+            runs = {}
+            for label, code in routes:
+                r = fit_process(code, spec, tmp / f"{family}-{label[:5]}")
+                runs[label] = r
+                t, lik = r["timings"], r["likelihood"]
+                print(f"{family:9s} {label:22s} wall {r['wall']:6.1f} s  CPU {r['cpu']:6.1f} s  compile {t.get('compile_s', float('nan')):5.1f} s  "
+                      f"sampling {t.get('sampling_s', float('nan')):6.1f} s  rows {lik['rows']:5d}  divergences {r['divergences']:3d}  "
+                      f"min ESS bulk {r['min_ess_bulk']:6.0f} tail {r['min_ess_tail']:6.0f}  max R-hat {r['max_rhat']:.3f}", flush=True)
+                print(f"{'':9s} {'':22s} route: {lik.get('route', '')}", flush=True)
+            (mb, sb), (ma, sa) = (group_effect_means(r) for r in runs.values())
+            b, a = runs.values()
+            z = np.abs(mb - ma) / np.sqrt(sb**2 + sa**2)
+            print(f"{family:9s} ratio wall baseline/patterns {b['wall'] / a['wall']:.2f}x, CPU {b['cpu'] / a['cpu']:.2f}x, "
+                  f"sampling {b['timings']['sampling_s'] / a['timings']['sampling_s']:.2f}x; same posterior: max |difference of "
+                  f"group-effect means| {np.abs(mb - ma).max():.4f} ({z.max():.1f} MC standard errors)", flush=True)
+    print(f"load at end: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f} (1/5/15 min)")
+    return 0
+
+
+# ----------------------------------------------------------------------------- the older in-process check (no controls)
 
 
 def prepare():
@@ -47,7 +159,7 @@ def prepare():
     from hetreport.spec import Analysis, load_spec
 
     spec = load_spec(SPEC)
-    analysis = Analysis(name="logit", modifiers=["white", "male", "intl", "hawk_r"], family="bernoulli")
+    analysis = Analysis(name="logit", modifiers=MODIFIERS, family="bernoulli")
     spec = spec.model_copy(update={"analyses": [analysis], "priors": spec.priors.model_copy(update={"intercept": None, "b": None, "sd": None, "sigma": None})})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -57,6 +169,8 @@ def prepare():
 
 
 def run(spec, adata, groups, aggregate: bool, sampler):
+    import arviz as az
+
     from hetreport.models.families import unit_table
     from hetreport.models.hierarchical import (_add_response_effects, _sample, build_design, build_glm_model,
                                                resolve_priors)
@@ -74,16 +188,14 @@ def run(spec, adata, groups, aggregate: bool, sampler):
     return ut.n_rows, idata, timings, float(ess.min()), div
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--draws", type=int, default=1000)
-    p.add_argument("--tune", type=int, default=1000)
-    p.add_argument("--chains", type=int, default=4)
-    args = p.parse_args(argv)
+def in_process_main(args) -> int:
+    """No controls: the aggregated binomial on the ~190 group x arm cells against 1,200 Bernoulli terms."""
+    import arviz as az
+
     from hetreport.spec import Sampler
 
     spec, adata, groups = prepare()
-    sampler = Sampler(draws=args.draws, tune=args.tune, chains=args.chains, seed=2021)
+    sampler = Sampler(draws=args.draws, tune=args.tune, chains=args.chains, seed=args.seed)
     out = {}
     for name, agg in (("per unit (baseline)", False), ("aggregated binomial", True)):
         rows, idata, t, ess, div = run(spec, adata, groups, agg, sampler)
@@ -100,6 +212,23 @@ def main(argv=None) -> int:
     print(f"ratio sampling time baseline/aggregated: {tb['sampling_s'] / ta['sampling_s']:.2f}x; "
           f"ESS per second aggregated/baseline: {(ea / ta['sampling_s']) / (eb / tb['sampling_s']):.2f}x")
     return 0
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--draws", type=int, default=1000)
+    p.add_argument("--tune", type=int, default=1000)
+    p.add_argument("--chains", type=int, default=4)
+    p.add_argument("--seed", type=int, default=2021)
+    p.add_argument("--family", choices=sorted(ANALYSES), action="append")
+    p.add_argument("--no-warmup", action="store_true", help="time cold compile caches (no 50-draw fit of each route first)")
+    p.add_argument("--modifiers", nargs="+", default=MODIFIERS,
+                   help="the analysis' modifiers (default white male intl hawk_r: 100 groups, 1,009 patterns among 1,200 "
+                        "units, so the pattern route falls back to per unit; white male: 4 groups, 244 patterns)")
+    p.add_argument("--all-methods", action="store_true", help="fit the default set of methods, not only the hierarchical model")
+    p.add_argument("--in-process", action="store_true", help="the older check: no controls, cells against units, one process")
+    args = p.parse_args(argv)
+    return in_process_main(args) if args.in_process else fresh_main(args)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,10 @@ the same eta, so the likelihood depends on the data only through per-cell statis
 binomial outcome through successes and trials per cell (the aggregated binomial model: the same
 posterior, one term per cell instead of one per unit), a Poisson outcome through the cell's total count
 and its number of units (a sum of Poissons is Poisson), and negative binomial and ordinal outcomes
-through how often each value occurs in each cell (frequency weights). With controls, one term per unit.
+through how often each value occurs in each cell (frequency weights). With controls the same holds for
+covariate patterns (units sharing group, arm and every control's value): when there are at most half
+as many patterns as units (randomised scenario factors, binary demographics) the likelihood is evaluated
+per pattern, else (a continuous control) per unit; ``UnitTable.route`` says which.
 """
 
 from __future__ import annotations
@@ -40,6 +43,11 @@ from ..groups import Groups
 # --------------------------------------------------------------------------- the unit table
 
 
+#: with controls, units are collapsed into covariate patterns when there are at most this share of N
+#: patterns (below it, the per-pattern terms cost well under half the per-unit ones)
+AGGREGATE_MAX_SHARE = 0.5
+
+
 @dataclass(frozen=True)
 class UnitTable:
     """The rows the likelihood sums over: units, or cells of units with identical likelihood terms."""
@@ -53,6 +61,10 @@ class UnitTable:
     aggregated: bool
     n_units: int
     x_mean: np.ndarray
+    #: how the rows were formed, in words (the manifest's ``likelihood.route``)
+    route: str = ""
+    #: distinct (group, treatment, controls) patterns among the units
+    n_patterns: int = 0
 
     @property
     def n_rows(self) -> int:
@@ -65,28 +77,54 @@ def category_index(adata: AnalysisData) -> np.ndarray:
 
 
 def unit_table(adata: AnalysisData, groups: Groups, aggregate: bool = True) -> UnitTable:
-    """The likelihood's rows: cells when there are no controls (and ``aggregate``), else units."""
+    """The likelihood's rows. Units that share group, treatment and every control's value (a covariate
+    pattern) have the same linear predictor, so their terms are collapsed into one row per pattern:
+    successes and trials (bernoulli, binomial), the total count and the number of units (Poisson), or
+    one row per (pattern, value) with a frequency weight (negative binomial, ordinal: sum over values of
+    count x log P(y = value | eta)). The log likelihood differs from the per-unit one by a constant (the
+    binomial / multinomial coefficients), so the posterior is the same. Without controls the patterns are
+    the group x arm cells and always collapsed; with controls only when there are at most
+    ``AGGREGATE_MAX_SHARE`` x N patterns (a continuous control has about N: one row per unit)."""
     fam = adata.family
     X = adata.control_matrix
-    x_mean = X.mean(axis=0) if X.size else np.zeros(X.shape[1])
+    n, p = adata.n, X.shape[1]
+    x_mean = X.mean(axis=0) if X.size else np.zeros(p)
     Xc = X - x_mean
     g, t = groups.index.astype(int), adata.t.astype(int)
     y = category_index(adata) if fam == "ordinal" else adata.y.astype(float)
-    trials = adata.trials if fam == "binomial" else (np.ones(adata.n) if fam == "bernoulli" else None)
-    if X.shape[1] or fam == "gaussian" or not aggregate:
-        return UnitTable(g, t.astype(float), Xc, y.astype(float), trials, np.ones(adata.n), False, adata.n, x_mean)
-    cell = g * 2 + t
+    trials = adata.trials if fam == "binomial" else (np.ones(n) if fam == "bernoulli" else None)
+
+    def per_unit(route: str, n_patterns: int = 0) -> UnitTable:
+        return UnitTable(g, t.astype(float), Xc, y.astype(float), trials, np.ones(n), False, n, x_mean, route, n_patterns)
+
+    if fam == "gaussian":
+        return per_unit("per unit")
+    if not aggregate or AGGREGATE_MAX_SHARE <= 0:
+        return per_unit("per unit (aggregation switched off)")
+    # the pattern of each unit: group, arm, then the controls' raw values (exact equality)
+    key = np.column_stack([g, t, X]).astype(float) if p else np.column_stack([g, t]).astype(float)
+    pat_keys, pat = np.unique(key, axis=0, return_inverse=True)
+    pat = pat.ravel()
+    n_pat = len(pat_keys)
+    if p and n_pat > AGGREGATE_MAX_SHARE * n:
+        return per_unit(f"per unit: {n_pat:,} distinct group x arm x control patterns among {n:,} units, more than "
+                        f"{AGGREGATE_MAX_SHARE:.0%} of them (controls with many distinct values, or many combinations)", n_pat)
+    what = (f"{n_pat:,} group x arm x control patterns of {n:,} units" if p else f"{n_pat:,} group x arm cells of {n:,} units")
     if fam in ("bernoulli", "binomial", "poisson"):
-        keys, inv = np.unique(cell, return_inverse=True)
-        ysum = np.bincount(inv, weights=y)
-        tr = np.bincount(inv, weights=trials) if trials is not None else np.bincount(inv).astype(float)
-    else:  # negativebinomial, ordinal: (cell, value) with frequency weights
-        pairs = np.stack([cell, y.astype(np.int64)], axis=1)
+        rows = np.arange(n_pat)
+        ysum = np.bincount(pat, weights=y, minlength=n_pat)
+        tr = np.bincount(pat, weights=trials, minlength=n_pat) if trials is not None else np.bincount(pat, minlength=n_pat).astype(float)
+        weight = np.ones(n_pat)
+        route = ("aggregated binomial on " if fam != "poisson" else "aggregated Poisson on ") + what
+    else:  # negativebinomial, ordinal: (pattern, value) with frequency weights
+        pairs = np.stack([pat, y.astype(np.int64)], axis=1)
         uniq, inv = np.unique(pairs, axis=0, return_inverse=True)
-        keys, ysum, tr = uniq[:, 0], uniq[:, 1].astype(float), None
+        rows, ysum, tr = uniq[:, 0], uniq[:, 1].astype(float), None
         weight = np.bincount(inv.ravel()).astype(float)
-        return UnitTable((keys // 2).astype(int), (keys % 2).astype(float), np.zeros((len(keys), 0)), ysum, None, weight, True, adata.n, x_mean)
-    return UnitTable((keys // 2).astype(int), (keys % 2).astype(float), np.zeros((len(keys), 0)), ysum, tr, np.ones(len(keys)), True, adata.n, x_mean)
+        route = f"frequency-weighted (pattern, value) rows on {what}"
+    keys = pat_keys[rows]
+    Xr = keys[:, 2:] - x_mean if p else np.zeros((len(rows), 0))
+    return UnitTable(keys[:, 0].astype(int), keys[:, 1].astype(float), Xr, ysum, tr, weight, True, n, x_mean, route, n_pat)
 
 
 # --------------------------------------------------------------------------- priors

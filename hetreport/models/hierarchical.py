@@ -596,7 +596,7 @@ def _fit_once(adata: AnalysisData, groups: Groups, priors: Priors, sampler: Samp
             from .families import default_cutpoints, unit_table
 
             ut = unit_table(adata, groups)
-            likelihood = {"rows": ut.n_rows, "units": ut.n_units, "aggregated": ut.aggregated}
+            likelihood = {"rows": ut.n_rows, "units": ut.n_units, "aggregated": ut.aggregated, "route": ut.route}
             keep = [v for v in keep if v not in ("sigma", "group_effect", "Intercept")] + ["group_slope"]
             keep += ["cutpoints"] if family == "ordinal" else ["Intercept"]
             keep += ["alpha"] if family == "negativebinomial" else []

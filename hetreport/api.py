@@ -23,6 +23,21 @@ PACKAGES = ("bambi", "pymc", "pytensor", "nutpie", "arviz", "numpy", "pandas", "
             "jinja2", "pydantic", "pyreadstat", "pypandoc-binary", "typst")
 
 
+#: the posterior predictive check draws replications for at most this many rows (a seeded random subset
+#: beyond it): the figure's densities need no more, and 50 draws of every row of a million-row study do not
+PPC_MAX_ROWS = 20_000
+
+
+def ppc_row_subset(n: int, seed: int) -> "np.ndarray | None":
+    """The rows the posterior predictive check replicates: None (all) up to PPC_MAX_ROWS, else that many
+    rows drawn at random without replacement (seeded by the sampler seed), in row order."""
+    import numpy as np
+
+    if n <= PPC_MAX_ROWS:
+        return None
+    return np.sort(np.random.default_rng([seed, n]).choice(n, PPC_MAX_ROWS, replace=False))
+
+
 def package_versions() -> dict[str, str]:
     from importlib import metadata
 
@@ -107,7 +122,8 @@ def fit(spec: Spec | str | Path, *, progress: bool = False, log=None, preregistr
             method_seconds[(analysis.name, method.name)] = round(time.perf_counter() - t_m, 2)
             frames.append(method_rows(analysis.name, method.name, groups.table, mods, mfit.table, truth))
         hfit = fits["hierarchical"].extra
-        y_rep = posterior_predictive(hfit, adata, groups, n_draws=50, seed=sampler.seed)
+        ppc_rows = ppc_row_subset(adata.n, sampler.seed)
+        y_rep = posterior_predictive(hfit, adata, groups, n_draws=50, seed=sampler.seed, rows=ppc_rows)
         timings[analysis.name] = {**{k: round(v, 2) for k, v in hfit.timings.items()},
                                   **{f"{k}_s": method_seconds[(analysis.name, k)] for k in fits if REGISTRY[k].kind != "frequentist" and k != "hierarchical"},
                                   "total_s": round(time.perf_counter() - t0, 2)}
@@ -127,7 +143,7 @@ def fit(spec: Spec | str | Path, *, progress: bool = False, log=None, preregistr
             ols={k: {"formula": f.formula, **f.details} for k, f in fits.items() if REGISTRY[k].kind == "frequentist"},
             methods={k: {"formula": f.formula, **f.details} for k, f in fits.items()
                      if k != "hierarchical" and REGISTRY[k].kind != "frequentist"},
-            y=adata.y / adata.trials if adata.family == "binomial" else adata.y, t=adata.t, y_rep=y_rep, n=adata.n, n_start=adata.n_start, notes=adata.notes,
+            y=adata.y / adata.trials if adata.family == "binomial" else adata.y, t=adata.t, y_rep=y_rep, ppc_rows=ppc_rows, n=adata.n, n_start=adata.n_start, notes=adata.notes,
         ))
     effects = combine(frames, modifier_order)
     manifest = {

@@ -41,6 +41,14 @@ def canonical_code(value):
     return value
 
 
+def map_codes(values, f) -> list:
+    """``[f(v) for v in values]``, with ``f`` called once per distinct value (a column of a million rows has few)."""
+    codes, uniques = pd.factorize(pd.Series(values, dtype=object) if not isinstance(values, pd.Series) else values, use_na_sentinel=False)
+    mapped = np.empty(len(uniques), dtype=object)
+    mapped[:] = [f(u) for u in uniques]
+    return mapped[codes].tolist()
+
+
 def code_key(value) -> str:
     """The string a code is matched by (YAML may write level keys as 1 or '1')."""
     c = canonical_code(value)
@@ -610,7 +618,7 @@ def prepare_analysis(spec: Spec, dataset: Dataset, analysis: Analysis) -> Analys
                 raise DataError(f"the modifier '{m}' {why}, so it looks continuous and would make one group per value. Add a binning rule, e.g. data.bins: {{{m}: {{quantiles: 4}}}} or {{{m}: {{breaks: [..]}}}}.", where=where)
         if len(levels) < 2:
             raise DataError(f"the modifier '{m}' takes a single value ({levels[0]!r}) in this analysis, so it defines no contrast; drop it from modifiers.", where=where)
-        sub[m] = [canonical_code(v) for v in col]
+        sub[m] = map_codes(col, canonical_code)
         mods.append(Variable(m, _var_label(spec, dataset, m), levels, tuple(_level_label(dataset, m, v) for v in levels)))
     # controls
     columns, display, blocks = [], [], []
@@ -626,9 +634,9 @@ def prepare_analysis(spec: Spec, dataset: Dataset, analysis: Analysis) -> Analys
             continue
         categorical = (not numeric) or c in analysis.categorical or (labelled and len(levels) > 2)
         if categorical:
-            codes = [canonical_code(v) for v in col]
+            keys = np.array(map_codes(col, lambda v: code_key(canonical_code(v))), dtype=object)
             for lev in levels[1:]:
-                blocks.append(np.array([code_key(v) == code_key(lev) for v in codes], dtype=float))
+                blocks.append((keys == code_key(lev)).astype(float))
                 columns.append(f"{c}[{lev}]")
                 display.append(f"{_var_label(spec, dataset, c)}: {_level_label(dataset, c, lev)}")
         else:
@@ -636,7 +644,7 @@ def prepare_analysis(spec: Spec, dataset: Dataset, analysis: Analysis) -> Analys
             columns.append(c)
             display.append(_var_label(spec, dataset, c))
     X = np.column_stack(blocks) if blocks else np.zeros((len(sub), 0))
-    cluster = sub[spec.ols.cluster].map(code_key).to_numpy() if spec.ols.cluster else None
+    cluster = np.array(map_codes(sub[spec.ols.cluster], code_key), dtype=object) if spec.ols.cluster else None
     truth = sub[spec.report.truth].to_numpy(dtype=float) if spec.report.truth else None
     sub = sub.assign(**{spec.treatment: t})
     return AnalysisData(
@@ -727,12 +735,12 @@ def _code_treatment(spec: Spec, dataset: Dataset, raw: pd.Series, values: list) 
                         f"Derive one, e.g. data.derive: {{treated: \"{_treatment_rule(spec.treatment, values)}\"}}, and use it as treatment.", where="treatment")
     if len(values) < 2:
         raise DataError(f"the treatment '{spec.treatment}' takes only the value {shown} in the analysed rows; there is no control group to compare with.", where="treatment")
-    keys = [code_key(v) for v in raw]
+    keys = np.array(map_codes(raw, code_key), dtype=object)
     if spec.treated_value is not None:
         tv = code_key(spec.treated_value)
         if tv not in {code_key(v) for v in values}:
             raise SpecError(f"treated_value {spec.treated_value!r} is not a value of '{spec.treatment}' (its values are {shown}).", where="treated_value")
-        return np.array([k == tv for k in keys], dtype=float)
+        return (keys == tv).astype(float)
     if {code_key(v) for v in values} == {"0", "1"}:
-        return np.array([k == "1" for k in keys], dtype=float)
+        return (keys == "1").astype(float)
     raise SpecError(f"the treatment '{spec.treatment}' has values {shown}, not 0/1; say which value is the treatment with treated_value, e.g. treated_value: {sorted(values, key=str)[-1]!r}.", where="treated_value")

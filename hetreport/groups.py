@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .data import AnalysisData, canonical_code, code_key
+from .data import AnalysisData, canonical_code, code_key, map_codes
 from .errors import HetreportWarning
 
 
@@ -53,18 +53,18 @@ def build_groups(adata: AnalysisData, min_arm: int = 5) -> Groups:
     positions = []
     for m in mods:
         pos = {code_key(lev): i for i, lev in enumerate(m.levels)}
-        positions.append(np.array([pos[code_key(v)] for v in adata.frame[m.name]]))
+        positions.append(np.array(map_codes(adata.frame[m.name], lambda v: pos[code_key(v)]), dtype=int))
     dims = [len(m.levels) for m in mods]
     flat = np.ravel_multi_index(positions, dims) if positions else np.zeros(adata.n, dtype=int)
     present = np.unique(flat)  # sorted = level order
     index = np.searchsorted(present, flat)
+    n_all = np.bincount(index, minlength=len(present))
+    n_treated = np.bincount(index, adata.t, minlength=len(present))
     rows = []
     for gi, code in enumerate(present):
         combo = np.unravel_index(code, dims)
         levels = [m.levels[k] for m, k in zip(mods, combo)]
-        in_g = index == gi
-        n_t = int(adata.t[in_g].sum())
-        n = int(in_g.sum())
+        n_t, n = int(round(n_treated[gi])), int(n_all[gi])
         row = {"group": group_key(names, levels)}
         row.update({m.name: lev for m, lev in zip(mods, levels)})
         row["group_label"] = ", ".join(level_phrase(m, k) for m, k in zip(mods, combo))

@@ -62,6 +62,13 @@ class AnalysisResults:
     notes: tuple[str, ...] = ()
     #: settings and formulas of the approaches that are neither frequentist nor the hierarchical model, by method name
     methods: dict = field(default_factory=dict)
+    #: the rows ``y_rep`` replicates (a seeded subset of a large study), None for all rows
+    ppc_rows: np.ndarray | None = None
+
+    @property
+    def y_ppc(self) -> np.ndarray:
+        """The observed outcome of the rows ``y_rep`` replicates."""
+        return self.y if self.ppc_rows is None else self.y[self.ppc_rows]
 
     @property
     def modifier_names(self) -> list[str]:
@@ -124,7 +131,7 @@ class StudyResults:
                 "accounting": a.accounting.to_dict(orient="records"),
             }
             (d / f"analysis_{a.name}.json").write_text(json.dumps(meta, indent=2, default=_json_default))
-            np.savez_compressed(d / f"ppc_{a.name}.npz", y=a.y, t=a.t, y_rep=a.y_rep)
+            np.savez_compressed(d / f"ppc_{a.name}.npz", y=a.y, t=a.t, y_rep=a.y_rep, **({} if a.ppc_rows is None else {"ppc_rows": a.ppc_rows}))
         from dataclasses import asdict
 
         from .facts import compute_facts  # the headline numbers, machine-readable
@@ -176,5 +183,6 @@ def load_results(directory: str | Path) -> StudyResults:
             hierarchical=meta["hierarchical"], ols=meta["ols"], y=ppc["y"], t=ppc["t"], y_rep=ppc["y_rep"],
             n=meta["n"], n_start=meta["n_start"], notes=tuple(meta["notes"]),
             methods=meta["methods"] if "methods" in meta else {},  # folders written before the method registry
+            ppc_rows=ppc["ppc_rows"] if "ppc_rows" in ppc.files else None,
         ))
     return StudyResults(spec=spec, effects=effects, analyses=tuple(analyses), manifest=manifest)

@@ -304,3 +304,23 @@ def test_retry_settings_follow_the_failure():
     assert retry_sampler(s, diag(ess=200)).draws == 2500  # 1,000 x 1.25 x 400 / 200
     assert retry_sampler(s, diag(ess=10)).draws == 4000  # at most four times as many
     assert retry_sampler(s.model_copy(update={"tune": 200}), diag(rhat=1.1)).tune == 1000
+
+
+def test_posterior_predictive_on_a_subset_of_rows_is_the_same_model(fitted, analysis):
+    """Replications for a subset of rows (what a large study's check draws) come from the same model as those of
+    every row: with all posterior draws, the per-row means differ only by the outcome noise (the controls stay
+    centred on all rows, as fitted); and the subset rule keeps every row of a small study."""
+    from hetreport.api import PPC_MAX_ROWS, ppc_row_subset
+
+    _, adata, groups = analysis
+    rows = np.sort(np.random.default_rng(1).choice(adata.n, 150, replace=False))
+    D = fitted.idata.posterior.sizes["chain"] * fitted.idata.posterior.sizes["draw"]
+    full = posterior_predictive(fitted, adata, groups, n_draws=D, seed=3)[:, rows]
+    sub = posterior_predictive(fitted, adata, groups, n_draws=D, seed=4, rows=rows)
+    assert sub.shape == (D, len(rows))
+    z = (sub.mean(0) - full.mean(0)) / np.sqrt((sub.var(0) + full.var(0)) / D)
+    assert abs(z.mean()) < 4 / np.sqrt(len(rows)) and (z**2).mean() < 1.6
+    assert ppc_row_subset(PPC_MAX_ROWS, 1) is None
+    big = ppc_row_subset(10 * PPC_MAX_ROWS, 1)
+    assert len(np.unique(big)) == PPC_MAX_ROWS and np.all(np.diff(big) > 0)
+    np.testing.assert_array_equal(big, ppc_row_subset(10 * PPC_MAX_ROWS, 1))

@@ -775,9 +775,11 @@ def group_summary(fit: HierarchicalFit, groups: Groups) -> pd.DataFrame:
     return table
 
 
-def posterior_predictive(fit: HierarchicalFit, adata: AnalysisData, groups: Groups, n_draws: int = 50, seed: int = 0) -> np.ndarray:
+def posterior_predictive(fit: HierarchicalFit, adata: AnalysisData, groups: Groups, n_draws: int = 50, seed: int = 0,
+                         rows: np.ndarray | None = None) -> np.ndarray:
     """Replicated outcomes (n_draws x n) from the fitted model, drawn by hand from the posterior
-    (binomial: as proportions of the trials, like the outcome the report shows)."""
+    (binomial: as proportions of the trials, like the outcome the report shows); with ``rows`` only for
+    those rows (n_draws x len(rows)), from the same model (controls centred on all rows, as fitted)."""
     from .families import draw_outcomes
 
     post = fit.idata.posterior.stack(sample=("chain", "draw"))
@@ -786,16 +788,18 @@ def posterior_predictive(fit: HierarchicalFit, adata: AnalysisData, groups: Grou
     slope = "group_slope" if "group_slope" in post else "group_effect"
     alpha_g = post["group_intercept"].transpose("sample", "group").to_numpy()[pick]
     theta = post[slope].transpose("sample", "group").to_numpy()[pick]
-    mu = alpha_g[:, groups.index] + theta[:, groups.index] * adata.t[None, :]
+    rows = np.arange(adata.n) if rows is None else np.asarray(rows)
+    gidx, trials = groups.index[rows], (None if adata.trials is None else adata.trials[rows])
+    mu = alpha_g[:, gidx] + theta[:, gidx] * adata.t[rows][None, :]
     if "beta" in post and adata.control_matrix.shape[1]:
         beta = post["beta"].transpose("sample", "control").to_numpy()[pick]
-        Xc = adata.control_matrix - adata.control_matrix.mean(axis=0)
+        Xc = adata.control_matrix[rows] - adata.control_matrix.mean(axis=0)
         mu = mu + beta @ Xc.T
     fam = adata.family
 
     def take(var, *dims):
         return post[var].transpose("sample", *dims).to_numpy()[pick] if var in post else None
 
-    y_rep = draw_outcomes(rng, mu, fam, trials=adata.trials, alpha=take("alpha"), cutpoints=take("cutpoints", "cutpoint"),
+    y_rep = draw_outcomes(rng, mu, fam, trials=trials, alpha=take("alpha"), cutpoints=take("cutpoints", "cutpoint"),
                           categories=adata.categories, sigma=take("sigma"))
-    return y_rep / adata.trials[None, :] if fam == "binomial" else y_rep
+    return y_rep / trials[None, :] if fam == "binomial" else y_rep

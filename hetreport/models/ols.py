@@ -94,6 +94,95 @@ def fit_linear(X: np.ndarray, y: np.ndarray, se_type: str = "HC2", cluster: np.n
     return LinearFit(beta, vcov, float(df), r, Vr, leverage, resid)
 
 
+# Rows with identical design rows (group x treatment x control values, and cluster when clustered) are
+# fitted from their cell totals when the cells are few: the same least squares, sandwich and df, in O(cells).
+COMPRESS_MAX_SHARE = 0.25
+
+
+def row_cells(keys: list[np.ndarray], n: int, max_cells: int | None = None) -> tuple[np.ndarray, np.ndarray] | None:
+    """Cells of rows equal in every key column: (cell index of each row, first row of each cell), or None when
+    there would be more than ``max_cells`` cells."""
+    code = np.zeros(n, dtype=np.int64)
+    for col in keys:
+        col = np.asarray(col)
+        for j in range(col.shape[1] if col.ndim == 2 else 1):
+            c = col[:, j] if col.ndim == 2 else col
+            _, k = np.unique(c, return_inverse=True)
+            _, code = np.unique(code * (int(k.max()) + 1 if n else 1) + k.reshape(-1), return_inverse=True)
+            code = code.reshape(-1).astype(np.int64)
+            if max_cells is not None and n and int(code.max()) + 1 > max_cells:
+                return None
+    _, first = np.unique(code, return_index=True)
+    return code, first
+
+
+def fit_cells(Xc: np.ndarray, inv: np.ndarray, y: np.ndarray, se_type: str = "HC2", cluster: np.ndarray | None = None) -> LinearFit:
+    """:func:`fit_linear` of the rows ``Xc[inv]`` from their cell totals: the weighted least squares of the cell
+    means (weights n_c), and the sandwich from each cell's sum of squared residuals
+    sum_i e_i^2 = W_c + n_c (ybar_c - x_c'b)^2 (W_c the within-cell sum of squares), divided by (1 - h_c)^k for
+    HC2/HC3 (the leverage h_c = x_c'(X'X)^+ x_c is the same for every row of a cell). For CR1 the cells must lie
+    within clusters (``cluster`` is then read at each cell's rows). ``leverage`` and ``resid`` are per row."""
+    n, C = len(y), Xc.shape[0]
+    n_c = np.bincount(inv, minlength=C).astype(float)
+    ybar = np.bincount(inv, y, minlength=C) / n_c
+    W = np.bincount(inv, (y - ybar[inv]) ** 2, minlength=C)
+    sw = np.sqrt(n_c)
+    U, s, Vt = np.linalg.svd(Xc * sw[:, None], full_matrices=False)
+    tol = s.max() * max(n, Xc.shape[1]) * np.finfo(float).eps if s.size else 0.0
+    r = int((s > tol).sum())
+    Ur, sr, Vr = U[:, :r], s[:r], Vt[:r].T
+    beta = Vr @ ((Ur.T @ (ybar * sw)) / sr)
+    f = Xc @ beta
+    h = np.einsum("ij,ij->i", Ur, Ur) / n_c
+    bread = Vr @ np.diag(1.0 / sr**2) @ Vr.T
+    if se_type == "cluster":
+        if cluster is None:
+            raise ValueError("cluster-robust SEs need cluster labels")
+        first = np.unique(inv, return_index=True)[1]
+        codes, cinv = np.unique(np.asarray(cluster)[first], return_inverse=True)
+        scores = np.zeros((len(codes), Xc.shape[1]))
+        np.add.at(scores, cinv.reshape(-1), Xc * (n_c * (ybar - f))[:, None])
+        meat = scores.T @ scores
+        G = len(codes)
+        factor = G / (G - 1) * (n - 1) / (n - r) if G > 1 and n > r else np.nan
+        vcov = factor * bread @ meat @ bread
+        df = G - 1
+    else:
+        e2 = W + n_c * (ybar - f) ** 2
+        one = h > 1 - 1e-10
+        if se_type == "HC0":
+            w = e2
+        elif se_type == "HC1":
+            w = e2 * n / max(n - r, 1)
+        elif se_type == "HC2":
+            w = np.where(one, 0.0, e2 / np.where(one, 1.0, 1 - h))
+        elif se_type == "HC3":
+            w = np.where(one, 0.0, e2 / np.where(one, 1.0, 1 - h) ** 2)
+        else:
+            raise ValueError(f"unknown se_type {se_type}")
+        meat = (Xc * w[:, None]).T @ Xc
+        vcov = bread @ meat @ bread
+        df = n - r
+    return LinearFit(beta, vcov, float(df), r, Vr, h[inv], y - f[inv])
+
+
+def fit_design(build, keys: list[np.ndarray], y: np.ndarray, se_type: str, cluster: np.ndarray | None, compress: bool | None = None) -> tuple[LinearFit, int]:
+    """Fit the design ``build(rows)`` (its rows for the given row indices, a function of ``keys``): from cell
+    totals when the distinct key rows number at most a quarter of the rows (``compress=None``), always when
+    ``compress=True``, never when False. Returns the fit and the number of design columns."""
+    n = len(y)
+    cells = None
+    if compress is not False and not (se_type == "cluster" and cluster is None):
+        keys = list(keys) + ([cluster] if se_type == "cluster" else [])
+        cells = row_cells(keys, n, None if compress else int(n * COMPRESS_MAX_SHARE))
+    if cells is not None:
+        inv, first = cells
+        Xc = build(first)
+        return fit_cells(Xc, inv, y, se_type, cluster), Xc.shape[1]
+    X = build(np.arange(n))
+    return fit_linear(X, y, se_type, cluster), X.shape[1]
+
+
 def _interval_columns(est: np.ndarray, se: np.ndarray, df: np.ndarray) -> dict[str, np.ndarray]:
     out = {}
     with np.errstate(invalid="ignore"):
@@ -136,17 +225,25 @@ def _se_note(groups: Groups, se_type: str) -> list[str]:
     return notes
 
 
-def fit_ols_full(adata: AnalysisData, groups: Groups, se_type: str = "HC2") -> MethodEstimates:
-    """Fully crossed interactions: one effect per group, as the coefficient of its treatment dummy."""
+def _design_keys(adata: AnalysisData, groups: Groups) -> list[np.ndarray]:
+    """What a design row of the OLS approaches is a function of: the group, the treatment, the controls."""
+    return [groups.index, adata.t] + ([adata.control_matrix] if adata.control_matrix.size else [])
+
+
+def fit_ols_full(adata: AnalysisData, groups: Groups, se_type: str = "HC2", compress: bool | None = None) -> MethodEstimates:
+    """Fully crossed interactions: one effect per group, as the coefficient of its treatment dummy
+    (fitted from cell totals when rows repeat, see :func:`fit_design`)."""
     G = groups.n_groups
     gidx = groups.index
     t = adata.t
-    Gd = np.zeros((adata.n, G))
-    Gd[np.arange(adata.n), gidx] = 1.0
     both = ~groups.table["one_arm"].to_numpy()
-    Td = Gd[:, both] * t[:, None]
-    X = np.column_stack([Gd, Td, _controls(adata)])
-    fit = fit_linear(X, adata.y, se_type, adata.cluster)
+
+    def build(rows: np.ndarray) -> np.ndarray:
+        Gd = np.zeros((len(rows), G))
+        Gd[np.arange(len(rows)), gidx[rows]] = 1.0
+        return np.column_stack([Gd, Gd[:, both] * t[rows, None], _controls(adata)[rows]])
+
+    fit, p = fit_design(build, _design_keys(adata, groups), adata.y, se_type, adata.cluster, compress)
     est = np.full(G, np.nan)
     se = np.full(G, np.nan)
     estimable = np.zeros(G, dtype=bool)
@@ -154,7 +251,7 @@ def fit_ols_full(adata: AnalysisData, groups: Groups, se_type: str = "HC2") -> M
     cols = np.flatnonzero(both)
     singleton = groups.table["singleton_arm"].to_numpy()
     for j, g in enumerate(cols):
-        c = np.zeros(X.shape[1])
+        c = np.zeros(p)
         c[G + j] = 1.0
         e, s, ok = fit.contrast(c)
         est[g], estimable[g] = e, ok
@@ -164,7 +261,7 @@ def fit_ols_full(adata: AnalysisData, groups: Groups, se_type: str = "HC2") -> M
     df = np.full(G, fit.df)
     table = _assemble(groups, est, se, df, estimable, notes)
     formula = f"{adata.outcome.name} ~ {adata.treatment.name} * ({' * '.join(groups.modifiers)})" + "".join(f" + {c}" for c in adata.controls)
-    return MethodEstimates("ols_full", table, formula, {"se_type": se_type, "n": adata.n, "rank": fit.rank, "n_coef": X.shape[1], "df_resid": fit.df,
+    return MethodEstimates("ols_full", table, formula, {"se_type": se_type, "n": adata.n, "rank": fit.rank, "n_coef": p, "df_resid": fit.df,
                                                         "effect_vcov": effect_vcov(fit.vcov, G, cols, np.isfinite(se))})
 
 
@@ -179,31 +276,43 @@ def effect_vcov(vcov: np.ndarray, G: int, cols: np.ndarray, ok: np.ndarray) -> l
     return V.tolist()
 
 
-def fit_ols_additive(adata: AnalysisData, groups: Groups, se_type: str = "HC2") -> MethodEstimates:
-    """Treatment interacted with each modifier separately: ``treat * (m1 + … + mk) + controls``."""
+def fit_ols_additive(adata: AnalysisData, groups: Groups, se_type: str = "HC2", compress: bool | None = None) -> MethodEstimates:
+    """Treatment interacted with each modifier separately: ``treat * (m1 + … + mk) + controls``
+    (fitted from cell totals when rows repeat, see :func:`fit_design`)."""
     t = adata.t
-    blocks = [np.ones(adata.n), t]
+    gidx = groups.index
+    gblocks = [np.ones(groups.n_groups)]  # per group: intercept, then per modifier its level dummies
     names = ["(Intercept)", "treat"]
     slope_cols: dict[tuple[str, str], int] = {}
+    dummy_cols: list[tuple[int, bool]] = [(0, False), (0, True)]  # (column of the group block, times treatment)
     for m in adata.modifiers:
-        codes = np.array([code_key(v) for v in adata.frame[m.name]])
+        codes = np.array([code_key(v) for v in groups.table[m.name]])
         levels = [code_key(v) for v in m.levels[1:]]
         D = _dummies(codes, levels)
         for k, lev in enumerate(levels):
-            blocks.append(D[:, k])
+            dummy_cols.append((len(gblocks) + k, False))
             names.append(f"{m.name}[{lev}]")
         for k, lev in enumerate(levels):
-            slope_cols[(m.name, lev)] = len(blocks)
-            blocks.append(D[:, k] * t)
+            slope_cols[(m.name, lev)] = len(dummy_cols)
+            dummy_cols.append((len(gblocks) + k, True))
             names.append(f"treat:{m.name}[{lev}]")
-    X = np.column_stack(blocks + ([_controls(adata)] if adata.control_matrix.size else []))
-    fit = fit_linear(X, adata.y, se_type, adata.cluster)
+        gblocks.extend(D[:, k] for k in range(len(levels)))
+    GX = np.column_stack(gblocks)
+    src = np.array([c for c, _ in dummy_cols], dtype=int)
+    times_t = np.array([tt for _, tt in dummy_cols])
+
+    def build(rows: np.ndarray) -> np.ndarray:
+        B = GX[gidx[rows]][:, src]
+        B[:, times_t] *= t[rows, None]
+        return np.column_stack([B] + ([_controls(adata)[rows]] if adata.control_matrix.size else []))
+
+    fit, p = fit_design(build, _design_keys(adata, groups), adata.y, se_type, adata.cluster, compress)
     G = groups.n_groups
     est, se, ok = np.full(G, np.nan), np.full(G, np.nan), np.zeros(G, dtype=bool)
     notes = [""] * G
     group_levels = {m.name: [code_key(v) for v in groups.table[m.name]] for m in adata.modifiers}
     for g in range(G):
-        c = np.zeros(X.shape[1])
+        c = np.zeros(p)
         c[1] = 1.0
         for m in adata.modifiers:
             lev = group_levels[m.name][g]
@@ -214,7 +323,7 @@ def fit_ols_additive(adata: AnalysisData, groups: Groups, se_type: str = "HC2") 
             notes[g] = "not estimable in the additive model"
     table = _assemble(groups, est, se, np.full(G, fit.df), ok, notes)
     formula = f"{adata.outcome.name} ~ {adata.treatment.name} * ({' + '.join(groups.modifiers)})" + "".join(f" + {c}" for c in adata.controls)
-    return MethodEstimates("ols_additive", table, formula, {"se_type": se_type, "n": adata.n, "rank": fit.rank, "n_coef": X.shape[1], "df_resid": fit.df})
+    return MethodEstimates("ols_additive", table, formula, {"se_type": se_type, "n": adata.n, "rank": fit.rank, "n_coef": p, "df_resid": fit.df})
 
 
 def fit_subgroup(adata: AnalysisData, groups: Groups) -> MethodEstimates:

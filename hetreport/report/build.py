@@ -294,9 +294,11 @@ def write_figures(a: AnalysisResults, effects: pd.DataFrame, facts: Facts, folde
                                                                  "; cells average the groups that share them (weighted by size)."),
          f"Heat map of group effects over {names_h[x]} and {names_h[y]}, from {fmt.num(facts.smallest.effect.estimate)} to "
          f"{fmt.num(facts.largest.effect.estimate)}.", n_f)
-    save("ppc", figs.plot_ppc(a.y, a.y_rep, names={**names, "outcome": plain(a.outcome)}), "ppc",
-         "Posterior predictive check: the observed outcome against outcomes replicated from the fitted hierarchical model.",
-         f"Observed distribution of {(a.outcome)} ({fmt.count(a.n)} values) against replicated draws from the model.")
+    n_ppc = len(a.y_ppc)
+    save("ppc", figs.plot_ppc(a.y_ppc, a.y_rep, names={**names, "outcome": plain(a.outcome)}), "ppc",
+         "Posterior predictive check: the observed outcome against outcomes replicated from the fitted hierarchical model"
+         + (f", on a random {fmt.count(n_ppc)} of the {fmt.count(a.n)} rows." if n_ppc < a.n else "."),
+         f"Observed distribution of {(a.outcome)} ({fmt.count(n_ppc)} values{'' if n_ppc == a.n else f' of {fmt.count(a.n)}, drawn at random'}) against replicated draws from the model.")
     return out
 
 

@@ -171,3 +171,37 @@ def test_every_heading_and_run_in_paragraph_starts_a_block(rendered):
             continue
         if re.match(r"#{1,6} ", line) or re.match(r"\*\*(Hierarchical model|Interaction approach)\.\*\*", line):
             assert body[i - 1].strip() == "" or body[i - 1].startswith(":::"), f"line glued to the one before: {body[i - 1][-60:]!r} / {line[:60]!r}"
+
+
+def test_html_figures_at_screen_resolution_pdf_figures_at_full(rendered):
+    """The HTML embeds each figure as a vector drawing or as a picture at screen resolution (the report's
+    size); the PDF embeds the 200-dpi PNGs, pixel for pixel."""
+    import base64
+    import io
+
+    from PIL import Image
+    from pypdf import PdfReader
+
+    from hetreport.report.paper import SCREEN_DPI
+
+    out, _, outcome = rendered
+    p = _Collect()
+    p.feed(outcome.outputs["html"].read_text())
+    pictures = vectors = 0
+    for attrs in (a for t, a in p.tags if t == "img"):
+        head, data = attrs["src"].split(",", 1)
+        assert head == "data:image/svg+xml;base64", head[:40]
+        svg = base64.b64decode(data).decode("utf-8")
+        width = re.search(r'<svg[^>]*\swidth="([0-9.]+)pt"', svg)
+        inner = re.search(r'xlink:href="data:image/png;base64,([^"]+)"', svg)
+        if inner is None:
+            vectors += 1
+            continue
+        with Image.open(io.BytesIO(base64.b64decode(inner.group(1)))) as im:
+            assert abs(im.width / (float(width.group(1)) / 72) - SCREEN_DPI) < 1, (im.width, width.group(1))
+        pictures += 1
+    assert pictures >= 1 and pictures + vectors >= 6
+    full = {Image.open(f).size for f in (out / "report" / "figures").glob("*.png")}
+    shown = [img.image.size for page in PdfReader(str(outcome.outputs["pdf"])).pages for img in page.images]
+    assert len(shown) >= 6 and all(size in full for size in shown), (shown, full)
+    assert all(Image.open(f).info["dpi"][0] > 199 for f in (out / "report" / "figures").glob("*.png"))

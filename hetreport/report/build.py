@@ -589,7 +589,7 @@ def build_project(results: StudyResults, project: Path, route: str = "auto", for
             tables = tables_for(a, results.effects, facts, _slug(a.name), spec.report.min_arm)
             contexts.append(analysis_context(a, results, figures, tables, facts))
             contexts[-1]["q"] = analysis_questions(a, results, project / "figures")  # compare:, report.targeting
-    lighten_heavy_svgs(project / "figures")  # the HTML embeds every figure: megabyte vector drawings as their PNG
+    lighten_heavy_svgs(project / "figures")  # the HTML embeds every figure: each at screen resolution unless its vector drawing is smaller
     ctx = study_context(results, contexts, describe_route(route), formats)
     ctx["loo"] = loo_context(results)  # PSIS-LOO between analyses of the same outcome and rows
     env = environment(user_dir)

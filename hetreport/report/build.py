@@ -345,8 +345,9 @@ def tables_for(a: AnalysisResults, effects: pd.DataFrame, facts: Facts, slug: st
     def cell(m: str, o) -> str:
         if registry.get(m).kind == "bayesian":
             return f"{fmt.num(o.estimate)} ({fmt.ci(o.lower_95, o.upper_95)})" if o.estimable else "not estimable"
-        return f"{fmt.num(o.estimate)} ({fmt.ci(o.lower_95, o.upper_95)})" if o.estimable and np.isfinite(o.std_error) else (
-            fmt.num(o.estimate) + " (no SE)" if o.estimable else "not estimable")
+        if o.estimable and np.isfinite([o.estimate, o.lower_95, o.upper_95]).all():  # facts.estimated, row by row
+            return f"{fmt.num(o.estimate)} ({fmt.ci(o.lower_95, o.upper_95)})"
+        return fmt.num(o.estimate) + " (no interval)" if o.estimable and np.isfinite(o.estimate) else "not estimable"
 
     def head(m: str) -> str:
         return "OLS, LPM (95% CI)" if m == "ols_full" and fam.name == "bernoulli" else registry.get(m).column or registry.get(m).label

@@ -311,10 +311,14 @@ def tables_for(a: AnalysisResults, effects: pd.DataFrame, facts: Facts, slug: st
     eff = effects[effects["analysis"] == a.name]
     t: dict[str, Markup] = {}
     g = a.groups
-    rows = [[r.group_label, fmt.count(r.n), fmt.count(r.n_treated), fmt.count(r.n_control), r.flag or ""] for r in g.itertuples()]
+    def flag(r) -> str:  # short words, explained in the caption, so the group names get the width
+        return ("one arm" if r.one_arm else "one-unit arm" if r.singleton_arm else f"arm < {min_arm}" if r.small_arm else "")
+
+    rows = [[r.group_label, fmt.count(r.n), fmt.count(r.n_treated), fmt.count(r.n_control), flag(r)] for r in g.itertuples()]
     t["groups"] = fmt.pipe_table(["Group", "n", "Treated", "Control", "Flag"], rows, "lrrrl",
-                                 f"Group sizes by treatment arm. Flags: groups with only one arm, an arm of one unit, or an arm of fewer than {min_arm} units.",
-                                 f"tbl-{slug}-groups")
+                                 "Group sizes by treatment arm. Flags: one arm, people in only one arm (no within-group contrast); "
+                                 f"one-unit arm, an arm of a single unit (no robust SE); arm < {min_arm}, an arm of fewer than {min_arm} units.",
+                                 f"tbl-{slug}-groups", first_wrap=48)
     acc = a.accounting
     rows = [[r.label if r.label != r.variable else r.variable, r.role, fmt.count(r.missing), fmt.count(r.removed)] for r in acc.itertuples()]
     rows.append([Markup("**Rows analysed**"), "", "", Markup(f"**{fmt.count(a.n)}** of {fmt.count(a.n_start)}")])
@@ -375,7 +379,7 @@ def tables_for(a: AnalysisResults, effects: pd.DataFrame, facts: Facts, slug: st
                     f"{fam.link_scale} column is the hierarchical model's slope on its linear scale (posterior mean).")
     if sum(registry.get(m).kind == "bayesian" for m in columns) > 1:
         caption += " P(effect > 0) is the hierarchical model's."
-    t["effects"] = fmt.pipe_table(header, rows, "l" + "r" * (len(header) - 1), caption, f"tbl-{slug}-effects")
+    t["effects"] = fmt.pipe_table(header, rows, "l" + "r" * (len(header) - 1), caption, f"tbl-{slug}-effects", first_wrap=40)
     rows = []
     for tf in facts.terms:
         rows.append([tf["label"], fmt.interval(tf["sd_slope"]), fmt.interval(tf["sd_intercept"]),

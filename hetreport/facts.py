@@ -150,7 +150,7 @@ def compute_facts(a: AnalysisResults, effects: pd.DataFrame) -> Facts:
     methods = _method_facts(eff)
     ols = eff[eff["method"] == "ols_full"].set_index("group")
     h = hier.set_index("group")
-    both = ols.index[ols["estimable"]]
+    both = ols.index[estimated(ols)]
     move = (h.loc[both, "estimate"] - ols.loc[both, "estimate"]).abs()
     centre = float(np.average(h["estimate"], weights=h["n"]))
     toward = ((h.loc[both, "estimate"] - centre).abs() <= (ols.loc[both, "estimate"] - centre).abs()).mean() if len(both) else np.nan
@@ -202,14 +202,26 @@ def _modifier_fact(a, m, hier: pd.DataFrame, draws: np.ndarray, n_w: np.ndarray)
                         range_mean=float((stacked.max(axis=1) - stacked.min(axis=1)).mean()))
 
 
+def estimated(eff: pd.DataFrame) -> pd.Series:
+    """The one rule for "an approach estimates a group", used by page one, the brief, the tables' counts
+    and the figures: the row is ``estimable`` and its estimate and 95% interval are finite numbers. A
+    group with a one-unit arm has an OLS point estimate but no HC2/HC3 standard error, so no interval:
+    it is not counted (nor drawn) as estimated, and its table cell says why."""
+    keep = eff["estimable"].fillna(False).astype(bool) if "estimable" in eff.columns else pd.Series(True, index=eff.index)
+    for column in ("estimate", "lower_95", "upper_95"):
+        if column in eff.columns:
+            keep &= np.isfinite(pd.to_numeric(eff[column], errors="coerce").astype(float))
+    return keep
+
+
 def _method_facts(eff: pd.DataFrame) -> list[MethodFact]:
     out = []
-    ols = eff[(eff["method"] == "ols_full") & eff["estimable"]]
+    ols = eff[(eff["method"] == "ols_full") & estimated(eff)]
     common = set(ols["group"])
     base_disp = ols["estimate"].std(ddof=1)
     base_width = (ols["upper_95"] - ols["lower_95"]).replace([np.inf, -np.inf], np.nan).mean()
     for method in registry.ordered(eff["method"].unique()):
-        d = eff[(eff["method"] == method) & eff["estimable"]]
+        d = eff[(eff["method"] == method) & estimated(eff)]
         if d.empty:
             continue
         same = d[d["group"].isin(common)]

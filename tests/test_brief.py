@@ -216,3 +216,54 @@ def test_singular_agreement_in_generated_sentences(brief_and_ctx, tmp_path):
     sentences = " ".join([b1.headline, *b1.findings, *b1.cannot_tell, b1.agreement or ""])
     assert "For the remaining group" in sentences
     assert not _PLURAL_AFTER_ONE.search(sentences), _PLURAL_AFTER_ONE.search(sentences)
+
+
+def test_one_rule_for_what_ols_estimates(brief_and_ctx, tmp_path):
+    """Groups with a one-unit arm get an OLS estimate but no HC2 interval: page one's count, the
+    approaches table, the group table and the comparison figure all leave the same groups out."""
+    from hetreport import figures as figs
+    from hetreport.facts import estimated
+    from hetreport.report.build import (add_extreme_words, default_facet, display_effects, environment, join_words,
+                                        names_for, plural, template_data)
+    from hetreport.report.questions import analysis_questions
+
+    _, ctx, results = brief_and_ctx
+    a = ctx["a"]
+    eff = results.effects.copy()
+    ols_rows = eff.index[(eff["analysis"] == a.name) & (eff["method"] == "ols_full")]
+    no_interval = ols_rows[:3]  # as fit_ols_full writes a one-unit arm: estimable, a point estimate, no SE
+    eff.loc[no_interval, ["std_error", "lower_90", "upper_90", "lower_95", "upper_95"]] = np.nan
+    assert eff.loc[no_interval, "estimate"].notna().all() and eff.loc[no_interval, "estimable"].all()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        facts = compute_facts(a, eff)
+        tables = tables_for(a, eff, facts, "x", results.spec.report.min_arm)
+        c = analysis_context(a, results, {}, tables, facts)
+    G = facts.n_groups
+    expected = G - 3 - int(eff.loc[ols_rows[3:], "estimable"].eq(False).sum())
+    assert int(estimated(eff.loc[ols_rows]).sum()) == expected
+    assert c["ols"].n_estimable == expected and facts.shrinkage["n_compared"] == expected
+    # the approaches table: its "Groups estimated" column
+    assert re.search(rf"\|\s*OLS[^|\n]*\|\s*{expected}\s*\|", tables["methods"]), tables["methods"]
+    # the group table: cells with an interval, and three that say there is none
+    assert tables["effects"].count("no interval") == 3
+    # the comparison figure: OLS points drawn, and the caption's count of groups left out
+    shown = display_effects(a, eff)
+    plot = figs.plot_comparison(shown, default_facet(a, None), names=names_for(a))
+    drawn = {int(i): len(layer_data(plot, i)) for i in range(len(plot.layers))}
+    assert expected in drawn.values() and f"{G - expected} by OLS" in plot.labels.get("caption", "")
+    # page one
+    c = {**c, "is_headline": True, "q": analysis_questions(a, results, tmp_path)}
+    add_extreme_words(c, results.spec.report.min_arm)
+    env = environment()
+    env.globals.update(plural=plural, join_words=join_words)
+    text = env.from_string('{% include "_summary.qmd.j2" %}').render(**template_data({"summary_order": [c], "min_arm": 5, "brief_figure": None}))
+    text = re.sub(r"\s+", " ", text.replace("\\", ""))
+    assert f"OLS can estimate {expected} of the {G} groups" in text
+    assert "3 have no OLS estimate with an interval" in text
+
+
+def layer_data(plot, i):
+    from hetreport.figures import layer_data as ld
+
+    return ld(plot, i)

@@ -90,21 +90,28 @@ def test_latex_escaping():
     assert latex_escape("σθ") == r"$\sigma_\theta$"
 
 
-def test_heavy_svgs_become_their_png_for_html(tmp_path):
+def test_heavy_svgs_become_a_screen_resolution_png_for_html(tmp_path):
     import base64
+    import io
+
+    from PIL import Image
+
+    from hetreport.report.paper import SCREEN_DPI, lighten_heavy_svgs
 
     big = tmp_path / "big.svg"
     big.write_text('<?xml version="1.0"?>\n<svg width="468pt" height="284.4pt" viewBox="0 0 468 284.4" xmlns="http://www.w3.org/2000/svg">'
                    + "<path d='M 0 0 L 1 1'/>" * 30000 + "</svg>")
-    (tmp_path / "big.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"0" * 1000)
+    Image.new("RGB", (1300, 790), (255, 255, 255)).save(tmp_path / "big.png", dpi=(200, 200))  # 6.5 in at 200 dpi
     small = tmp_path / "small.svg"
-    small.write_text('<svg width="10pt" height="10pt" xmlns="http://www.w3.org/2000/svg"></svg>')
-    (tmp_path / "small.png").write_bytes(b"\x89PNG" + b"0" * 10)
-    from hetreport.report.paper import lighten_heavy_svgs
+    small.write_text('<svg width="10pt" height="10pt" xmlns="http://www.w3.org/2000/svg"><path d="M 0 0 L 1 1"/></svg>')
+    Image.new("RGB", (28, 28), (200, 0, 0)).save(tmp_path / "small.png")
 
-    assert lighten_heavy_svgs(tmp_path, limit=100_000) == [big]
+    assert lighten_heavy_svgs(tmp_path) == [big]
     text = big.read_text()
-    assert 'width="468pt"' in text and 'height="284.4pt"' in text
-    assert base64.b64encode((tmp_path / "big.png").read_bytes()).decode() in text
-    assert big.stat().st_size < 5000 and "<path" not in text
-    assert "<path" not in small.read_text() and small.read_text().startswith("<svg width")  # untouched
+    assert 'width="468pt"' in text and 'height="284.4pt"' in text and "<path" not in text
+    data = re.search(r"data:image/png;base64,([^\"]+)", text).group(1)
+    with Image.open(io.BytesIO(base64.b64decode(data))) as shown:
+        assert shown.width == round(6.5 * SCREEN_DPI)  # 468 pt = 6.5 in, at screen resolution
+    assert (tmp_path / "big.png").read_bytes()[:4] == b"\x89PNG" and Image.open(tmp_path / "big.png").width == 1300  # PDF's: untouched
+    assert "<path" in small.read_text()  # smaller as a vector drawing: untouched
+    assert lighten_heavy_svgs(tmp_path) == []  # a second pass changes nothing

@@ -658,3 +658,15 @@ def test_pipe_table_columns_are_sized_by_their_content():
     assert dashes[0] > dashes[2] > dashes[1] >= len("n")
     assert dashes[0] <= 28 + 3  # long names wrap instead of starving the other columns
     assert dashes[2] >= len("Hierarchical") + 2
+
+
+def test_pipe_table_first_column_can_wrap_wider():
+    """The appendix's group tables give the group names a wider first column (fewer lines a row)."""
+    from hetreport.report.format import pipe_table
+
+    name = "non-white, women, lowest internationalism, least hawkish"
+    wide = str(pipe_table(["Group", "n"], [[name, 6]], "lr", first_wrap=48))
+    dashes = [len(c.strip(":")) for c in wide.split("\n")[1].strip("|").split("|")]
+    assert dashes[0] == 48 + 3 and dashes[1] < 10
+    short = str(pipe_table(["Group", "n"], [["a, b", 6]], "lr", first_wrap=48))
+    assert len(short.split("\n")[1].strip("|").split("|")[0].strip(":")) < 12  # short names stay narrow

@@ -171,3 +171,73 @@ def test_every_heading_and_run_in_paragraph_starts_a_block(rendered):
             continue
         if re.match(r"#{1,6} ", line) or re.match(r"\*\*(Hierarchical model|Interaction approach)\.\*\*", line):
             assert body[i - 1].strip() == "" or body[i - 1].startswith(":::"), f"line glued to the one before: {body[i - 1][-60:]!r} / {line[:60]!r}"
+
+
+def test_html_figures_at_screen_resolution_pdf_figures_at_full(rendered):
+    """The HTML embeds each figure as a vector drawing or as a picture at screen resolution (the report's
+    size); the PDF embeds the 200-dpi PNGs, pixel for pixel."""
+    import base64
+    import io
+
+    from PIL import Image
+    from pypdf import PdfReader
+
+    from hetreport.report.paper import SCREEN_DPI
+
+    out, _, outcome = rendered
+    p = _Collect()
+    p.feed(outcome.outputs["html"].read_text())
+    pictures = vectors = 0
+    for attrs in (a for t, a in p.tags if t == "img"):
+        head, data = attrs["src"].split(",", 1)
+        assert head == "data:image/svg+xml;base64", head[:40]
+        svg = base64.b64decode(data).decode("utf-8")
+        width = re.search(r'<svg[^>]*\swidth="([0-9.]+)pt"', svg)
+        inner = re.search(r'xlink:href="data:image/png;base64,([^"]+)"', svg)
+        if inner is None:
+            vectors += 1
+            continue
+        with Image.open(io.BytesIO(base64.b64decode(inner.group(1)))) as im:
+            assert abs(im.width / (float(width.group(1)) / 72) - SCREEN_DPI) < 1, (im.width, width.group(1))
+        pictures += 1
+    assert pictures >= 1 and pictures + vectors >= 6
+    full = {Image.open(f).size for f in (out / "report" / "figures").glob("*.png")}
+    shown = [img.image.size for page in PdfReader(str(outcome.outputs["pdf"])).pages for img in page.images]
+    assert len(shown) >= 6 and all(size in full for size in shown), (shown, full)
+    assert all(Image.open(f).info["dpi"][0] > 199 for f in (out / "report" / "figures").glob("*.png"))
+
+
+def test_a_long_title_leaves_no_nearly_empty_page_after_the_summary(rendered, tmp_path):
+    """When the summary runs a few lines onto page 2 (its own length, or a title of three lines above it),
+    the analyses follow on that page instead of after a page break: page 2 is never nearly empty."""
+    import shutil
+
+    from pypdf import PdfReader
+
+    from hetreport.report.render import render_project
+
+    out, results, _ = rendered
+    project = tmp_path / "report"
+    shutil.copytree(out / "report", project, ignore=shutil.ignore_patterns("report.pdf", "report.html", "paper"))
+    qmd = project / "report.qmd"
+    source = qmd.read_text(encoding="utf-8")
+    assert "Against the known truth" in source.split("hetreport-summary-end")[0]  # the summary's last paragraph
+    # The summary with its last paragraph and the sampler's warning box left out is a shorter
+    # summary: as the title grows to three lines, it runs onto page 2 by only a few lines.
+    summary, rest = source.split("hetreport-summary-end", 1)
+    short = re.sub(r"\n\*\*Against the known truth\*\*[^\n]*(\n[^\n]+)*\n", "\n", summary)
+    short = re.sub(r"\n::: \{\.callout-warning\}.*?\n:::\n", "\n", short, flags=re.S)
+    assert len(short) < len(summary) - 300
+    followed = []
+    for text, extra in ((source, " that runs on and on about the study, its groups and its data"),
+                        *((short + "hetreport-summary-end" + rest, extra) for extra in
+                          ("", " that runs on about the study", " that runs on and on about the study, its groups and its data"))):
+        title = results.spec.title + extra  # one, two and three lines
+        qmd.write_text(re.sub(r"^title: .*$", f"title: {title}", text, count=1, flags=re.M), encoding="utf-8")
+        pdf = render_project(project, ["pdf"], route="builtin").outputs["pdf"]
+        pages = [re.sub(r"\s+", " ", page.extract_text()) for page in PdfReader(str(pdf)).pages]
+        assert title.split()[-1] in pages[0] and "Summary" in pages[0]
+        assert len(pages[1]) > 1000, (title, pages[1])  # page 2 is not nearly empty
+        ran_over = "the model keeps close to the separate estimates" in pages[1]  # the summary's last words
+        followed.append(ran_over and "Groups are every combination" in pages[1])
+    assert any(followed), "no title made the summary run over by only a few lines: the test needs another title"

@@ -123,10 +123,10 @@ def _check_methods(methods: Sequence[str], what: str) -> list[str]:
 
 
 def _plottable(df: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
-    """Rows that can be drawn: estimable and finite in ``columns``."""
-    keep = pd.Series(True, index=df.index)
-    if "estimable" in df.columns:
-        keep &= df["estimable"].fillna(False).astype(bool)
+    """Rows that can be drawn: estimated (:func:`hetreport.facts.estimated`) and finite in ``columns``."""
+    from hetreport.facts import estimated  # the report's one rule for what an approach estimates
+
+    keep = estimated(df)
     for c in columns:
         keep &= np.isfinite(pd.to_numeric(df[c], errors="coerce").astype(float))
     return df.loc[keep]

@@ -313,10 +313,14 @@ def tables_for(a: AnalysisResults, effects: pd.DataFrame, facts: Facts, slug: st
     eff = effects[effects["analysis"] == a.name]
     t: dict[str, Markup] = {}
     g = a.groups
-    rows = [[r.group_label, fmt.count(r.n), fmt.count(r.n_treated), fmt.count(r.n_control), r.flag or ""] for r in g.itertuples()]
+    def flag(r) -> str:  # short words, explained in the caption, so the group names get the width
+        return ("one arm" if r.one_arm else "one-unit arm" if r.singleton_arm else f"arm < {min_arm}" if r.small_arm else "")
+
+    rows = [[r.group_label, fmt.count(r.n), fmt.count(r.n_treated), fmt.count(r.n_control), flag(r)] for r in g.itertuples()]
     t["groups"] = fmt.pipe_table(["Group", "n", "Treated", "Control", "Flag"], rows, "lrrrl",
-                                 f"Group sizes by treatment arm. Flags: groups with only one arm, an arm of one unit, or an arm of fewer than {min_arm} units.",
-                                 f"tbl-{slug}-groups")
+                                 "Group sizes by treatment arm. Flags: one arm, people in only one arm (no within-group contrast); "
+                                 f"one-unit arm, an arm of a single unit (no robust SE); arm < {min_arm}, an arm of fewer than {min_arm} units.",
+                                 f"tbl-{slug}-groups", first_wrap=48)
     acc = a.accounting
     rows = [[r.label if r.label != r.variable else r.variable, r.role, fmt.count(r.missing), fmt.count(r.removed)] for r in acc.itertuples()]
     rows.append([Markup("**Rows analysed**"), "", "", Markup(f"**{fmt.count(a.n)}** of {fmt.count(a.n_start)}")])
@@ -347,8 +351,9 @@ def tables_for(a: AnalysisResults, effects: pd.DataFrame, facts: Facts, slug: st
     def cell(m: str, o) -> str:
         if registry.get(m).kind == "bayesian":
             return f"{fmt.num(o.estimate)} ({fmt.ci(o.lower_95, o.upper_95)})" if o.estimable else "not estimable"
-        return f"{fmt.num(o.estimate)} ({fmt.ci(o.lower_95, o.upper_95)})" if o.estimable and np.isfinite(o.std_error) else (
-            fmt.num(o.estimate) + " (no SE)" if o.estimable else "not estimable")
+        if o.estimable and np.isfinite([o.estimate, o.lower_95, o.upper_95]).all():  # facts.estimated, row by row
+            return f"{fmt.num(o.estimate)} ({fmt.ci(o.lower_95, o.upper_95)})"
+        return fmt.num(o.estimate) + " (no interval)" if o.estimable and np.isfinite(o.estimate) else "not estimable"
 
     def head(m: str) -> str:
         return "OLS, LPM (95% CI)" if m == "ols_full" and fam.name == "bernoulli" else registry.get(m).column or registry.get(m).label
@@ -376,7 +381,7 @@ def tables_for(a: AnalysisResults, effects: pd.DataFrame, facts: Facts, slug: st
                     f"{fam.link_scale} column is the hierarchical model's slope on its linear scale (posterior mean).")
     if sum(registry.get(m).kind == "bayesian" for m in columns) > 1:
         caption += " P(effect > 0) is the hierarchical model's."
-    t["effects"] = fmt.pipe_table(header, rows, "l" + "r" * (len(header) - 1), caption, f"tbl-{slug}-effects")
+    t["effects"] = fmt.pipe_table(header, rows, "l" + "r" * (len(header) - 1), caption, f"tbl-{slug}-effects", first_wrap=40)
     rows = []
     for tf in facts.terms:
         rows.append([tf["label"], fmt.interval(tf["sd_slope"]), fmt.interval(tf["sd_intercept"]),
@@ -591,7 +596,7 @@ def build_project(results: StudyResults, project: Path, route: str = "auto", for
             tables = tables_for(a, results.effects, facts, _slug(a.name), spec.report.min_arm)
             contexts.append(analysis_context(a, results, figures, tables, facts))
             contexts[-1]["q"] = analysis_questions(a, results, project / "figures")  # compare:, report.targeting
-    lighten_heavy_svgs(project / "figures")  # the HTML embeds every figure: megabyte vector drawings as their PNG
+    lighten_heavy_svgs(project / "figures")  # the HTML embeds every figure: each at screen resolution unless its vector drawing is smaller
     ctx = study_context(results, contexts, describe_route(route), formats)
     ctx["loo"] = loo_context(results)  # PSIS-LOO between analyses of the same outcome and rows
     env = environment(user_dir)

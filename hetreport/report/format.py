@@ -106,9 +106,11 @@ def ci(lower, upper) -> str:
 
 
 def pipe_table(header: list[str], rows: list[list], align: str | None = None, caption: str | None = None,
-               label: str | None = None) -> Markup:
+               label: str | None = None, first_wrap: int = 28) -> Markup:
     """A pandoc pipe table. Cells are escaped unless already Markup; ``align`` is one of
-    'l', 'r', 'c' per column."""
+    'l', 'r', 'c' per column; the first column's long cells wrap within ``first_wrap`` characters
+    (the others' within 28): a wide first column of group names keeps a table of hundreds of rows
+    to one or two lines a row."""
     align = align or "l" + "r" * (len(header) - 1)
     esc = lambda v: (v if isinstance(v, Markup) else md(num(v) if isinstance(v, float) else v))  # noqa: E731
     head = [str(esc(h)) for h in header]
@@ -122,7 +124,7 @@ def pipe_table(header: list[str], rows: list[list], align: str | None = None, ca
         cell = max([len(_shown(r[j])) for r in body if j < len(r)], default=0)
         word = max((len(w) for w in _shown(h).split()), default=0)  # a header wraps at spaces only
         # long text wraps within 28 characters; header words are bold, hence wider
-        widths.append(max(min(cell, 28), -(-word * 6 // 5), 2) + 3)
+        widths.append(max(min(cell, first_wrap if j == 0 else 28), -(-word * 6 // 5), 2) + 3)
     marks = {"l": lambda w: ":" + "-" * w, "r": lambda w: "-" * w + ":", "c": lambda w: ":" + "-" * w + ":"}
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(marks[a](w) for a, w in zip(align, widths)) + "|"]
     for r in body:

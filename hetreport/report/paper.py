@@ -254,33 +254,61 @@ def write_paper(project: Path, results, contexts: list[dict]) -> Path:
 # --------------------------------------------------------------------------- HTML size
 
 
-#: an SVG figure above this size is shown in HTML as its 200-dpi PNG (wrapped in an SVG of the same size)
-HEAVY_SVG_BYTES = 400_000
+#: pixels per inch of the figures the HTML shows as pictures: a screen's, one pixel per CSS pixel at 100 %
+#: (120 dpi made the bundled example's HTML 4.9 MB); the PDF and docx use the 200-dpi PNG
+SCREEN_DPI = 96
+_PT = {"pt": 1 / 72, "px": 1 / 96, "in": 1.0, "": 1 / 72}
 
 
-def lighten_heavy_svgs(folder: Path, limit: int = HEAVY_SVG_BYTES) -> list[Path]:
-    """Replace every ``figures/*.svg`` over ``limit`` bytes whose PNG is smaller by an SVG of the same
-    size holding that PNG: heat maps and long comparison figures drawn as vectors (text as paths) run
-    to megabytes, which the self-contained HTML embeds, while the PNG (200 dpi, the one the PDF uses)
-    is a fraction of that. ``paper/`` keeps the vector versions. Returns the files replaced."""
+def _screen_png(png: Path, width_in: float, dpi: int) -> bytes:
+    """``png`` resampled to ``dpi`` pixels per inch at ``width_in`` inches wide, on white, as a
+    256-colour palette PNG (figures have few colours; antialiased edges keep their shades)."""
+    import io
+
+    from PIL import Image
+
+    with Image.open(png) as im:
+        im.load()
+        rgba = im.convert("RGBA")
+    white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    rgb = Image.alpha_composite(white, rgba).convert("RGB")
+    w = max(1, round(width_in * dpi))
+    h = max(1, round(rgb.height * w / rgb.width))
+    small = rgb.resize((w, h), Image.LANCZOS) if w < rgb.width else rgb
+    buf = io.BytesIO()
+    small.quantize(256, method=Image.Quantize.MEDIANCUT).save(buf, "PNG", optimize=True, dpi=(dpi, dpi))
+    return buf.getvalue()
+
+
+def lighten_heavy_svgs(folder: Path, dpi: int = SCREEN_DPI) -> list[Path]:
+    """Show each figure in HTML at screen resolution unless its vector drawing is smaller.
+
+    The self-contained HTML embeds every ``figures/*.svg`` (base64, a third larger); drawn as vectors
+    with text as paths, comparison figures, box plots with jittered points and heat maps run to
+    hundreds of kilobytes each. Every SVG with a ``.png`` beside it (200 dpi, the one the PDF and docx
+    use) whose screen-resolution PNG (``dpi`` pixels per inch, 256 colours) is smaller is replaced by an
+    SVG of the same size holding that picture; small vector drawings stay vectors. ``paper/`` keeps
+    the vector versions of every figure. Returns the files replaced."""
     import base64
 
     replaced = []
     for svg in sorted(Path(folder).glob("*.svg")):
         png = svg.with_suffix(".png")
-        if svg.stat().st_size <= limit or not png.exists() or png.stat().st_size >= svg.stat().st_size:
+        if not png.exists():
             continue
         head = svg.read_text(encoding="utf-8", errors="replace")[:4000]
-        w = re.search(r'<svg[^>]*\swidth="([0-9.]+)(pt|px)?"', head)
-        h = re.search(r'<svg[^>]*\sheight="([0-9.]+)(pt|px)?"', head)
-        if not (w and h):
+        w = re.search(r'<svg[^>]*\swidth="([0-9.]+)(pt|px|in)?"', head)
+        h = re.search(r'<svg[^>]*\sheight="([0-9.]+)(pt|px|in)?"', head)
+        if not (w and h) or "data:image/png;base64," in head:
             continue
         unit = w.group(2) or ""
-        data = base64.b64encode(png.read_bytes()).decode("ascii")
-        svg.write_text(
-            f'<svg xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink" width="{w.group(1)}{unit}" '
-            f'height="{h.group(1)}{unit}" viewBox="0 0 {w.group(1)} {h.group(1)}">'
-            f'<image width="{w.group(1)}" height="{h.group(1)}" xlink:href="data:image/png;base64,{data}"/></svg>\n',
-            encoding="utf-8")
+        picture = _screen_png(png, float(w.group(1)) * _PT[unit], dpi)
+        data = base64.b64encode(picture).decode("ascii")
+        text = (f'<svg xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink" width="{w.group(1)}{unit}" '
+                f'height="{h.group(1)}{h.group(2) or ""}" viewBox="0 0 {w.group(1)} {h.group(1)}">'
+                f'<image width="{w.group(1)}" height="{h.group(1)}" xlink:href="data:image/png;base64,{data}"/></svg>\n')
+        if len(text.encode("utf-8")) >= svg.stat().st_size:
+            continue
+        svg.write_text(text, encoding="utf-8")
         replaced.append(svg)
     return replaced

@@ -168,7 +168,9 @@ def plot_comparison(
     p += facet_wrap(facet, ncol=1, scales="free_y")
     p += scale_y_discrete(labels=lambda breaks: [tick_of.get(str(b), str(b)) for b in breaks])
     p += _method_scales(legend_methods)
-    if len(legend_methods) > 3:  # two legend rows fit the page width
+    # Three labels in one row overrun the page width ("Bayesian causal fo..." was cut off), and
+    # _comparison_size already leaves room for a second legend row from three approaches on.
+    if len(legend_methods) >= 3:
         p += guides(**{a: guide_legend(nrow=2) for a in ("color", "shape", "linetype")})
     caption = []
     for m in present:

@@ -9,14 +9,17 @@ they never compute.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from . import methods as registry
 from .data import code_key
-from .results import AnalysisResults
+
+if TYPE_CHECKING:  # facts are computed from the results; results do not import this module at load time
+    from .results import AnalysisResults
 
 #: a difference is called credible in the text only at or above this posterior probability
 CREDIBLE = 0.95
@@ -100,6 +103,41 @@ class Facts:
     flags: list[str] = field(default_factory=list)
     has_truth: bool = False
     predictors: list[dict] = field(default_factory=list)  # {"name", "label", "lambda": Interval}
+
+
+def facts_from_dict(d: dict) -> Facts | None:
+    """The :class:`Facts` record saved in ``summary.json`` (``dataclasses.asdict``), or None when the
+    saved keys are not this version's fields (a folder written by an earlier version: compute again)."""
+    if not isinstance(d, dict) or set(d) != {f.name for f in fields(Facts)}:
+        return None
+    try:
+        return Facts(**{
+            **{k: _interval_tree(v) for k, v in d.items()},
+            "smallest": _group_fact(d["smallest"]), "median": _group_fact(d["median"]), "largest": _group_fact(d["largest"]),
+            "modifiers": [ModifierFact(**{**m, "levels": _interval_tree(m["levels"]), "difference": Interval(**m["difference"])})
+                          for m in d["modifiers"]],
+            "methods": [MethodFact(**m) for m in d["methods"]],
+        })
+    except (TypeError, KeyError):
+        return None
+
+
+def _group_fact(d: dict) -> GroupFact:
+    return GroupFact(**{**d, "effect": Interval(**d["effect"])})
+
+
+_INTERVAL_KEYS = {f.name for f in fields(Interval)}
+
+
+def _interval_tree(v):
+    """JSON as saved, with every {estimate, lower, upper, level} mapping an :class:`Interval` again."""
+    if isinstance(v, dict):
+        if set(v) == _INTERVAL_KEYS:
+            return Interval(**v)
+        return {k: _interval_tree(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_interval_tree(x) for x in v]
+    return v
 
 
 def _label_of(a: AnalysisResults, group_row: pd.Series) -> str:

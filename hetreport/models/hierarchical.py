@@ -652,7 +652,8 @@ def diagnose(fit: HierarchicalFit) -> dict:
     if worst_ess < ESS_MIN:
         flags.append(f"effective sample size down to {worst_ess:.0f} (< {ESS_MIN}): intervals are imprecise; run more draws.")
     if out["divergences"]:
-        flags.append(f"{out['divergences']} divergent transition{'' if out['divergences'] == 1 else 's'} of {out['draws']}: the sampler may have missed part of the posterior; raise sampler.target_accept.")
+        flags.append(f"{out['divergences']} divergent transition{'' if out['divergences'] == 1 else 's'} of {out['draws']}: "
+                      "the sampler may have missed part of the posterior; raise sampler.target_accept.")
     # draws that hit the maximum tree depth cost efficiency, not validity: reported, not flagged
     if np.isfinite(out["min_bfmi"]) and out["min_bfmi"] < 0.3:
         flags.append(f"BFMI {out['min_bfmi']:.2f} (< 0.3): poor exploration of the energy distribution.")

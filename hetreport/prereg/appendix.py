@@ -422,7 +422,8 @@ def appendix_context(spec: Spec, plan: Plan, sim: SimulationResult, mock, record
     rows = []
     for r in pc.itertuples():
         fam = plan.analysis(r.analysis).family
-        rows.append([r.analysis + (" (bernoulli)" if fam == "bernoulli" else ""), fmt.count(r.n), f"{r.sd:g}" + (" (null)" if r.sd == 0 else ""), {"ols_full": "OLS, full interactions", "hierarchical": "Hierarchical"}[r.method],
+        rows.append([r.analysis + (" (bernoulli)" if fam == "bernoulli" else ""), fmt.count(r.n), f"{r.sd:g}" + (" (null)" if r.sd == 0 else ""),
+                     {"ols_full": "OLS, full interactions", "hierarchical": "Hierarchical"}[r.method],
                      fmt.num(r.groups_estimated, 1), fmt.num(r.rmse, 3), fmt.num(r.width, 3), fmt.share(r.coverage),
                      f"{fmt.share(r.detect)} (± {fmt.num(1.96 * r.detect_se, 2)})", fmt.share(r.false_positive), f"{r.replications} / {r.replications + r.failed}"])
     detect_table = fmt.pipe_table(["Analysis", "N", "Heterogeneity SD", "Approach", "Groups estimated", "RMSE", "Mean 95% width", "95% coverage",

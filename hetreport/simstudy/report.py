@@ -266,7 +266,8 @@ def diagnostics_table(sim: SimResults) -> Markup | None:
     for r in s.itertuples():
         rr = res[res["cell_index"] == r.cell_index]
         comp = rr["compile"].value_counts() if "compile" in rr else {}
-        rows.append([f"{_sd(r.sd)}, {_n(r.n)}", fmt.num(getattr(r, "divergences", np.nan), 1), fmt.num(getattr(r, "treedepth_hits", np.nan) / max(1, sim.design.sampler.draws * sim.design.sampler.chains) * 100, 0) + "%",
+        rows.append([f"{_sd(r.sd)}, {_n(r.n)}", fmt.num(getattr(r, "divergences", np.nan), 1),
+                     fmt.num(getattr(r, "treedepth_hits", np.nan) / max(1, sim.design.sampler.draws * sim.design.sampler.chains) * 100, 0) + "%",
                      fmt.count(getattr(r, "min_ess_bulk", np.nan)), f"{getattr(r, 'max_rhat', np.nan):.3f}",
                      f"{int(comp.get('compile', 0))} / {int(comp.get('swap', 0))} / {int(comp.get('fallback', 0))}",
                      fmt.num(rr["sampling_s"].mean(), 2) if "sampling_s" in rr else "—",
@@ -349,7 +350,8 @@ def context(sim: SimResults, figures: dict, route: str) -> dict:
         "title": design.title, "subtitle": design.subtitle, "author": design.report.author, "date": (meta.get("created") or "")[:10],
         "d": design, "mod_text": mod_text, "n_modifiers": len(mods), "study": design.study,
         "sample_sizes": join_words([f"{n:,}" for n in sorted({g[0] for g in grid})]), "sds": join_words([f"{s:g}" for s in sorted({g[1] for g in grid})]),
-        "n_cells": len({(g[0], g[1]) for g in grid}), "n_groups": int(sim.results["n_groups"].max()) if "n_groups" in sim.results else 0, "replications": design.replications, "n_tasks": n_ok, "failed": failed,
+        "n_cells": len({(g[0], g[1]) for g in grid}), "n_groups": int(sim.results["n_groups"].max()) if "n_groups" in sim.results else 0,
+        "replications": design.replications, "n_tasks": n_ok, "failed": failed,
         "approaches": [TEXT_NAMES[a] for a in design.approaches], "cmp": cmp, "claims": claims(sim), "fig": figures,
         "results_table": results_table(sim), "diff_table": diff_table(sim) if not sim.rmse_diff.empty else None,
         "diagnostics_table": diagnostics_table(sim), "errors_table": errors_table(sim), "nominal": NOMINAL,

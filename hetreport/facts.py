@@ -207,7 +207,7 @@ def compute_facts(a: AnalysisResults, effects: pd.DataFrame) -> Facts:
         shrinkage={"mean_abs_move": float(move.mean()) if len(move) else np.nan, "share_toward_centre": float(toward), "centre": centre,
                    "n_compared": int(len(both))},
         diagnostics_ok=not diag.get("flags"), flags=list(diag.get("flags", [])),
-        has_truth="truth" in eff.columns and eff["truth"].notna().any(),
+        has_truth=bool("truth" in eff.columns and eff["truth"].notna().any()),  # a bool, not numpy's (summary.json read it as "True")
         predictors=[{"name": z, "label": _mod_label(a, z), "lambda": Interval.from_draws(post["lambda"].sel(predictor=z).to_numpy().ravel())}
                     for z in (post["predictor"].to_numpy().tolist() if "lambda" in post else [])],
     )

@@ -146,7 +146,7 @@ def _label_of(a: AnalysisResults, group_row: pd.Series) -> str:
 
 def compute_facts(a: AnalysisResults, effects: pd.DataFrame) -> Facts:
     eff = effects[effects["analysis"] == a.name]
-    hier = eff[eff["method"] == "hierarchical"].reset_index(drop=True)
+    hier = eff[eff["method"] == registry.REFERENCE].reset_index(drop=True)
     draws = a.group_draws()  # (S, G) in group order
     groups = a.groups.reset_index(drop=True)
     order = {g: j for j, g in enumerate(a.posterior.posterior["group"].to_numpy().tolist())}
@@ -186,7 +186,7 @@ def compute_facts(a: AnalysisResults, effects: pd.DataFrame) -> Facts:
         })
     modifiers = [_modifier_fact(a, m, hier, draws, n_w) for m in a.modifiers]
     methods = _method_facts(eff)
-    ols = eff[eff["method"] == "ols_full"].set_index("group")
+    ols = eff[eff["method"] == registry.BASELINE].set_index("group")
     h = hier.set_index("group")
     both = ols.index[ols["estimable"]]
     move = (h.loc[both, "estimate"] - ols.loc[both, "estimate"]).abs()
@@ -242,7 +242,7 @@ def _modifier_fact(a, m, hier: pd.DataFrame, draws: np.ndarray, n_w: np.ndarray)
 
 def _method_facts(eff: pd.DataFrame) -> list[MethodFact]:
     out = []
-    ols = eff[(eff["method"] == "ols_full") & eff["estimable"]]
+    ols = eff[(eff["method"] == registry.BASELINE) & eff["estimable"]]
     common = set(ols["group"])
     base_disp = ols["estimate"].std(ddof=1)
     base_width = (ols["upper_95"] - ols["lower_95"]).replace([np.inf, -np.inf], np.nan).mean()

@@ -265,7 +265,7 @@ def tables_for(a: AnalysisResults, effects: pd.DataFrame, facts: Facts, slug: st
     fam = get_family(a.hierarchical.get("family", "gaussian"))
     columns = registry.table_methods(eff["method"].unique())  # in registry order; the hierarchical model's link column follows it
     by_method = {m: eff[eff["method"] == m].set_index("group") for m in columns}
-    hier = by_method["hierarchical"]
+    hier = by_method[registry.REFERENCE]
     link_column = not fam.identity and "link_estimate" in hier.columns
 
     def cell(m: str, o) -> str:
@@ -275,14 +275,14 @@ def tables_for(a: AnalysisResults, effects: pd.DataFrame, facts: Facts, slug: st
             fmt.num(o.estimate) + " (no SE)" if o.estimable else "not estimable")
 
     def head(m: str) -> str:
-        return "OLS, LPM (95% CI)" if m == "ols_full" and fam.name == "bernoulli" else registry.get(m).column or registry.get(m).label
+        return "OLS, LPM (95% CI)" if m == registry.BASELINE and fam.name == "bernoulli" else registry.get(m).column or registry.get(m).label
 
     rows = []
     for r in g.itertuples():
         row = [r.group_label, fmt.count(r.n)]
         for m in columns:
             row.append(cell(m, by_method[m].loc[r.group]))
-            if m == "hierarchical" and link_column:
+            if m == registry.REFERENCE and link_column:
                 row.append(fmt.num(hier.loc[r.group].link_estimate))
         row.append(fmt.pct(hier.loc[r.group].prob_positive))
         if truth:
@@ -291,7 +291,7 @@ def tables_for(a: AnalysisResults, effects: pd.DataFrame, facts: Facts, slug: st
     header = ["Group", "n"]
     for m in columns:
         header.append(head(m))
-        if m == "hierarchical" and link_column:
+        if m == registry.REFERENCE and link_column:
             header.append("Hierarchical, " + fam.link_scale)
     header += ["P(effect > 0)"] + (["True"] if truth else [])
     caption = "Effect of the treatment within each group."
@@ -349,7 +349,7 @@ def analysis_context(a: AnalysisResults, results: StudyResults, figures: dict, t
     slug = _slug(a.name)
     mods = [m.label for m in a.modifiers]
     ms = {mf.method: mf for mf in facts.methods}
-    hier, ols = ms.get("hierarchical"), ms.get("ols_full")
+    hier, ols = ms.get(registry.REFERENCE), ms.get(registry.BASELINE)
     ranked_mods = sorted(facts.modifiers, key=lambda m: -m.range_mean)
     n_terms = len(a.hierarchical["terms"])
     cmp = _comparison_words(hier, ols)
@@ -362,8 +362,8 @@ def analysis_context(a: AnalysisResults, results: StudyResults, figures: dict, t
         "ranked_modifiers": ranked_mods, "n_terms": n_terms, "terms_mode": a.hierarchical["mode"],
         "correlated": a.hierarchical["correlated"], "formula_bambi": a.hierarchical["formula_bambi"],
         "formula_brms": a.hierarchical["formula_brms"], "backend": a.hierarchical["backend"],
-        "ols_formula": a.ols["ols_full"]["formula"], "additive_formula": a.ols["ols_additive"]["formula"] if "ols_additive" in a.ols else None,
-        "se_type": a.ols["ols_full"]["se_type"], "credible": CREDIBLE,
+        "ols_formula": a.ols[registry.BASELINE]["formula"], "additive_formula": a.ols["ols_additive"]["formula"] if "ols_additive" in a.ols else None,
+        "se_type": a.ols[registry.BASELINE]["se_type"], "credible": CREDIBLE,
         "largest_credibly_above": facts.prob_largest_above_smallest >= CREDIBLE,
         "diag": a.diagnostics, "sampler": a.hierarchical["sampler"], "timings": a.hierarchical["timings"],
         "notes": list(a.notes), "n_small": facts.n_small,
@@ -394,7 +394,7 @@ def headline_notes(facts: Facts) -> list[str]:
     out = []
     for name in registry.ordered(ms):
         m = registry.get(name)
-        if not m.headline or name == "hierarchical" or not ms[name].largest:
+        if not m.headline or name == registry.REFERENCE or not ms[name].largest:
             continue
         mf = ms[name]
         if mf.largest != facts.largest.label:

@@ -157,7 +157,10 @@ def fit(spec: Spec | str | Path, *, progress: bool = False, log=None, preregistr
     }
     if conformance is not None:
         manifest["conformance"] = conformance
-    return StudyResults(spec=spec, effects=effects, analyses=tuple(analyses), manifest=manifest)
+    from .facts import compute_facts  # once, here: saving, loading and the report carry them
+
+    facts = {a.name: compute_facts(a, effects) for a in analyses}
+    return StudyResults(spec=spec, effects=effects, analyses=tuple(analyses), manifest=manifest, facts=facts)
 
 
 def check(spec: Spec | str | Path, *, log=None) -> PreparedStudy:

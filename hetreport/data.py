@@ -332,7 +332,8 @@ def load_data(spec: Spec) -> Dataset:
         frame = frame.loc[keep].reset_index(drop=True)
         row_number = row_number[keep]
         if n_filter_missing:
-            notes.append(f"data.filter could not be evaluated for {n_filter_missing:,} rows (missing values in {', '.join(sorted(compile_expr(spec.data.filter, where='data.filter').names))}); they were dropped.")
+            notes.append(f"data.filter could not be evaluated for {n_filter_missing:,} rows (missing values in "
+                          f"{', '.join(sorted(compile_expr(spec.data.filter, where='data.filter').names))}); they were dropped.")
         if frame.empty:
             raise DataError(f"the filter '{shorten(spec.data.filter)}' keeps no rows of {n_read:,}. Check the filter's values against the data's codes.", where="data.filter")
     _refuse_infinite(frame, sorted(_used_columns(spec) & raw_columns), row_number, path)
@@ -533,7 +534,8 @@ def _level_label(dataset: Dataset, col: str, code) -> str:
 
 def _check_column(frame: pd.DataFrame, col: str, where: str) -> None:
     if col not in frame.columns:
-        raise SpecError(f"the data has no column '{shorten(col)}'.{spelling_hint(col, list(frame.columns))} Columns include: {', '.join(list(frame.columns)[:12])}{', …' if frame.shape[1] > 12 else ''}. Define it under data.derive or fix the name.", where=where)
+        raise SpecError(f"the data has no column '{shorten(col)}'.{spelling_hint(col, list(frame.columns))} Columns include: "
+                         f"{', '.join(list(frame.columns)[:12])}{', …' if frame.shape[1] > 12 else ''}. Define it under data.derive or fix the name.", where=where)
 
 
 def _ordered_levels(values: pd.Series, col: str, spec: Spec) -> tuple:
@@ -577,7 +579,8 @@ def prepare_analysis(spec: Spec, dataset: Dataset, analysis: Analysis) -> Analys
     # a column of only missing values is an error, not an empty analysis
     for col, role, where in roles:
         if sub[col].notna().sum() == 0:
-            raise DataError(f"the {role} column '{col}' has only missing values in the {len(sub):,} rows this analysis starts from. Check data.derive and data.filter, or the file's missing-value codes.", where=where)
+            raise DataError(f"the {role} column '{col}' has only missing values in the {len(sub):,} rows this analysis starts from. "
+                             "Check data.derive and data.filter, or the file's missing-value codes.", where=where)
     # listwise deletion with sequential attribution
     rows = []
     alive = np.ones(len(sub), dtype=bool)
@@ -590,7 +593,8 @@ def prepare_analysis(spec: Spec, dataset: Dataset, analysis: Analysis) -> Analys
     sub = sub.loc[alive].reset_index(drop=True)
     if len(sub) == 0:
         worst = accounting.sort_values("removed", ascending=False).iloc[0]
-        raise DataError(f"no rows are left after removing missing values; '{worst['variable']}' alone removes {worst['removed']:,}. Check its coding or drop it from the analysis.", where=f"analyses[{ai}]")
+        raise DataError(f"no rows are left after removing missing values; '{worst['variable']}' alone removes {worst['removed']:,}. "
+                         "Check its coding or drop it from the analysis.", where=f"analyses[{ai}]")
     # treatment -> 0/1
     t_raw = sub[spec.treatment]
     t_vals = [canonical_code(v) for v in pd.unique(t_raw)]
@@ -599,7 +603,8 @@ def prepare_analysis(spec: Spec, dataset: Dataset, analysis: Analysis) -> Analys
     y = pd.to_numeric(sub[outcome], errors="coerce")
     if y.isna().any():
         example = sub[outcome][y.isna()].iloc[0]
-        raise DataError(f"the outcome '{outcome}' is not numeric (e.g. the value {shorten(repr(example))}). The outcome must be a number (a code); if the file stores label text, recode it with data.derive, e.g. map({outcome}, {{'Agree': 1, 'Disagree': 0}}).", where=o_where)
+        raise DataError(f"the outcome '{outcome}' is not numeric (e.g. the value {shorten(repr(example))}). The outcome must be a number (a code); "
+                         f"if the file stores label text, recode it with data.derive, e.g. map({outcome}, {{'Agree': 1, 'Disagree': 0}}).", where=o_where)
     if y.nunique() < 2:
         raise DataError(f"the outcome '{outcome}' takes a single value ({shorten(repr(y.iloc[0]))}) in this analysis; there is no variation to explain.", where=o_where)
     trials = pd.to_numeric(sub[spec.trials], errors="coerce").to_numpy(dtype=float) if spec.trials and family == "binomial" else None
@@ -615,7 +620,8 @@ def prepare_analysis(spec: Spec, dataset: Dataset, analysis: Analysis) -> Analys
             non_integer = not np.allclose(col, np.round(col))
             if non_integer or len(levels) > MAX_MODIFIER_LEVELS:
                 why = "has non-integer values" if non_integer else f"has {len(levels)} distinct values"
-                raise DataError(f"the modifier '{m}' {why}, so it looks continuous and would make one group per value. Add a binning rule, e.g. data.bins: {{{m}: {{quantiles: 4}}}} or {{{m}: {{breaks: [..]}}}}.", where=where)
+                raise DataError(f"the modifier '{m}' {why}, so it looks continuous and would make one group per value. "
+                                 f"Add a binning rule, e.g. data.bins: {{{m}: {{quantiles: 4}}}} or {{{m}: {{breaks: [..]}}}}.", where=where)
         if len(levels) < 2:
             raise DataError(f"the modifier '{m}' takes a single value ({levels[0]!r}) in this analysis, so it defines no contrast; drop it from modifiers.", where=where)
         sub[m] = map_codes(col, canonical_code)
@@ -709,9 +715,11 @@ def _check_family(spec: Spec, fam: str, col: str, y: np.ndarray, trials: np.ndar
             raise DataError(f"family ordinal needs ordered categories coded as whole numbers (e.g. 1-5), but '{col}' takes the value {first(~integer)}. "
                             "Recode it with data.derive or use family: gaussian.", where=where)
         if len(cats) < 3:
-            raise DataError(f"family ordinal needs at least three ordered categories, but '{col}' takes only {len(cats)} values ({', '.join(f'{c:g}' for c in cats)}). Use family: bernoulli for a 0/1 outcome.", where=where)
+            raise DataError(f"family ordinal needs at least three ordered categories, but '{col}' takes only {len(cats)} values ({', '.join(f'{c:g}' for c in cats)}). "
+                             "Use family: bernoulli for a 0/1 outcome.", where=where)
         if len(cats) > 15:
-            raise DataError(f"family ordinal models each category's threshold, but '{col}' has {len(cats)} distinct values; that is a count or a continuous scale. Use family: gaussian, poisson or negativebinomial, or bin the outcome with data.bins.", where=where)
+            raise DataError(f"family ordinal models each category's threshold, but '{col}' has {len(cats)} distinct values; "
+                             "that is a count or a continuous scale. Use family: gaussian, poisson or negativebinomial, or bin the outcome with data.bins.", where=where)
         return tuple(float(c) for c in cats)
     return ()
 
@@ -743,4 +751,5 @@ def _code_treatment(spec: Spec, dataset: Dataset, raw: pd.Series, values: list) 
         return (keys == tv).astype(float)
     if {code_key(v) for v in values} == {"0", "1"}:
         return (keys == "1").astype(float)
-    raise SpecError(f"the treatment '{spec.treatment}' has values {shown}, not 0/1; say which value is the treatment with treated_value, e.g. treated_value: {sorted(values, key=str)[-1]!r}.", where="treated_value")
+    raise SpecError(f"the treatment '{spec.treatment}' has values {shown}, not 0/1; "
+                     f"say which value is the treatment with treated_value, e.g. treated_value: {sorted(values, key=str)[-1]!r}.", where="treated_value")

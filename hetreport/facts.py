@@ -9,14 +9,17 @@ they never compute.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from . import methods as registry
 from .data import code_key
-from .results import AnalysisResults
+
+if TYPE_CHECKING:  # facts are computed from the results; results do not import this module at load time
+    from .results import AnalysisResults
 
 #: a difference is called credible in the text only at or above this posterior probability
 CREDIBLE = 0.95
@@ -102,13 +105,48 @@ class Facts:
     predictors: list[dict] = field(default_factory=list)  # {"name", "label", "lambda": Interval}
 
 
+def facts_from_dict(d: dict) -> Facts | None:
+    """The :class:`Facts` record saved in ``summary.json`` (``dataclasses.asdict``), or None when the
+    saved keys are not this version's fields (a folder written by an earlier version: compute again)."""
+    if not isinstance(d, dict) or set(d) != {f.name for f in fields(Facts)}:
+        return None
+    try:
+        return Facts(**{
+            **{k: _interval_tree(v) for k, v in d.items()},
+            "smallest": _group_fact(d["smallest"]), "median": _group_fact(d["median"]), "largest": _group_fact(d["largest"]),
+            "modifiers": [ModifierFact(**{**m, "levels": _interval_tree(m["levels"]), "difference": Interval(**m["difference"])})
+                          for m in d["modifiers"]],
+            "methods": [MethodFact(**m) for m in d["methods"]],
+        })
+    except (TypeError, KeyError):
+        return None
+
+
+def _group_fact(d: dict) -> GroupFact:
+    return GroupFact(**{**d, "effect": Interval(**d["effect"])})
+
+
+_INTERVAL_KEYS = {f.name for f in fields(Interval)}
+
+
+def _interval_tree(v):
+    """JSON as saved, with every {estimate, lower, upper, level} mapping an :class:`Interval` again."""
+    if isinstance(v, dict):
+        if set(v) == _INTERVAL_KEYS:
+            return Interval(**v)
+        return {k: _interval_tree(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_interval_tree(x) for x in v]
+    return v
+
+
 def _label_of(a: AnalysisResults, group_row: pd.Series) -> str:
     return str(group_row["group_label"])
 
 
 def compute_facts(a: AnalysisResults, effects: pd.DataFrame) -> Facts:
     eff = effects[effects["analysis"] == a.name]
-    hier = eff[eff["method"] == "hierarchical"].reset_index(drop=True)
+    hier = eff[eff["method"] == registry.REFERENCE].reset_index(drop=True)
     draws = a.group_draws()  # (S, G) in group order
     groups = a.groups.reset_index(drop=True)
     order = {g: j for j, g in enumerate(a.posterior.posterior["group"].to_numpy().tolist())}
@@ -148,7 +186,7 @@ def compute_facts(a: AnalysisResults, effects: pd.DataFrame) -> Facts:
         })
     modifiers = [_modifier_fact(a, m, hier, draws, n_w) for m in a.modifiers]
     methods = _method_facts(eff)
-    ols = eff[eff["method"] == "ols_full"].set_index("group")
+    ols = eff[eff["method"] == registry.BASELINE].set_index("group")
     h = hier.set_index("group")
     both = ols.index[estimated(ols)]
     move = (h.loc[both, "estimate"] - ols.loc[both, "estimate"]).abs()
@@ -169,7 +207,7 @@ def compute_facts(a: AnalysisResults, effects: pd.DataFrame) -> Facts:
         shrinkage={"mean_abs_move": float(move.mean()) if len(move) else np.nan, "share_toward_centre": float(toward), "centre": centre,
                    "n_compared": int(len(both))},
         diagnostics_ok=not diag.get("flags"), flags=list(diag.get("flags", [])),
-        has_truth="truth" in eff.columns and eff["truth"].notna().any(),
+        has_truth=bool("truth" in eff.columns and eff["truth"].notna().any()),  # a bool, not numpy's (summary.json read it as "True")
         predictors=[{"name": z, "label": _mod_label(a, z), "lambda": Interval.from_draws(post["lambda"].sel(predictor=z).to_numpy().ravel())}
                     for z in (post["predictor"].to_numpy().tolist() if "lambda" in post else [])],
     )
@@ -216,7 +254,7 @@ def estimated(eff: pd.DataFrame) -> pd.Series:
 
 def _method_facts(eff: pd.DataFrame) -> list[MethodFact]:
     out = []
-    ols = eff[(eff["method"] == "ols_full") & estimated(eff)]
+    ols = eff[(eff["method"] == registry.BASELINE) & estimated(eff)]
     common = set(ols["group"])
     base_disp = ols["estimate"].std(ddof=1)
     base_width = (ols["upper_95"] - ols["lower_95"]).replace([np.inf, -np.inf], np.nan).mean()

@@ -154,7 +154,11 @@ REGISTRY: dict[str, Method] = {m.name: m for m in (
 )}
 
 #: the methods every analysis needs: the report is built around their comparison
-REQUIRED = ("ols_full", "hierarchical")
+#: the two roles every report and simulation study is built around: the regression with a separate
+#: effect per group that every approach is compared with, and the model whose estimates the report leads with
+BASELINE = "ols_full"
+REFERENCE = "hierarchical"
+REQUIRED = (BASELINE, REFERENCE)
 #: the truth marker's style in the figures (not a method)
 TRUTH_STYLE = {"label": "True effect", "color": "#000000", "shape": "x", "linetype": "none"}
 

@@ -88,12 +88,23 @@ class StudyResults:
     effects: pd.DataFrame
     analyses: tuple[AnalysisResults, ...]
     manifest: dict = field(default_factory=dict)
+    #: each analysis's :class:`hetreport.facts.Facts`, by name: computed once in ``api.fit``, saved in
+    #: summary.json and read back by :func:`load_results`
+    facts: dict = field(default_factory=dict)
 
     def analysis(self, name: str) -> AnalysisResults:
         for a in self.analyses:
             if a.name == name:
                 return a
         raise KeyError(name)
+
+    def facts_of(self, name: str):
+        """The analysis's facts as computed in ``fit`` (computed here only for results built without them)."""
+        if name in self.facts:
+            return self.facts[name]
+        from .facts import compute_facts
+
+        return compute_facts(self.analysis(name), self.effects)
 
     def save(self, directory: str | Path) -> Path:
         """Write every output into ``directory`` in one switch (see :mod:`hetreport.outdir`).
@@ -134,15 +145,15 @@ class StudyResults:
             np.savez_compressed(d / f"ppc_{a.name}.npz", y=a.y, t=a.t, y_rep=a.y_rep, **({} if a.ppc_rows is None else {"ppc_rows": a.ppc_rows}))
         from dataclasses import asdict
 
-        from .facts import compute_facts  # the headline numbers, machine-readable
-
-        summary = {a.name: asdict(compute_facts(a, self.effects)) for a in self.analyses}
+        summary = {a.name: asdict(self.facts_of(a.name)) for a in self.analyses}  # the headline numbers, machine-readable
         (d / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default))
         (d / "spec.yml").write_text(self.spec.source_text or yaml.safe_dump(self.spec.canonical(), sort_keys=False))
         (d / "manifest.json").write_text(json.dumps(self.manifest, indent=2, default=_json_default))
 
 
 def _json_default(o):
+    if isinstance(o, np.bool_):
+        return bool(o)
     if isinstance(o, (np.integer,)):
         return int(o)
     if isinstance(o, (np.floating,)):
@@ -185,4 +196,10 @@ def load_results(directory: str | Path) -> StudyResults:
             methods=meta["methods"] if "methods" in meta else {},  # folders written before the method registry
             ppc_rows=ppc["ppc_rows"] if "ppc_rows" in ppc.files else None,
         ))
-    return StudyResults(spec=spec, effects=effects, analyses=tuple(analyses), manifest=manifest)
+    from .facts import compute_facts, facts_from_dict
+
+    saved = json.loads((d / "summary.json").read_text()) if (d / "summary.json").is_file() else {}
+    facts = {}
+    for a in analyses:  # the facts saved by fit; a folder from an earlier version has other fields: computed again
+        facts[a.name] = facts_from_dict(saved.get(a.name)) or compute_facts(a, effects)
+    return StudyResults(spec=spec, effects=effects, analyses=tuple(analyses), manifest=manifest, facts=facts)

@@ -26,6 +26,7 @@ from plotnine import (
     theme,
 )
 
+from hetreport import methods as _registry
 from hetreport.errors import DataError, SpecError
 
 from .checks import _as_categorical, _check_effects, _check_methods, _check_modifier, _finish, _name, _plottable
@@ -203,7 +204,7 @@ def plot_by_modifier(
     modifiers: Sequence[str],
     *,
     names: Mapping[str, str] | None = None,
-    method: str = "hierarchical",
+    method: str = _registry.REFERENCE,
     abbreviate: bool = True,
 ) -> ggplot:
     """Figure 3: group estimates by level of each modifier.

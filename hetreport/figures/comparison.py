@@ -83,7 +83,7 @@ def plot_comparison(
     _check_effects(effects, ["group_label", "estimate", "lower_95", "upper_95"], what)
     _check_modifier(effects, facet, what)
     if methods is None:  # the registry's comparison methods that the table holds
-        methods = _registry.figure_methods(effects["method"].unique()) or ["ols_full", "hierarchical"]
+        methods = _registry.figure_methods(effects["method"].unique()) or [_registry.BASELINE, _registry.REFERENCE]
     methods = _check_methods(methods, what)
 
     sel = effects.loc[effects["method"].isin(methods)]
@@ -101,7 +101,7 @@ def plot_comparison(
     groups = effects.drop_duplicates("group").set_index("group")
     plotted = pd.Index(rows["group"].unique())
     groups = groups.loc[groups.index.isin(plotted)]
-    hier = _plottable(effects.loc[effects["method"] == "hierarchical"], ["estimate"])
+    hier = _plottable(effects.loc[effects["method"] == _registry.REFERENCE], ["estimate"])
     key = hier.drop_duplicates("group").set_index("group")["estimate"].astype(float)
     fallback = rows.groupby("group")["estimate"].mean()
     order_key = key.reindex(groups.index).fillna(fallback.reindex(groups.index))
@@ -243,7 +243,7 @@ def comparison_facet_chunks(
     effects: pd.DataFrame,
     facet: str,
     *,
-    methods: Sequence[str] = ("ols_full", "hierarchical"),
+    methods: Sequence[str] = (_registry.BASELINE, _registry.REFERENCE),
     max_height: float = 9.0,
 ) -> list[list[str]]:
     """Levels of ``facet`` split into consecutive parts whose comparison

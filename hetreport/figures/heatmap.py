@@ -25,6 +25,7 @@ from plotnine import (
     theme,
 )
 
+from hetreport import methods as _registry
 from hetreport.errors import DataError, SpecError
 
 from .checks import (
@@ -153,7 +154,7 @@ def plot_heatmap(
     *,
     facet: str | None = None,
     names: Mapping[str, str] | None = None,
-    method: str = "hierarchical",
+    method: str = _registry.REFERENCE,
     abbreviate: bool = True,
 ) -> ggplot:
     """Tiles of the group effect over two modifiers (optionally faceted).

@@ -30,6 +30,7 @@ from plotnine import (
     theme,
 )
 
+from .. import methods as _registry
 from ..errors import DataError
 from .checks import _caption, _finish
 from .theme import METHOD_COLORS, METHOD_LABELS, METHOD_SHAPES, PAGE_WIDTH
@@ -45,7 +46,7 @@ def plot_contrasts(table: pd.DataFrame, *, effect_name: str = "Difference in ave
     labels = list(dict.fromkeys(table["label"].astype(str)))
     wrapped = {lab: "\n".join(textwrap.wrap(lab, 28)) or lab for lab in labels}
     rows["row"] = pd.Categorical(rows["label"].astype(str).map(wrapped), categories=[wrapped[lab] for lab in reversed(labels)], ordered=True)
-    methods = [m for m in ("hierarchical", "ols_full", "glm_full") if m in set(rows["method"])]
+    methods = [m for m in (_registry.REFERENCE, _registry.BASELINE, "glm_full") if m in set(rows["method"])]
     rows["Method"] = pd.Categorical(rows["method"].map(METHOD_LABELS), categories=[METHOD_LABELS[m] for m in methods], ordered=True)
     colors = {METHOD_LABELS[m]: METHOD_COLORS[m] for m in methods}
     shapes = {METHOD_LABELS[m]: METHOD_SHAPES[m] for m in methods}
@@ -84,7 +85,7 @@ def plot_targeting(curve: pd.DataFrame, budget_share: float, *, effect_name: str
         ggplot(long, aes(x="reach", y="share"))
         + geom_line(aes(x="reach", y="share"), data=diag, inherit_aes=False, linetype="dashed", color="#7F7F7F", size=0.5)
         + geom_hline(yintercept=1.0, color="#BDBDBD", size=0.3)
-        + geom_line(aes(group="band", linetype="what"), color=METHOD_COLORS["hierarchical"], size=0.6)
+        + geom_line(aes(group="band", linetype="what"), color=METHOD_COLORS[_registry.REFERENCE], size=0.6)
         + geom_vline(xintercept=budget_share, color="#4D4D4D", size=0.4)
         + scale_linetype_manual(values={"Ranked groups, posterior mean": "solid", "95% interval": "dotted"})
         + scale_x_continuous(labels=lambda v: [f"{100 * x:.0f}%" for x in v], limits=(0, 1))

@@ -21,6 +21,7 @@ from plotnine import (
     theme,
 )
 
+from hetreport import methods as _registry
 from hetreport.errors import DataError
 
 from .checks import _caption, _check_effects, _finish, _name, _num, _plottable
@@ -35,15 +36,15 @@ def plot_shrinkage(effects: pd.DataFrame, *, names: Mapping[str, str] | None = N
     """
     what = "plot_shrinkage"
     _check_effects(effects, ["estimate", "n"], what)
-    ols = _plottable(effects.loc[effects["method"] == "ols_full"], ["estimate"])
-    hier = _plottable(effects.loc[effects["method"] == "hierarchical"], ["estimate"])
+    ols = _plottable(effects.loc[effects["method"] == _registry.BASELINE], ["estimate"])
+    hier = _plottable(effects.loc[effects["method"] == _registry.REFERENCE], ["estimate"])
     if hier.empty:
         raise DataError("no estimable hierarchical rows; nothing to plot.", where=what)
-    x_ols, x_hier = METHOD_LABELS["ols_full"], "Hierarchical"
+    x_ols, x_hier = METHOD_LABELS[_registry.BASELINE], _registry.get(_registry.REFERENCE).short
     ols = ols.drop_duplicates("group")
     hier = hier.drop_duplicates("group")
     pts = pd.concat(
-        [ols.assign(side=x_ols, method_key="ols_full"), hier.assign(side=x_hier, method_key="hierarchical")],
+        [ols.assign(side=x_ols, method_key=_registry.BASELINE), hier.assign(side=x_hier, method_key=_registry.REFERENCE)],
         ignore_index=True,
     )
     pts["side"] = pd.Categorical(pts["side"], categories=[x_ols, x_hier])

@@ -13,17 +13,18 @@ import xarray as xr
 
 from ..data import AnalysisData, code_key
 from ..groups import Groups, terms
+from .priors import ResolvedPriors
 
 
 def _bprior(bmb, prior):
     return bmb.Prior(prior.dist_name, **prior.kwargs())
 
 
-def build_bambi_model(adata: AnalysisData, groups: Groups, resolved: dict, mode: str):
+def build_bambi_model(adata: AnalysisData, groups: Groups, resolved: ResolvedPriors, mode: str):
     """The bambi Model (internal column names y, treat, m0.., x0..; controls centred)."""
     import bambi as bmb
 
-    from .hierarchical import _control_prior_sds
+    from .priors import control_prior_sds
 
     fam = adata.family
     frame = pd.DataFrame({"y": adata.y, "treat": adata.t})
@@ -60,7 +61,7 @@ def build_bambi_model(adata: AnalysisData, groups: Groups, resolved: dict, mode:
                                else bmb.Prior(cp.dist_name, **cp.kwargs(), transform=pm.distributions.transforms.ordered))
     else:
         priors["Intercept"] = _bprior(bmb, resolved["intercept"])
-    sds = _control_prior_sds(resolved, adata)
+    sds = control_prior_sds(resolved, adata)
     for k, name in enumerate(xs):
         priors[name] = bmb.Prior("Normal", mu=0.0, sigma=float(sds[k])) if sds is not None else _bprior(bmb, resolved["b"])
     for st in safe_terms:
@@ -71,7 +72,7 @@ def build_bambi_model(adata: AnalysisData, groups: Groups, resolved: dict, mode:
     return model, term_list, safe_terms, mod_names
 
 
-def fit_bambi(adata: AnalysisData, groups: Groups, resolved: dict, sampler, mode: str, progress: bool):
+def fit_bambi(adata: AnalysisData, groups: Groups, resolved: ResolvedPriors, sampler, mode: str, progress: bool):
     import bambi as bmb
 
     t0 = time.perf_counter()

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import arviz as az
 import numpy as np
@@ -36,6 +36,9 @@ from ..data import AnalysisData
 from ..errors import HetreportWarning, SpecError
 from ..groups import Groups, model_formulas as formulas, term_levels, terms  # noqa: F401 (formulas: pure, in groups.py)
 from ..spec import Prior, Priors, Sampler
+from .priors import ResolvedPriors, _r, control_prior_sds, resolve_priors  # noqa: F401 (re-exported)
+
+_control_prior_sds = control_prior_sds  # the name the simulation study and pre-registration import
 
 RHAT_MAX = 1.01
 ESS_MIN = 400
@@ -65,54 +68,8 @@ class HierarchicalFit:
 # --------------------------------------------------------------------------- priors
 
 
-def resolve_priors(priors: Priors, adata: AnalysisData) -> dict[str, Prior]:
-    """The spec's priors, with defaults scaled to the outcome where the spec is silent.
-
-    Gaussian defaults (documented in the README): intercept normal(mean(y), 2.5 sd(y)); coefficients
-    normal(0, sd(y)) for the treatment, normal(0, 2.5 sd(y) / sd(x)) per control column (bambi's rule);
-    group SDs halfnormal(sd(y)); sigma halfnormal(2 sd(y)); lkj(2).
-    Other families work on the link scale, where one unit is already a large effect: intercept
-    normal(link(mean y), 2.5); treatment normal(0, 1); controls normal(0, 2.5 / sd(x)); group SDs
-    halfnormal(1); negative binomial dispersion alpha halfcauchy(1) (bambi's); ordinal cutpoints
-    normal(logit of the cumulative category shares, 2.5), ordered.
-    """
-    if adata.family != "gaussian":
-        from .families import default_location
-
-        out = {
-            "intercept": priors.get("intercept") or Prior(family="normal", params=(_r(default_location(adata)), 2.5)),
-            "b": priors.get("b") or Prior(family="normal", params=(0.0, 1.0)),
-            "sd": priors.get("sd") or Prior(family="halfnormal", params=(1.0,)),
-            "sigma": None, "cor": priors.get("cor"),
-            "alpha": (priors.get("alpha") or Prior(family="halfcauchy", params=(1.0,))) if adata.family == "negativebinomial" else None,
-            "cutpoints": priors.get("cutpoints") if adata.family == "ordinal" else None,
-        }
-        out["_b_default"] = priors.get("b") is None
-        return out
-    sd_y = float(np.std(adata.y)) or 1.0
-    mean_y = float(np.mean(adata.y))
-    out = {
-        "intercept": priors.get("intercept") or Prior(family="normal", params=(_r(mean_y), _r(2.5 * sd_y))),
-        "b": priors.get("b") or Prior(family="normal", params=(0.0, _r(sd_y))),
-        "sd": priors.get("sd") or Prior(family="halfnormal", params=(_r(sd_y),)),
-        "sigma": priors.get("sigma") or Prior(family="halfnormal", params=(_r(2 * sd_y),)),
-        "cor": priors.get("cor"),
-    }
-    out["_b_default"] = priors.get("b") is None
-    return out
-
-
-def _r(x: float) -> float:
-    return float(f"{x:.3g}")
-
-
-def _control_prior_sds(resolved: dict, adata: AnalysisData) -> np.ndarray | None:
-    if not resolved["_b_default"] or adata.control_matrix.shape[1] == 0:
-        return None
-    sd_y = (float(np.std(adata.y)) or 1.0) if adata.family == "gaussian" else 1.0
-    sd_x = adata.control_matrix.std(axis=0)
-    sd_x[sd_x == 0] = 1.0
-    return np.array([_r(2.5 * sd_y / s) for s in sd_x])
+# resolve_priors, control_prior_sds: in priors.py (a frozen ResolvedPriors record), imported above and
+# kept under these names for the model builders, the simulation study and pre-registration
 
 
 def _dist(pm, prior: Prior, name: str, **kw):
@@ -634,11 +591,11 @@ def _fit_once(adata: AnalysisData, groups: Groups, priors: Priors, sampler: Samp
     fit = HierarchicalFit(idata=idata, terms=tuple(term_names), formula_bambi=bambi_formula, formula_brms=brms_formula,
                           priors=used, correlated=correlated, backend=backend, timings=timings, family=family,
                           likelihood=likelihood)
-    object.__setattr__(fit, "diagnostics", diagnose(fit))
+    fit = replace(fit, diagnostics=diagnose(fit))
     return fit
 
 
-def _priors_used(resolved: dict, adata: AnalysisData, correlated: bool, predictors=()) -> dict[str, str]:
+def _priors_used(resolved: ResolvedPriors, adata: AnalysisData, correlated: bool, predictors=()) -> dict[str, str]:
     used = {
         "Intercept": str(resolved["intercept"]),
         f"{adata.treatment.name} (common slope)": str(resolved["b"]),
@@ -747,7 +704,8 @@ def diagnose(fit: HierarchicalFit) -> dict:
     if worst_ess < ESS_MIN:
         flags.append(f"effective sample size down to {worst_ess:.0f} (< {ESS_MIN}): intervals are imprecise; run more draws.")
     if out["divergences"]:
-        flags.append(f"{out['divergences']} divergent transition{'' if out['divergences'] == 1 else 's'} of {out['draws']}: the sampler may have missed part of the posterior; raise sampler.target_accept.")
+        flags.append(f"{out['divergences']} divergent transition{'' if out['divergences'] == 1 else 's'} of {out['draws']}: "
+                      "the sampler may have missed part of the posterior; raise sampler.target_accept.")
     # draws that hit the maximum tree depth cost efficiency, not validity: reported, not flagged
     if np.isfinite(out["min_bfmi"]) and out["min_bfmi"] < 0.3:
         flags.append(f"BFMI {out['min_bfmi']:.2f} (< 0.3): poor exploration of the energy distribution.")

@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 from markupsafe import Markup
 
+from .. import methods as registry
 from ..errors import HetreportError, RenderError
 from ..report import format as fmt
 from ..report.build import _slug
@@ -232,11 +233,11 @@ def figure_by_group(pg: pd.DataFrame, sizes: pd.DataFrame, metric: str, ylab: st
 
     d = pg.merge(sizes[["group", "n"]].rename(columns={"n": "expected_n"}), on="group", how="left")
     d = d.dropna(subset=[metric])
-    d["Approach"] = pd.Categorical(d["method"].map(figs.METHOD_LABELS), categories=[figs.METHOD_LABELS[m] for m in ("ols_full", "hierarchical")], ordered=True)
+    d["Approach"] = pd.Categorical(d["method"].map(figs.METHOD_LABELS), categories=[figs.METHOD_LABELS[m] for m in registry.REQUIRED], ordered=True)
     p = (ggplot(d, aes("expected_n", metric, color="Approach", shape="Approach")) + geom_point(alpha=0.8, size=1.6)
          + scale_x_log10() + labs(x="Expected group size (log scale)", y=ylab, color="", shape="")
          + figs.theme_hetreport())
-    for s in figs._method_scales(["ols_full", "hierarchical"], lines=False):
+    for s in figs._method_scales(list(registry.REQUIRED), lines=False):
         p = p + s
     return p
 
@@ -249,7 +250,7 @@ def figure_detection(pc: pd.DataFrame):
     from .. import figures as figs
 
     d = pc.copy()
-    d["Approach"] = pd.Categorical(d["method"].map(figs.METHOD_LABELS), categories=[figs.METHOD_LABELS[m] for m in ("ols_full", "hierarchical")], ordered=True)
+    d["Approach"] = pd.Categorical(d["method"].map(figs.METHOD_LABELS), categories=[figs.METHOD_LABELS[m] for m in registry.REQUIRED], ordered=True)
     d["lo"] = (d["detect"] - 1.96 * d["detect_se"]).clip(0, 1)
     d["hi"] = (d["detect"] + 1.96 * d["detect_se"]).clip(0, 1)
     sds = sorted(d["sd"].unique())
@@ -266,8 +267,8 @@ def figure_detection(pc: pd.DataFrame):
         p = p + geom_line(position=dodge)
     from plotnine import scale_color_manual
 
-    labels = [figs.METHOD_LABELS[m] for m in ("ols_full", "hierarchical")]
-    return p + scale_color_manual(values={figs.METHOD_LABELS[m]: figs.METHOD_COLORS[m] for m in ("ols_full", "hierarchical")},
+    labels = [figs.METHOD_LABELS[m] for m in registry.REQUIRED]
+    return p + scale_color_manual(values={figs.METHOD_LABELS[m]: figs.METHOD_COLORS[m] for m in registry.REQUIRED},
                                   breaks=labels, limits=labels)
 
 
@@ -413,7 +414,7 @@ def appendix_context(spec: Spec, plan: Plan, sim: SimulationResult, mock, record
             "name": ap.name, "title": ap.title, "slug": Markup(slug), "n_groups": len(ap.groups), "modifiers": ", ".join(spec.label(m) for m in ap.modifiers),
             "controls": ", ".join(spec.label(c) for c in ap.controls) or "none", "terms_mode": ap.mode, "n_terms": len(ap.term_list),
             "correlated": a.correlated, "slope_predictors": ", ".join(a.slope_predictors), "filter": a.filter,
-            "formula_bambi": f_bambi, "formula_brms": f_brms, "ols_formula": ma.ols["ols_full"]["formula"],
+            "formula_bambi": f_bambi, "formula_brms": f_brms, "ols_formula": ma.ols[registry.BASELINE]["formula"],
             "additive_formula": ma.ols["ols_additive"]["formula"], "size_tables": size_tables, "simulated": ap.name in plan.simulated,
             "figures": figures.get(ap.name, {}), "family": ap.family, "bernoulli": ap.family == "bernoulli",
             "glm_formula": ma.ols.get("glm_full", {}).get("formula"),
@@ -422,7 +423,8 @@ def appendix_context(spec: Spec, plan: Plan, sim: SimulationResult, mock, record
     rows = []
     for r in pc.itertuples():
         fam = plan.analysis(r.analysis).family
-        rows.append([r.analysis + (" (bernoulli)" if fam == "bernoulli" else ""), fmt.count(r.n), f"{r.sd:g}" + (" (null)" if r.sd == 0 else ""), {"ols_full": "OLS, full interactions", "hierarchical": "Hierarchical"}[r.method],
+        rows.append([r.analysis + (" (bernoulli)" if fam == "bernoulli" else ""), fmt.count(r.n), f"{r.sd:g}" + (" (null)" if r.sd == 0 else ""),
+                     {"ols_full": "OLS, full interactions", "hierarchical": "Hierarchical"}[r.method],
                      fmt.num(r.groups_estimated, 1), fmt.num(r.rmse, 3), fmt.num(r.width, 3), fmt.share(r.coverage),
                      f"{fmt.share(r.detect)} (± {fmt.num(1.96 * r.detect_se, 2)})", fmt.share(r.false_positive), f"{r.replications} / {r.replications + r.failed}"])
     detect_table = fmt.pipe_table(["Analysis", "N", "Heterogeneity SD", "Approach", "Groups estimated", "RMSE", "Mean 95% width", "95% coverage",

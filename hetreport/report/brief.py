@@ -353,7 +353,7 @@ def write_brief(project: Path, results, contexts: list[dict], study: dict, env) 
     brief = brief_for(ctx, others, study, results.spec)
     fig = write_brief_figure(ctx, project / "figures")
     try:
-        from .build import template_data  # plain data only, as for the report (a user may override brief.qmd.j2)
+        from .template_data import template_data  # plain data only, as for the report (a user may override brief.qmd.j2)
 
         text = env.get_template("brief.qmd.j2").render(**template_data(
             {"b": brief, "fig": fig, "alt": attribute_text(brief.figure_alt), "title": study["title"], "date": study["date"]}))

@@ -14,8 +14,7 @@ import re
 import secrets
 import shutil
 import warnings
-from collections.abc import Mapping
-from dataclasses import fields, is_dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +28,7 @@ from .. import figures as figs
 from .. import outdir
 from ..data import code_key
 from ..errors import RenderError
-from ..facts import CREDIBLE, Facts, compare_models, compute_facts
+from ..facts import CREDIBLE, Facts, compare_models
 from ..conformance import report_context as conformance_context
 from .. import methods as registry
 from ..families import get_family
@@ -40,6 +39,7 @@ from .brief import attribute_text, headline_analysis, render_documents, write_br
 from .paper import lighten_heavy_svgs, write_paper
 from .questions import analysis_questions, loo_context
 from .render import RenderOutcome, describe_route, render_project
+from .template_data import Kept, View, template_data  # noqa: F401 (View, template_data: re-exported for callers and tests)
 
 
 #: the report's name of every approach, from the method registry
@@ -89,80 +89,6 @@ def environment(user_dir: Path | None = None) -> SandboxedEnvironment:
     env.filters.update(num=fmt.num, count=fmt.count, pct=fmt.pct, interval=fmt.interval, md=fmt.md,
                        ci=fmt.ci, yaml_md=fmt.yaml_md, yaml_date=fmt.yaml_date, code=fmt.code, share=fmt.share)
     return env
-
-
-class View(Mapping):
-    """A read-only view of plain data for templates: ``v.key`` and ``v['key']``, nothing else
-    of the object it was made from (no methods, no file writers)."""
-
-    __slots__ = ("_data",)
-
-    def __init__(self, data: dict):
-        object.__setattr__(self, "_data", data)
-
-    def __getattr__(self, key):
-        try:
-            return self._data[key]
-        except KeyError:
-            raise AttributeError(key) from None
-
-    def __setattr__(self, key, value):
-        raise TypeError("template data is read-only")
-
-    def __getitem__(self, key):
-        return self._data[key]
-
-    def __iter__(self):
-        return iter(self._data)
-
-    def __len__(self):
-        return len(self._data)
-
-    def __repr__(self):
-        return f"View({self._data!r})"
-
-
-_ANALYSIS_FIELDS = ("name", "title", "modifiers", "outcome", "treatment", "controls", "groups", "accounting", "diagnostics",
-                    "hierarchical", "ols", "n", "n_start", "notes")
-
-
-class Kept:
-    """A value the report builder keeps for itself (a figure's plot, for report/paper/): templates
-    never see it (``template_data`` turns it into None)."""
-
-    __slots__ = ("value",)
-
-    def __init__(self, value):
-        self.value = value
-
-
-def template_data(obj):
-    """What a template may see of ``obj``: numbers, strings (markup stays markup), tuples and
-    read-only views; pandas tables become tuples of rows; fitted posteriors and arrays of draws
-    are not handed to templates at all. Anything else is a bug here, raised as TypeError."""
-    if obj is None or isinstance(obj, (bool, int, float, str)):
-        return obj
-    if isinstance(obj, Kept):
-        return None
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, View):
-        return obj
-    if isinstance(obj, AnalysisResults):  # the fitted model's tables and words, not its draws
-        return View({k: template_data(getattr(obj, k)) for k in _ANALYSIS_FIELDS} | {"modifier_names": tuple(obj.modifier_names)})
-    if isinstance(obj, pd.DataFrame):
-        return tuple(View({str(k): template_data(v) for k, v in row.items()}) for row in obj.to_dict(orient="records"))
-    if isinstance(obj, (pd.Series, np.ndarray)):
-        return tuple(template_data(v) for v in obj.tolist())
-    if isinstance(obj, Mapping):
-        return View({k: template_data(v) for k, v in obj.items()})
-    if isinstance(obj, (list, tuple, set, frozenset)):
-        return tuple(template_data(v) for v in obj)
-    if is_dataclass(obj) and not isinstance(obj, type):
-        return View({f.name: template_data(getattr(obj, f.name)) for f in fields(obj)})
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"{type(obj).__module__}.{type(obj).__name__} is not template data")
 
 
 # --------------------------------------------------------------------------- display data
@@ -345,7 +271,7 @@ def tables_for(a: AnalysisResults, effects: pd.DataFrame, facts: Facts, slug: st
     fam = get_family(a.hierarchical.get("family", "gaussian"))
     columns = registry.table_methods(eff["method"].unique())  # in registry order; the hierarchical model's link column follows it
     by_method = {m: eff[eff["method"] == m].set_index("group") for m in columns}
-    hier = by_method["hierarchical"]
+    hier = by_method[registry.REFERENCE]
     link_column = not fam.identity and "link_estimate" in hier.columns
 
     def cell(m: str, o) -> str:
@@ -356,14 +282,14 @@ def tables_for(a: AnalysisResults, effects: pd.DataFrame, facts: Facts, slug: st
         return fmt.num(o.estimate) + " (no interval)" if o.estimable and np.isfinite(o.estimate) else "not estimable"
 
     def head(m: str) -> str:
-        return "OLS, LPM (95% CI)" if m == "ols_full" and fam.name == "bernoulli" else registry.get(m).column or registry.get(m).label
+        return "OLS, LPM (95% CI)" if m == registry.BASELINE and fam.name == "bernoulli" else registry.get(m).column or registry.get(m).label
 
     rows = []
     for r in g.itertuples():
         row = [r.group_label, fmt.count(r.n)]
         for m in columns:
             row.append(cell(m, by_method[m].loc[r.group]))
-            if m == "hierarchical" and link_column:
+            if m == registry.REFERENCE and link_column:
                 row.append(fmt.num(hier.loc[r.group].link_estimate))
         row.append(fmt.pct(hier.loc[r.group].prob_positive))
         if truth:
@@ -372,7 +298,7 @@ def tables_for(a: AnalysisResults, effects: pd.DataFrame, facts: Facts, slug: st
     header = ["Group", "n"]
     for m in columns:
         header.append(head(m))
-        if m == "hierarchical" and link_column:
+        if m == registry.REFERENCE and link_column:
             header.append("Hierarchical, " + fam.link_scale)
     header += ["P(effect > 0)"] + (["True"] if truth else [])
     caption = "Effect of the treatment within each group."
@@ -430,7 +356,7 @@ def analysis_context(a: AnalysisResults, results: StudyResults, figures: dict, t
     slug = _slug(a.name)
     mods = [m.label for m in a.modifiers]
     ms = {mf.method: mf for mf in facts.methods}
-    hier, ols = ms.get("hierarchical"), ms.get("ols_full")
+    hier, ols = ms.get(registry.REFERENCE), ms.get(registry.BASELINE)
     ranked_mods = sorted(facts.modifiers, key=lambda m: -m.range_mean)
     n_terms = len(a.hierarchical["terms"])
     cmp = _comparison_words(hier, ols)
@@ -443,8 +369,8 @@ def analysis_context(a: AnalysisResults, results: StudyResults, figures: dict, t
         "ranked_modifiers": ranked_mods, "n_terms": n_terms, "terms_mode": a.hierarchical["mode"],
         "correlated": a.hierarchical["correlated"], "formula_bambi": a.hierarchical["formula_bambi"],
         "formula_brms": a.hierarchical["formula_brms"], "backend": a.hierarchical["backend"],
-        "ols_formula": a.ols["ols_full"]["formula"], "additive_formula": a.ols["ols_additive"]["formula"] if "ols_additive" in a.ols else None,
-        "se_type": a.ols["ols_full"]["se_type"], "credible": CREDIBLE,
+        "ols_formula": a.ols[registry.BASELINE]["formula"], "additive_formula": a.ols["ols_additive"]["formula"] if "ols_additive" in a.ols else None,
+        "se_type": a.ols[registry.BASELINE]["se_type"], "credible": CREDIBLE,
         "largest_credibly_above": facts.prob_largest_above_smallest >= CREDIBLE,
         "diag": a.diagnostics, "sampler": a.hierarchical["sampler"], "timings": a.hierarchical["timings"],
         "notes": list(a.notes), "n_small": facts.n_small,
@@ -475,7 +401,7 @@ def headline_notes(facts: Facts) -> list[str]:
     out = []
     for name in registry.ordered(ms):
         m = registry.get(name)
-        if not m.headline or name == "hierarchical" or not ms[name].largest:
+        if not m.headline or name == registry.REFERENCE or not ms[name].largest:
             continue
         mf = ms[name]
         if mf.largest != facts.largest.label:
@@ -591,7 +517,7 @@ def build_project(results: StudyResults, project: Path, route: str = "auto", for
         warnings.simplefilter("ignore")
         for a in results.analyses:
             say(f"analysis '{a.name}': figures and tables")
-            facts = compute_facts(a, results.effects)
+            facts = results.facts_of(a.name)  # computed once in fit, carried on the results
             figures = write_figures(a, results.effects, facts, project / "figures", spec)
             tables = tables_for(a, results.effects, facts, _slug(a.name), spec.report.min_arm)
             contexts.append(analysis_context(a, results, figures, tables, facts))

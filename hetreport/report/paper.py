@@ -173,7 +173,9 @@ def references_bib(spec, manifest: dict) -> str:
         "@article{capretto2022bambi,\n  author = {Capretto, Tom\\'{a}s and Piho, Camen and Kumar, Ravin and Westfall, Jacob and Yarkoni, Tal and Martin, Osvaldo A.},\n"
         "  title = {Bambi: A Simple Interface for Fitting {Bayesian} Linear Models in {Python}},\n  journal = {Journal of Statistical Software},\n"
         f"  year = {{2022}},\n  volume = {{103}},\n  number = {{15}},\n  doi = {{10.18637/jss.v103.i15}},\n  note = {{version {v.get('bambi', '?')}}}\n}}",
-        "@article{abrilpla2023pymc,\n  author = {Abril-Pla, Oriol and Andreani, Virgile and Carroll, Colin and Dong, Larry and Fonnesbeck, Christopher J. and Kochurov, Maxim and Kumar, Ravin and Lao, Junpeng and Luhmann, Christian C. and Martin, Osvaldo A. and Osthege, Michael and Vieira, Ricardo and Wiecki, Thomas and Zinkov, Robert},\n"
+        "@article{abrilpla2023pymc,\n  author = {Abril-Pla, Oriol and Andreani, Virgile and Carroll, Colin and Dong, Larry and "
+        "Fonnesbeck, Christopher J. and Kochurov, Maxim and Kumar, Ravin and Lao, Junpeng and Luhmann, Christian C. and "
+        "Martin, Osvaldo A. and Osthege, Michael and Vieira, Ricardo and Wiecki, Thomas and Zinkov, Robert},\n"
         "  title = {{PyMC}: a modern, and comprehensive probabilistic programming framework in {Python}},\n  journal = {PeerJ Computer Science},\n"
         f"  year = {{2023}},\n  volume = {{9}},\n  pages = {{e1516}},\n  doi = {{10.7717/peerj-cs.1516}},\n  note = {{version {v.get('pymc', '?')}}}\n}}",
         "@software{nutpie,\n  author = {Seyboldt, Adrian and {PyMC Labs}},\n  title = {nutpie: a fast sampler for {Bayesian} posteriors},\n"

@@ -101,7 +101,7 @@ def load_simulation(out_dir: str | Path, design: SimDesign | None = None) -> Sim
     if design is None:
         design = parse_design(meta.get("design", {}), source_text=meta.get("source_text"))
     summary = summarise(results)
-    return SimResults(results, meta, design, summary, paired(results, "rmse", "hierarchical", "ols_full"))
+    return SimResults(results, meta, design, summary, paired(results, "rmse", registry.REFERENCE, registry.BASELINE))
 
 
 # --------------------------------------------------------------------------- generated text
@@ -120,7 +120,7 @@ def comparison_text(sim: SimResults) -> dict:
         return {"available": False}
     items = {"better": [], "worse": [], "unclear": []}
     for r in d.itertuples():
-        h, o = _row(s, r.cell_index, "hierarchical"), _row(s, r.cell_index, "ols_full")
+        h, o = _row(s, r.cell_index, registry.REFERENCE), _row(s, r.cell_index, registry.BASELINE)
         v = verdict(r.diff, r.diff_se)
         items[v].append({"cell": f"{_sd(r.sd)}, {_n(r.n)}", "hier": fmt.num(h["rmse"], 3), "ols": fmt.num(o["rmse"], 3),
                          "diff": est_se(r.diff, r.diff_se), "pct": f"{100 * abs(r.ratio - 1):.0f}%", "ratio": r.ratio,
@@ -151,7 +151,7 @@ def claims(sim: SimResults) -> list[dict]:
     sds, ns = sorted(d["sd"].unique()), sorted(d["n"].unique())
     small = d[(d["sd"] == sds[0]) & (d["n"] == ns[0])].iloc[0]
     v = verdict(small["diff"], small["diff_se"])
-    h, o = _row(s, small["cell_index"], "hierarchical"), _row(s, small["cell_index"], "ols_full")
+    h, o = _row(s, small["cell_index"], registry.REFERENCE), _row(s, small["cell_index"], registry.BASELINE)
     out.append({
         "claim": "Partial pooling gives group-effect estimates closer to the truth than OLS with fully crossed interactions "
                  "when effects vary little and the sample is small: its bias is outweighed by lower variance.",
@@ -201,11 +201,11 @@ def claims(sim: SimResults) -> list[dict]:
                 "numbers": "RMSE ratio hierarchical / OLS by heterogeneity SD (" + ", ".join(f"{x:g}" for x in sds) + "): " + "; ".join(parts)
                            + ". A ratio falling with the SD would support the claim.",
                 "verdict": v})
-    hb = s[s["approach"] == "hierarchical"]
-    ob = s[s["approach"] == "ols_full"]
+    hb = s[s["approach"] == registry.REFERENCE]
+    ob = s[s["approach"] == registry.BASELINE]
     if len(hb) and len(ob):
         # the hierarchical model's own bias: its mean error minus OLS's on the same data (OLS is unbiased)
-        bd = paired(sim.results, "bias", "hierarchical", "ols_full")
+        bd = paired(sim.results, "bias", registry.REFERENCE, registry.BASELINE)
         worst = bd.loc[bd["diff"].abs().idxmax()]
         n_biased = sum(verdict(r.diff, r.diff_se) != "unclear" for r in bd.itertuples())
         hw = hb.loc[hb["bias"].abs().idxmax()]
@@ -258,15 +258,16 @@ def diff_table(sim: SimResults) -> Markup:
 
 
 def diagnostics_table(sim: SimResults) -> Markup | None:
-    s = sim.summary[sim.summary["approach"] == "hierarchical"]
+    s = sim.summary[sim.summary["approach"] == registry.REFERENCE]
     if s.empty:
         return None
-    res = sim.results[(sim.results["approach"] == "hierarchical") & (sim.results["status"] == "ok")]
+    res = sim.results[(sim.results["approach"] == registry.REFERENCE) & (sim.results["status"] == "ok")]
     rows = []
     for r in s.itertuples():
         rr = res[res["cell_index"] == r.cell_index]
         comp = rr["compile"].value_counts() if "compile" in rr else {}
-        rows.append([f"{_sd(r.sd)}, {_n(r.n)}", fmt.num(getattr(r, "divergences", np.nan), 1), fmt.num(getattr(r, "treedepth_hits", np.nan) / max(1, sim.design.sampler.draws * sim.design.sampler.chains) * 100, 0) + "%",
+        rows.append([f"{_sd(r.sd)}, {_n(r.n)}", fmt.num(getattr(r, "divergences", np.nan), 1),
+                     fmt.num(getattr(r, "treedepth_hits", np.nan) / max(1, sim.design.sampler.draws * sim.design.sampler.chains) * 100, 0) + "%",
                      fmt.count(getattr(r, "min_ess_bulk", np.nan)), f"{getattr(r, 'max_rhat', np.nan):.3f}",
                      f"{int(comp.get('compile', 0))} / {int(comp.get('swap', 0))} / {int(comp.get('fallback', 0))}",
                      fmt.num(rr["sampling_s"].mean(), 2) if "sampling_s" in rr else "—",
@@ -294,7 +295,7 @@ def write_figures(sim: SimResults, folder: Path) -> dict[str, dict]:
     folder.mkdir(parents=True, exist_ok=True)
     s = sim.summary
     out = {}
-    main = [a for a in ("ols_full", "hierarchical") if a in set(s["approach"])]
+    main = [a for a in registry.REQUIRED if a in set(s["approach"])]
 
     def save(key, plot, caption, alt):
         w, h = plot.theme.getp("figure_size")
@@ -349,7 +350,8 @@ def context(sim: SimResults, figures: dict, route: str) -> dict:
         "title": design.title, "subtitle": design.subtitle, "author": design.report.author, "date": (meta.get("created") or "")[:10],
         "d": design, "mod_text": mod_text, "n_modifiers": len(mods), "study": design.study,
         "sample_sizes": join_words([f"{n:,}" for n in sorted({g[0] for g in grid})]), "sds": join_words([f"{s:g}" for s in sorted({g[1] for g in grid})]),
-        "n_cells": len({(g[0], g[1]) for g in grid}), "n_groups": int(sim.results["n_groups"].max()) if "n_groups" in sim.results else 0, "replications": design.replications, "n_tasks": n_ok, "failed": failed,
+        "n_cells": len({(g[0], g[1]) for g in grid}), "n_groups": int(sim.results["n_groups"].max()) if "n_groups" in sim.results else 0,
+        "replications": design.replications, "n_tasks": n_ok, "failed": failed,
         "approaches": [TEXT_NAMES[a] for a in design.approaches], "cmp": cmp, "claims": claims(sim), "fig": figures,
         "results_table": results_table(sim), "diff_table": diff_table(sim) if not sim.rmse_diff.empty else None,
         "diagnostics_table": diagnostics_table(sim), "errors_table": errors_table(sim), "nominal": NOMINAL,
@@ -357,7 +359,7 @@ def context(sim: SimResults, figures: dict, route: str) -> dict:
         "wall_min": (meta.get("wall_s") or 0) / 60, "design_hash": meta.get("design_hash", design.design_hash()),
         "spec_block": fmt.code_block(design.source_text or json.dumps(design.canonical(), indent=2), "yaml"),
         "versions": fmt.pipe_table(["Package", "Version"], [[k, v] for k, v in versions.items()], "ll", "Package versions of the run.", "tbl-versions"),
-        "pagebreak": Markup("{{< pagebreak >}}"), "has_hier": "hierarchical" in design.approaches and "ols_full" in design.approaches,
+        "pagebreak": Markup("{{< pagebreak >}}"), "has_hier": registry.REFERENCE in design.approaches and registry.BASELINE in design.approaches,
     }
 
 

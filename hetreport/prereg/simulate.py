@@ -47,7 +47,7 @@ import os
 import time
 import warnings
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -137,16 +137,27 @@ class _Cache:
 CACHE = _Cache()
 
 
-def _planned_scale(plan: Plan, family: str = "gaussian"):
-    """A stand-in for the data in ``resolve_priors``: the design's outcome mean and SD (gaussian), or
-    for bernoulli the planned share of 1s, ``base_rate + treatment_probability * average_effect``
-    (the mean of y that the defaults' ``logit(mean y)`` will see)."""
-    from types import SimpleNamespace
+@dataclass(frozen=True)
+class PlannedScale:
+    """What the prior defaults (``resolve_priors``, ``default_location``) read of the data, taken from the design
+    before any data exist: the outcome values whose mean and SD the defaults scale to, the family, the number of
+    units and trials, and an empty control matrix (the control priors are resolved from replication 0)."""
 
+    y: np.ndarray
+    family: str
+    n: int
+    trials: np.ndarray | None = None
+    control_matrix: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+
+
+def _planned_scale(plan: Plan, family: str = "gaussian") -> PlannedScale:
+    """The data ``resolve_priors`` sees in a design: for gaussian two values with the design's outcome mean and
+    SD; for bernoulli the planned share of 1s, ``base_rate + treatment_probability * average_effect`` (the mean
+    of y that the defaults' ``logit(mean y)`` will see)."""
     m, s = plan.outcome_mean, plan.outcome_sd
     if family == "bernoulli":
-        return SimpleNamespace(y=np.array([m]), n=1, trials=None, family="bernoulli", control_matrix=np.zeros((1, 0)))
-    return SimpleNamespace(y=np.array([m - s, m + s]), family="gaussian", control_matrix=np.zeros((2, 0)))
+        return PlannedScale(y=np.array([m]), family="bernoulli", n=1, control_matrix=np.zeros((1, 0)))
+    return PlannedScale(y=np.array([m - s, m + s]), family="gaussian", n=2, control_matrix=np.zeros((2, 0)))
 
 
 def resolved_priors(plan: Plan, analysis: str | None = None) -> dict:

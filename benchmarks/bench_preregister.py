@@ -74,18 +74,19 @@ def _cpu_s() -> float:
 
 def ratio(reps: int) -> None:
     from hetreport.prereg.plan import resolve_plan
-    from hetreport.prereg.simulate import _Cache, cells, run_replication
+    from hetreport.prereg.simulate import cells, run_replication
+    from hetreport.simstudy.engine import WorkerCache
     from hetreport.spec import load_spec
 
     plan = resolve_plan(load_spec(DESIGN))
     cell = cells(plan)[0]
     warnings.simplefilter("ignore")
-    cache = _Cache()
+    cache = WorkerCache()
     run_replication(plan, cell, 0, cache)  # warm-up: compiles the cell's model (and warms PyTensor's cache)
     t_swap, t_fresh = [], []
     for r in range(1, reps + 1):
         a = run_replication(plan, cell, r, cache)["summary"]
-        b = run_replication(plan, cell, r, _Cache(), force_compile=True)["summary"]
+        b = run_replication(plan, cell, r, WorkerCache(), force_compile=True)["summary"]
         assert a["compile"] == "swap" and b["compile"] == "compile"
         assert abs(a["sd_between_mean"] - b["sd_between_mean"]) < 1e-9, "the swapped and the fresh model must sample the same posterior"
         t_swap.append(a["compile_s"] + a["sampling_s"])

@@ -520,16 +520,17 @@ def test_a_swapped_replication_equals_a_fresh_compile(family):
     """Compile once per cell: replication 1 run on the cell's compiled model with its data swapped in gives
     the same draws as compiling its own model."""
     from hetreport.prereg.plan import resolve_plan
-    from hetreport.prereg.simulate import _Cache, cells, run_replication
+    from hetreport.prereg.simulate import cells, run_replication
+    from hetreport.simstudy.engine import WorkerCache
 
     raw = bernoulli_raw() if family == "bernoulli" else small_raw()
     raw["design"]["sampler"] = {"draws": 100, "tune": 100, "chains": 1}
     plan = resolve_plan(parse_spec(raw, source="design.yml"))
     cell = cells(plan)[-1]
-    cache = _Cache()
+    cache = WorkerCache()
     assert run_replication(plan, cell, 0, cache)["summary"]["compile"] == "compile"
     swapped = run_replication(plan, cell, 1, cache)
-    fresh = run_replication(plan, cell, 1, _Cache(), force_compile=True)
+    fresh = run_replication(plan, cell, 1, WorkerCache(), force_compile=True)
     assert swapped["summary"]["compile"] == "swap" and fresh["summary"]["compile"] == "compile"
     a = pd.DataFrame(swapped["groups"]).sort_values(["method", "group"])
     b = pd.DataFrame(fresh["groups"]).sort_values(["method", "group"])

@@ -16,6 +16,13 @@ Run from the repository root (not collected by pytest):
 
     python benchmarks/bench_preregister.py                 # both parts, ~15 minutes on 2 cores
     python benchmarks/bench_preregister.py --skip-appendix  # the ratio only, ~3 minutes
+    python benchmarks/bench_preregister.py --baseline REV --reps 6   # this checkout against REV
+
+3. With ``--baseline REV``: only the old/new ratio of the detection simulation (its share of the appendix's
+   time): the first ``--reps`` replications of every cell of the Tomz-Weeks design on ``--workers`` local
+   processes, with revision REV's hetreport and with this checkout's, each in a fresh interpreter, one after
+   the other in this invocation; prints both wall times, the ratio, the machine's load, and whether the two
+   runs' estimates agree.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from __future__ import annotations
 import argparse
 import os
 import resource
+import sys
 import shutil
 import tempfile
 import time
@@ -30,6 +38,7 @@ import warnings
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 DESIGN = ROOT / "examples" / "tomz-weeks" / "design.yml"
 
 
@@ -65,18 +74,19 @@ def _cpu_s() -> float:
 
 def ratio(reps: int) -> None:
     from hetreport.prereg.plan import resolve_plan
-    from hetreport.prereg.simulate import _Cache, cells, run_replication
+    from hetreport.prereg.simulate import cells, run_replication
+    from hetreport.simstudy.engine import WorkerCache
     from hetreport.spec import load_spec
 
     plan = resolve_plan(load_spec(DESIGN))
     cell = cells(plan)[0]
     warnings.simplefilter("ignore")
-    cache = _Cache()
+    cache = WorkerCache()
     run_replication(plan, cell, 0, cache)  # warm-up: compiles the cell's model (and warms PyTensor's cache)
     t_swap, t_fresh = [], []
     for r in range(1, reps + 1):
         a = run_replication(plan, cell, r, cache)["summary"]
-        b = run_replication(plan, cell, r, _Cache(), force_compile=True)["summary"]
+        b = run_replication(plan, cell, r, WorkerCache(), force_compile=True)["summary"]
         assert a["compile"] == "swap" and b["compile"] == "compile"
         assert abs(a["sd_between_mean"] - b["sd_between_mean"]) < 1e-9, "the swapped and the fresh model must sample the same posterior"
         t_swap.append(a["compile_s"] + a["sampling_s"])
@@ -86,6 +96,44 @@ def ratio(reps: int) -> None:
           f"{sum(t_swap):.1f} s vs {sum(t_fresh):.1f} s, ratio {sum(t_fresh) / sum(t_swap):.2f}x")
 
 
+SUBSET = """
+import dataclasses, json, time, warnings
+warnings.simplefilter("ignore")
+from hetreport.prereg.plan import resolve_plan
+from hetreport.prereg.simulate import run_simulation
+from hetreport.spec import load_spec
+plan = resolve_plan(load_spec("examples/tomz-weeks/design.yml"))
+plan = dataclasses.replace(plan, replications={reps})
+t0 = time.perf_counter()
+sim = run_simulation(plan, workers={workers})
+wall = time.perf_counter() - t0
+g = sim.groups.sort_values(["cell_index", "rep", "method", "group"])
+s = sim.summary.sort_values(["cell_index", "rep"])
+print(json.dumps({{"wall_s": wall, "failed": int((s["status"] != "ok").sum()), "estimate": g["estimate"].tolist(),
+                  "sd_between_mean": s["sd_between_mean"].tolist()}}))
+"""
+
+
+def compare(rev: str, reps: int, workers: int) -> None:
+    import numpy as np
+
+    from baseline import ROOT as _root, load, run_in, tree_at
+
+    old_tree = tree_at(rev)
+    code = SUBSET.format(reps=reps, workers=workers)
+    print(f"detection simulation of {DESIGN.relative_to(ROOT)}, {reps} replications per cell, {workers} local processes; {load()} at the start", flush=True)
+    old = run_in(old_tree, code)
+    print(f"  {rev[:12]}: {old['wall_s']:.1f} s ({old['failed']} failed); {load()}", flush=True)
+    new = run_in(_root, code)
+    print(f"  this checkout: {new['wall_s']:.1f} s ({new['failed']} failed); {load()}", flush=True)
+    print(f"old / new: {old['wall_s'] / new['wall_s']:.2f}x")
+    for k in ("estimate", "sd_between_mean"):
+        a, b = np.asarray(old[k], float), np.asarray(new[k], float)
+        same = a.shape == b.shape and np.array_equal(a, b, equal_nan=True)
+        diff = float(np.nanmax(np.abs(a - b))) if a.shape == b.shape and a.size else float("nan")
+        print(f"  {k}: {'identical' if same else f'differ, max |old - new| = {diff:.4g}'} over {a.size} values")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workers", type=int, help="local processes for the simulation (default: every core)")
@@ -93,7 +141,12 @@ def main() -> None:
     ap.add_argument("--skip-appendix", action="store_true")
     ap.add_argument("--skip-ratio", action="store_true")
     ap.add_argument("--keep", type=Path, help="write the appendix here instead of a temporary folder")
+    ap.add_argument("--baseline", metavar="REV", help="time the detection simulation with revision REV and with this checkout and print the ratio")
+    ap.add_argument("--reps", type=int, default=6, help="with --baseline: replications per cell")
     args = ap.parse_args()
+    if args.baseline:
+        compare(args.baseline, args.reps, args.workers or 2)
+        return
     if not args.skip_appendix:
         appendix(args.workers, args.keep)
     if not args.skip_ratio:

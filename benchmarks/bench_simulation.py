@@ -15,6 +15,14 @@ Run from the repository root (it is not collected by pytest):
 
     python benchmarks/bench_simulation.py                  # 12 replications each way, ~5 min on 2 cores
     python benchmarks/bench_simulation.py --reps 24 --workers 2
+    python benchmarks/bench_simulation.py --baseline REV --cells 1 --reps 6   # this checkout against REV
+
+3. With ``--baseline REV``: only the old/new ratio. The same fixed subset of the paper's grid (the first
+   ``--cells`` cells of N x SD, ``--reps`` replications each, every approach, ``--workers`` local
+   processes) runs with revision REV's hetreport and with this checkout's, each in a fresh interpreter,
+   one after the other in this invocation; it prints both wall times, the ratio, the machine's load, and
+   whether the two runs' per-replication metrics agree (same seeds: identical unless the sampler route
+   changed, then within Monte Carlo error).
 """
 
 from __future__ import annotations
@@ -22,12 +30,14 @@ from __future__ import annotations
 import argparse
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 import warnings
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def design(reps: int, n: int):
@@ -85,14 +95,63 @@ def compile_once(d, k: int) -> None:
           f"{f / s:.1f}x faster per replication", flush=True)
 
 
+SUBSET = """
+import json, tempfile, time, warnings
+warnings.simplefilter("ignore")
+from pathlib import Path
+from hetreport.simstudy.design import cells, load_design
+from hetreport.simstudy.executor import run_grid
+d = load_design(Path("examples/simulation/paper.yml"))
+grid = [(c.n, c.sd) for c in cells(d)][:{cells}]
+d = d.model_copy(update={{"sample_sizes": sorted({{n for n, _ in grid}}), "heterogeneity_sds": sorted({{s for _, s in grid}}),
+                         "replications": {reps}}})
+t0 = time.perf_counter()
+res = run_grid(d, Path(tempfile.mkdtemp()) / "out", progress=False, workers={workers})
+wall = time.perf_counter() - t0
+ok = res[res["status"] == "ok"]
+cols = [c for c in ("rmse", "coverage_95", "rmse_mu") if c in ok]
+m = ok.sort_values(["cell_index", "rep", "approach"])[["cell_index", "rep", "approach", *cols]]
+print(json.dumps({{"wall_s": wall, "rows": len(res), "failed": int((res["status"] != "ok").sum()),
+                  "metrics": m.to_dict(orient="list")}}))
+"""
+
+
+def compare(rev: str, n_cells: int, reps: int, workers: int) -> None:
+    import numpy as np
+
+    from baseline import ROOT as _root, load, run_in, tree_at
+
+    old_tree = tree_at(rev)
+    code = SUBSET.format(cells=n_cells, reps=reps, workers=workers)
+    print(f"the first {n_cells} cell(s) of examples/simulation/paper.yml x {reps} replications, {workers} local processes; "
+          f"{load()} at the start", flush=True)
+    old = run_in(old_tree, code)
+    print(f"  {rev[:12]}: {old['wall_s']:.1f} s ({old['failed']} failed rows); {load()}", flush=True)
+    new = run_in(_root, code)
+    print(f"  this checkout: {new['wall_s']:.1f} s ({new['failed']} failed rows); {load()}", flush=True)
+    print(f"old / new: {old['wall_s'] / new['wall_s']:.2f}x")
+    for k in old["metrics"]:
+        if k in ("cell_index", "rep", "approach"):
+            continue
+        a, b = np.asarray(old["metrics"][k], float), np.asarray(new["metrics"].get(k, []), float)
+        same = a.shape == b.shape and np.array_equal(a, b, equal_nan=True)
+        diff = float(np.nanmax(np.abs(a - b))) if a.shape == b.shape and a.size else float("nan")
+        print(f"  {k}: {'identical' if same else f'differ, max |old - new| = {diff:.4g}'} over {a.size} rows")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--reps", type=int, default=12, help="replications per executor")
     ap.add_argument("--n", type=int, default=1000, help="sample size of the cell")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--compile-reps", type=int, default=3, help="replications timed for the compile-once speed-up (0 skips)")
+    ap.add_argument("--baseline", metavar="REV", help="time a fixed subset with revision REV and with this checkout (fresh processes) and print the ratio")
+    ap.add_argument("--cells", type=int, default=1, help="with --baseline: the first CELLS cells of the paper's grid")
     args = ap.parse_args()
     warnings.simplefilter("ignore")
+    if args.baseline:
+        compare(args.baseline, args.cells, args.reps, args.workers)
+        return
     from distributed import Client, LocalCluster
 
     d = design(args.reps, args.n)

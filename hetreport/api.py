@@ -14,14 +14,11 @@ from typing import TYPE_CHECKING
 
 from . import __version__
 from .spec import Spec, load_spec
+from .versions import PACKAGES, package_versions  # noqa: F401  (re-exported: part of the API)
 
 if TYPE_CHECKING:
     from .check import PreparedStudy
     from .results import StudyResults
-
-PACKAGES = ("bambi", "pymc", "pytensor", "nutpie", "arviz", "numpy", "pandas", "scipy", "statsmodels", "plotnine",
-            "jinja2", "pydantic", "pyreadstat", "pypandoc-binary", "typst")
-
 
 #: the posterior predictive check draws replications for at most this many rows (a seeded random subset
 #: beyond it): the figure's densities need no more, and 50 draws of every row of a million-row study do not
@@ -36,18 +33,6 @@ def ppc_row_subset(n: int, seed: int) -> "np.ndarray | None":
     if n <= PPC_MAX_ROWS:
         return None
     return np.sort(np.random.default_rng([seed, n]).choice(n, PPC_MAX_ROWS, replace=False))
-
-
-def package_versions() -> dict[str, str]:
-    from importlib import metadata
-
-    out = {"python": platform.python_version(), "hetreport": __version__}
-    for p in PACKAGES:
-        try:
-            out[p] = metadata.version(p)
-        except metadata.PackageNotFoundError:
-            out[p] = "not installed"
-    return out
 
 
 def _as_spec(spec: Spec | str | Path) -> Spec:
@@ -209,4 +194,4 @@ def run_project(specs, out: str | Path, *, formats=None, route: str = "auto", sc
     A study that fails is listed on the index with its error; returns a ``ProjectOutcome``."""
     from .project import run_project as _run_project
 
-    return _run_project(specs, out, formats=formats, route=route, scheduler=scheduler, workers=workers, log=log)
+    return _run_project(specs, out, fit=fit, formats=formats, route=route, scheduler=scheduler, workers=workers, log=log)

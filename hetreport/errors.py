@@ -106,3 +106,12 @@ def shorten(text: object, width: int = 60) -> str:
         return s
     keep = max(width - 20, 10)
     return f"{s[:keep * 2 // 3]}…{s[-(keep // 3):]} ({len(s):,} characters)"
+
+
+class LocatedError(ValueError):
+    """Raised inside a spec's validators to point at a sub-path of the model being validated (spec.py and
+    prereg/design.py both raise it; it lives here so that neither imports the other for it)."""
+
+    def __init__(self, loc: tuple, message: str):
+        self.loc = loc
+        super().__init__(message)

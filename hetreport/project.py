@@ -48,6 +48,7 @@ from .errors import HetreportError, HetreportWarning, RenderError, SpecError
 from .facts import Interval
 from .report import format as fmt
 from .simstudy.report import _widths
+from .versions import package_versions
 
 PROJECT_JSON = "project.json"
 STUDIES = "studies"
@@ -200,15 +201,15 @@ def _zip_folder(folder: Path) -> bytes:
     return buf.getvalue()
 
 
-def run_study(spec_path: str, slug: str, formats=None, route: str = "auto", verbose: bool = False) -> dict:
-    """Fit one study and render its page (run inside a worker process).
+def run_study(fit, spec_path: str, slug: str, formats=None, route: str = "auto", verbose: bool = False) -> dict:
+    """Fit one study with ``fit`` (``hetreport.api.fit``, passed in so that this module never imports the
+    API that calls it) and render its page (run inside a worker process).
 
     Works in a temporary folder and returns the result as a zip archive (``studies/<slug>``
     and ``site/<slug>``), so a Dask worker need not share a file system for outputs. Never
     raises for a study's own problem: the error becomes ``status: error`` with its message."""
     import warnings
 
-    from .api import fit
     from .report.build import build_project
     from .report.render import render_project
 
@@ -273,7 +274,7 @@ def _run_local(tasks: list[tuple], workers: int, on_result) -> None:
     ctx = mp.get_context("spawn")  # no fork of a process holding threads (numba, PyTensor)
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_local_worker)
     try:
-        pending = {pool.submit(run_study, *t): t[1] for t in tasks}
+        pending = {pool.submit(run_study, *t): t[2] for t in tasks}
         while pending:
             finished, _ = wait(pending, return_when=FIRST_COMPLETED)
             for fut in finished:
@@ -302,7 +303,7 @@ def _run_dask(tasks: list[tuple], scheduler: str | None, client, on_result) -> N
                                  "the studies run on local processes.") from None
     try:
         stamp = f"{os.getpid()}-{time.time_ns()}"
-        futures = {client.submit(run_study, *t, key=f"hetreport-study-{t[1]}-{stamp}", pure=False, retries=0): t[1] for t in tasks}
+        futures = {client.submit(run_study, *t, key=f"hetreport-study-{t[2]}-{stamp}", pure=False, retries=0): t[2] for t in tasks}
         for fut in as_completed(list(futures)):
             slug = futures[fut]
             try:
@@ -447,10 +448,11 @@ def render_index(site: Path, route: str) -> Path:
 # --------------------------------------------------------------------------- the entry point
 
 
-def run_project(specs, out, *, formats=None, route: str = "auto", scheduler: str | None = None, workers: int | None = None,
+def run_project(specs, out, *, fit, formats=None, route: str = "auto", scheduler: str | None = None, workers: int | None = None,
                 log=None, client=None, title: str | None = None, verbose: bool | None = None) -> ProjectOutcome:
-    """Fit every study spec in ``specs`` (files or folders of specs) in parallel and write one
-    Quarto project into ``out`` (layout in this module's docstring); returns what was written.
+    """Fit every study spec in ``specs`` (files or folders of specs) in parallel with ``fit``
+    (``hetreport.api.fit``; ``hetreport.api.run_project`` passes it) and write one Quarto project
+    into ``out`` (layout in this module's docstring); returns what was written.
 
     Studies run on ``workers`` local processes (default: one per study, at most one per core)
     or, with ``scheduler`` (``tcp://host:port``) or ``client`` (a ``distributed.Client``), on a
@@ -471,16 +473,16 @@ def run_project(specs, out, *, formats=None, route: str = "auto", scheduler: str
     guard = outdir.Output(out, kind="project")  # new, empty or an earlier hetreport output; locked; before any fit
     guard.__enter__()
     try:
-        return _run_project_in(guard, paths, slugs, out, formats, route, scheduler, workers, client, title, verbose, say)
+        return _run_project_in(fit, guard, paths, slugs, out, formats, route, scheduler, workers, client, title, verbose, say)
     finally:
         guard.__exit__(None, None, None)
 
 
-def _run_project_in(guard, paths, slugs, out, formats, route, scheduler, workers, client, title, verbose, say) -> ProjectOutcome:
+def _run_project_in(fit, guard, paths, slugs, out, formats, route, scheduler, workers, client, title, verbose, say) -> ProjectOutcome:
     from .report.render import describe_route
 
     route_text = describe_route(route)  # fails now, not after the fits, if Quarto is asked for and missing
-    tasks = [(str(p.resolve()), slug, list(formats) if formats else None, route, verbose) for p, slug in zip(paths, slugs)]
+    tasks = [(fit, str(p.resolve()), slug, list(formats) if formats else None, route, verbose) for p, slug in zip(paths, slugs)]
     use_dask = scheduler is not None or client is not None
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     workers = max(1, min(len(tasks), workers or cores))
@@ -513,8 +515,6 @@ def _run_project_in(guard, paths, slugs, out, formats, route, scheduler, workers
                                         error_kind=res.get("error_kind"), error=res.get("error"), outputs=res.get("outputs", {}),
                                         seconds=res.get("seconds"), warnings=tuple(res.get("warnings", ())),
                                         results=res.get("results") or (f"{STUDIES}/{slug}" if res["status"] == "ok" else None)))
-        from .api import package_versions
-
         meta = {"title": title or f"Heterogeneous effects in {len(studies)} stud{'y' if len(studies) == 1 else 'ies'}",
                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "where": where, "route": route_text,
                 "formats": list(formats) if formats else None, "wall_s": round(time.monotonic() - t0, 1),

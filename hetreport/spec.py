@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, model_validator
 
-from .errors import HetreportWarning, SpecError, clean_text, path_str, shorten, suggest, unsafe_characters
+from .errors import HetreportWarning, LocatedError as _LocatedError, SpecError, clean_text, path_str, shorten, suggest, unsafe_characters
 from .families import FAMILY_NAMES
 from .prereg.design import PlannedDesign
 
@@ -517,14 +517,6 @@ class Spec(_Strict):
 
     def label(self, var: str) -> str:
         return self.labels.variables.get(var, var)
-
-
-class _LocatedError(ValueError):
-    """Raised inside validators to point at a sub-path of the model being validated."""
-
-    def __init__(self, loc: tuple, message: str):
-        self.loc = loc
-        super().__init__(message)
 
 
 # --------------------------------------------------------------------------- loading

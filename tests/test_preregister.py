@@ -398,6 +398,27 @@ def test_per_analysis_bernoulli_with_base_rate_is_simulated():
     assert logit_model["intercept"].params[0] == pytest.approx(logit(q), abs=1e-2) and logit_model["intercept"].params[1] == 2.5
 
 
+def test_planned_scale_is_a_typed_record_and_gives_the_closed_form_defaults():
+    """The data the prior defaults see in a design (no data yet): a frozen PlannedScale, whose gaussian defaults are
+    the closed form in the planned outcome mean m and SD s (intercept N(m, 2.5 s), b N(0, s), sd HN(s), sigma HN(2 s))."""
+    import dataclasses
+
+    from hetreport.prereg.plan import resolve_plan
+    from hetreport.prereg.simulate import PlannedScale, _planned_scale, resolved_priors
+
+    plan = resolve_plan(parse_spec(small_raw(), source="design.yml"))
+    scale = _planned_scale(plan)
+    assert isinstance(scale, PlannedScale) and dataclasses.is_dataclass(scale)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        scale.family = "bernoulli"
+    m, s = plan.outcome_mean, plan.outcome_sd
+    pri = resolved_priors(plan, "people")
+    r = lambda x: float(f"{x:.3g}")  # noqa: E731  (resolve_priors rounds to 3 significant digits)
+    assert pri["intercept"].params == pytest.approx((r(m), r(2.5 * s)), rel=1e-2)
+    assert pri["b"].params == pytest.approx((0.0, r(s)), rel=1e-2)
+    assert pri["sd"].params == pytest.approx((r(s),), rel=1e-2) and pri["sigma"].params == pytest.approx((r(2 * s),), rel=1e-2)
+
+
 def test_bernoulli_simulated_frame_base_rate_and_truth():
     """Control share = base rate; each group's truth is the realised difference in probability (large N)."""
     from hetreport.groups import group_key
@@ -499,16 +520,17 @@ def test_a_swapped_replication_equals_a_fresh_compile(family):
     """Compile once per cell: replication 1 run on the cell's compiled model with its data swapped in gives
     the same draws as compiling its own model."""
     from hetreport.prereg.plan import resolve_plan
-    from hetreport.prereg.simulate import _Cache, cells, run_replication
+    from hetreport.prereg.simulate import cells, run_replication
+    from hetreport.simstudy.engine import WorkerCache
 
     raw = bernoulli_raw() if family == "bernoulli" else small_raw()
     raw["design"]["sampler"] = {"draws": 100, "tune": 100, "chains": 1}
     plan = resolve_plan(parse_spec(raw, source="design.yml"))
     cell = cells(plan)[-1]
-    cache = _Cache()
+    cache = WorkerCache()
     assert run_replication(plan, cell, 0, cache)["summary"]["compile"] == "compile"
     swapped = run_replication(plan, cell, 1, cache)
-    fresh = run_replication(plan, cell, 1, _Cache(), force_compile=True)
+    fresh = run_replication(plan, cell, 1, WorkerCache(), force_compile=True)
     assert swapped["summary"]["compile"] == "swap" and fresh["summary"]["compile"] == "compile"
     a = pd.DataFrame(swapped["groups"]).sort_values(["method", "group"])
     b = pd.DataFrame(fresh["groups"]).sort_values(["method", "group"])

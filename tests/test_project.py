@@ -16,6 +16,7 @@ import yaml
 
 from hetreport import project
 from hetreport.errors import SpecError
+from hetreport.api import fit
 from hetreport.project import assign_slugs, collect_specs, run_project
 from hetreport.report import format as fmt
 from tests.conftest import EVIL, REPO, TW_DATA, random_frame
@@ -99,7 +100,7 @@ def test_sigma_theta_of_a_non_identity_link_is_marked_with_its_scale():
 def test_no_specs_or_a_missing_path_is_a_clear_error_and_nothing_is_written(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(SpecError, match="holds no study spec"):
-        run_project([tmp_path / "empty"], tmp_path / "site")
+        run_project([tmp_path / "empty"], tmp_path / "site", fit=fit)
     res = hetreport("run", tmp_path / "nope.yml", tmp_path / "empty", "--out", tmp_path / "site")
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert "nope.yml' is neither a spec file nor a folder" in res.stderr.replace("\n  ", " ")
@@ -112,7 +113,7 @@ def test_out_that_is_not_a_project_is_refused(tmp_path):
     out.mkdir()
     (out / "thesis.docx").write_text("mine")
     with pytest.raises(Exception, match="did not write: thesis.docx"):
-        run_project([tmp_path / "a.yml", tmp_path / "a.yml"], out)
+        run_project([tmp_path / "a.yml", tmp_path / "a.yml"], out, fit=fit)
     assert (out / "thesis.docx").read_text() == "mine"
 
 
@@ -280,7 +281,7 @@ def test_studies_run_on_a_dask_cluster(tmp_path):
     tiny_spec(tmp_path / "one.yml", title="One")
     tiny_spec(tmp_path / "two.yml", title="Two", data="missing.csv")
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, Client(cluster) as client:
-        outcome = project.run_project([tmp_path / "one.yml", tmp_path / "two.yml"], tmp_path / "site", route="builtin", client=client)
+        outcome = project.run_project([tmp_path / "one.yml", tmp_path / "two.yml"], tmp_path / "site", fit=fit, route="builtin", client=client)
     assert [s.status for s in outcome.studies] == ["ok", "error"]
     assert outcome.failed[0].error_kind == "Data error" and "missing.csv" in outcome.failed[0].error
     assert (tmp_path / "site" / "site" / "one" / "report.html").is_file()
@@ -293,7 +294,7 @@ def test_a_crash_while_writing_the_site_leaves_the_old_site(tmp_path, monkeypatc
     tiny_spec(tmp_path / "a.yml", data="missing-a.csv")  # fails fast: no fit needed to build a site
     tiny_spec(tmp_path / "b.yml", data="missing-b.csv")
     out = tmp_path / "site"
-    first = run_project([tmp_path / "a.yml", tmp_path / "b.yml"], out, route="builtin", workers=1)
+    first = run_project([tmp_path / "a.yml", tmp_path / "b.yml"], out, fit=fit, route="builtin", workers=1)
     assert len(first.failed) == 2 and first.index.is_file()
     before = first.index.read_text()
 
@@ -302,7 +303,7 @@ def test_a_crash_while_writing_the_site_leaves_the_old_site(tmp_path, monkeypatc
 
     monkeypatch.setattr(project, "render_index", crash)
     with pytest.raises(RuntimeError, match="disk full"):
-        run_project([tmp_path / "a.yml"], out, route="builtin", workers=1)
+        run_project([tmp_path / "a.yml"], out, fit=fit, route="builtin", workers=1)
     assert first.index.read_text() == before
     assert len(json.loads((out / "project.json").read_text())["studies"]) == 2
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no temporary folder left

@@ -47,7 +47,7 @@ RECORD_VERSION = 1
 
 
 def registration_record(spec: Spec, plan: Plan, created: str) -> dict:
-    from ..api import package_versions
+    from ..versions import package_versions
 
     return {"kind": "hetreport pre-registration", "version": RECORD_VERSION, "spec_hash": spec.spec_hash(), "created": created,
             "title": spec.title, "seeds": {"design": plan.seed, "sampler": spec.sampler.seed,

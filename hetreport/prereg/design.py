@@ -37,15 +37,15 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from ..errors import LocatedError
+
 Scalar = int | float | str | bool
 #: shares may be rounded: they must add up to 1 within this
 SHARE_TOLERANCE = 1e-3
 
 
 def _located(loc: tuple, message: str) -> ValueError:
-    from ..spec import _LocatedError  # spec.py imports this module: import at call time
-
-    return _LocatedError(loc, message)
+    return LocatedError(loc, message)
 
 
 class _Strict(BaseModel):

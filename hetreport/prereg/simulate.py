@@ -47,13 +47,14 @@ import os
 import time
 import warnings
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
+from ..simstudy.engine import WorkerCache
 from .plan import Plan, derived_seed, simulate_frame
 
 
@@ -127,26 +128,31 @@ def full_groups(plan: Plan, cell: Cell, adata):
     return Groups(cell.analysis, tuple(ap.modifiers), table, index, len(table), plan.min_arm)
 
 
-class _Cache:
-    def __init__(self):
-        self.refs: dict = {}
-        self.compiled: dict = {}
-        self.counts = {"compile": 0, "swap": 0, "fallback": 0}
+#: per process: cell references and compiled models (the simulation engine's cache, keyed by (spec hash, cell))
+CACHE = WorkerCache()
 
 
-CACHE = _Cache()
+@dataclass(frozen=True)
+class PlannedScale:
+    """What the prior defaults (``resolve_priors``, ``default_location``) read of the data, taken from the design
+    before any data exist: the outcome values whose mean and SD the defaults scale to, the family, the number of
+    units and trials, and an empty control matrix (the control priors are resolved from replication 0)."""
+
+    y: np.ndarray
+    family: str
+    n: int
+    trials: np.ndarray | None = None
+    control_matrix: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
 
 
-def _planned_scale(plan: Plan, family: str = "gaussian"):
-    """A stand-in for the data in ``resolve_priors``: the design's outcome mean and SD (gaussian), or
-    for bernoulli the planned share of 1s, ``base_rate + treatment_probability * average_effect``
-    (the mean of y that the defaults' ``logit(mean y)`` will see)."""
-    from types import SimpleNamespace
-
+def _planned_scale(plan: Plan, family: str = "gaussian") -> PlannedScale:
+    """The data ``resolve_priors`` sees in a design: for gaussian two values with the design's outcome mean and
+    SD; for bernoulli the planned share of 1s, ``base_rate + treatment_probability * average_effect`` (the mean
+    of y that the defaults' ``logit(mean y)`` will see)."""
     m, s = plan.outcome_mean, plan.outcome_sd
     if family == "bernoulli":
-        return SimpleNamespace(y=np.array([m]), n=1, trials=None, family="bernoulli", control_matrix=np.zeros((1, 0)))
-    return SimpleNamespace(y=np.array([m - s, m + s]), family="gaussian", control_matrix=np.zeros((2, 0)))
+        return PlannedScale(y=np.array([m]), family="bernoulli", n=1, control_matrix=np.zeros((1, 0)))
+    return PlannedScale(y=np.array([m - s, m + s]), family="gaussian", n=2, control_matrix=np.zeros((2, 0)))
 
 
 def resolved_priors(plan: Plan, analysis: str | None = None) -> dict:
@@ -161,46 +167,26 @@ def resolved_priors(plan: Plan, analysis: str | None = None) -> dict:
     return resolve_priors(spec.priors_of(spec.analysis(analysis)), _planned_scale(plan, plan.analysis(analysis).family))
 
 
-def _reference(plan: Plan, cell: Cell, key: tuple, cache: _Cache):
+def _reference(plan: Plan, cell: Cell, key: tuple, cache: WorkerCache):
     from ..models.hierarchical import _control_prior_sds, build_design
     from ..simstudy.engine import CellReference, _signature
 
-    if key not in cache.refs:
+    if key not in cache.references:
         adata0, _, _ = _analysis_inputs(plan, cell, derived_seed(plan.seed, 1, cell.index, 0))
         g0 = full_groups(plan, cell, adata0)
         resolved = resolved_priors(plan, cell.analysis)
         d0 = build_design(adata0, g0, plan.analysis(cell.analysis).mode)
-        cache.refs[key] = CellReference(resolved, _control_prior_sds(resolved, adata0), float(adata0.y.mean()), tuple(g0.keys),
+        cache.references[key] = CellReference(resolved, _control_prior_sds(resolved, adata0), float(adata0.y.mean()), tuple(g0.keys),
                                         _signature(d0, g0, adata0))
-    return cache.refs[key]
+    return cache.references[key]
 
 
-def _compiled(cache: _Cache, key: tuple, ref, sig: tuple, force_compile: bool, *, swap, compile):
-    """The cell's compiled model with this replication's data: ``swap(compiled)`` into the model compiled for
-    the cell when the replication's signature matches it, else ``compile()`` -> (compiled, seconds), kept for
-    the cell when its signature is the cell's reference one ("compile") and not kept otherwise ("fallback").
-    Returns (compiled, info)."""
-    from ..simstudy.engine import CompiledEntry
-
-    entry = cache.compiled.get(key)
-    info = {"compile_s": 0.0}
-    if not force_compile and entry is not None and entry.signature == sig:
-        compiled, info["compile"] = swap(entry.compiled), "swap"
-    else:
-        compiled, info["compile_s"] = compile()
-        info["compile"] = "compile" if sig == ref.signature else "fallback"
-        if sig == ref.signature and not force_compile:
-            cache.compiled[key] = CompiledEntry(compiled, sig, info["compile_s"])
-    cache.counts[info["compile"]] += 1
-    return compiled, info
-
-
-def fit_hierarchical_cell(plan: Plan, cell: Cell, adata, groups, seed: int, cache: _Cache | None = None, force_compile: bool = False):
+def fit_hierarchical_cell(plan: Plan, cell: Cell, adata, groups, seed: int, cache: WorkerCache | None = None, force_compile: bool = False):
     """Sample the hierarchical model of one replication, reusing the cell's compiled model. Returns (posterior, info)."""
     from dataclasses import replace
 
     from ..models.hierarchical import build_design
-    from ..simstudy.engine import _signature, compile_model, sample_compiled, swap_data
+    from ..simstudy.engine import _signature, cached_compiled, compile_model, sample_compiled, swap_data
 
     cache = cache or CACHE
     key = (plan.spec.spec_hash(), cell.index)
@@ -208,7 +194,7 @@ def fit_hierarchical_cell(plan: Plan, cell: Cell, adata, groups, seed: int, cach
     d = build_design(adata, groups, plan.analysis(cell.analysis).mode)
     delta = d.y_mean - ref.shift
     d = replace(d, cell_sy=d.cell_sy + delta * d.cell_n, yy=float(d.yy + d.n * delta**2), y_mean=float(ref.shift))
-    compiled, info = _compiled(cache, key, ref, _signature(d, groups, adata), force_compile,
+    compiled, info = cached_compiled(cache, key, ref, _signature(d, groups, adata), force_compile,
                                swap=lambda entry: swap_data(entry, d), compile=lambda: compile_model(d, ref, adata, groups))
     idata, info["sampling_s"] = sample_compiled(compiled, plan.spec.design.sampler, seed, int(os.environ.get("HETREPORT_SIM_CORES", "1")))
     return idata, info
@@ -255,7 +241,7 @@ def _bernoulli_signature(groups, d, adata, rows) -> tuple:
     return (tuple(groups.keys), tuple(d.term_names), tuple(adata.control_columns), len(rows["bern_y"]))
 
 
-def fit_bernoulli_cell(plan: Plan, cell: Cell, adata, groups, seed: int, cache: _Cache | None = None, force_compile: bool = False):
+def fit_bernoulli_cell(plan: Plan, cell: Cell, adata, groups, seed: int, cache: WorkerCache | None = None, force_compile: bool = False):
     """Sample the bernoulli hierarchical model of one replication, compiled once per cell and worker: the
     first replication compiles it (nutpie), later ones swap their successes and trials in (``with_data``);
     a replication whose rows differ in number (an analysis filter) compiles afresh (``fallback``). Priors
@@ -264,19 +250,19 @@ def fit_bernoulli_cell(plan: Plan, cell: Cell, adata, groups, seed: int, cache: 
     import nutpie
 
     from ..models.hierarchical import _control_prior_sds, build_design
-    from ..simstudy.engine import CellReference, sample_compiled
+    from ..simstudy.engine import CellReference, cached_compiled, sample_compiled
 
     cache = cache or CACHE
     key = (plan.spec.spec_hash(), cell.index)
     mode = plan.analysis(cell.analysis).mode
-    if key not in cache.refs:
+    if key not in cache.references:
         adata0, _, _ = _analysis_inputs(plan, cell, derived_seed(plan.seed, 1, cell.index, 0))
         g0 = full_groups(plan, cell, adata0)
         resolved = resolved_priors(plan, cell.analysis)
         d0 = build_design(adata0, g0, mode)
-        cache.refs[key] = CellReference(resolved, _control_prior_sds(resolved, adata0), 0.0, tuple(g0.keys),
+        cache.references[key] = CellReference(resolved, _control_prior_sds(resolved, adata0), 0.0, tuple(g0.keys),
                                         _bernoulli_signature(g0, d0, adata0, bernoulli_rows(adata0, g0)))
-    ref = cache.refs[key]
+    ref = cache.references[key]
     d = build_design(adata, groups, mode)
     rows = bernoulli_rows(adata, groups)
 
@@ -286,7 +272,7 @@ def fit_bernoulli_cell(plan: Plan, cell: Cell, adata, groups, seed: int, cache: 
         compiled = nutpie.compile_pymc_model(model, var_names=BERNOULLI_VARS + (["beta"] if adata.control_matrix.shape[1] else []))
         return compiled, time.perf_counter() - t0
 
-    compiled, info = _compiled(cache, key, ref, _bernoulli_signature(groups, d, adata, rows), force_compile,
+    compiled, info = cached_compiled(cache, key, ref, _bernoulli_signature(groups, d, adata, rows), force_compile,
                                # bern_x is a shared variable only with controls
                                swap=lambda entry: entry.with_data(**{k: v for k, v in rows.items() if k in entry.shared_data}),
                                compile=compile_)
@@ -334,7 +320,7 @@ def _wald(est: np.ndarray, se: np.ndarray) -> float:
     return float(stats.chi2.sf(stat, ok.sum() - 1))
 
 
-def run_replication(plan: Plan, cell: Cell, rep: int, cache: _Cache | None = None, force_compile: bool = False) -> dict:
+def run_replication(plan: Plan, cell: Cell, rep: int, cache: WorkerCache | None = None, force_compile: bool = False) -> dict:
     """Both approaches on replication ``rep`` of ``cell``: a summary row and per-group rows (errors recorded, not raised)."""
     from ..models.ols import fit_ols_full
 

@@ -185,6 +185,24 @@ def sample_compiled(compiled, sampler, seed: int, cores: int = 1):
     return idata, time.perf_counter() - t0
 
 
+def cached_compiled(cache: WorkerCache, key: tuple, ref: CellReference, sig: tuple, force_compile: bool, *, swap, compile):
+    """The cell's compiled model with this replication's data, for the simulation study and pre-registration alike:
+    ``swap(compiled)`` into the model compiled for the cell when the replication's signature matches it, else
+    ``compile()`` -> (compiled, seconds), kept for the cell when its signature is the cell's reference one
+    ("compile") and not kept otherwise ("fallback"). Returns (compiled, info)."""
+    entry = cache.compiled.get(key)
+    info = {"compile_s": 0.0}
+    if not force_compile and entry is not None and entry.signature == sig:
+        compiled, info["compile"] = swap(entry.compiled), "swap"
+    else:
+        compiled, info["compile_s"] = compile()
+        info["compile"] = "compile" if sig == ref.signature else "fallback"
+        if sig == ref.signature and not force_compile:
+            cache.compiled[key] = CompiledEntry(compiled, sig, info["compile_s"])
+    cache.counts[info["compile"]] += 1
+    return compiled, info
+
+
 def fit_hierarchical_cached(design: SimDesign, cell: Cell, adata, groups, seed: int, study=None, cache: WorkerCache = CACHE,
                             force_compile: bool = False, cores: int | None = None):
     """Sample the hierarchical model for one replication, reusing the cell's compiled model.
@@ -198,19 +216,9 @@ def fit_hierarchical_cached(design: SimDesign, cell: Cell, adata, groups, seed: 
 
     ref = cell_reference(design, cell, study, cache)
     d = recentred_design(adata, groups, ref.shift)
-    sig = _signature(d, groups, adata)
     key = (design.design_hash(), cell.index)
-    entry = cache.compiled.get(key)
-    info = {"compile_s": 0.0}
-    if not force_compile and entry is not None and entry.signature == sig:
-        compiled = swap_data(entry.compiled, d)
-        info["compile"] = "swap"
-    else:
-        compiled, info["compile_s"] = compile_model(d, ref, adata, groups)
-        info["compile"] = "compile" if sig == ref.signature else "fallback"
-        if sig == ref.signature and not force_compile:
-            cache.compiled[key] = CompiledEntry(compiled, sig, info["compile_s"])
-    cache.counts[info["compile"]] += 1
+    compiled, info = cached_compiled(cache, key, ref, _signature(d, groups, adata), force_compile,
+                                     swap=lambda c: swap_data(c, d), compile=lambda: compile_model(d, ref, adata, groups))
     cores = cores or int(os.environ.get("HETREPORT_SIM_CORES", "1"))
     idata, info["sampling_s"] = sample_compiled(compiled, design.sampler, seed, cores)
     post = idata.posterior

@@ -232,7 +232,7 @@ def _run_dask(design, tasks, grid, scheduler, client, on_rows):
 
 
 def _meta(design: SimDesign, grid, executor: str, where: str) -> dict:
-    from ..api import package_versions
+    from ..versions import package_versions
 
     return {"design_hash": design.design_hash(), "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "cells": [{"index": c.index, "id": c.id, "n": c.n, "sd": c.sd} for c in grid], "replications": design.replications,

@@ -2,7 +2,7 @@
 
 Three sources, one result (:class:`SimData`):
 
-- the paper's design (every modifier binary, no study spec): :func:`hetreport.simulate.simulate_study`
+- the paper's design (every modifier binary, no study spec): :func:`hetreport.simstudy.paper.simulate_study`
   itself, called with the cell's N and SD;
 - categorical modifiers (level probabilities): the same fully crossed model generalised to
   levels — a coefficient for every combination of variables and of their non-reference levels;
@@ -29,7 +29,7 @@ from functools import lru_cache
 import numpy as np
 import pandas as pd
 
-from ..simulate import simulate_study
+from .paper import simulate_study
 from .design import Cell, SimDesign
 
 

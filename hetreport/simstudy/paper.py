@@ -1,4 +1,4 @@
-"""Simulated studies with known group effects (the seed paper's section 4 design).
+"""The seed paper's section 4 design: simulated studies with known group effects (the simulation study's generator for it).
 
 A binary treatment T (p = .5) and binary modifiers m1..mk (default p = .3, .4, .5, .6).
 The outcome's mean is a fully crossed model in T and the modifiers: a coefficient for

@@ -68,7 +68,7 @@ EVIL = "<script>alert(1)</script> {{ 7*7 }} $x$ @fig-x *bold*"
 def small_study(tmp_path_factory):
     """A small simulated study with a known truth and hostile labels, fitted once per session."""
     from hetreport.api import fit
-    from hetreport.simulate import simulate_study
+    from hetreport.simstudy.paper import simulate_study
 
     d = tmp_path_factory.mktemp("study")
     sim = simulate_study(n=800, sd=0.25, probs=(0.4, 0.5, 0.6), coef_mean=0.0, seed=5)

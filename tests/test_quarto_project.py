@@ -208,7 +208,7 @@ def test_quarto_yml_is_complete_for_both_formats():
 def hostile(tmp_path_factory):
     """A small fitted study whose spec and data carry Quarto shortcodes everywhere text goes."""
     from hetreport.api import fit
-    from hetreport.simulate import simulate_study
+    from hetreport.simstudy.paper import simulate_study
 
     d = tmp_path_factory.mktemp("hostile")
     sim = simulate_study(n=500, sd=0.25, probs=(0.5, 0.5), coef_mean=0.0, seed=5)

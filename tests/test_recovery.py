@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from hetreport.api import fit
-from hetreport.simulate import simulate_study, true_group_effects
+from hetreport.simstudy.paper import simulate_study, true_group_effects
 from hetreport.spec import parse_spec
 
 pytestmark = pytest.mark.slow

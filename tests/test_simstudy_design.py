@@ -12,7 +12,7 @@ import pytest
 from hetreport.errors import SpecError
 from hetreport.simstudy.design import cells, load_design, parse_design
 from hetreport.simstudy.generate import load_study, seeds, simulate
-from hetreport.simulate import simulate_study, true_group_effects
+from hetreport.simstudy.paper import simulate_study, true_group_effects
 
 REPO = Path(__file__).resolve().parents[1]
 

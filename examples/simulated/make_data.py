@@ -11,7 +11,7 @@ approaches' estimates. Run from the repository root:
 
 from pathlib import Path
 
-from hetreport.simulate import simulate_study
+from hetreport.simstudy.paper import simulate_study
 
 if __name__ == "__main__":
     study = simulate_study(n=2500, sd=0.25, coef_mean=0.0, seed=2024)

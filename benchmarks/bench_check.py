@@ -53,7 +53,9 @@ def main() -> None:
     print(f"{'analysis':24} {'groups':>6} {'terms':>5} {'params':>7} {'estimate s':>10} {'measured s':>10} {'measured/est':>12}")
     for name, size in est.items():
         measured = manifest["timings"][name]["total_s"]
-        print(f"{name:24} {size.groups:6d} {size.terms:5d} {size.parameters:7d} {size.seconds:10.0f} {measured:10.0f} {measured / size.seconds:12.2f}")
+        print(
+            f"{name:24} {size.groups:6d} {size.terms:5d} {size.parameters:7d} {size.seconds:10.0f} {measured:10.0f} {measured / size.seconds:12.2f}"
+        )
     if peak:
         top = max(s.memory_bytes for s in est.values())
         print(f"peak resident memory {int(peak.group(1)) / 1e6:.2f} GB; largest estimate {top / 1e9:.2f} GB")

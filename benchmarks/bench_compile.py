@@ -80,8 +80,11 @@ def run(spec: Path, analysis: str, route: str) -> dict:
     if line is None:
         sys.exit(f"the {route} fit of '{analysis}' failed:\n{proc.stderr[-3000:]}")
     out = json.loads(line[7:])
-    out.update(wall_s=wall, cpu_s=(after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
-               to_first_draw_s=out["timings"].get("compile_s", 0.0) + out["timings"].get("build_s", 0.0))
+    out.update(
+        wall_s=wall,
+        cpu_s=(after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
+        to_first_draw_s=out["timings"].get("compile_s", 0.0) + out["timings"].get("build_s", 0.0),
+    )
     return out
 
 
@@ -106,19 +109,23 @@ def main(argv=None) -> int:
             r = run(Path(args.spec), analysis, route)
             r.update(analysis=analysis, route=route, load_before=la, load_after=load_avg())
             rows.append(r)
-            print(f"{analysis:<12s} {route:<9s} process {r['wall_s']:6.1f} s (CPU {r['cpu_s']:6.1f} s): imports {r['import_s']:.1f} s, "
-                  f"data read → first draw {r['to_first_draw_s']:6.1f} s, sampling {r['timings']['sampling_s']:6.1f} s; "
-                  f"div {r['divergences']}, θ_g ESS {r['theta_ess']:.0f} R̂ {r['theta_rhat']:.3f}; all: min ESS bulk "
-                  f"{r['min_ess_bulk']:.0f} tail {r['min_ess_tail']:.0f}, max R̂ {r['max_rhat']:.3f}; load {la} → {r['load_after']}",
-                  flush=True)
+            print(
+                f"{analysis:<12s} {route:<9s} process {r['wall_s']:6.1f} s (CPU {r['cpu_s']:6.1f} s): imports {r['import_s']:.1f} s, "
+                f"data read → first draw {r['to_first_draw_s']:6.1f} s, sampling {r['timings']['sampling_s']:6.1f} s; "
+                f"div {r['divergences']}, θ_g ESS {r['theta_ess']:.0f} R̂ {r['theta_rhat']:.3f}; all: min ESS bulk "
+                f"{r['min_ess_bulk']:.0f} tail {r['min_ess_tail']:.0f}, max R̂ {r['max_rhat']:.3f}; load {la} → {r['load_after']}",
+                flush=True,
+            )
     print("\nratios graph / compiled (same analysis, same invocation)")
     for analysis in args.analyses:
         by = {r["route"]: r for r in rows if r["analysis"] == analysis}
         if {"compiled", "graph"} <= set(by):
             c, g = by["compiled"], by["graph"]
-            print(f"  {analysis}: process wall {g['wall_s'] / c['wall_s']:.1f}x, CPU {g['cpu_s'] / c['cpu_s']:.1f}x, "
-                  f"data → first draw {g['to_first_draw_s'] / max(c['to_first_draw_s'], 1e-9):.0f}x, "
-                  f"sampling {g['timings']['sampling_s'] / c['timings']['sampling_s']:.1f}x")
+            print(
+                f"  {analysis}: process wall {g['wall_s'] / c['wall_s']:.1f}x, CPU {g['cpu_s'] / c['cpu_s']:.1f}x, "
+                f"data → first draw {g['to_first_draw_s'] / max(c['to_first_draw_s'], 1e-9):.0f}x, "
+                f"sampling {g['timings']['sampling_s'] / c['timings']['sampling_s']:.1f}x"
+            )
     return 0
 
 

@@ -70,19 +70,24 @@ def main() -> None:
         for name, ts in times.items():
             m = statistics.median(ts)
             print(f"{name:34} {m:9.3f} {m / base:11.1f} {m - base:17.3f} {codes[name]:5d}")
-        r = subprocess.run([sys.executable, "-X", "importtime", *cases["run: misspelt key"][1:]], capture_output=True, text=True, env=env, cwd=REPO)
+        r = subprocess.run(
+            [sys.executable, "-X", "importtime", *cases["run: misspelt key"][1:]], capture_output=True, text=True, env=env, cwd=REPO
+        )
         rows = []
         for line in r.stderr.splitlines():
             if line.startswith("import time:") and "|" in line:
-                parts = line[len("import time:"):].split("|")
+                parts = line[len("import time:") :].split("|")
                 if parts[1].strip().isdigit():
                     rows.append((int(parts[1]), parts[2].rstrip()))
         total = sum(t for t, name in rows if not name.startswith("  "))  # one leading space: imported at top level
         print(f"\nmisspelt key: {total / 1e6:.3f} s of imports (python -X importtime, top-level packages); heaviest:")
         for t, name in sorted(rows, reverse=True)[:8]:
             print(f"  {t / 1e6:7.3f} s  {name.strip()}")
-        heavy = [m for m in ("pymc", "arviz", "bambi", "pytensor", "nutpie", "plotnine", "matplotlib", "statsmodels")
-                 if any(name.strip() == m for _, name in rows)]
+        heavy = [
+            m
+            for m in ("pymc", "arviz", "bambi", "pytensor", "nutpie", "plotnine", "matplotlib", "statsmodels")
+            if any(name.strip() == m for _, name in rows)
+        ]
         print("heavy modules imported before the error: " + (", ".join(heavy) if heavy else "none"))
 
 

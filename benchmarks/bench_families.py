@@ -58,19 +58,24 @@ SPEC = REPO / "examples" / "tomz-weeks" / "spec.yml"
 MODIFIERS = ["white", "male", "intl", "hawk_r"]
 CONTROLS = ["dem", "lowstakes", "lowcost", "region"]
 ANALYSES = {
-    "bernoulli": {"name": "logit_controls", "family": "bernoulli", "outcome": "force",
-                  "priors": {"intercept": "normal(0, 2.5)", "b": "normal(0, 1)", "sd": "halfnormal(1)"}},
-    "ordinal": {"name": "ordinal_controls", "family": "ordinal", "outcome": "pref",
-                "priors": {"b": "normal(0, 1)", "sd": "halfnormal(1)"}},
+    "bernoulli": {
+        "name": "logit_controls",
+        "family": "bernoulli",
+        "outcome": "force",
+        "priors": {"intercept": "normal(0, 2.5)", "b": "normal(0, 1)", "sd": "halfnormal(1)"},
+    },
+    "ordinal": {"name": "ordinal_controls", "family": "ordinal", "outcome": "pref", "priors": {"b": "normal(0, 1)", "sd": "halfnormal(1)"}},
 }
 #: the baseline process: switch the pattern route off, then run the CLI as a user does
-BASELINE = ("import sys, hetreport.models.families as f; f.AGGREGATE_MAX_SHARE = 0.0; "
-            "from hetreport.cli import main; sys.exit(main(sys.argv[1:]))")
+BASELINE = (
+    "import sys, hetreport.models.families as f; f.AGGREGATE_MAX_SHARE = 0.0; from hetreport.cli import main; sys.exit(main(sys.argv[1:]))"
+)
 DEFAULT = "import sys; from hetreport.cli import main; sys.exit(main(sys.argv[1:]))"
 
 
-def write_spec(folder: Path, family: str, draws: int, tune: int, chains: int, seed: int, all_methods: bool,
-               modifiers=tuple(MODIFIERS)) -> Path:
+def write_spec(
+    folder: Path, family: str, draws: int, tune: int, chains: int, seed: int, all_methods: bool, modifiers=tuple(MODIFIERS)
+) -> Path:
     import yaml
 
     base = yaml.safe_load(SPEC.read_text())
@@ -79,8 +84,14 @@ def write_spec(folder: Path, family: str, draws: int, tune: int, chains: int, se
     analysis = {**ANALYSES[family], "modifiers": list(modifiers), "controls": CONTROLS, "categorical": ["region"]}
     if not all_methods:
         analysis["methods"] = ["ols_full", "hierarchical"]
-    spec = {"title": f"bench_families {family}", "data": data, "outcome": base["outcome"], "treatment": base["treatment"],
-            "analyses": [analysis], "sampler": {"draws": draws, "tune": tune, "chains": chains, "seed": seed}}
+    spec = {
+        "title": f"bench_families {family}",
+        "data": data,
+        "outcome": base["outcome"],
+        "treatment": base["treatment"],
+        "analyses": [analysis],
+        "sampler": {"draws": draws, "tune": tune, "chains": chains, "seed": seed},
+    }
     path = folder / f"{family}.yml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     return path
@@ -91,8 +102,7 @@ def fit_process(code: str, spec: Path, out: Path) -> dict:
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", code, "fit", str(spec), "--out", str(out)], env=env,
-                          capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-c", code, "fit", str(spec), "--out", str(out)], env=env, capture_output=True, text=True)
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode:
@@ -102,11 +112,18 @@ def fit_process(code: str, spec: Path, out: Path) -> dict:
     meta = json.loads((out / f"analysis_{name}.json").read_text())
     diag = json.loads((out / "diagnostics.json").read_text())[name]
     q = diag["quantities"].values()
-    return {"wall": wall, "cpu": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
-            "timings": meta["hierarchical"]["timings"], "likelihood": meta["hierarchical"]["likelihood"],
-            "divergences": diag["divergences"], "min_ess_bulk": min(v["min_ess_bulk"] for v in q),
-            "min_ess_tail": min(v["min_ess_tail"] for v in q), "max_rhat": max(v["max_rhat"] for v in q),
-            "out": out, "name": name}
+    return {
+        "wall": wall,
+        "cpu": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
+        "timings": meta["hierarchical"]["timings"],
+        "likelihood": meta["hierarchical"]["likelihood"],
+        "divergences": diag["divergences"],
+        "min_ess_bulk": min(v["min_ess_bulk"] for v in q),
+        "min_ess_tail": min(v["min_ess_tail"] for v in q),
+        "max_rhat": max(v["max_rhat"] for v in q),
+        "out": out,
+        "name": name,
+    }
 
 
 def group_effect_means(run: dict):
@@ -130,22 +147,31 @@ def fresh_main(args) -> int:
                 small = write_spec(tmp / "warm", family, 50, 50, 2, args.seed, args.all_methods, args.modifiers)
                 for label, code in routes:
                     w = fit_process(code, small, tmp / f"warm-{family}-{label[:5]}")
-                    print(f"{family:9s} warm-up {label:22s} wall {w['wall']:6.1f} s  compile {w['timings'].get('compile_s', float('nan')):6.1f} s", flush=True)
+                    print(
+                        f"{family:9s} warm-up {label:22s} wall {w['wall']:6.1f} s  compile {w['timings'].get('compile_s', float('nan')):6.1f} s",
+                        flush=True,
+                    )
             runs = {}
             for label, code in routes:
                 r = fit_process(code, spec, tmp / f"{family}-{label[:5]}")
                 runs[label] = r
                 t, lik = r["timings"], r["likelihood"]
-                print(f"{family:9s} {label:22s} wall {r['wall']:6.1f} s  CPU {r['cpu']:6.1f} s  compile {t.get('compile_s', float('nan')):5.1f} s  "
-                      f"sampling {t.get('sampling_s', float('nan')):6.1f} s  rows {lik['rows']:5d}  divergences {r['divergences']:3d}  "
-                      f"min ESS bulk {r['min_ess_bulk']:6.0f} tail {r['min_ess_tail']:6.0f}  max R-hat {r['max_rhat']:.3f}", flush=True)
+                print(
+                    f"{family:9s} {label:22s} wall {r['wall']:6.1f} s  CPU {r['cpu']:6.1f} s  compile {t.get('compile_s', float('nan')):5.1f} s  "
+                    f"sampling {t.get('sampling_s', float('nan')):6.1f} s  rows {lik['rows']:5d}  divergences {r['divergences']:3d}  "
+                    f"min ESS bulk {r['min_ess_bulk']:6.0f} tail {r['min_ess_tail']:6.0f}  max R-hat {r['max_rhat']:.3f}",
+                    flush=True,
+                )
                 print(f"{'':9s} {'':22s} route: {lik.get('route', '')}", flush=True)
             (mb, sb), (ma, sa) = (group_effect_means(r) for r in runs.values())
             b, a = runs.values()
             z = np.abs(mb - ma) / np.sqrt(sb**2 + sa**2)
-            print(f"{family:9s} ratio wall baseline/patterns {b['wall'] / a['wall']:.2f}x, CPU {b['cpu'] / a['cpu']:.2f}x, "
-                  f"sampling {b['timings']['sampling_s'] / a['timings']['sampling_s']:.2f}x; same posterior: max |difference of "
-                  f"group-effect means| {np.abs(mb - ma).max():.4f} ({z.max():.1f} MC standard errors)", flush=True)
+            print(
+                f"{family:9s} ratio wall baseline/patterns {b['wall'] / a['wall']:.2f}x, CPU {b['cpu'] / a['cpu']:.2f}x, "
+                f"sampling {b['timings']['sampling_s'] / a['timings']['sampling_s']:.2f}x; same posterior: max |difference of "
+                f"group-effect means| {np.abs(mb - ma).max():.4f} ({z.max():.1f} MC standard errors)",
+                flush=True,
+            )
     print(f"load at end: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f} (1/5/15 min)")
     return 0
 
@@ -160,7 +186,9 @@ def prepare():
 
     spec = load_spec(SPEC)
     analysis = Analysis(name="logit", modifiers=MODIFIERS, family="bernoulli")
-    spec = spec.model_copy(update={"analyses": [analysis], "priors": spec.priors.model_copy(update={"intercept": None, "b": None, "sd": None, "sigma": None})})
+    spec = spec.model_copy(
+        update={"analyses": [analysis], "priors": spec.priors.model_copy(update={"intercept": None, "b": None, "sd": None, "sigma": None})}
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         adata = prepare_analysis(spec, load_data(spec), analysis)
@@ -172,8 +200,7 @@ def run(spec, adata, groups, aggregate: bool, sampler):
     import arviz as az
 
     from hetreport.models.families import unit_table
-    from hetreport.models.hierarchical import (_add_response_effects, _sample, build_design, build_glm_model,
-                                               resolve_priors)
+    from hetreport.models.hierarchical import _add_response_effects, _sample, build_design, build_glm_model, resolve_priors
 
     ut = unit_table(adata, groups, aggregate=aggregate)
     resolved = resolve_priors(spec.priors, adata)
@@ -200,17 +227,26 @@ def in_process_main(args) -> int:
     for name, agg in (("per unit (baseline)", False), ("aggregated binomial", True)):
         rows, idata, t, ess, div = run(spec, adata, groups, agg, sampler)
         out[name] = (idata, t, ess)
-        print(f"{name:22s} rows {rows:5d}  compile {t['compile_s']:6.1f} s  sampling {t['sampling_s']:6.1f} s  "
-              f"divergences {div:3d}  min ESS(theta_g) {ess:6.0f}  ESS/s {ess / t['sampling_s']:7.1f}", flush=True)
+        print(
+            f"{name:22s} rows {rows:5d}  compile {t['compile_s']:6.1f} s  sampling {t['sampling_s']:6.1f} s  "
+            f"divergences {div:3d}  min ESS(theta_g) {ess:6.0f}  ESS/s {ess / t['sampling_s']:7.1f}",
+            flush=True,
+        )
     (ib, tb, eb), (ia, ta, ea) = out.values()
     mb = ib.posterior["group_effect"].mean(("chain", "draw")).to_numpy()
     ma = ia.posterior["group_effect"].mean(("chain", "draw")).to_numpy()
-    mcse = np.sqrt(az.mcse(ib.posterior[["group_effect"]])["group_effect"].to_numpy() ** 2
-                   + az.mcse(ia.posterior[["group_effect"]])["group_effect"].to_numpy() ** 2)
-    print(f"same posterior: max |difference of group-effect means| = {np.abs(mb - ma).max():.4f} "
-          f"({np.max(np.abs(mb - ma) / mcse):.1f} MC standard errors)")
-    print(f"ratio sampling time baseline/aggregated: {tb['sampling_s'] / ta['sampling_s']:.2f}x; "
-          f"ESS per second aggregated/baseline: {(ea / ta['sampling_s']) / (eb / tb['sampling_s']):.2f}x")
+    mcse = np.sqrt(
+        az.mcse(ib.posterior[["group_effect"]])["group_effect"].to_numpy() ** 2
+        + az.mcse(ia.posterior[["group_effect"]])["group_effect"].to_numpy() ** 2
+    )
+    print(
+        f"same posterior: max |difference of group-effect means| = {np.abs(mb - ma).max():.4f} "
+        f"({np.max(np.abs(mb - ma) / mcse):.1f} MC standard errors)"
+    )
+    print(
+        f"ratio sampling time baseline/aggregated: {tb['sampling_s'] / ta['sampling_s']:.2f}x; "
+        f"ESS per second aggregated/baseline: {(ea / ta['sampling_s']) / (eb / tb['sampling_s']):.2f}x"
+    )
     return 0
 
 
@@ -222,9 +258,13 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=2021)
     p.add_argument("--family", choices=sorted(ANALYSES), action="append")
     p.add_argument("--no-warmup", action="store_true", help="time cold compile caches (no 50-draw fit of each route first)")
-    p.add_argument("--modifiers", nargs="+", default=MODIFIERS,
-                   help="the analysis' modifiers (default white male intl hawk_r: 100 groups, 1,009 patterns among 1,200 "
-                        "units, so the pattern route falls back to per unit; white male: 4 groups, 244 patterns)")
+    p.add_argument(
+        "--modifiers",
+        nargs="+",
+        default=MODIFIERS,
+        help="the analysis' modifiers (default white male intl hawk_r: 100 groups, 1,009 patterns among 1,200 "
+        "units, so the pattern route falls back to per unit; white male: 4 groups, 244 patterns)",
+    )
     p.add_argument("--all-methods", action="store_true", help="fit the default set of methods, not only the hierarchical model")
     p.add_argument("--in-process", action="store_true", help="the older check: no controls, cells against units, one process")
     args = p.parse_args(argv)

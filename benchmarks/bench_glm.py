@@ -51,8 +51,16 @@ FORMULA = "y ~ treat * C(g) + x1 + x2 + x3 + x4 + C(region)"
 
 def simulate(n: int, family: str, seed: int) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
-    f = pd.DataFrame({"treat": rng.integers(0, 2, n), "m1": rng.integers(0, 2, n), "m2": rng.integers(0, 2, n),
-                      "m3": rng.integers(1, 6, n), "m4": rng.integers(1, 6, n), "region": rng.integers(1, 5, n)})
+    f = pd.DataFrame(
+        {
+            "treat": rng.integers(0, 2, n),
+            "m1": rng.integers(0, 2, n),
+            "m2": rng.integers(0, 2, n),
+            "m3": rng.integers(1, 6, n),
+            "m4": rng.integers(1, 6, n),
+            "region": rng.integers(1, 5, n),
+        }
+    )
     for k in range(1, 5):
         f[f"x{k}"] = rng.normal(size=n)
     g = ((f.m1 * 2 + f.m2) * 5 + f.m3 - 1) * 5 + f.m4 - 1
@@ -73,9 +81,17 @@ def simulate(n: int, family: str, seed: int) -> pd.DataFrame:
 
 def hetreport_route(frame: pd.DataFrame, family: str, folder: Path):
     frame.to_csv(folder / "data.csv", index=False)
-    spec = parse_spec({"title": "bench", "data": {"path": "data.csv"}, "outcome": "y", "treatment": "treat", "family": family,
-                       "analyses": [{"name": "a", "modifiers": ["m1", "m2", "m3", "m4"], "controls": CONTROLS, "categorical": ["region"]}]},
-                      base_dir=folder)
+    spec = parse_spec(
+        {
+            "title": "bench",
+            "data": {"path": "data.csv"},
+            "outcome": "y",
+            "treatment": "treat",
+            "family": family,
+            "analyses": [{"name": "a", "modifiers": ["m1", "m2", "m3", "m4"], "controls": CONTROLS, "categorical": ["region"]}],
+        },
+        base_dir=folder,
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         adata = prepare_analysis(spec, load_data(spec), spec.analyses[0])
@@ -131,13 +147,26 @@ def main() -> None:
             t_het, res = hetreport_route(frame, family, Path(tmp))
             t_base, ames, llf = baseline_route(frame, family)
             table = res.table
-            key = {f"m1={a}|m2={b}|m3={c}|m4={d}": ((a * 2 + b) * 5 + c - 1) * 5 + d - 1
-                   for a in range(2) for b in range(2) for c in range(1, 6) for d in range(1, 6)}
+            key = {
+                f"m1={a}|m2={b}|m3={c}|m4={d}": ((a * 2 + b) * 5 + c - 1) * 5 + d - 1
+                for a in range(2)
+                for b in range(2)
+                for c in range(1, 6)
+                for d in range(1, 6)
+            }
             diffs = [abs(r.estimate - ames[key[r.group]]) for r in table.itertuples() if r.estimable]
-            rows.append({"family": family, "n": args.n, "hetreport_s": round(t_het, 3), "statsmodels_s": round(t_base, 3),
-                         "ratio": round(t_base / t_het, 2), "estimable": int(table.estimable.sum()),
-                         "max_ame_diff": float(max(diffs)) if diffs else np.nan,
-                         "loglik_gain": res.details["loglik"] - llf})
+            rows.append(
+                {
+                    "family": family,
+                    "n": args.n,
+                    "hetreport_s": round(t_het, 3),
+                    "statsmodels_s": round(t_base, 3),
+                    "ratio": round(t_base / t_het, 2),
+                    "estimable": int(table.estimable.sum()),
+                    "max_ame_diff": float(max(diffs)) if diffs else np.nan,
+                    "loglik_gain": res.details["loglik"] - llf,
+                }
+            )
             print(rows[-1], flush=True)
     print(pd.DataFrame(rows).to_string(index=False))
 

@@ -30,8 +30,8 @@ from __future__ import annotations
 import argparse
 import os
 import resource
-import sys
 import shutil
+import sys
 import tempfile
 import time
 import warnings
@@ -56,12 +56,16 @@ def appendix(workers: int | None, keep: Path | None) -> None:
     sim = pd.read_csv(out / "simulation.csv")
     ok = sim[sim["status"] == "ok"]
     print(f"\nappendix of {DESIGN.relative_to(ROOT)}: {total / 60:.1f} min wall ({done['where']})")
-    print(f"  detection simulation: {done['simulation_s'] / 60:.1f} min for {len(sim)} replications ({len(ok)} ok); "
-          f"compiled {int(ok['compile'].isin(['compile', 'fallback']).sum())}x, swapped {int((ok['compile'] == 'swap').sum())}x; "
-          f"median sampling {ok['sampling_s'].median():.1f} s, median compile {ok.loc[ok['compile'] != 'swap', 'compile_s'].median():.1f} s")
+    print(
+        f"  detection simulation: {done['simulation_s'] / 60:.1f} min for {len(sim)} replications ({len(ok)} ok); "
+        f"compiled {int(ok['compile'].isin(['compile', 'fallback']).sum())}x, swapped {int((ok['compile'] == 'swap').sum())}x; "
+        f"median sampling {ok['sampling_s'].median():.1f} s, median compile {ok.loc[ok['compile'] != 'swap', 'compile_s'].median():.1f} s"
+    )
     print(f"  everything else (mock report fit + render, prior predictive, appendix render): {(total - done['simulation_s']) / 60:.1f} min")
-    print(f"  CPU time of this process and its worker processes: {cpu / 60:.1f} min, i.e. {cpu / 120:.1f} min of wall time on 2 otherwise idle "
-          f"cores (load average now {os.getloadavg()[0]:.1f}: other programs on this machine slow the wall time)")
+    print(
+        f"  CPU time of this process and its worker processes: {cpu / 60:.1f} min, i.e. {cpu / 120:.1f} min of wall time on 2 otherwise idle "
+        f"cores (load average now {os.getloadavg()[0]:.1f}: other programs on this machine slow the wall time)"
+    )
     print(f"  target < 15 min: {'met' if total < 900 else 'NOT met'}")
     if keep is None:
         shutil.rmtree(out.parent, ignore_errors=True)
@@ -92,8 +96,10 @@ def ratio(reps: int) -> None:
         t_swap.append(a["compile_s"] + a["sampling_s"])
         t_fresh.append(b["compile_s"] + b["sampling_s"])
         print(f"  replication {r}: swapped {t_swap[-1]:.1f} s, fresh compile {t_fresh[-1]:.1f} s (compile {b['compile_s']:.1f} s)")
-    print(f"\ncompile once per cell vs fresh compile per replication ({reps} replications of {cell.id}): "
-          f"{sum(t_swap):.1f} s vs {sum(t_fresh):.1f} s, ratio {sum(t_fresh) / sum(t_swap):.2f}x")
+    print(
+        f"\ncompile once per cell vs fresh compile per replication ({reps} replications of {cell.id}): "
+        f"{sum(t_swap):.1f} s vs {sum(t_fresh):.1f} s, ratio {sum(t_fresh) / sum(t_swap):.2f}x"
+    )
 
 
 SUBSET = """
@@ -116,12 +122,15 @@ print(json.dumps({{"wall_s": wall, "failed": int((s["status"] != "ok").sum()), "
 
 def compare(rev: str, reps: int, workers: int) -> None:
     import numpy as np
-
-    from baseline import ROOT as _root, load, run_in, tree_at
+    from baseline import ROOT as _root
+    from baseline import load, run_in, tree_at
 
     old_tree = tree_at(rev)
     code = SUBSET.format(reps=reps, workers=workers)
-    print(f"detection simulation of {DESIGN.relative_to(ROOT)}, {reps} replications per cell, {workers} local processes; {load()} at the start", flush=True)
+    print(
+        f"detection simulation of {DESIGN.relative_to(ROOT)}, {reps} replications per cell, {workers} local processes; {load()} at the start",
+        flush=True,
+    )
     old = run_in(old_tree, code)
     print(f"  {rev[:12]}: {old['wall_s']:.1f} s ({old['failed']} failed); {load()}", flush=True)
     new = run_in(_root, code)
@@ -141,7 +150,9 @@ def main() -> None:
     ap.add_argument("--skip-appendix", action="store_true")
     ap.add_argument("--skip-ratio", action="store_true")
     ap.add_argument("--keep", type=Path, help="write the appendix here instead of a temporary folder")
-    ap.add_argument("--baseline", metavar="REV", help="time the detection simulation with revision REV and with this checkout and print the ratio")
+    ap.add_argument(
+        "--baseline", metavar="REV", help="time the detection simulation with revision REV and with this checkout and print the ratio"
+    )
     ap.add_argument("--reps", type=int, default=6, help="with --baseline: replications per cell")
     args = ap.parse_args()
     if args.baseline:

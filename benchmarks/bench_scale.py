@@ -36,10 +36,12 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 CASES = {"1e3": (1_000, (2, 2, 5, 5)), "1e6": (1_000_000, (2, 2, 5, 5)), "1000g": (20_000, (2, 5, 10, 10))}
 # the child reports its own peak memory (ru_maxrss of the process, in KiB on Linux)
-CHILD = ("import resource, runpy, sys\n"
-         "sys.argv = ['hetreport', 'fit', sys.argv[1], '--out', sys.argv[2]]\n"
-         "try:\n    runpy.run_module('hetreport.cli', run_name='__main__')\n"
-         "finally:\n    print('MAXRSS', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n")
+CHILD = (
+    "import resource, runpy, sys\n"
+    "sys.argv = ['hetreport', 'fit', sys.argv[1], '--out', sys.argv[2]]\n"
+    "try:\n    runpy.run_module('hetreport.cli', run_name='__main__')\n"
+    "finally:\n    print('MAXRSS', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n"
+)
 
 
 def write_study(folder: Path, n: int, levels: tuple[int, ...], seed: int) -> Path:
@@ -52,10 +54,14 @@ def write_study(folder: Path, n: int, levels: tuple[int, ...], seed: int) -> Pat
     frame["treat"] = rng.integers(0, 2, n)
     frame["y"] = 1.0 + 0.2 * frame["m1"] + effect * frame["treat"] + rng.normal(0, 1, n)
     frame.to_csv(folder / "data.csv", index=False)
-    spec = {"title": f"Scale: {n:,} rows, {int(np.prod(levels))} groups", "data": {"path": "data.csv"},
-            "outcome": "y", "treatment": "treat",
-            "analyses": [{"name": "scale", "modifiers": [f"m{k + 1}" for k in range(len(levels))]}],
-            "sampler": {"seed": seed}}
+    spec = {
+        "title": f"Scale: {n:,} rows, {int(np.prod(levels))} groups",
+        "data": {"path": "data.csv"},
+        "outcome": "y",
+        "treatment": "treat",
+        "analyses": [{"name": "scale", "modifiers": [f"m{k + 1}" for k in range(len(levels))]}],
+        "sampler": {"seed": seed},
+    }
     (folder / "spec.yml").write_text(yaml.safe_dump(spec, sort_keys=False))
     return folder / "spec.yml"
 
@@ -76,12 +82,18 @@ def run(spec: Path, out: Path) -> dict:
     m = json.loads((out / "manifest.json").read_text())
     d = json.loads((out / "diagnostics.json").read_text())["scale"]
     q = d["quantities"].values()
-    return {"wall": wall, "cpu": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
-            "rss_gb": rss[0] / 2**20 if rss else float("nan"), "fit_s": m["total_s"],
-            "sampling_s": m["timings"]["scale"]["sampling_s"] + m["timings"]["scale"].get("first_fit_s", 0.0),
-            "divergences": d["divergences"], "rhat": max(v["max_rhat"] for v in q),
-            "ess": min(min(v["min_ess_bulk"], v["min_ess_tail"]) for v in q), "retry": "retry" in d,
-            "load": f"{load0} -> {' '.join(f'{x:.2f}' for x in os.getloadavg())}"}
+    return {
+        "wall": wall,
+        "cpu": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
+        "rss_gb": rss[0] / 2**20 if rss else float("nan"),
+        "fit_s": m["total_s"],
+        "sampling_s": m["timings"]["scale"]["sampling_s"] + m["timings"]["scale"].get("first_fit_s", 0.0),
+        "divergences": d["divergences"],
+        "rhat": max(v["max_rhat"] for v in q),
+        "ess": min(min(v["min_ess_bulk"], v["min_ess_tail"]) for v in q),
+        "retry": "retry" in d,
+        "load": f"{load0} -> {' '.join(f'{x:.2f}' for x in os.getloadavg())}",
+    }
 
 
 def main(argv=None) -> int:
@@ -100,10 +112,13 @@ def main(argv=None) -> int:
             spec = write_study(folder, n, levels, args.seed)
             print(f"{name}: {n:,} rows, {int(np.prod(levels))} groups (data written in {time.perf_counter() - t0:.1f} s)", flush=True)
             r = rows[name] = run(spec, folder / "out")
-            print(f"  wall {r['wall']:.1f} s, CPU {r['cpu']:.1f} s, peak memory {r['rss_gb']:.2f} GB; fit() {r['fit_s']:.1f} s, "
-                  f"sampling {r['sampling_s']:.1f} s, other {r['wall'] - r['sampling_s']:.1f} s; divergences {r['divergences']}, "
-                  f"max R-hat {r['rhat']:.3f}, min ESS {r['ess']:.0f}{' (after the automatic second fit)' if r['retry'] else ''}; "
-                  f"load {r['load']}", flush=True)
+            print(
+                f"  wall {r['wall']:.1f} s, CPU {r['cpu']:.1f} s, peak memory {r['rss_gb']:.2f} GB; fit() {r['fit_s']:.1f} s, "
+                f"sampling {r['sampling_s']:.1f} s, other {r['wall'] - r['sampling_s']:.1f} s; divergences {r['divergences']}, "
+                f"max R-hat {r['rhat']:.3f}, min ESS {r['ess']:.0f}{' (after the automatic second fit)' if r['retry'] else ''}; "
+                f"load {r['load']}",
+                flush=True,
+            )
             shutil.rmtree(folder, ignore_errors=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -111,8 +126,10 @@ def main(argv=None) -> int:
         base = rows["1e3"]
         for name, r in rows.items():
             if name != "1e3":
-                print(f"{name} / 1e3: wall {r['wall'] / base['wall']:.2f}x, CPU {r['cpu'] / base['cpu']:.2f}x, "
-                      f"other than sampling {(r['wall'] - r['sampling_s']) / (base['wall'] - base['sampling_s']):.2f}x")
+                print(
+                    f"{name} / 1e3: wall {r['wall'] / base['wall']:.2f}x, CPU {r['cpu'] / base['cpu']:.2f}x, "
+                    f"other than sampling {(r['wall'] - r['sampling_s']) / (base['wall'] - base['sampling_s']):.2f}x"
+                )
     return 0
 
 

@@ -60,11 +60,20 @@ def throughput(label: str, d, out: Path, **kw) -> dict:
     workers = max(1, h["worker"].nunique())
     # steady state: the swapped replications' task time, shared by the workers that ran them
     steady_s = swapped["task_s"].sum() / workers
-    out_ = {"label": label, "reps": len(reps), "wall_s": wall, "per_min": 60 * len(reps) / wall,
-            "steady_per_min": 60 * len(swapped) / steady_s if steady_s else float("nan"),
-            "compiles": len(first), "failed": int((res["status"] != "ok").sum())}
-    print(f"{label:<28} {out_['reps']:>4} reps  {wall:7.1f} s wall  {out_['per_min']:6.2f} reps/min end to end  "
-          f"{out_['steady_per_min']:6.2f} reps/min steady  ({out_['compiles']} compiles, {out_['failed']} failed rows)", flush=True)
+    out_ = {
+        "label": label,
+        "reps": len(reps),
+        "wall_s": wall,
+        "per_min": 60 * len(reps) / wall,
+        "steady_per_min": 60 * len(swapped) / steady_s if steady_s else float("nan"),
+        "compiles": len(first),
+        "failed": int((res["status"] != "ok").sum()),
+    }
+    print(
+        f"{label:<28} {out_['reps']:>4} reps  {wall:7.1f} s wall  {out_['per_min']:6.2f} reps/min end to end  "
+        f"{out_['steady_per_min']:6.2f} reps/min steady  ({out_['compiles']} compiles, {out_['failed']} failed rows)",
+        flush=True,
+    )
     return out_
 
 
@@ -91,8 +100,11 @@ def compile_once(d, k: int) -> None:
         fresh.append(time.perf_counter() - t0)
         swapped.append(t_swap)
     f, s = statistics.median(fresh), statistics.median(swapped)
-    print(f"compile once: fresh compile + sample {f:.1f} s, swapped data + sample {s:.1f} s (medians of {k}): "
-          f"{f / s:.1f}x faster per replication", flush=True)
+    print(
+        f"compile once: fresh compile + sample {f:.1f} s, swapped data + sample {s:.1f} s (medians of {k}): "
+        f"{f / s:.1f}x faster per replication",
+        flush=True,
+    )
 
 
 SUBSET = """
@@ -118,13 +130,16 @@ print(json.dumps({{"wall_s": wall, "rows": len(res), "failed": int((res["status"
 
 def compare(rev: str, n_cells: int, reps: int, workers: int) -> None:
     import numpy as np
-
-    from baseline import ROOT as _root, load, run_in, tree_at
+    from baseline import ROOT as _root
+    from baseline import load, run_in, tree_at
 
     old_tree = tree_at(rev)
     code = SUBSET.format(cells=n_cells, reps=reps, workers=workers)
-    print(f"the first {n_cells} cell(s) of examples/simulation/paper.yml x {reps} replications, {workers} local processes; "
-          f"{load()} at the start", flush=True)
+    print(
+        f"the first {n_cells} cell(s) of examples/simulation/paper.yml x {reps} replications, {workers} local processes; "
+        f"{load()} at the start",
+        flush=True,
+    )
     old = run_in(old_tree, code)
     print(f"  {rev[:12]}: {old['wall_s']:.1f} s ({old['failed']} failed rows); {load()}", flush=True)
     new = run_in(_root, code)
@@ -145,7 +160,11 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=1000, help="sample size of the cell")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--compile-reps", type=int, default=3, help="replications timed for the compile-once speed-up (0 skips)")
-    ap.add_argument("--baseline", metavar="REV", help="time a fixed subset with revision REV and with this checkout (fresh processes) and print the ratio")
+    ap.add_argument(
+        "--baseline",
+        metavar="REV",
+        help="time a fixed subset with revision REV and with this checkout (fresh processes) and print the ratio",
+    )
     ap.add_argument("--cells", type=int, default=1, help="with --baseline: the first CELLS cells of the paper's grid")
     args = ap.parse_args()
     warnings.simplefilter("ignore")
@@ -157,11 +176,17 @@ def main() -> None:
     d = design(args.reps, args.n)
     tmp = Path(tempfile.mkdtemp(prefix="bench-sim-"))
     try:
-        print(f"cell N = {args.n:,}, SD 0.25, {args.reps} replications; sampler {d.sampler.chains} x {d.sampler.draws} draws "
-              f"(+{d.sampler.tune} tune), max tree depth {d.sampler.max_treedepth}; {args.workers} workers", flush=True)
+        print(
+            f"cell N = {args.n:,}, SD 0.25, {args.reps} replications; sampler {d.sampler.chains} x {d.sampler.draws} draws "
+            f"(+{d.sampler.tune} tune), max tree depth {d.sampler.max_treedepth}; {args.workers} workers",
+            flush=True,
+        )
         local = throughput(f"local processes ({args.workers})", d, tmp / "local", workers=args.workers)
         t0 = time.perf_counter()
-        with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, Client(cluster) as client:
+        with (
+            LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
+            Client(cluster) as client,
+        ):
             start = time.perf_counter() - t0
             dask = throughput(f"Dask LocalCluster ({args.workers})", d, tmp / "dask", client=client)
         print(f"(LocalCluster start-up, not counted above: {start:.1f} s)")

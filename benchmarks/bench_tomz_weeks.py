@@ -68,8 +68,11 @@ def find_data(arg: str | None) -> Path:
     for path in DATA_CANDIDATES:
         if path.is_file():
             return path.resolve()
-    sys.exit("the Tomz–Weeks data file was not found at " + " or ".join(str(p) for p in DATA_CANDIDATES)
-             + "; pass --data PATH or set HETREPORT_TW_DATA.")
+    sys.exit(
+        "the Tomz–Weeks data file was not found at "
+        + " or ".join(str(p) for p in DATA_CANDIDATES)
+        + "; pass --data PATH or set HETREPORT_TW_DATA."
+    )
 
 
 def raw_spec(data_path: Path, draws: int, tune: int, chains: int, seed: int) -> dict:
@@ -77,13 +80,27 @@ def raw_spec(data_path: Path, draws: int, tune: int, chains: int, seed: int) -> 
         "title": "Military alliances and public support for war (Tomz and Weeks 2021)",
         "data": {
             "path": str(data_path),
-            "derive": {"force": "pref >= 4", "white": "race == 1", "male": "gender == 1", "hawk_r": "abs(6 - hawk)",
-                       "ally": "alliance == 2", "dem": "regime == 2", "lowstakes": "stakes == 2", "lowcost": "costs == 2"},
+            "derive": {
+                "force": "pref >= 4",
+                "white": "race == 1",
+                "male": "gender == 1",
+                "hawk_r": "abs(6 - hawk)",
+                "ally": "alliance == 2",
+                "dem": "regime == 2",
+                "lowstakes": "stakes == 2",
+                "lowcost": "costs == 2",
+            },
         },
         "outcome": "force",
         "treatment": "ally",
-        "analyses": [{"name": "respondents", "modifiers": ["white", "male", "intl", "hawk_r"],
-                      "controls": ["dem", "lowstakes", "lowcost", "region"], "categorical": ["region"]}],
+        "analyses": [
+            {
+                "name": "respondents",
+                "modifiers": ["white", "male", "intl", "hawk_r"],
+                "controls": ["dem", "lowstakes", "lowcost", "region"],
+                "categorical": ["region"],
+            }
+        ],
         "priors": PRIORS,
         "sampler": {"draws": draws, "tune": tune, "chains": chains, "seed": seed},
     }
@@ -108,8 +125,12 @@ def baseline_child(spec_path: str, out_path: str) -> int:
         s = spec.sampler
         idata = model.fit(inference_method="nutpie", draws=s.draws, tune=s.tune, chains=s.chains, random_seed=s.seed)
     gp = group_posterior(idata.posterior, adata, groups, term_list, safe_terms)
-    np.savez(out_path, theta=gp["group_effect"].transpose("chain", "draw", "group").to_numpy(),
-             diverging=idata.sample_stats["diverging"].to_numpy(), **{v: gp[v].to_numpy() for v in SD_VARS})
+    np.savez(
+        out_path,
+        theta=gp["group_effect"].transpose("chain", "draw", "group").to_numpy(),
+        diverging=idata.sample_stats["diverging"].to_numpy(),
+        **{v: gp[v].to_numpy() for v in SD_VARS},
+    )
     return 0
 
 
@@ -140,8 +161,13 @@ def metrics(theta: np.ndarray, sds: dict, diverging: np.ndarray) -> dict:
 
     rt, et = rhat_ess(theta)
     sd = [rhat_ess(a) for a in sds.values()]
-    return {"rhat_theta": rt, "ess_theta": et, "rhat_sd": max(r for r, _ in sd), "ess_sd": min(e for _, e in sd),
-            "divergences": int(np.sum(diverging))}
+    return {
+        "rhat_theta": rt,
+        "ess_theta": et,
+        "rhat_sd": max(r for r, _ in sd),
+        "ess_sd": min(e for _, e in sd),
+        "divergences": int(np.sum(diverging)),
+    }
 
 
 def run_hetreport(spec_path: Path, work: Path, k: int) -> dict:
@@ -152,13 +178,21 @@ def run_hetreport(spec_path: Path, work: Path, k: int) -> dict:
     wall, cpu, _ = timed([sys.executable, "-m", "hetreport.cli", "fit", str(spec_path), "--out", str(out)])
     idata = az.from_netcdf(out / "posterior_respondents.nc")
     post = idata.posterior
-    r = metrics(post["group_effect"].transpose("chain", "draw", "group").to_numpy(),
-                {v: post[v].to_numpy() for v in SD_VARS}, idata.sample_stats["diverging"].to_numpy())
+    r = metrics(
+        post["group_effect"].transpose("chain", "draw", "group").to_numpy(),
+        {v: post[v].to_numpy() for v in SD_VARS},
+        idata.sample_stats["diverging"].to_numpy(),
+    )
     manifest = json.loads((out / "manifest.json").read_text())
     t = manifest["timings"]["respondents"]
-    r.update(route="hetreport fit", wall=wall, cpu=cpu, load=f"{load0} -> {load_avg()}",
-             detail=f"sampling {t['sampling_s']:.1f} s, data read -> first draw {t.get('compile_s', 0) + t.get('build_s', 0):.1f} s, "
-                    f"fit() {manifest['total_s']:.1f} s of the process")
+    r.update(
+        route="hetreport fit",
+        wall=wall,
+        cpu=cpu,
+        load=f"{load0} -> {load_avg()}",
+        detail=f"sampling {t['sampling_s']:.1f} s, data read -> first draw {t.get('compile_s', 0) + t.get('build_s', 0):.1f} s, "
+        f"fit() {manifest['total_s']:.1f} s of the process",
+    )
     shutil.rmtree(out, ignore_errors=True)
     return r
 
@@ -172,16 +206,23 @@ def run_baseline(spec_path: Path, work: Path, k: int) -> dict:
     import bambi
     import nutpie
 
-    r.update(route=f"bambi {bambi.__version__} + nutpie {nutpie.__version__} defaults", wall=wall, cpu=cpu,
-             load=f"{load0} -> {load_avg()}", detail="")
+    r.update(
+        route=f"bambi {bambi.__version__} + nutpie {nutpie.__version__} defaults",
+        wall=wall,
+        cpu=cpu,
+        load=f"{load0} -> {load_avg()}",
+        detail="",
+    )
     return r
 
 
 def show(r: dict) -> None:
-    print(f"  {r['route']}: wall {r['wall']:.1f} s, CPU {r['cpu']:.1f} s (load {r['load']})"
-          + (f"; {r['detail']}" if r["detail"] else ""))
-    print(f"    divergences {r['divergences']}; θ_g min bulk ESS {r['ess_theta']:.0f}, max R-hat {r['rhat_theta']:.3f}; "
-          f"SDs min bulk ESS {r['ess_sd']:.0f}, max R-hat {r['rhat_sd']:.3f}", flush=True)
+    print(f"  {r['route']}: wall {r['wall']:.1f} s, CPU {r['cpu']:.1f} s (load {r['load']})" + (f"; {r['detail']}" if r["detail"] else ""))
+    print(
+        f"    divergences {r['divergences']}; θ_g min bulk ESS {r['ess_theta']:.0f}, max R-hat {r['rhat_theta']:.3f}; "
+        f"SDs min bulk ESS {r['ess_sd']:.0f}, max R-hat {r['rhat_sd']:.3f}",
+        flush=True,
+    )
 
 
 def main(argv=None) -> int:
@@ -205,8 +246,10 @@ def main(argv=None) -> int:
     work = Path(tempfile.mkdtemp(prefix="bench-tw-"))
     spec_path = work / "spec.yml"
     spec_path.write_text(yaml.safe_dump(raw_spec(data_path, args.draws, args.tune, args.chains, args.seed), sort_keys=False))
-    print(f"Tomz–Weeks respondents, 100 groups, 15 terms, {args.chains} x ({args.tune} + {args.draws}), seed {args.seed}; "
-          f"{os.cpu_count()} CPUs; fresh processes")
+    print(
+        f"Tomz–Weeks respondents, 100 groups, 15 terms, {args.chains} x ({args.tune} + {args.draws}), seed {args.seed}; "
+        f"{os.cpu_count()} CPUs; fresh processes"
+    )
     if args.cold:
         for f in (REPO / "hetreport" / "models" / "__pycache__").glob("fastlogp.*.nb[ic]"):
             f.unlink()
@@ -230,8 +273,10 @@ def main(argv=None) -> int:
     if rows["baseline"]:
         hw, bw, hc, bc = med("hetreport", "wall"), med("baseline", "wall"), med("hetreport", "cpu"), med("baseline", "cpu")
         he, be = med("hetreport", "ess_theta"), med("baseline", "ess_theta")
-        print(f"ratios, baseline / hetreport: wall {bw / hw:.1f}x, CPU {bc / hc:.1f}x; "
-              f"min ESS θ_g per wall second, hetreport / baseline: {(he / hw) / (be / bw):.1f}x")
+        print(
+            f"ratios, baseline / hetreport: wall {bw / hw:.1f}x, CPU {bc / hc:.1f}x; "
+            f"min ESS θ_g per wall second, hetreport / baseline: {(he / hw) / (be / bw):.1f}x"
+        )
     return 0
 
 

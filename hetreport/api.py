@@ -8,7 +8,7 @@ from __future__ import annotations
 import platform
 import time
 from dataclasses import replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,6 +17,8 @@ from .spec import Spec, load_spec
 from .versions import PACKAGES, package_versions  # noqa: F401  (re-exported: part of the API)
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from .check import PreparedStudy
     from .results import StudyResults
 
@@ -25,7 +27,7 @@ if TYPE_CHECKING:
 PPC_MAX_ROWS = 20_000
 
 
-def ppc_row_subset(n: int, seed: int) -> "np.ndarray | None":
+def ppc_row_subset(n: int, seed: int) -> np.ndarray | None:
     """The rows the posterior predictive check replicates: None (all) up to PPC_MAX_ROWS, else that many
     rows drawn at random without replacement (seeded by the sampler seed), in row order."""
     import numpy as np
@@ -44,8 +46,8 @@ def compiled_for() -> str:
     spec, data, seed and package versions on this CPU type; another one may round differently in the last bit,
     which MCMC amplifies to differences of Monte-Carlo size."""
     try:
-        from numba.core import config
         import llvmlite.binding as llvm
+        from numba.core import config
 
         return str(config.CPU_NAME or llvm.get_host_cpu_name())
     except Exception:  # numba/llvmlite missing or changed: the manifest still records the platform
@@ -87,9 +89,16 @@ def fit(spec: Spec | str | Path, *, progress: bool = False, log=None, preregistr
         say(f"analysis '{analysis.name}': {adata.n:,} rows, {groups.n_groups} groups")
         selection = selections[analysis.name]
         sampler = spec.sampler_of(analysis)
-        request = FitRequest(se_type=spec.ols.se_type, priors=spec.priors_of(analysis), sampler=sampler, mode=analysis.terms,
-                             correlated=analysis.correlated, predictors=tuple(analysis.slope_predictors), seed=sampler.seed,
-                             progress=progress)
+        request = FitRequest(
+            se_type=spec.ols.se_type,
+            priors=spec.priors_of(analysis),
+            sampler=sampler,
+            mode=analysis.terms,
+            correlated=analysis.correlated,
+            predictors=tuple(analysis.slope_predictors),
+            seed=sampler.seed,
+            progress=progress,
+        )
         truth = None
         if adata.truth is not None:
             truth = pd.Series(adata.truth).groupby(groups.table["group"].to_numpy()[groups.index]).mean()
@@ -109,35 +118,76 @@ def fit(spec: Spec | str | Path, *, progress: bool = False, log=None, preregistr
         hfit = fits["hierarchical"].extra
         ppc_rows = ppc_row_subset(adata.n, sampler.seed)
         y_rep = posterior_predictive(hfit, adata, groups, n_draws=50, seed=sampler.seed, rows=ppc_rows)
-        timings[analysis.name] = {**{k: round(v, 2) for k, v in hfit.timings.items()},
-                                  **{f"{k}_s": method_seconds[(analysis.name, k)] for k in fits if REGISTRY[k].kind != "frequentist" and k != "hierarchical"},
-                                  "total_s": round(time.perf_counter() - t0, 2)}
+        timings[analysis.name] = {
+            **{k: round(v, 2) for k, v in hfit.timings.items()},
+            **{f"{k}_s": method_seconds[(analysis.name, k)] for k in fits if REGISTRY[k].kind != "frequentist" and k != "hierarchical"},
+            "total_s": round(time.perf_counter() - t0, 2),
+        }
         group_table = groups.table.drop(columns=[]).copy()
-        analyses.append(AnalysisResults(
-            name=analysis.name, title=adata.title,
-            modifiers=tuple(Modifier(m.name, m.label, m.levels, m.level_labels) for m in adata.modifiers),
-            outcome=adata.outcome.label, treatment=adata.treatment.label, controls=adata.control_display,
-            groups=group_table, accounting=adata.accounting, posterior=hfit.idata, diagnostics=hfit.diagnostics,
-            hierarchical={"formula_bambi": hfit.formula_bambi, "formula_brms": hfit.formula_brms, "priors": hfit.priors,
-                          "correlated": hfit.correlated, "backend": hfit.backend, "terms": list(hfit.terms), "mode": analysis.terms,
-                          "slope_predictors": list(analysis.slope_predictors),
-                          "family": adata.family, "likelihood": hfit.likelihood, "outcome_name": adata.outcome.name,
-                          "categories": list(adata.categories), "category_labels": list(adata.category_labels),
-                          "timings": hfit.timings, "sampler": sampler.model_dump(),
-                          "loo": loo_record(hfit.idata, adata, groups)},  # PSIS-LOO per row (gaussian, bernoulli)
-            ols={k: {"formula": f.formula, **f.details} for k, f in fits.items() if REGISTRY[k].kind == "frequentist"},
-            methods={k: {"formula": f.formula, **f.details} for k, f in fits.items()
-                     if k != "hierarchical" and REGISTRY[k].kind != "frequentist"},
-            y=adata.y / adata.trials if adata.family == "binomial" else adata.y, t=adata.t, y_rep=y_rep, ppc_rows=ppc_rows, n=adata.n, n_start=adata.n_start, notes=adata.notes,
-        ))
+        analyses.append(
+            AnalysisResults(
+                name=analysis.name,
+                title=adata.title,
+                modifiers=tuple(Modifier(m.name, m.label, m.levels, m.level_labels) for m in adata.modifiers),
+                outcome=adata.outcome.label,
+                treatment=adata.treatment.label,
+                controls=adata.control_display,
+                groups=group_table,
+                accounting=adata.accounting,
+                posterior=hfit.idata,
+                diagnostics=hfit.diagnostics,
+                hierarchical={
+                    "formula_bambi": hfit.formula_bambi,
+                    "formula_brms": hfit.formula_brms,
+                    "priors": hfit.priors,
+                    "correlated": hfit.correlated,
+                    "backend": hfit.backend,
+                    "terms": list(hfit.terms),
+                    "mode": analysis.terms,
+                    "slope_predictors": list(analysis.slope_predictors),
+                    "family": adata.family,
+                    "likelihood": hfit.likelihood,
+                    "outcome_name": adata.outcome.name,
+                    "categories": list(adata.categories),
+                    "category_labels": list(adata.category_labels),
+                    "timings": hfit.timings,
+                    "sampler": sampler.model_dump(),
+                    "loo": loo_record(hfit.idata, adata, groups),
+                },  # PSIS-LOO per row (gaussian, bernoulli)
+                ols={k: {"formula": f.formula, **f.details} for k, f in fits.items() if REGISTRY[k].kind == "frequentist"},
+                methods={
+                    k: {"formula": f.formula, **f.details}
+                    for k, f in fits.items()
+                    if k != "hierarchical" and REGISTRY[k].kind != "frequentist"
+                },
+                y=adata.y / adata.trials if adata.family == "binomial" else adata.y,
+                t=adata.t,
+                y_rep=y_rep,
+                ppc_rows=ppc_rows,
+                n=adata.n,
+                n_start=adata.n_start,
+                notes=adata.notes,
+            )
+        )
     effects = combine(frames, modifier_order)
     manifest = {
-        "hetreport_version": __version__, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "spec_hash": spec.spec_hash(), "spec_dir": str(spec.base_dir),
-        "data_file": dataset.path.name, "data_sha256": dataset.sha256, "data_format": dataset.format,
-        "rows_read": dataset.n_read, "rows_after_filter": len(dataset.frame), "rows_filtered_out": dataset.n_filtered_out,
-        "rows_filter_missing": dataset.n_filter_missing, "seed": spec.sampler.seed, "sampler": spec.sampler.model_dump(),
-        "packages": package_versions(), "platform": platform.platform(), "compiled_for": compiled_for(), "timings": timings,
+        "hetreport_version": __version__,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "spec_hash": spec.spec_hash(),
+        "spec_dir": str(spec.base_dir),
+        "data_file": dataset.path.name,
+        "data_sha256": dataset.sha256,
+        "data_format": dataset.format,
+        "rows_read": dataset.n_read,
+        "rows_after_filter": len(dataset.frame),
+        "rows_filtered_out": dataset.n_filtered_out,
+        "rows_filter_missing": dataset.n_filter_missing,
+        "seed": spec.sampler.seed,
+        "sampler": spec.sampler.model_dump(),
+        "packages": package_versions(),
+        "platform": platform.platform(),
+        "compiled_for": compiled_for(),
+        "timings": timings,
         "total_s": round(time.perf_counter() - t_start, 2),
     }
     if conformance is not None:
@@ -163,8 +213,16 @@ def render(results: StudyResults, out: str | Path, *, formats=None, route: str =
     return build_and_render(results, Path(out), formats=formats, route=route, log=log)
 
 
-def run(spec: Spec | str | Path, out: str | Path, *, formats=None, route: str = "auto", progress: bool = False, log=None,
-        preregistration: str | Path | None = None):
+def run(
+    spec: Spec | str | Path,
+    out: str | Path,
+    *,
+    formats=None,
+    route: str = "auto",
+    progress: bool = False,
+    log=None,
+    preregistration: str | Path | None = None,
+):
     """Fit, save the results into ``out`` and render the report there; returns (results, outcome).
 
     ``out`` is checked (new, empty or an earlier hetreport output) before fitting, and results and
@@ -187,8 +245,9 @@ def run(spec: Spec | str | Path, out: str | Path, *, formats=None, route: str = 
     return results, replace(outcome, outputs={k: final / Path(v).name for k, v in outcome.outputs.items()})
 
 
-def run_project(specs, out: str | Path, *, formats=None, route: str = "auto", scheduler: str | None = None,
-                workers: int | None = None, log=None):
+def run_project(
+    specs, out: str | Path, *, formats=None, route: str = "auto", scheduler: str | None = None, workers: int | None = None, log=None
+):
     """Fit several study specs (files, or folders of specs) in parallel and write one Quarto project
     into ``out``: an index page with every study's headline numbers and a page (and PDF) per study.
     A study that fails is listed on the index with its error; returns a ``ProjectOutcome``."""

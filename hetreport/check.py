@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 import textwrap
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ModelError, SpecError, clean_text, shorten
@@ -170,8 +170,10 @@ def refusal(spec: Spec, analysis: Analysis, size: ModelSize, n: int) -> str | No
         over.append(f"about {size.memory_bytes / 1e9:.1f} GB of memory (limit {lim.memory_gb:g} GB; limits.memory_gb)")
         needed.append(f"memory_gb: {math.ceil(size.memory_bytes / 1e9)}")
     if size.one_arm_share > lim.one_arm_groups:
-        over.append(f"{size.one_arm:,} of its {size.groups:,} groups with units in only one treatment arm "
-                    f"({size.one_arm_share:.0%}; limit {lim.one_arm_groups:.0%}; limits.one_arm_groups)")
+        over.append(
+            f"{size.one_arm:,} of its {size.groups:,} groups with units in only one treatment arm "
+            f"({size.one_arm_share:.0%}; limit {lim.one_arm_groups:.0%}; limits.one_arm_groups)"
+        )
         needed.append("one_arm_groups: 1")
     if not over:
         return None
@@ -180,9 +182,15 @@ def refusal(spec: Spec, analysis: Analysis, size: ModelSize, n: int) -> str | No
         fixes.append("`terms: crossing` (one term over the full crossing instead of every combination)")
     fixes.append("coarser levels (data.bins, or a derived column that merges levels)")
     cost = f"about {_duration(size.seconds)}" if size.seconds else "far longer than the limits allow"
-    return (f"analysis '{analysis.name}' asks for a model of {size.groups:,} groups from {n:,} rows with "
-            + "; ".join(over) + f". Fitting it would take {cost}. Use " + ", or ".join(fixes)
-            + ". If this model is meant, raise the limit in the spec: limits: {" + ", ".join(needed) + "}.")
+    return (
+        f"analysis '{analysis.name}' asks for a model of {size.groups:,} groups from {n:,} rows with "
+        + "; ".join(over)
+        + f". Fitting it would take {cost}. Use "
+        + ", or ".join(fixes)
+        + ". If this model is meant, raise the limit in the spec: limits: {"
+        + ", ".join(needed)
+        + "}."
+    )
 
 
 def _duration(seconds: float) -> str:
@@ -206,7 +214,7 @@ def prepare(spec: Spec | str | Path, *, log=None, enforce_limits: bool = True) -
 
     t0 = time.perf_counter()
     spec = spec if isinstance(spec, Spec) else load_spec(spec)
-    spec.data_path  # a design-only spec: the error that says so
+    _ = spec.data_path  # a design-only spec: the error that says so
     say = log or (lambda msg: None)
     dataset = load_data(spec)
     say(f"read {dataset.path.name}: {dataset.n_read:,} rows" + (f", {len(dataset.frame):,} after the filter" if spec.data.filter else ""))
@@ -217,14 +225,19 @@ def prepare(spec: Spec | str | Path, *, log=None, enforce_limits: bool = True) -
         check_comparisons(analysis, adata.modifiers, groups.table, spec.analyses.index(analysis))  # before any fitting
         check_targeting(spec, groups.table, analysis.name)
         if analysis.slope_predictors and not analysis.correlated:
-            raise SpecError("slope_predictors need the correlated model (the default); remove 'correlated: false' from this analysis.",
-                            where=f"analysis '{analysis.name}'")
+            raise SpecError(
+                "slope_predictors need the correlated model (the default); remove 'correlated: false' from this analysis.",
+                where=f"analysis '{analysis.name}'",
+            )
         if analysis.slope_predictors:  # found here, not after the earlier analyses' fits (models/hierarchical.py says the same)
             try:
                 groups.table[list(analysis.slope_predictors)].to_numpy(dtype=float)
             except (TypeError, ValueError):
-                raise SpecError(f"slope predictors must have numeric codes (they enter linearly); {list(analysis.slope_predictors)} include text. "
-                                "Recode them with data.derive, e.g. map(x, {'low': 1, 'high': 2}).", where=f"analysis '{analysis.name}'") from None
+                raise SpecError(
+                    f"slope predictors must have numeric codes (they enter linearly); {list(analysis.slope_predictors)} include text. "
+                    "Recode them with data.derive, e.g. map(x, {'low': 1, 'high': 2}).",
+                    where=f"analysis '{analysis.name}'",
+                ) from None
         _warn_many_levels(spec, dataset, analysis, adata, groups)
         bambi, brms = model_formulas(adata, groups, analysis.terms, analysis.correlated, tuple(analysis.slope_predictors))
         size = model_size(spec, analysis, adata, groups)
@@ -254,11 +267,14 @@ def _warn_many_levels(spec: Spec, dataset, analysis: Analysis, adata, groups) ->
         numeric = pd.api.types.is_numeric_dtype(dataset.frame[m.name].dtype)
         if numeric and not labelled and m.name not in spec.data.bins and len(m.levels) >= MANY_LEVELS:
             t = groups.table
-            warnings.warn(f"analyses[{ai}].modifiers[{i}]: the modifier '{m.name}' has {len(m.levels)} distinct whole-number values and no "
-                          f"value labels, so every value is a level of its own: with it analysis '{analysis.name}' has {groups.n_groups:,} "
-                          f"groups, {int(t['one_arm'].sum()):,} of them with only one arm. If it is a count or a scale, bin it, e.g. "
-                          f"data.bins: {{{m.name}: {{quantiles: 4}}}}; if its values are categories, label them under labels.levels.{m.name}.",
-                          HetreportWarning, stacklevel=3)
+            warnings.warn(
+                f"analyses[{ai}].modifiers[{i}]: the modifier '{m.name}' has {len(m.levels)} distinct whole-number values and no "
+                f"value labels, so every value is a level of its own: with it analysis '{analysis.name}' has {groups.n_groups:,} "
+                f"groups, {int(t['one_arm'].sum()):,} of them with only one arm. If it is a count or a scale, bin it, e.g. "
+                f"data.bins: {{{m.name}: {{quantiles: 4}}}}; if its values are categories, label them under labels.levels.{m.name}.",
+                HetreportWarning,
+                stacklevel=3,
+            )
 
 
 # --------------------------------------------------------------------------- hetreport check
@@ -269,59 +285,104 @@ def _count(n: int, noun: str) -> str:
 
 
 def _wrap(text: str, indent: str = "  ") -> str:
-    return textwrap.fill(text, width=100, initial_indent=indent, subsequent_indent=indent + "  ",
-                         break_long_words=False, break_on_hyphens=False)
+    return textwrap.fill(
+        text, width=100, initial_indent=indent, subsequent_indent=indent + "  ", break_long_words=False, break_on_hyphens=False
+    )
 
 
 def summary(study: PreparedStudy) -> str:
     """What `hetreport check` prints: the data, and per analysis its groups, model, size and cost."""
     spec, ds = study.spec, study.dataset
-    lines = [f"{clean_text(spec.title)}",
-             f"data: {ds.path.name} ({ds.format}), {ds.n_read:,} rows read"
-             + (f", {len(ds.frame):,} kept by data.filter" if spec.data.filter else "")]
+    lines = [
+        f"{clean_text(spec.title)}",
+        f"data: {ds.path.name} ({ds.format}), {ds.n_read:,} rows read"
+        + (f", {len(ds.frame):,} kept by data.filter" if spec.data.filter else ""),
+    ]
     for note in ds.notes:
         lines.append(_wrap(note))
     conf = study.conformance
     if conf is not None:
         status = "as registered" if conf["as_registered"] else f"{len(conf['deviations'])} deviation(s) from the registration"
-        lines.append(_wrap(f"pre-registration {conf['hash12']} ({conf['registered']}): {status}"
-                           + "".join(f"; {d['text']}" for d in conf["deviations"][:8]), ""))
+        lines.append(
+            _wrap(
+                f"pre-registration {conf['hash12']} ({conf['registered']}): {status}"
+                + "".join(f"; {d['text']}" for d in conf["deviations"][:8]),
+                "",
+            )
+        )
     for p in study.analyses:
         a, ad, g, s = p.analysis, p.data, p.groups, p.size
         t = g.table
         sampler = spec.sampler_of(a)
-        lines += ["", f"analysis '{a.name}': {clean_text(ad.title)}",
-                  f"  rows: {ad.n:,} of {ad.n_start:,} after removing missing values; family {ad.family}",
-                  _wrap("modifiers: " + ", ".join(f"{m.name} ({len(m.levels)} levels)" for m in ad.modifiers)
-                        + (f"; controls: {', '.join(ad.controls)}" if ad.controls else ""), "  ")]
+        lines += [
+            "",
+            f"analysis '{a.name}': {clean_text(ad.title)}",
+            f"  rows: {ad.n:,} of {ad.n_start:,} after removing missing values; family {ad.family}",
+            _wrap(
+                "modifiers: "
+                + ", ".join(f"{m.name} ({len(m.levels)} levels)" for m in ad.modifiers)
+                + (f"; controls: {', '.join(ad.controls)}" if ad.controls else ""),
+                "  ",
+            ),
+        ]
         both = t.loc[~t["one_arm"]]
         smallest = both.assign(arm=both[["n_treated", "n_control"]].min(axis=1)).sort_values(["arm", "n"]).head(3)
-        lines.append(f"  groups: {s.groups:,} of {g.n_possible:,} possible; {s.one_arm:,} with only one arm, "
-                     f"{s.small_arm:,} with an arm under {g.min_arm} units")
+        lines.append(
+            f"  groups: {s.groups:,} of {g.n_possible:,} possible; {s.one_arm:,} with only one arm, "
+            f"{s.small_arm:,} with an arm under {g.min_arm} units"
+        )
         if len(smallest):
-            lines.append(_wrap("smallest arms: " + "; ".join(f"{clean_text(r.group_label)} ({r.n_treated} treated, {r.n_control} control)"
-                                                             for r in smallest.itertuples()), "  "))
+            lines.append(
+                _wrap(
+                    "smallest arms: "
+                    + "; ".join(
+                        f"{clean_text(r.group_label)} ({r.n_treated} treated, {r.n_control} control)" for r in smallest.itertuples()
+                    ),
+                    "  ",
+                )
+            )
         if s.one_arm:
             names = t.loc[t["one_arm"], "group_label"].tolist()
             lines.append(_wrap("one arm only: " + "; ".join(clean_text(x) for x in names[:5]) + ("; …" if len(names) > 5 else ""), "  "))
         ols = "OLS with every interaction, OLS without interactions, subgroup differences"
         if ad.family != "gaussian":
             ols += f", {'an' if ad.family[0] in 'aeiou' else 'a'} {ad.family} GLM with every interaction"
-        lines.append(_wrap(f"models: {ols}; hierarchical ({'correlated' if a.correlated else 'uncorrelated'} intercepts "
-                           f"and slopes, terms: {a.terms}, {sampler.backend}, {sampler.chains} chains x {sampler.draws} draws after {sampler.tune} tuning)", "  "))
+        lines.append(
+            _wrap(
+                f"models: {ols}; hierarchical ({'correlated' if a.correlated else 'uncorrelated'} intercepts "
+                f"and slopes, terms: {a.terms}, {sampler.backend}, {sampler.chains} chains x {sampler.draws} draws after {sampler.tune} tuning)",
+                "  ",
+            )
+        )
         lines.append(_wrap(f"brms:  {shorten(p.formula_brms, 400)}", "  "))
         lines.append(_wrap(f"bambi: {shorten(p.formula_bambi, 400)}", "  "))
         if s.parameters is None:
             lines.append(f"  size: {_count(s.terms, 'varying term')} (levels and parameters not counted: above limits.terms)")
         else:
-            lines.append(_wrap(f"size: {_count(s.terms, 'varying term')}, {_count(s.levels, 'level')}, {_count(s.parameters, 'parameter')}; "
-                               f"posterior kept {s.posterior_bytes / 1e6:,.1f} MB, peak memory about {s.memory_bytes / 1e9:.1f} GB", "  "))
-            lines.append(_wrap(f"estimated fitting time: about {_duration(s.seconds)} on {_count(min(sampler.chains, _cores()), 'core')} "
-                               "(rough: from measurements on a quiet 2-core machine; longer when the machine is busy)", "  "))
+            lines.append(
+                _wrap(
+                    f"size: {_count(s.terms, 'varying term')}, {_count(s.levels, 'level')}, {_count(s.parameters, 'parameter')}; "
+                    f"posterior kept {s.posterior_bytes / 1e6:,.1f} MB, peak memory about {s.memory_bytes / 1e9:.1f} GB",
+                    "  ",
+                )
+            )
+            lines.append(
+                _wrap(
+                    f"estimated fitting time: about {_duration(s.seconds)} on {_count(min(sampler.chains, _cores()), 'core')} "
+                    "(rough: from measurements on a quiet 2-core machine; longer when the machine is busy)",
+                    "  ",
+                )
+            )
         if p.refusal:
             lines.append(_wrap("REFUSED: " + p.refusal, "  "))
-    lines += ["", (f"{len(study.refusals)} of {len(study.analyses)} analyses are above the limits on work; `hetreport run` would refuse."
-                   if study.refusals else "The spec and the data are ready: `hetreport run` would fit the models above.")]
+    lines += [
+        "",
+        (
+            f"{len(study.refusals)} of {len(study.analyses)} analyses are above the limits on work; `hetreport run` would refuse."
+            if study.refusals
+            else "The spec and the data are ready: `hetreport run` would fit the models above."
+        ),
+    ]
     return "\n".join(lines)
 
 

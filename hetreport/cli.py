@@ -21,7 +21,12 @@ def _say(msg: str) -> None:
 
 def _warning(message, category, filename, lineno, file=None, line=None):
     if issubclass(category, HetreportWarning):
-        print(textwrap.fill(visible(f"warning: {message}"), width=100, subsequent_indent="  ", break_long_words=False, break_on_hyphens=False), file=sys.stderr)
+        print(
+            textwrap.fill(
+                visible(f"warning: {message}"), width=100, subsequent_indent="  ", break_long_words=False, break_on_hyphens=False
+            ),
+            file=sys.stderr,
+        )
     # other libraries' warnings (PyTensor BLAS, numba) are noise for a user of this CLI
 
 
@@ -71,8 +76,10 @@ def cmd_run(args) -> int:
             outcome = build_and_render(results, stage, formats=args.formats, route=args.route, log=_say)
         except Exception as exc:  # the fit is worth keeping: the results go in, without a report
             out = o.commit(stage)
-            kept = (f"The new results were written to {out} without a report (an earlier report described earlier results); "
-                    f"fix this and run `hetreport report {out}` to render without refitting.")
+            kept = (
+                f"The new results were written to {out} without a report (an earlier report described earlier results); "
+                f"fix this and run `hetreport report {out}` to render without refitting."
+            )
             if isinstance(exc, RenderError):
                 raise RenderError(f"{_drop_nothing_written(str(exc))} {kept}") from None
             raise _ResultsKept(f"{type(exc).__name__}: {exc}. {kept}") from exc
@@ -99,17 +106,28 @@ def cmd_run_project(args) -> int:
     if getattr(args, "preregistration", None):
         from .errors import SpecError
 
-        raise SpecError("--preregistration compares one study with its registration; run each registered study on its own "
-                        "(`hetreport run SPEC --preregistration ...`), or give the registration in each spec's preregistration: key.")
-    outcome = run_project(args.spec, args.out, formats=args.formats, route=args.route, scheduler=args.scheduler,
-                          workers=args.workers, log=_say)
+        raise SpecError(
+            "--preregistration compares one study with its registration; run each registered study on its own "
+            "(`hetreport run SPEC --preregistration ...`), or give the registration in each spec's preregistration: key."
+        )
+    outcome = run_project(
+        args.spec, args.out, formats=args.formats, route=args.route, scheduler=args.scheduler, workers=args.workers, log=_say
+    )
     print(f"INDEX: {outcome.index}")
     for s in outcome.studies:
         for fmt, path in s.outputs.items():
             print(f"{fmt.upper()}: {outcome.out / 'site' / path}")
     for s in outcome.failed:
-        print(textwrap.fill(f"failed: {s.spec_path}: {s.error_kind}: {s.error}", width=100, subsequent_indent="  ",
-                            break_long_words=False, break_on_hyphens=False), file=sys.stderr)
+        print(
+            textwrap.fill(
+                f"failed: {s.spec_path}: {s.error_kind}: {s.error}",
+                width=100,
+                subsequent_indent="  ",
+                break_long_words=False,
+                break_on_hyphens=False,
+            ),
+            file=sys.stderr,
+        )
     if outcome.failed:
         _say(f"{len(outcome.failed)} of {len(outcome.studies)} studies failed (listed on the index); the others were rendered")
         return 1
@@ -176,7 +194,9 @@ def _route(args) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="hetreport", description="Heterogeneous treatment effects: interaction and hierarchical models, reported.")
+    p = argparse.ArgumentParser(
+        prog="hetreport", description="Heterogeneous treatment effects: interaction and hierarchical models, reported."
+    )
     sub = p.add_subparsers(dest="command", required=True)
     f = sub.add_parser("fit", help="fit every analysis of a spec and save the results")
     f.add_argument("spec", help="the study spec (YAML)")
@@ -188,26 +208,47 @@ def build_parser() -> argparse.ArgumentParser:
     for name, helptext in (("run", "fit and render the report"), ("report", "re-render the report from saved results, without refitting")):
         r = sub.add_parser(name, help=helptext)
         if name == "run":
-            r.add_argument("spec", nargs="+", help="the study spec (YAML); several specs, or a folder of specs, make one project with an index page")
+            r.add_argument(
+                "spec", nargs="+", help="the study spec (YAML); several specs, or a folder of specs, make one project with an index page"
+            )
             r.add_argument("--out", required=True, help="output folder")
-            r.add_argument("--scheduler", help="several specs: address of a running Dask scheduler (tcp://host:port); default: local processes")
+            r.add_argument(
+                "--scheduler", help="several specs: address of a running Dask scheduler (tcp://host:port); default: local processes"
+            )
             r.add_argument("--workers", type=int, help="several specs: local processes (default: one per study, at most one per core)")
-            r.add_argument("--preregistration", help="a pre-registration appendix folder (or its registration.json): "
-                                                       "the report's first page says whether the analysis is the registered one")
+            r.add_argument(
+                "--preregistration",
+                help="a pre-registration appendix folder (or its registration.json): "
+                "the report's first page says whether the analysis is the registered one",
+            )
             r.set_defaults(func=cmd_run)
         else:
             r.add_argument("dir", help="a folder written by `hetreport fit` or `hetreport run`")
             r.set_defaults(func=cmd_report)
-        r.add_argument("--format", dest="formats", action="append", choices=["html", "pdf", "docx"], help="output format (repeatable; default: the spec's report.formats)")
+        r.add_argument(
+            "--format",
+            dest="formats",
+            action="append",
+            choices=["html", "pdf", "docx"],
+            help="output format (repeatable; default: the spec's report.formats)",
+        )
         g = r.add_mutually_exclusive_group()
         g.add_argument("--quarto", dest="quarto", action="store_true", default=None, help="render with Quarto (error if not installed)")
         g.add_argument("--no-quarto", dest="quarto", action="store_false", help="render with the built-in pandoc + Typst route")
     pre = sub.add_parser("preregister", help="render a pre-registration appendix from a design-only spec")
     pre.add_argument("spec", help="the study spec with a design: block in place of data:")
     pre.add_argument("--out", required=True, help="folder for the appendix, the mock report and registration.json")
-    pre.add_argument("--scheduler", help="address of a running Dask scheduler (tcp://host:port) for the simulation; default: local processes")
+    pre.add_argument(
+        "--scheduler", help="address of a running Dask scheduler (tcp://host:port) for the simulation; default: local processes"
+    )
     pre.add_argument("--workers", type=int, help="local processes for the simulation (default: every core)")
-    pre.add_argument("--format", dest="formats", action="append", choices=["html", "pdf"], help="output format (repeatable; default: the spec's report.formats)")
+    pre.add_argument(
+        "--format",
+        dest="formats",
+        action="append",
+        choices=["html", "pdf"],
+        help="output format (repeatable; default: the spec's report.formats)",
+    )
     g = pre.add_mutually_exclusive_group()
     g.add_argument("--quarto", dest="quarto", action="store_true", default=None, help="render with Quarto (error if not installed)")
     g.add_argument("--no-quarto", dest="quarto", action="store_false", help="render with the built-in pandoc + Typst route")
@@ -219,14 +260,24 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--workers", type=int, help="local processes (default: the file's workers, else every core)")
     sim.add_argument("--resume", action="store_true", help="continue the run in --out: only replications not yet done are run")
     sim.add_argument("--no-report", action="store_true", help="run the grid only")
-    sim.add_argument("--format", dest="formats", action="append", choices=["html", "pdf"], help="output format (repeatable; default: the file's report.formats)")
+    sim.add_argument(
+        "--format",
+        dest="formats",
+        action="append",
+        choices=["html", "pdf"],
+        help="output format (repeatable; default: the file's report.formats)",
+    )
     g = sim.add_mutually_exclusive_group()
     g.add_argument("--quarto", dest="quarto", action="store_true", default=None, help="render with Quarto (error if not installed)")
     g.add_argument("--no-quarto", dest="quarto", action="store_false", help="render with the built-in pandoc + Typst route")
-    sim.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None, help="progress bar (default: when stderr is a terminal)")
+    sim.add_argument(
+        "--progress", action=argparse.BooleanOptionalAction, default=None, help="progress bar (default: when stderr is a terminal)"
+    )
     sim.set_defaults(func=cmd_simulate)
     for s in (f, *[sub.choices[n] for n in ("run", "report")]):
-        s.add_argument("--progress", action=argparse.BooleanOptionalAction, default=sys.stderr.isatty(), help="show the sampler's progress bar")
+        s.add_argument(
+            "--progress", action=argparse.BooleanOptionalAction, default=sys.stderr.isatty(), help="show the sampler's progress bar"
+        )
     return p
 
 
@@ -274,7 +325,10 @@ def _dispatch(args) -> int:
         return args.func(args)
     except HetreportError as exc:
         kind = getattr(exc, "kind", "Error")
-        print(textwrap.fill(visible(f"{kind}: {exc}"), width=100, subsequent_indent="  ", break_long_words=False, break_on_hyphens=False), file=sys.stderr)
+        print(
+            textwrap.fill(visible(f"{kind}: {exc}"), width=100, subsequent_indent="  ", break_long_words=False, break_on_hyphens=False),
+            file=sys.stderr,
+        )
         return 2
     except KeyboardInterrupt:
         print(f"interrupted. {_what_was_written()}", file=sys.stderr)
@@ -285,16 +339,34 @@ def _dispatch(args) -> int:
     except _ResultsKept as exc:
         if os.environ.get("HETREPORT_DEBUG"):
             raise
-        print(textwrap.fill(f"Internal error while building the report: {exc} This is a bug in hetreport; rerun with "
-                            "HETREPORT_DEBUG=1 to see the traceback and report it.", width=100,
-                            subsequent_indent="  ", break_long_words=False, break_on_hyphens=False), file=sys.stderr)
+        print(
+            textwrap.fill(
+                f"Internal error while building the report: {exc} This is a bug in hetreport; rerun with "
+                "HETREPORT_DEBUG=1 to see the traceback and report it.",
+                width=100,
+                subsequent_indent="  ",
+                break_long_words=False,
+                break_on_hyphens=False,
+            ),
+            file=sys.stderr,
+        )
         return 1
     except Exception as exc:  # a bug, not a user mistake: still one paragraph unless asked
         if os.environ.get("HETREPORT_DEBUG"):
             raise
-        print(textwrap.fill(visible(f"Internal error: {type(exc).__name__}: {exc}. {_what_was_written()} This is a bug in hetreport; "
-                            "rerun with HETREPORT_DEBUG=1 to see the traceback and report it."), width=100,
-                            subsequent_indent="  ", break_long_words=False, break_on_hyphens=False), file=sys.stderr)
+        print(
+            textwrap.fill(
+                visible(
+                    f"Internal error: {type(exc).__name__}: {exc}. {_what_was_written()} This is a bug in hetreport; "
+                    "rerun with HETREPORT_DEBUG=1 to see the traceback and report it."
+                ),
+                width=100,
+                subsequent_indent="  ",
+                break_long_words=False,
+                break_on_hyphens=False,
+            ),
+            file=sys.stderr,
+        )
         return 1
 
 

@@ -56,21 +56,33 @@ def load_record(value: str | Path, base: Path | None = None, where: str = "--pre
     """Read and verify a registration record (a folder written by `hetreport preregister`, or its registration.json)."""
     path = record_path(value, base)
     if not path.is_file():
-        raise SpecError(f"the pre-registration record '{path}' does not exist. Give the folder written by `hetreport preregister` "
-                        f"(it holds {RECORD}) or the path of its {RECORD}; without a readable record the analysis cannot be "
-                        "called pre-registered.", where=where)
+        raise SpecError(
+            f"the pre-registration record '{path}' does not exist. Give the folder written by `hetreport preregister` "
+            f"(it holds {RECORD}) or the path of its {RECORD}; without a readable record the analysis cannot be "
+            "called pre-registered.",
+            where=where,
+        )
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise SpecError(f"the pre-registration record '{path}' cannot be read as JSON ({type(exc).__name__}: {str(exc)[:120]}). "
-                        "Use the registration.json written by `hetreport preregister`, unchanged.", where=where) from None
+        raise SpecError(
+            f"the pre-registration record '{path}' cannot be read as JSON ({type(exc).__name__}: {str(exc)[:120]}). "
+            "Use the registration.json written by `hetreport preregister`, unchanged.",
+            where=where,
+        ) from None
     if not isinstance(record, dict) or not {"spec_hash", "spec", "created"} <= set(record):
-        raise SpecError(f"'{path}' is not a hetreport registration record (it lacks spec_hash, spec or created). Use the "
-                        "registration.json written by `hetreport preregister`.", where=where)
+        raise SpecError(
+            f"'{path}' is not a hetreport registration record (it lacks spec_hash, spec or created). Use the "
+            "registration.json written by `hetreport preregister`.",
+            where=where,
+        )
     text = json.dumps(record["spec"], sort_keys=True, separators=(",", ":"))
     if hashlib.sha256(text.encode()).hexdigest() != record["spec_hash"]:
-        raise SpecError(f"the registered spec in '{path}' does not match its recorded hash {str(record['spec_hash'])[:12]}: the record "
-                        "was altered after registration. Use the original registration.json.", where=where)
+        raise SpecError(
+            f"the registered spec in '{path}' does not match its recorded hash {str(record['spec_hash'])[:12]}: the record "
+            "was altered after registration. Use the original registration.json.",
+            where=where,
+        )
     record["_path"] = str(path)
     return record
 
@@ -140,7 +152,9 @@ def compare(registered: dict, current: dict) -> dict:
             if old != new:
                 add([f"data.{key} changed: {_show(old)} → {_show(new)}"], "all")
         elif new:
-            unregistered.append(f"data.{key}: {_show(new)} (the registration has a design, not a data block, so there is nothing to compare it with)")
+            unregistered.append(
+                f"data.{key}: {_show(new)} (the registration has a design, not a data block, so there is nothing to compare it with)"
+            )
     reg_a = {a["name"]: a for a in registered.get("analyses", [])}
     cur_a = {a["name"]: a for a in current.get("analyses", [])}
     for name, a in cur_a.items():
@@ -181,10 +195,19 @@ def check(spec: Spec, value: str | Path | None = None) -> dict | None:
             status[n] = "OLS results exploratory"
         else:
             status[n] = "as registered"
-    return {"record": record["_path"], "spec_hash": record["spec_hash"], "hash12": record["spec_hash"][:12],
-            "registered": str(record["created"]), "registered_title": record.get("title"),
-            "as_registered": not devs, "deviations": devs, "cosmetic": diff["cosmetic"], "unregistered": diff["unregistered"],
-            "analysis_status": status, "missing": [d["analysis"] for d in devs if d["scope"] == "missing"]}
+    return {
+        "record": record["_path"],
+        "spec_hash": record["spec_hash"],
+        "hash12": record["spec_hash"][:12],
+        "registered": str(record["created"]),
+        "registered_title": record.get("title"),
+        "as_registered": not devs,
+        "deviations": devs,
+        "cosmetic": diff["cosmetic"],
+        "unregistered": diff["unregistered"],
+        "analysis_status": status,
+        "missing": [d["analysis"] for d in devs if d["scope"] == "missing"],
+    }
 
 
 def exploratory_lines(conf: dict, titles: dict[str, str]) -> list[str]:
@@ -194,17 +217,21 @@ def exploratory_lines(conf: dict, titles: dict[str, str]) -> list[str]:
     if any(d["scope"] == "all" for d in devs):
         which = "; ".join(d["text"] for d in devs if d["scope"] == "all")
         lines.append(f"Every result in this report is exploratory, because a deviation applies to all analyses ({which}).")
-    for name, st in conf["analysis_status"].items():
+    for name, _st in conf["analysis_status"].items():
         own = [d["text"] for d in devs if d["scope"] == "analysis" and d["analysis"] == name]
         if own:
             lines.append(f"{titles.get(name, name)}: exploratory in full ({'; '.join(own)}).")
     if any(d["scope"] == "ols" for d in devs) and not any(d["scope"] == "all" for d in devs):
-        lines.append("The OLS results are exploratory (the OLS options differ from the registered ones); the hierarchical results are not affected.")
+        lines.append(
+            "The OLS results are exploratory (the OLS options differ from the registered ones); the hierarchical results are not affected."
+        )
     for name in conf["missing"]:
         lines.append(f"The registered analysis `{name}` was not run; its registered results are missing from this report.")
     if any(d["scope"] == "none" for d in devs):
-        lines.append("The sampler settings differ from the registered ones: this changes the Monte-Carlo error of the posterior summaries, "
-                     "not what is estimated, so no result becomes exploratory for that reason.")
+        lines.append(
+            "The sampler settings differ from the registered ones: this changes the Monte-Carlo error of the posterior summaries, "
+            "not what is estimated, so no result becomes exploratory for that reason."
+        )
     if not lines and not devs:
         lines.append("None: the analysis is the registered one.")
     return lines
@@ -226,11 +253,18 @@ def report_context(conf: dict | None, titles: dict[str, str]) -> dict | None:
     """What the report's templates need (markup prepared here: escaped text, names as code)."""
     if not conf:
         return None
-    return {"as_registered": conf["as_registered"], "hash12": conf["hash12"], "registered": conf["registered"][:10],
-            "registered_full": conf["registered"], "spec_hash": conf["spec_hash"],
-            "deviations": [_markup(d["text"]) for d in conf["deviations"]], "n_deviations": len(conf["deviations"]),
-            "cosmetic": conf["cosmetic"], "unregistered": conf["unregistered"],
-            "exploratory": [_markup(t) for t in exploratory_lines(conf, titles)]}
+    return {
+        "as_registered": conf["as_registered"],
+        "hash12": conf["hash12"],
+        "registered": conf["registered"][:10],
+        "registered_full": conf["registered"],
+        "spec_hash": conf["spec_hash"],
+        "deviations": [_markup(d["text"]) for d in conf["deviations"]],
+        "n_deviations": len(conf["deviations"]),
+        "cosmetic": conf["cosmetic"],
+        "unregistered": conf["unregistered"],
+        "exploratory": [_markup(t) for t in exploratory_lines(conf, titles)],
+    }
 
 
 __all__ = ["check", "compare", "exploratory_lines", "load_record", "report_context"]

@@ -26,8 +26,25 @@ import pandas as pd
 from .data import code_key
 from .errors import SpecError, suggest
 
-COLUMNS = ["analysis", "name", "method", "estimate", "std_error", "lower_90", "upper_90", "lower_95", "upper_95",
-           "prob_positive", "p_value", "n_a", "n_b", "label", "n_groups_a", "n_groups_b", "note"]
+COLUMNS = [
+    "analysis",
+    "name",
+    "method",
+    "estimate",
+    "std_error",
+    "lower_90",
+    "upper_90",
+    "lower_95",
+    "upper_95",
+    "prob_positive",
+    "p_value",
+    "n_a",
+    "n_b",
+    "label",
+    "n_groups_a",
+    "n_groups_b",
+    "note",
+]
 FREQUENTIST = ("ols_full", "glm_full")
 
 
@@ -55,8 +72,11 @@ def resolve(selection: dict, modifiers, where: str) -> Selection:
     out: dict[str, tuple[str, ...]] = {}
     for m, given in selection.items():
         if m not in info:
-            raise SpecError(f"'{m}' is not one of this analysis's modifiers ({', '.join(info)}); a comparison selects groups by their "
-                            f"modifier values.{suggest(m, info)}", where=f"{where}.{m}")
+            raise SpecError(
+                f"'{m}' is not one of this analysis's modifiers ({', '.join(info)}); a comparison selects groups by their "
+                f"modifier values.{suggest(m, info)}",
+                where=f"{where}.{m}",
+            )
         codes, labels = info[m]
         picked = []
         for v in given if isinstance(given, list) else [given]:
@@ -67,8 +87,11 @@ def resolve(selection: dict, modifiers, where: str) -> Selection:
                 picked.append(codes[labels.index(str(v))])
             else:
                 levels = "; ".join(f"{c} ({lab})" if lab != c else c for c, lab in zip(codes, labels))
-                raise SpecError(f"{v!r} is not a level of '{m}'. Its levels in the data are {levels}; give a level's code or its label "
-                                f"(a list of them selects several).{suggest(str(v), codes + labels)}", where=f"{where}.{m}")
+                raise SpecError(
+                    f"{v!r} is not a level of '{m}'. Its levels in the data are {levels}; give a level's code or its label "
+                    f"(a list of them selects several).{suggest(str(v), codes + labels)}",
+                    where=f"{where}.{m}",
+                )
         out[m] = tuple(dict.fromkeys(picked))
     return Selection(out)
 
@@ -80,8 +103,11 @@ def check_comparisons(analysis, modifiers, groups: pd.DataFrame, index: int) -> 
             where = f"analyses[{index}].compare[{i}].{side}"
             sel = resolve(getattr(c, side), modifiers, where)
             if not sel.mask(groups).any():
-                raise SpecError(f"no group of analysis '{analysis.name}' has {_describe(sel)}, so the comparison '{c.name}' has nothing "
-                                "to average on this side. Check the values, or select fewer modifiers.", where=where)
+                raise SpecError(
+                    f"no group of analysis '{analysis.name}' has {_describe(sel)}, so the comparison '{c.name}' has nothing "
+                    "to average on this side. Check the values, or select fewer modifiers.",
+                    where=where,
+                )
 
 
 def _describe(sel: Selection) -> str:
@@ -115,8 +141,17 @@ def contrast_draws(a, w: np.ndarray) -> np.ndarray:
 
 def _bayes_row(d: np.ndarray) -> dict:
     q = np.quantile(d, [0.05, 0.95, 0.025, 0.975])
-    return {"estimate": float(d.mean()), "std_error": float(d.std(ddof=1)), "lower_90": q[0], "upper_90": q[1],
-            "lower_95": q[2], "upper_95": q[3], "prob_positive": float((d > 0).mean()), "p_value": np.nan, "note": ""}
+    return {
+        "estimate": float(d.mean()),
+        "std_error": float(d.std(ddof=1)),
+        "lower_90": q[0],
+        "upper_90": q[1],
+        "lower_95": q[2],
+        "upper_95": q[3],
+        "prob_positive": float((d > 0).mean()),
+        "p_value": np.nan,
+        "note": "",
+    }
 
 
 def _freq_row(a, effects: pd.DataFrame, method: str, wa: np.ndarray, wb: np.ndarray) -> dict | None:
@@ -140,15 +175,21 @@ def _freq_row(a, effects: pd.DataFrame, method: str, wa: np.ndarray, wb: np.ndar
         sel = w > 0
         use = sel & ok
         if sel.sum() > use.sum():
-            notes.append(f"side {tag}: {int(use.sum())} of its {int(sel.sum())} groups ({fmt_int(n[use].sum())} of {fmt_int(n[sel].sum())} units)")
+            notes.append(
+                f"side {tag}: {int(use.sum())} of its {int(sel.sum())} groups ({fmt_int(n[use].sum())} of {fmt_int(n[sel].sum())} units)"
+            )
         w2 = np.where(use, n, 0.0)
         sides.append((w2 / w2.sum() if w2.sum() > 0 else w2, int(n[use].sum()), int(use.sum())))
     (w_a, na, ga), (w_b, nb, gb) = sides
     counts = {"n_a": na, "n_b": nb, "n_groups_a": ga, "n_groups_b": gb}
     note = ("the fit estimates only some groups, so each side averages those: " + "; ".join(notes)) if notes else ""
     if ga == 0 or gb == 0:
-        return {**empty, **counts, "prob_positive": np.nan,
-                "note": "no group on side " + ("A" if ga == 0 else "B") + " has an estimate and standard error from this fit"}
+        return {
+            **empty,
+            **counts,
+            "prob_positive": np.nan,
+            "note": "no group on side " + ("A" if ga == 0 else "B") + " has an estimate and standard error from this fit",
+        }
     w = w_a - w_b
     used = w != 0
     Vu = V[np.ix_(used, used)]
@@ -188,8 +229,11 @@ def analysis_contrasts(a, effects: pd.DataFrame, compare) -> pd.DataFrame:
 
 def study_contrasts(results) -> pd.DataFrame:
     """contrasts.csv: every analysis's comparisons (an empty table with the columns when none are asked for)."""
-    frames = [analysis_contrasts(a, results.effects, results.spec.analysis(a.name).compare)
-              for a in results.analyses if results.spec.analysis(a.name).compare]
+    frames = [
+        analysis_contrasts(a, results.effects, results.spec.analysis(a.name).compare)
+        for a in results.analyses
+        if results.spec.analysis(a.name).compare
+    ]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=COLUMNS)
 
 

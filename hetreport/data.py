@@ -24,8 +24,17 @@ from .spec import Analysis, Limits, Spec
 #: a numeric modifier with more distinct values than this needs a binning rule
 MAX_MODIFIER_LEVELS = 20
 
-FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".parquet": "parquet", ".pq": "parquet",
-           ".dta": "dta", ".sav": "sav", ".zsav": "sav", ".xlsx": "xlsx"}
+FORMATS = {
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".tab": "tsv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".dta": "dta",
+    ".sav": "sav",
+    ".zsav": "sav",
+    ".xlsx": "xlsx",
+}
 
 
 def canonical_code(value):
@@ -117,13 +126,17 @@ def _mb(n: float) -> str:
 
 
 def _too_big(name: str, what: str) -> str:
-    return (f"'{name}' holds {what}, above the limit of data read (limits.data_mb). Read a smaller extract, "
-            "or raise the limit in the spec if the file is meant to be this large, e.g. limits: {data_mb: 5000}.")
+    return (
+        f"'{name}' holds {what}, above the limit of data read (limits.data_mb). Read a smaller extract, "
+        "or raise the limit in the spec if the file is meant to be this large, e.g. limits: {data_mb: 5000}."
+    )
 
 
 def _too_many_rows(name: str, what: str, cap: int) -> str:
-    return (f"'{name}' has {what} rows, above the limit of {cap:,} rows read (limits.rows). Read a smaller extract, "
-            f"or raise the limit in the spec, e.g. limits: {{rows: {max(cap * 10, 10_000_000)}}}.")
+    return (
+        f"'{name}' has {what} rows, above the limit of {cap:,} rows read (limits.rows). Read a smaller extract, "
+        f"or raise the limit in the spec, e.g. limits: {{rows: {max(cap * 10, 10_000_000)}}}."
+    )
 
 
 def _open_text_source(path: Path, cap: int):
@@ -139,26 +152,33 @@ def _open_text_source(path: Path, cap: int):
         return _CappedReader(path.open("rb"), cap, path.name)
     if kind == "gzip":
         import gzip
+
         raw = gzip.open(path, "rb")
     elif kind == "bz2":
         import bz2
+
         raw = bz2.open(path, "rb")
     elif kind == "xz":
         import lzma
+
         raw = lzma.open(path, "rb")
     elif kind == "zip":
         import zipfile
+
         zf = zipfile.ZipFile(path)
         members = [i for i in zf.infolist() if not i.is_dir()]
         if len(members) != 1 or members[0].file_size > cap:
             zf.close()
             if len(members) != 1:
-                raise DataError(f"'{path.name}' is a zip archive with {len(members)} files; a zipped csv must hold exactly one.", where="data.path")
+                raise DataError(
+                    f"'{path.name}' is a zip archive with {len(members)} files; a zipped csv must hold exactly one.", where="data.path"
+                )
             raise DataError(_too_big(path.name, f"{_mb(members[0].file_size)} once decompressed"), where="data.path")
         return _CappedReader(zf.open(members[0]), cap, path.name, owner=zf)
     else:
-        raise DataError(f"'{path.name}' is compressed with {kind}, which hetreport does not read; decompress it first "
-                        "or use gzip.", where="data.path")
+        raise DataError(
+            f"'{path.name}' is compressed with {kind}, which hetreport does not read; decompress it first or use gzip.", where="data.path"
+        )
     return _CappedReader(raw, cap, path.name)
 
 
@@ -176,8 +196,11 @@ def _refuse_duplicates(names, path: Path) -> None:
     dup = _duplicates(names)
     if dup:
         shown = ", ".join(f"'{shorten(clean_text(d))}'" for d in dup[:8]) + (", …" if len(dup) > 8 else "")
-        raise DataError(f"'{path.name}' has more than one column named {shown}. hetreport cannot tell which one a spec "
-                        "means; rename the columns in the file so that every name is used once.", where="data.path")
+        raise DataError(
+            f"'{path.name}' has more than one column named {shown}. hetreport cannot tell which one a spec "
+            "means; rename the columns in the file so that every name is used once.",
+            where="data.path",
+        )
 
 
 def _read_csv(path: Path, sep: str, limits: Limits) -> pd.DataFrame:
@@ -202,8 +225,11 @@ def _check_xlsx(path: Path, limits: Limits) -> None:
         with zipfile.ZipFile(path) as zf:
             total = sum(i.file_size for i in zf.infolist())
     except zipfile.BadZipFile:
-        raise DataError(f"'{path.name}' is not a valid xlsx file (an xlsx file is a zip archive, and this one cannot be "
-                        "opened as one). Save it again from the spreadsheet program, or export it as csv.", where="data.path") from None
+        raise DataError(
+            f"'{path.name}' is not a valid xlsx file (an xlsx file is a zip archive, and this one cannot be "
+            "opened as one). Save it again from the spreadsheet program, or export it as csv.",
+            where="data.path",
+        ) from None
     if total > limits.data_mb * 1e6:
         raise DataError(_too_big(path.name, f"{_mb(total)} once decompressed ({_mb(path.stat().st_size)} on disk)"), where="data.path")
 
@@ -215,8 +241,7 @@ def _check_parquet(path: Path, limits: Limits) -> None:
         meta = pq.ParquetFile(path).metadata
     except Exception as exc:
         raise DataError(f"could not read '{path.name}' as parquet: {type(exc).__name__}: {shorten(exc, 200)}.", where="data.path") from None
-    _refuse_duplicates([meta.schema.column(i).path.split(".")[0] for i in range(meta.num_columns)]
-                       if meta.num_columns else [], path)
+    _refuse_duplicates([meta.schema.column(i).path.split(".")[0] for i in range(meta.num_columns)] if meta.num_columns else [], path)
     if meta.num_rows > limits.rows:
         raise DataError(_too_many_rows(path.name, f"{meta.num_rows:,}", limits.rows), where="data.path")
     size = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
@@ -232,13 +257,19 @@ def _check_stat_file(path: Path, fmt: str, limits: Limits) -> None:
     try:
         _, meta = reader(str(path), metadataonly=True)
     except Exception as exc:
-        raise DataError(f"could not read '{path.name}' as {fmt}: {type(exc).__name__}: {shorten(exc, 200)}. Check that the file is a valid {fmt} file or set data.format.", where="data.path") from None
+        raise DataError(
+            f"could not read '{path.name}' as {fmt}: {type(exc).__name__}: {shorten(exc, 200)}. Check that the file is a valid {fmt} file or set data.format.",
+            where="data.path",
+        ) from None
     _refuse_duplicates(meta.column_names or [], path)
     rows = meta.number_rows
     if rows is not None and rows > limits.rows:
         raise DataError(_too_many_rows(path.name, f"{rows:,}", limits.rows), where="data.path")
     if rows is not None and rows * max(meta.number_columns or 0, 1) * 8 > limits.data_mb * 1e6:
-        raise DataError(_too_big(path.name, f"about {_mb(rows * meta.number_columns * 8)} of values ({rows:,} rows x {meta.number_columns:,} columns)"), where="data.path")
+        raise DataError(
+            _too_big(path.name, f"about {_mb(rows * meta.number_columns * 8)} of values ({rows:,} rows x {meta.number_columns:,} columns)"),
+            where="data.path",
+        )
 
 
 def read_table(path: Path, fmt: str | None = None, sheet=None, limits: Limits | None = None) -> tuple[pd.DataFrame, dict, dict, str]:
@@ -248,10 +279,16 @@ def read_table(path: Path, fmt: str | None = None, sheet=None, limits: Limits | 
     checked for every format before the values are parsed; repeated column names are an error."""
     limits = limits or Limits()
     if not path.is_file():
-        raise DataError(f"the data file '{path}' does not exist. data.path is read relative to the spec file's folder; check the name and location.", where="data.path")
+        raise DataError(
+            f"the data file '{path}' does not exist. data.path is read relative to the spec file's folder; check the name and location.",
+            where="data.path",
+        )
     fmt = fmt or FORMATS.get(path.suffix.lower())
     if fmt is None:
-        raise DataError(f"cannot tell the format of '{path.name}' from its extension. Set data.format to one of csv, tsv, parquet, dta, sav, xlsx.", where="data.format")
+        raise DataError(
+            f"cannot tell the format of '{path.name}' from its extension. Set data.format to one of csv, tsv, parquet, dta, sav, xlsx.",
+            where="data.format",
+        )
     var_labels: dict = {}
     val_labels: dict = {}
     try:
@@ -283,7 +320,10 @@ def read_table(path: Path, fmt: str | None = None, sheet=None, limits: Limits | 
     except DataError:
         raise
     except Exception as exc:  # a broken file: say which and why, no traceback
-        raise DataError(f"could not read '{path.name}' as {fmt}: {type(exc).__name__}: {shorten(exc, 200)}. Check that the file is a valid {fmt} file or set data.format.", where="data.path") from None
+        raise DataError(
+            f"could not read '{path.name}' as {fmt}: {type(exc).__name__}: {shorten(exc, 200)}. Check that the file is a valid {fmt} file or set data.format.",
+            where="data.path",
+        ) from None
     _refuse_duplicates(list(frame.columns), path)
     # pandas nullable / arrow dtypes -> plain float64 (NaN) or object, so missing is one thing
     for col in frame.columns:
@@ -297,8 +337,12 @@ def read_table(path: Path, fmt: str | None = None, sheet=None, limits: Limits | 
             # if every non-missing value is a number, the column is numeric
             values = s.astype(object).where(s.notna(), np.nan)
             nonmissing = values.dropna()
-            numbers = pd.to_numeric(nonmissing, errors="coerce") if len(nonmissing) and all(
-                isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) for v in nonmissing) else None
+            numbers = (
+                pd.to_numeric(nonmissing, errors="coerce")
+                if len(nonmissing)
+                and all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) for v in nonmissing)
+                else None
+            )
             frame[col] = numbers.reindex(values.index).astype("float64") if numbers is not None else values
     frame.columns = [str(c) for c in frame.columns]
     _refuse_duplicates(list(frame.columns), path)  # e.g. a parquet file's 1 and '1'
@@ -332,10 +376,15 @@ def load_data(spec: Spec) -> Dataset:
         frame = frame.loc[keep].reset_index(drop=True)
         row_number = row_number[keep]
         if n_filter_missing:
-            notes.append(f"data.filter could not be evaluated for {n_filter_missing:,} rows (missing values in "
-                          f"{', '.join(sorted(compile_expr(spec.data.filter, where='data.filter').names))}); they were dropped.")
+            notes.append(
+                f"data.filter could not be evaluated for {n_filter_missing:,} rows (missing values in "
+                f"{', '.join(sorted(compile_expr(spec.data.filter, where='data.filter').names))}); they were dropped."
+            )
         if frame.empty:
-            raise DataError(f"the filter '{shorten(spec.data.filter)}' keeps no rows of {n_read:,}. Check the filter's values against the data's codes.", where="data.filter")
+            raise DataError(
+                f"the filter '{shorten(spec.data.filter)}' keeps no rows of {n_read:,}. Check the filter's values against the data's codes.",
+                where="data.filter",
+            )
     _refuse_infinite(frame, sorted(_used_columns(spec) & raw_columns), row_number, path)
     for col, rule in spec.data.bins.items():
         where = f"data.bins.{col}"
@@ -346,9 +395,18 @@ def load_data(spec: Spec) -> Dataset:
     # spec labels extend and override the file's value labels
     for col, mapping in spec.labels.levels.items():
         val_labels.setdefault(col, {}).update({code_key(k): str(v) for k, v in mapping.items()})
-    return Dataset(frame=frame, path=path, sha256=_sha256(path), format=fmt, n_read=n_read,
-                   n_filtered_out=n_filtered_out, n_filter_missing=n_filter_missing,
-                   variable_labels=var_labels, value_labels=val_labels, notes=tuple(notes))
+    return Dataset(
+        frame=frame,
+        path=path,
+        sha256=_sha256(path),
+        format=fmt,
+        n_read=n_read,
+        n_filtered_out=n_filtered_out,
+        n_filter_missing=n_filter_missing,
+        variable_labels=var_labels,
+        value_labels=val_labels,
+        notes=tuple(notes),
+    )
 
 
 def _used_columns(spec: Spec) -> set[str]:
@@ -375,10 +433,13 @@ def _refuse_infinite(frame: pd.DataFrame, columns: list[str], row_number: np.nda
         if bad.any():
             rows = row_number[bad]
             shown = ", ".join(f"{r:,}" for r in rows[:8]) + (", …" if len(rows) > 8 else "")
-            raise DataError(f"the column '{shorten(col)}' holds infinite values (inf or -inf) in {len(rows):,} row(s) of "
-                            f"'{path.name}': data row(s) {shown} (1 = the first row after the header). No model can use an "
-                            f"infinite number: correct them in the file, or leave those rows out with data.filter, "
-                            f"e.g. \"abs({col}) < 1e300\".", where="data.path")
+            raise DataError(
+                f"the column '{shorten(col)}' holds infinite values (inf or -inf) in {len(rows):,} row(s) of "
+                f"'{path.name}': data row(s) {shown} (1 = the first row after the header). No model can use an "
+                f"infinite number: correct them in the file, or leave those rows out with data.filter, "
+                f'e.g. "abs({col}) < 1e300".',
+                where="data.path",
+            )
 
 
 def _check_derived(values: pd.Series, expr, where: str) -> None:
@@ -386,25 +447,40 @@ def _check_derived(values: pd.Series, expr, where: str) -> None:
     by zero (and so became missing) are a warning."""
     bad = values.attrs.get("nonfinite_rows", 0)
     if len(values) and values.isna().all():
-        why = (f" in {bad:,} of them the calculation overflows to infinity or divides by zero, which gives missing" if bad else
-               " the columns it uses are missing there, or no row matches")
-        raise DataError(f"`{shorten(expr.text)}` is missing in every one of the {len(values):,} rows:{why}. Check the expression "
-                        "and the values of the columns it uses.", where=where)
+        why = (
+            f" in {bad:,} of them the calculation overflows to infinity or divides by zero, which gives missing"
+            if bad
+            else " the columns it uses are missing there, or no row matches"
+        )
+        raise DataError(
+            f"`{shorten(expr.text)}` is missing in every one of the {len(values):,} rows:{why}. Check the expression "
+            "and the values of the columns it uses.",
+            where=where,
+        )
     if bad:
-        warnings.warn(f"{where}: `{shorten(expr.text)}` overflows to infinity or divides by zero in {bad:,} of {len(values):,} rows; "
-                      "those rows are missing in the derived column.", HetreportWarning, stacklevel=3)
+        warnings.warn(
+            f"{where}: `{shorten(expr.text)}` overflows to infinity or divides by zero in {bad:,} of {len(values):,} rows; "
+            "those rows are missing in the derived column.",
+            HetreportWarning,
+            stacklevel=3,
+        )
 
 
 def _apply_filter(frame: pd.DataFrame, text: str, where: str) -> tuple[np.ndarray, int, int]:
     value = compile_expr(text, where=where, columns=frame.columns).evaluate(frame)
     numeric = pd.to_numeric(value, errors="coerce")
     if numeric.notna().sum() < value.notna().sum():
-        raise SpecError(f"the filter '{shorten(text)}' does not give true/false for every row; write a comparison such as \"gender != 8\".", where=where)
+        raise SpecError(
+            f"the filter '{shorten(text)}' does not give true/false for every row; write a comparison such as \"gender != 8\".", where=where
+        )
     odd = numeric[numeric.notna() & (numeric != 0) & (numeric != 1)]
     if len(odd):
-        raise SpecError(f"the filter '{shorten(text)}' must be a condition (true or false for each row), but it gives other values "
-                        f"(e.g. {odd.iloc[0]:g}, in {len(odd):,} rows), which would keep rows silently. Write a comparison such as "
-                        "\"m1 == 1\" or \"gender != 8\".", where=where)
+        raise SpecError(
+            f"the filter '{shorten(text)}' must be a condition (true or false for each row), but it gives other values "
+            f"(e.g. {odd.iloc[0]:g}, in {len(odd):,} rows), which would keep rows silently. Write a comparison such as "
+            '"m1 == 1" or "gender != 8".',
+            where=where,
+        )
     missing = numeric.isna().to_numpy()
     keep = (numeric.fillna(0) != 0).to_numpy()
     return keep, int((~keep).sum() - missing.sum()), int(missing.sum())
@@ -417,7 +493,10 @@ def _bin(series: pd.Series, rule, where: str) -> tuple[pd.Series, dict[str, str]
     if rule.quantiles is not None:
         edges = np.unique(np.quantile(x.dropna(), np.linspace(0, 1, rule.quantiles + 1)))
         if len(edges) - 1 < rule.quantiles:
-            raise DataError(f"the column has too few distinct values for {rule.quantiles} quantile bins (only {len(edges) - 1} distinct edges); use fewer quantiles or explicit breaks.", where=where)
+            raise DataError(
+                f"the column has too few distinct values for {rule.quantiles} quantile bins (only {len(edges) - 1} distinct edges); use fewer quantiles or explicit breaks.",
+                where=where,
+            )
     else:
         edges = np.asarray(rule.breaks, dtype=float)
     right = rule.closed != "left"
@@ -425,7 +504,9 @@ def _bin(series: pd.Series, rule, where: str) -> tuple[pd.Series, dict[str, str]
     binned = pd.Series(codes, index=series.index, dtype="float64")  # 1..k, missing stays missing
     outside = int((x.notna() & binned.isna()).sum())
     if outside:
-        warnings.warn(f"{where}: {outside:,} values fall outside the breaks {list(edges)} and become missing.", HetreportWarning, stacklevel=3)
+        warnings.warn(
+            f"{where}: {outside:,} values fall outside the breaks {list(edges)} and become missing.", HetreportWarning, stacklevel=3
+        )
     present = x.dropna().to_numpy()
     integers = bool(len(present)) and bool(np.all(present == np.round(present)))
     names = rule.labels or bin_labels(edges, right, integers)
@@ -534,8 +615,11 @@ def _level_label(dataset: Dataset, col: str, code) -> str:
 
 def _check_column(frame: pd.DataFrame, col: str, where: str) -> None:
     if col not in frame.columns:
-        raise SpecError(f"the data has no column '{shorten(col)}'.{spelling_hint(col, list(frame.columns))} Columns include: "
-                         f"{', '.join(list(frame.columns)[:12])}{', …' if frame.shape[1] > 12 else ''}. Define it under data.derive or fix the name.", where=where)
+        raise SpecError(
+            f"the data has no column '{shorten(col)}'.{spelling_hint(col, list(frame.columns))} Columns include: "
+            f"{', '.join(list(frame.columns)[:12])}{', …' if frame.shape[1] > 12 else ''}. Define it under data.derive or fix the name.",
+            where=where,
+        )
 
 
 def _ordered_levels(values: pd.Series, col: str, spec: Spec) -> tuple:
@@ -579,22 +663,35 @@ def prepare_analysis(spec: Spec, dataset: Dataset, analysis: Analysis) -> Analys
     # a column of only missing values is an error, not an empty analysis
     for col, role, where in roles:
         if sub[col].notna().sum() == 0:
-            raise DataError(f"the {role} column '{col}' has only missing values in the {len(sub):,} rows this analysis starts from. "
-                             "Check data.derive and data.filter, or the file's missing-value codes.", where=where)
+            raise DataError(
+                f"the {role} column '{col}' has only missing values in the {len(sub):,} rows this analysis starts from. "
+                "Check data.derive and data.filter, or the file's missing-value codes.",
+                where=where,
+            )
     # listwise deletion with sequential attribution
     rows = []
     alive = np.ones(len(sub), dtype=bool)
     for col, role, _ in roles:
         miss = sub[col].isna().to_numpy()
-        rows.append({"variable": col, "label": _var_label(spec, dataset, col), "role": role,
-                     "missing": int(miss.sum()), "removed": int((miss & alive).sum())})
+        rows.append(
+            {
+                "variable": col,
+                "label": _var_label(spec, dataset, col),
+                "role": role,
+                "missing": int(miss.sum()),
+                "removed": int((miss & alive).sum()),
+            }
+        )
         alive &= ~miss
     accounting = pd.DataFrame(rows)
     sub = sub.loc[alive].reset_index(drop=True)
     if len(sub) == 0:
         worst = accounting.sort_values("removed", ascending=False).iloc[0]
-        raise DataError(f"no rows are left after removing missing values; '{worst['variable']}' alone removes {worst['removed']:,}. "
-                         "Check its coding or drop it from the analysis.", where=f"analyses[{ai}]")
+        raise DataError(
+            f"no rows are left after removing missing values; '{worst['variable']}' alone removes {worst['removed']:,}. "
+            "Check its coding or drop it from the analysis.",
+            where=f"analyses[{ai}]",
+        )
     # treatment -> 0/1
     t_raw = sub[spec.treatment]
     t_vals = [canonical_code(v) for v in pd.unique(t_raw)]
@@ -603,12 +700,20 @@ def prepare_analysis(spec: Spec, dataset: Dataset, analysis: Analysis) -> Analys
     y = pd.to_numeric(sub[outcome], errors="coerce")
     if y.isna().any():
         example = sub[outcome][y.isna()].iloc[0]
-        raise DataError(f"the outcome '{outcome}' is not numeric (e.g. the value {shorten(repr(example))}). The outcome must be a number (a code); "
-                         f"if the file stores label text, recode it with data.derive, e.g. map({outcome}, {{'Agree': 1, 'Disagree': 0}}).", where=o_where)
+        raise DataError(
+            f"the outcome '{outcome}' is not numeric (e.g. the value {shorten(repr(example))}). The outcome must be a number (a code); "
+            f"if the file stores label text, recode it with data.derive, e.g. map({outcome}, {{'Agree': 1, 'Disagree': 0}}).",
+            where=o_where,
+        )
     if y.nunique() < 2:
-        raise DataError(f"the outcome '{outcome}' takes a single value ({shorten(repr(y.iloc[0]))}) in this analysis; there is no variation to explain.", where=o_where)
+        raise DataError(
+            f"the outcome '{outcome}' takes a single value ({shorten(repr(y.iloc[0]))}) in this analysis; there is no variation to explain.",
+            where=o_where,
+        )
     trials = pd.to_numeric(sub[spec.trials], errors="coerce").to_numpy(dtype=float) if spec.trials and family == "binomial" else None
-    categories = _check_family(spec, family, outcome, y.to_numpy(dtype=float), trials, where=f"analyses[{ai}].family" if analysis.family else "family")
+    categories = _check_family(
+        spec, family, outcome, y.to_numpy(dtype=float), trials, where=f"analyses[{ai}].family" if analysis.family else "family"
+    )
     # modifiers
     mods = []
     for i, m in enumerate(analysis.modifiers):
@@ -620,10 +725,16 @@ def prepare_analysis(spec: Spec, dataset: Dataset, analysis: Analysis) -> Analys
             non_integer = not np.allclose(col, np.round(col))
             if non_integer or len(levels) > MAX_MODIFIER_LEVELS:
                 why = "has non-integer values" if non_integer else f"has {len(levels)} distinct values"
-                raise DataError(f"the modifier '{m}' {why}, so it looks continuous and would make one group per value. "
-                                 f"Add a binning rule, e.g. data.bins: {{{m}: {{quantiles: 4}}}} or {{{m}: {{breaks: [..]}}}}.", where=where)
+                raise DataError(
+                    f"the modifier '{m}' {why}, so it looks continuous and would make one group per value. "
+                    f"Add a binning rule, e.g. data.bins: {{{m}: {{quantiles: 4}}}} or {{{m}: {{breaks: [..]}}}}.",
+                    where=where,
+                )
         if len(levels) < 2:
-            raise DataError(f"the modifier '{m}' takes a single value ({levels[0]!r}) in this analysis, so it defines no contrast; drop it from modifiers.", where=where)
+            raise DataError(
+                f"the modifier '{m}' takes a single value ({levels[0]!r}) in this analysis, so it defines no contrast; drop it from modifiers.",
+                where=where,
+            )
         sub[m] = map_codes(col, canonical_code)
         mods.append(Variable(m, _var_label(spec, dataset, m), levels, tuple(_level_label(dataset, m, v) for v in levels)))
     # controls
@@ -636,7 +747,9 @@ def prepare_analysis(spec: Spec, dataset: Dataset, analysis: Analysis) -> Analys
         levels = _ordered_levels(col, c, spec)
         if len(levels) < 2:
             notes.append(f"Control '{c}' is constant in this analysis and was left out.")
-            warnings.warn(f"analyses[{ai}].controls[{i}]: '{c}' is constant in this analysis and is left out.", HetreportWarning, stacklevel=2)
+            warnings.warn(
+                f"analyses[{ai}].controls[{i}]: '{c}' is constant in this analysis and is left out.", HetreportWarning, stacklevel=2
+            )
             continue
         categorical = (not numeric) or c in analysis.categorical or (labelled and len(levels) > 2)
         if categorical:
@@ -654,13 +767,26 @@ def prepare_analysis(spec: Spec, dataset: Dataset, analysis: Analysis) -> Analys
     truth = sub[spec.report.truth].to_numpy(dtype=float) if spec.report.truth else None
     sub = sub.assign(**{spec.treatment: t})
     return AnalysisData(
-        name=analysis.name, title=analysis.title or analysis.name, frame=sub, y=y.to_numpy(dtype=float), t=t,
+        name=analysis.name,
+        title=analysis.title or analysis.name,
+        frame=sub,
+        y=y.to_numpy(dtype=float),
+        t=t,
         outcome=Variable(outcome, _var_label(spec, dataset, outcome)),
         treatment=Variable(spec.treatment, _var_label(spec, dataset, spec.treatment)),
-        modifiers=tuple(mods), controls=tuple(analysis.controls), control_matrix=X,
-        control_columns=tuple(columns), control_display=tuple(display), cluster=cluster, truth=truth,
-        accounting=accounting, n_start=n_start, notes=tuple(notes + list(dataset.notes)),
-        family=family, trials=trials, categories=categories,
+        modifiers=tuple(mods),
+        controls=tuple(analysis.controls),
+        control_matrix=X,
+        control_columns=tuple(columns),
+        control_display=tuple(display),
+        cluster=cluster,
+        truth=truth,
+        accounting=accounting,
+        n_start=n_start,
+        notes=tuple(notes + list(dataset.notes)),
+        family=family,
+        trials=trials,
+        categories=categories,
         category_labels=tuple(_level_label(dataset, outcome, c) for c in categories),
     )
 
@@ -688,38 +814,59 @@ def _check_family(spec: Spec, fam: str, col: str, y: np.ndarray, trials: np.ndar
             else:
                 cut = float(np.median(y))
                 rule, why = f"{col} > {cut:.4g}", "above the median"
-            raise DataError(f"family bernoulli needs a 0/1 outcome, but {int(bad.sum()):,} of the {len(y):,} rows of '{col}' hold other values "
-                            f"(e.g. {first(bad)}; its values are {vals}). Derive a 0/1 outcome with data.derive, e.g. {{{col}_bin: \"{rule}\"}} "
-                            f"({why}; choose the threshold that means something for this outcome), use family: ordinal for ordered categories, "
-                            "or family: gaussian.", where=where)
+            raise DataError(
+                f"family bernoulli needs a 0/1 outcome, but {int(bad.sum()):,} of the {len(y):,} rows of '{col}' hold other values "
+                f'(e.g. {first(bad)}; its values are {vals}). Derive a 0/1 outcome with data.derive, e.g. {{{col}_bin: "{rule}"}} '
+                f"({why}; choose the threshold that means something for this outcome), use family: ordinal for ordered categories, "
+                "or family: gaussian.",
+                where=where,
+            )
     elif fam in ("poisson", "negativebinomial"):
         bad = (y < 0) | ~integer
         if bad.any():
             what = "negative" if (y < 0).any() else "not a whole number"
-            raise DataError(f"family {fam} needs counts (whole numbers 0, 1, 2, …), but '{col}' takes the value {first(bad)}, which is {what} ({int(bad.sum()):,} rows). "
-                            "Use family: gaussian for a continuous outcome, or recode the outcome with data.derive.", where=where)
+            raise DataError(
+                f"family {fam} needs counts (whole numbers 0, 1, 2, …), but '{col}' takes the value {first(bad)}, which is {what} ({int(bad.sum()):,} rows). "
+                "Use family: gaussian for a continuous outcome, or recode the outcome with data.derive.",
+                where=where,
+            )
     elif fam == "binomial":
         assert trials is not None
         badt = ~np.isclose(trials, np.round(trials)) | (trials < 1)
         if badt.any():
-            raise DataError(f"the trials column '{spec.trials}' must hold whole numbers of at least 1, but takes the value {trials[badt][0]:g} ({int(badt.sum()):,} rows). "
-                            "Drop those rows with data.filter or fix the column.", where="trials")
+            raise DataError(
+                f"the trials column '{spec.trials}' must hold whole numbers of at least 1, but takes the value {trials[badt][0]:g} ({int(badt.sum()):,} rows). "
+                "Drop those rows with data.filter or fix the column.",
+                where="trials",
+            )
         bad = (y < 0) | ~integer | (y > trials)
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
-            raise DataError(f"family binomial needs successes between 0 and the trials, but '{col}' is {y[i]:g} with {trials[i]:g} trials in {int(bad.sum()):,} rows. "
-                            f"Check that outcome is the count of successes and trials ('{spec.trials}') the count of attempts.", where="outcome")
+            raise DataError(
+                f"family binomial needs successes between 0 and the trials, but '{col}' is {y[i]:g} with {trials[i]:g} trials in {int(bad.sum()):,} rows. "
+                f"Check that outcome is the count of successes and trials ('{spec.trials}') the count of attempts.",
+                where="outcome",
+            )
     elif fam == "ordinal":
         cats = np.unique(y)
         if not integer.all():
-            raise DataError(f"family ordinal needs ordered categories coded as whole numbers (e.g. 1-5), but '{col}' takes the value {first(~integer)}. "
-                            "Recode it with data.derive or use family: gaussian.", where=where)
+            raise DataError(
+                f"family ordinal needs ordered categories coded as whole numbers (e.g. 1-5), but '{col}' takes the value {first(~integer)}. "
+                "Recode it with data.derive or use family: gaussian.",
+                where=where,
+            )
         if len(cats) < 3:
-            raise DataError(f"family ordinal needs at least three ordered categories, but '{col}' takes only {len(cats)} values ({', '.join(f'{c:g}' for c in cats)}). "
-                             "Use family: bernoulli for a 0/1 outcome.", where=where)
+            raise DataError(
+                f"family ordinal needs at least three ordered categories, but '{col}' takes only {len(cats)} values ({', '.join(f'{c:g}' for c in cats)}). "
+                "Use family: bernoulli for a 0/1 outcome.",
+                where=where,
+            )
         if len(cats) > 15:
-            raise DataError(f"family ordinal models each category's threshold, but '{col}' has {len(cats)} distinct values; "
-                             "that is a count or a continuous scale. Use family: gaussian, poisson or negativebinomial, or bin the outcome with data.bins.", where=where)
+            raise DataError(
+                f"family ordinal models each category's threshold, but '{col}' has {len(cats)} distinct values; "
+                "that is a count or a continuous scale. Use family: gaussian, poisson or negativebinomial, or bin the outcome with data.bins.",
+                where=where,
+            )
         return tuple(float(c) for c in cats)
     return ()
 
@@ -732,24 +879,39 @@ def _treatment_rule(col: str, values: list) -> str:
     if len(numbers) == len(values):
         low = min(numbers)
         return f"{col} > {low:g}"
-    text = sorted((str(v) for v in values))
+    text = sorted(str(v) for v in values)
     return f"{col} == '{shorten(text[-1], 30)}'"
 
 
 def _code_treatment(spec: Spec, dataset: Dataset, raw: pd.Series, values: list) -> np.ndarray:
-    shown = ", ".join(f"{v!r}" + (f" ({_level_label(dataset, spec.treatment, v)})" if code_key(v) in dataset.value_labels.get(spec.treatment, {}) else "") for v in sorted(values, key=str)[:6])
+    shown = ", ".join(
+        f"{v!r}" + (f" ({_level_label(dataset, spec.treatment, v)})" if code_key(v) in dataset.value_labels.get(spec.treatment, {}) else "")
+        for v in sorted(values, key=str)[:6]
+    )
     if len(values) > 2:
-        raise DataError(f"the treatment '{spec.treatment}' has {len(values)} distinct values ({shown}{', …' if len(values) > 6 else ''}); hetreport needs a binary treatment. "
-                        f"Derive one, e.g. data.derive: {{treated: \"{_treatment_rule(spec.treatment, values)}\"}}, and use it as treatment.", where="treatment")
+        raise DataError(
+            f"the treatment '{spec.treatment}' has {len(values)} distinct values ({shown}{', …' if len(values) > 6 else ''}); hetreport needs a binary treatment. "
+            f'Derive one, e.g. data.derive: {{treated: "{_treatment_rule(spec.treatment, values)}"}}, and use it as treatment.',
+            where="treatment",
+        )
     if len(values) < 2:
-        raise DataError(f"the treatment '{spec.treatment}' takes only the value {shown} in the analysed rows; there is no control group to compare with.", where="treatment")
+        raise DataError(
+            f"the treatment '{spec.treatment}' takes only the value {shown} in the analysed rows; there is no control group to compare with.",
+            where="treatment",
+        )
     keys = np.array(map_codes(raw, code_key), dtype=object)
     if spec.treated_value is not None:
         tv = code_key(spec.treated_value)
         if tv not in {code_key(v) for v in values}:
-            raise SpecError(f"treated_value {spec.treated_value!r} is not a value of '{spec.treatment}' (its values are {shown}).", where="treated_value")
+            raise SpecError(
+                f"treated_value {spec.treated_value!r} is not a value of '{spec.treatment}' (its values are {shown}).",
+                where="treated_value",
+            )
         return (keys == tv).astype(float)
     if {code_key(v) for v in values} == {"0", "1"}:
         return (keys == "1").astype(float)
-    raise SpecError(f"the treatment '{spec.treatment}' has values {shown}, not 0/1; "
-                     f"say which value is the treatment with treated_value, e.g. treated_value: {sorted(values, key=str)[-1]!r}.", where="treated_value")
+    raise SpecError(
+        f"the treatment '{spec.treatment}' has values {shown}, not 0/1; "
+        f"say which value is the treatment with treated_value, e.g. treated_value: {sorted(values, key=str)[-1]!r}.",
+        where="treated_value",
+    )

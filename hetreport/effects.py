@@ -18,8 +18,19 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-CORE_COLUMNS = ["n", "n_treated", "n_control", "estimate", "std_error", "lower_90", "upper_90",
-                "lower_95", "upper_95", "prob_positive", "estimable"]
+CORE_COLUMNS = [
+    "n",
+    "n_treated",
+    "n_control",
+    "estimate",
+    "std_error",
+    "lower_90",
+    "upper_90",
+    "lower_95",
+    "upper_95",
+    "prob_positive",
+    "estimable",
+]
 EXTRA_COLUMNS = ["group_label", "median", "df", "p_value", "note", "flag"]
 #: for non-identity links: the group's slope on the link scale (log odds / log rate / cumulative log odds ratio)
 LINK_COLUMNS = ["link_estimate", "link_std_error", "link_lower_95", "link_upper_95"]
@@ -28,8 +39,21 @@ LINK_COLUMNS = ["link_estimate", "link_std_error", "link_lower_95", "link_upper_
 KEY_COLUMNS = ["analysis", "method", "group"]
 #: every column that is not a modifier (the modifier columns sit between ``group`` and ``n``)
 NON_MODIFIER_COLUMNS = frozenset([*KEY_COLUMNS, *CORE_COLUMNS, *EXTRA_COLUMNS, "truth", *LINK_COLUMNS])
-_NUMERIC = ["n", "n_treated", "n_control", "estimate", "std_error", "lower_90", "upper_90", "lower_95", "upper_95",
-            "prob_positive", "median", "df", "p_value"]
+_NUMERIC = [
+    "n",
+    "n_treated",
+    "n_control",
+    "estimate",
+    "std_error",
+    "lower_90",
+    "upper_90",
+    "lower_95",
+    "upper_95",
+    "prob_positive",
+    "median",
+    "df",
+    "p_value",
+]
 
 
 def modifier_columns(table: pd.DataFrame) -> list[str]:
@@ -51,17 +75,25 @@ def validate(table: pd.DataFrame, where: str = "effects table") -> pd.DataFrame:
     keys = [c for c in KEY_COLUMNS if c != "analysis" or c in table.columns]
     missing = [c for c in [*keys, *CORE_COLUMNS] if c not in table.columns]
     if missing:
-        raise DataError(f"missing column(s) {', '.join(missing)}; the table has {', '.join(map(str, table.columns))}. "
-                        "Pass the effects table hetreport wrote (effects.csv / effects.parquet).", where=where)
+        raise DataError(
+            f"missing column(s) {', '.join(missing)}; the table has {', '.join(map(str, table.columns))}. "
+            "Pass the effects table hetreport wrote (effects.csv / effects.parquet).",
+            where=where,
+        )
     unknown = sorted(set(table["method"].astype(str)) - set(registry.names()))
     if unknown:
-        raise DataError(f"unknown method(s) {', '.join(unknown)} in column 'method'; hetreport's methods are {', '.join(registry.names())}.",
-                        where=where)
+        raise DataError(
+            f"unknown method(s) {', '.join(unknown)} in column 'method'; hetreport's methods are {', '.join(registry.names())}.",
+            where=where,
+        )
     dup = table.duplicated(keys)
     if dup.any():
         first = table.loc[dup].iloc[0]
-        raise DataError(f"{int(dup.sum())} duplicate {' x '.join(keys)} row(s), e.g. method '{first['method']}', group '{first['group']}'; "
-                        "the table has one row per analysis, method and group.", where=where)
+        raise DataError(
+            f"{int(dup.sum())} duplicate {' x '.join(keys)} row(s), e.g. method '{first['method']}', group '{first['group']}'; "
+            "the table has one row per analysis, method and group.",
+            where=where,
+        )
     for c in _NUMERIC:
         if c in table.columns and not (pd.api.types.is_numeric_dtype(table[c]) or table[c].isna().all()):
             raise DataError(f"column '{c}' must be numeric (found {table[c].dtype}).", where=where)
@@ -72,13 +104,17 @@ def validate(table: pd.DataFrame, where: str = "effects table") -> pd.DataFrame:
         bad = np.isfinite(lo) & np.isfinite(hi) & (lo > hi)
         if bad.any():
             r = table.loc[bad].iloc[0]
-            raise DataError(f"the {level}% interval of method '{r['method']}', group '{r['group']}' runs backwards "
-                            f"({r[f'lower_{level}']:g} to {r[f'upper_{level}']:g}).", where=where)
+            raise DataError(
+                f"the {level}% interval of method '{r['method']}', group '{r['group']}' runs backwards "
+                f"({r[f'lower_{level}']:g} to {r[f'upper_{level}']:g}).",
+                where=where,
+            )
     return table
 
 
-def method_rows(analysis: str, method: str, groups_table: pd.DataFrame, modifiers: list[str],
-                estimates: pd.DataFrame, truth: pd.Series | None = None) -> pd.DataFrame:
+def method_rows(
+    analysis: str, method: str, groups_table: pd.DataFrame, modifiers: list[str], estimates: pd.DataFrame, truth: pd.Series | None = None
+) -> pd.DataFrame:
     """Join one method's per-group estimates to the group table in the contract's shape."""
     est = estimates.set_index("group").reindex(groups_table["group"]).reset_index()
     out = pd.DataFrame({"analysis": analysis, "method": method, "group": groups_table["group"].to_numpy()})

@@ -105,7 +105,7 @@ def shorten(text: object, width: int = 60) -> str:
     if len(s) <= width:
         return s
     keep = max(width - 20, 10)
-    return f"{s[:keep * 2 // 3]}…{s[-(keep // 3):]} ({len(s):,} characters)"
+    return f"{s[: keep * 2 // 3]}…{s[-(keep // 3) :]} ({len(s):,} characters)"
 
 
 class LocatedError(ValueError):

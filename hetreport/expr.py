@@ -257,7 +257,7 @@ def _checked_text(text: object, where: str) -> str:
     if not isinstance(text, str):
         raise SpecError(
             f"an expression must be text, got {type(text).__name__} {text!r}. "
-            f"Put the expression in quotes in the YAML file, e.g. \"pref >= 4\".",
+            f'Put the expression in quotes in the YAML file, e.g. "pref >= 4".',
             where=where,
         )
     text = text.strip()
@@ -265,8 +265,7 @@ def _checked_text(text: object, where: str) -> str:
         raise SpecError("the expression is empty. " + ALLOWED, where=where)
     if len(text) > MAX_LENGTH:
         raise SpecError(
-            f"the expression is {len(text):,} characters long; at most {MAX_LENGTH:,} are allowed. "
-            f"Split it into several derived columns.",
+            f"the expression is {len(text):,} characters long; at most {MAX_LENGTH:,} are allowed. Split it into several derived columns.",
             where=where,
         )
     return text
@@ -283,14 +282,12 @@ def _parse(text: str, where: str) -> ast.Expression:
         ) from None
     except (RecursionError, MemoryError, ValueError) as exc:
         raise SpecError(
-            f"cannot parse `{shorten(text)}`: {shorten(exc or 'too complex', 200)}. Simplify it or split it into "
-            f"several derived columns.",
+            f"cannot parse `{shorten(text)}`: {shorten(exc or 'too complex', 200)}. Simplify it or split it into several derived columns.",
             where=where,
         ) from None
     if _depth(tree) > MAX_DEPTH:
         raise SpecError(
-            f"`{shorten(text)}` is nested too deeply (more than {MAX_DEPTH} levels). "
-            f"Split it into several derived columns.",
+            f"`{shorten(text)}` is nested too deeply (more than {MAX_DEPTH} levels). Split it into several derived columns.",
             where=where,
         )
     _exact_names(tree, text)
@@ -372,10 +369,13 @@ def spelling_hint(name: str, available: list[str]) -> str:
 
     folded = unicodedata.normalize("NFKC", name)
     if folded != name and folded in available:
-        odd = ", ".join(f"'{c}' (U+{ord(c):04X} {unicodedata.name(c, 'unnamed')})" for c in dict.fromkeys(name)
-                        if unicodedata.normalize("NFKC", c) != c)
-        return (f" It looks like the column `{folded}` but is spelt with {odd}; names are matched exactly as the data "
-                f"spells them. Write `{folded}`.")
+        odd = ", ".join(
+            f"'{c}' (U+{ord(c):04X} {unicodedata.name(c, 'unnamed')})" for c in dict.fromkeys(name) if unicodedata.normalize("NFKC", c) != c
+        )
+        return (
+            f" It looks like the column `{folded}` but is spelt with {odd}; names are matched exactly as the data "
+            f"spells them. Write `{folded}`."
+        )
     return suggest(name, available)
 
 
@@ -418,8 +418,7 @@ class _Checker:
         piece = ast.get_source_segment(self.text, node) or self.text
         positioned = isinstance(node, (ast.expr, ast.keyword)) and piece != self.text
         at = f" (column {node.col_offset + 1})" if positioned else ""
-        return SpecError(f"{_in(self.text, piece)}`{shorten(piece)}`{at}: {_sentence(problem)} {hint}",
-                         where=self.where)
+        return SpecError(f"{_in(self.text, piece)}`{shorten(piece)}`{at}: {_sentence(problem)} {hint}", where=self.where)
 
     def check(self, node: ast.AST) -> None:
         """Check a node that produces a value."""
@@ -477,8 +476,7 @@ class _Checker:
             self.check_operator(node, op)
         if any(isinstance(op, (ast.In, ast.NotIn)) for op in node.ops):
             if len(node.ops) != 1:
-                raise self.refuse(node, "`in` cannot be chained with other comparisons",
-                                  "Combine them with `and`.")
+                raise self.refuse(node, "`in` cannot be chained with other comparisons", "Combine them with `and`.")
             self.check(node.left)
             self.check_literal_list(node.comparators[0], "the right side of `in`", numbers_only=False)
             return
@@ -505,8 +503,9 @@ class _Checker:
         try:
             return _literal_value(node)
         except ValueError:
-            raise self.refuse(node, f"{role} must be a number or quoted text",
-                              "Column names and calculations are not allowed here.") from None
+            raise self.refuse(
+                node, f"{role} must be a number or quoted text", "Column names and calculations are not allowed here."
+            ) from None
 
     def check_call(self, node: ast.Call) -> None:
         if isinstance(node.func, ast.Attribute):
@@ -544,8 +543,7 @@ class _Checker:
             if keyword.arg is None:
                 raise self.refuse(node, "`**` arguments are not allowed", f"Use {signature}.")
             if keyword.arg not in allowed:
-                raise self.refuse(keyword, f"{name}() has no argument `{keyword.arg}`."
-                                  f"{suggest(keyword.arg, allowed)}", f"Use {signature}.")
+                raise self.refuse(keyword, f"{name}() has no argument `{keyword.arg}`.{suggest(keyword.arg, allowed)}", f"Use {signature}.")
             if keyword.arg in args:
                 raise self.refuse(keyword, f"{name}() got `{keyword.arg}` twice", f"Use {signature}.")
             args[keyword.arg] = keyword.value
@@ -588,8 +586,9 @@ class _Checker:
         if "labels" in args:
             n_labels, n_bins = len(args["labels"].elts), len(breaks) - 1
             if n_labels != n_bins:
-                raise self.refuse(args["labels"], f"cut() with {len(breaks)} breaks makes {n_bins} "
-                                  f"bin(s), but {n_labels} label(s) were given", hint)
+                raise self.refuse(
+                    args["labels"], f"cut() with {len(breaks)} breaks makes {n_bins} bin(s), but {n_labels} label(s) were given", hint
+                )
 
     def check_map(self, node: ast.Call, args: dict[str, ast.AST]) -> None:
         hint = "For example map(pid7, {1: 'Dem', 2: 'Dem', 6: 'Rep', 7: 'Rep'}, default='Ind')."
@@ -604,8 +603,7 @@ class _Checker:
         if "default" in args:
             outputs.append(_literal_value(args["default"]))
         if len({isinstance(v, str) for v in outputs}) > 1:
-            raise self.refuse(mapping, "the values of map() (and its default) must be all numbers "
-                              "or all quoted texts, not a mix", hint)
+            raise self.refuse(mapping, "the values of map() (and its default) must be all numbers or all quoted texts, not a mix", hint)
 
 
 # --------------------------------------------------------------------------
@@ -656,8 +654,9 @@ def _column_values(series: pd.Series) -> np.ndarray:
         if isinstance(value, str):
             has_text = True
         elif not _is_number(value):
-            raise ValueError(f"it holds values of type {type(value).__name__} (e.g. {value!r}), "
-                             f"and expressions work with numbers and text only")
+            raise ValueError(
+                f"it holds values of type {type(value).__name__} (e.g. {value!r}), and expressions work with numbers and text only"
+            )
     if not has_text:
         return values.astype("float64")
     values[~missing] = [v if isinstance(v, str) else float(v) for v in present]
@@ -821,13 +820,17 @@ class _Evaluator:
         if values.dtype == np.float64:
             bad = [k for k in keys if isinstance(k, str)]
             if bad:
-                raise self.fail(f"{self.label(node)} holds numbers, but {role} has text keys such as "
-                                f"{bad[0]!r}, which can never match. Write numbers without quotes.")
+                raise self.fail(
+                    f"{self.label(node)} holds numbers, but {role} has text keys such as "
+                    f"{bad[0]!r}, which can never match. Write numbers without quotes."
+                )
         elif present.size and all(isinstance(v, str) for v in present):
             bad = [k for k in keys if not isinstance(k, str)]
             if bad:
-                raise self.fail(f"{self.label(node)} holds text, but {role} has number keys such as "
-                                f"{bad[0]!r}, which can never match. Put them in quotes, e.g. '{bad[0]}'.")
+                raise self.fail(
+                    f"{self.label(node)} holds text, but {role} has number keys such as "
+                    f"{bad[0]!r}, which can never match. Put them in quotes, e.g. '{bad[0]}'."
+                )
 
     # -- functions ---------------------------------------------------------
 

@@ -111,13 +111,19 @@ def facts_from_dict(d: dict) -> Facts | None:
     if not isinstance(d, dict) or set(d) != {f.name for f in fields(Facts)}:
         return None
     try:
-        return Facts(**{
-            **{k: _interval_tree(v) for k, v in d.items()},
-            "smallest": _group_fact(d["smallest"]), "median": _group_fact(d["median"]), "largest": _group_fact(d["largest"]),
-            "modifiers": [ModifierFact(**{**m, "levels": _interval_tree(m["levels"]), "difference": Interval(**m["difference"])})
-                          for m in d["modifiers"]],
-            "methods": [MethodFact(**m) for m in d["methods"]],
-        })
+        return Facts(
+            **{
+                **{k: _interval_tree(v) for k, v in d.items()},
+                "smallest": _group_fact(d["smallest"]),
+                "median": _group_fact(d["median"]),
+                "largest": _group_fact(d["largest"]),
+                "modifiers": [
+                    ModifierFact(**{**m, "levels": _interval_tree(m["levels"]), "difference": Interval(**m["difference"])})
+                    for m in d["modifiers"]
+                ],
+                "methods": [MethodFact(**m) for m in d["methods"]],
+            }
+        )
     except (TypeError, KeyError):
         return None
 
@@ -174,16 +180,21 @@ def compute_facts(a: AnalysisResults, effects: pd.DataFrame) -> Facts:
     slopes = post["group_slope"].stack(sample=("chain", "draw")).transpose("sample", "group").to_numpy() if "group_slope" in post else draws
     var_total = slopes.var(axis=1, ddof=1)
     share = np.where(var_total > 0, crossing.var(axis=1, ddof=1) / np.where(var_total > 0, var_total, 1), np.nan)
-    share = Interval.from_draws(np.clip(share[np.isfinite(share)], 0, None)) if np.isfinite(share).any() else Interval(np.nan, np.nan, np.nan)
+    share = (
+        Interval.from_draws(np.clip(share[np.isfinite(share)], 0, None)) if np.isfinite(share).any() else Interval(np.nan, np.nan, np.nan)
+    )
     terms = []
-    for k, term in enumerate(post["term"].to_numpy().tolist()):
+    for _k, term in enumerate(post["term"].to_numpy().tolist()):
         sel = {"term": term}
-        terms.append({
-            "term": term, "label": " × ".join(_mod_label(a, m) for m in term.split(":")),
-            "sd_slope": Interval.from_draws(post["sd_slope"].sel(sel).to_numpy().ravel()),
-            "sd_intercept": Interval.from_draws(post["sd_intercept"].sel(sel).to_numpy().ravel()),
-            "rho": Interval.from_draws(post["rho"].sel(sel).to_numpy().ravel()) if "rho" in post else None,
-        })
+        terms.append(
+            {
+                "term": term,
+                "label": " × ".join(_mod_label(a, m) for m in term.split(":")),
+                "sd_slope": Interval.from_draws(post["sd_slope"].sel(sel).to_numpy().ravel()),
+                "sd_intercept": Interval.from_draws(post["sd_intercept"].sel(sel).to_numpy().ravel()),
+                "rho": Interval.from_draws(post["rho"].sel(sel).to_numpy().ravel()) if "rho" in post else None,
+            }
+        )
     modifiers = [_modifier_fact(a, m, hier, draws, n_w) for m in a.modifiers]
     methods = _method_facts(eff)
     ols = eff[eff["method"] == registry.BASELINE].set_index("group")
@@ -194,22 +205,40 @@ def compute_facts(a: AnalysisResults, effects: pd.DataFrame) -> Facts:
     toward = ((h.loc[both, "estimate"] - centre).abs() <= (ols.loc[both, "estimate"] - centre).abs()).mean() if len(both) else np.nan
     diag = a.diagnostics
     return Facts(
-        analysis=a.name, n=a.n, n_groups=len(groups), n_one_arm=int(groups["one_arm"].sum()),
-        n_small=int(groups["small_arm"].sum()), n_singleton=int(groups["singleton_arm"].sum()),
-        average=avg, raw_difference=raw,
-        smallest=group_fact(i_min), median=group_fact(i_med), largest=group_fact(i_max),
+        analysis=a.name,
+        n=a.n,
+        n_groups=len(groups),
+        n_one_arm=int(groups["one_arm"].sum()),
+        n_small=int(groups["small_arm"].sum()),
+        n_singleton=int(groups["singleton_arm"].sum()),
+        average=avg,
+        raw_difference=raw,
+        smallest=group_fact(i_min),
+        median=group_fact(i_med),
+        largest=group_fact(i_max),
         prob_largest_above_smallest=float((draws[:, i_max] > draws[:, i_min]).mean()),
         n_credibly_positive=int((hier["prob_positive"] >= CREDIBLE).sum()),
         n_credibly_negative=int((hier["prob_positive"] <= 1 - CREDIBLE).sum()),
-        sd_all_draws=float(draws.std(ddof=1)), sd_between_groups=sd_between,
-        sigma_theta=Interval.from_draws(a.draws("sigma_theta")), share_unexplained=share, terms=terms,
-        modifiers=modifiers, methods=methods,
-        shrinkage={"mean_abs_move": float(move.mean()) if len(move) else np.nan, "share_toward_centre": float(toward), "centre": centre,
-                   "n_compared": int(len(both))},
-        diagnostics_ok=not diag.get("flags"), flags=list(diag.get("flags", [])),
+        sd_all_draws=float(draws.std(ddof=1)),
+        sd_between_groups=sd_between,
+        sigma_theta=Interval.from_draws(a.draws("sigma_theta")),
+        share_unexplained=share,
+        terms=terms,
+        modifiers=modifiers,
+        methods=methods,
+        shrinkage={
+            "mean_abs_move": float(move.mean()) if len(move) else np.nan,
+            "share_toward_centre": float(toward),
+            "centre": centre,
+            "n_compared": int(len(both)),
+        },
+        diagnostics_ok=not diag.get("flags"),
+        flags=list(diag.get("flags", [])),
         has_truth=bool("truth" in eff.columns and eff["truth"].notna().any()),  # a bool, not numpy's (summary.json read it as "True")
-        predictors=[{"name": z, "label": _mod_label(a, z), "lambda": Interval.from_draws(post["lambda"].sel(predictor=z).to_numpy().ravel())}
-                    for z in (post["predictor"].to_numpy().tolist() if "lambda" in post else [])],
+        predictors=[
+            {"name": z, "label": _mod_label(a, z), "lambda": Interval.from_draws(post["lambda"].sel(predictor=z).to_numpy().ravel())}
+            for z in (post["predictor"].to_numpy().tolist() if "lambda" in post else [])
+        ],
     )
 
 
@@ -235,9 +264,16 @@ def _modifier_fact(a, m, hier: pd.DataFrame, draws: np.ndarray, n_w: np.ndarray)
     means = stacked.mean(axis=0)
     hi, lo = int(np.argmax(means)), int(np.argmin(means))
     diff = stacked[:, hi] - stacked[:, lo]
-    return ModifierFact(name=m.name, label=m.label, levels=levels, highest=levels[hi]["label"], lowest=levels[lo]["label"],
-                        difference=Interval.from_draws(diff), prob_difference=float((diff > 0).mean()),
-                        range_mean=float((stacked.max(axis=1) - stacked.min(axis=1)).mean()))
+    return ModifierFact(
+        name=m.name,
+        label=m.label,
+        levels=levels,
+        highest=levels[hi]["label"],
+        lowest=levels[lo]["label"],
+        difference=Interval.from_draws(diff),
+        prob_difference=float((diff > 0).mean()),
+        range_mean=float((stacked.max(axis=1) - stacked.min(axis=1)).mean()),
+    )
 
 
 def estimated(eff: pd.DataFrame) -> pd.Series:
@@ -273,8 +309,21 @@ def _method_facts(eff: pd.DataFrame) -> list[MethodFact]:
             cov95 = float(((d["lower_95"] <= d["truth"]) & (d["truth"] <= d["upper_95"]))[ok].mean())
             cov90 = float(((d["lower_90"] <= d["truth"]) & (d["truth"] <= d["upper_90"]))[ok].mean())
         top = d.loc[d["estimate"].idxmax()] if d["estimate"].notna().any() else None
-        out.append(MethodFact(method, len(d), float(disp), float(width), float(disp / base_disp), float(width / base_width), rmse, cov95, cov90,
-                              str(top["group_label"]) if top is not None else "", float(top["estimate"]) if top is not None else float("nan")))
+        out.append(
+            MethodFact(
+                method,
+                len(d),
+                float(disp),
+                float(width),
+                float(disp / base_disp),
+                float(width / base_width),
+                rmse,
+                cov95,
+                cov90,
+                str(top["group_label"]) if top is not None else "",
+                float(top["estimate"]) if top is not None else float("nan"),
+            )
+        )
     return out
 
 
@@ -322,7 +371,7 @@ def compare_models(analyses, derive: dict[str, str]) -> list[ModelComparison]:
     models (family, controls or terms): how far their group effects agree."""
     out = []
     for i, a in enumerate(analyses):
-        for b in analyses[i + 1:]:
+        for b in analyses[i + 1 :]:
             if a.modifier_names != b.modifier_names or a.hierarchical.get("outcome_name") is None:
                 continue
             ga = a.posterior.posterior["group"].to_numpy().tolist()
@@ -348,11 +397,18 @@ def compare_models(analyses, derive: dict[str, str]) -> list[ModelComparison]:
             diff = np.abs(ma - mb)
             j = int(np.argmax(diff))
             labels = a.groups["group_label"].astype(str).tolist()
-            out.append(ModelComparison(
-                first=a.name, second=b.name, scale=scale,
-                average_first=Interval.from_draws(da @ w), average_second=Interval.from_draws(db @ w),
-                correlation=float(np.corrcoef(ma, mb)[0, 1]) if len(ma) > 2 else float("nan"),
-                mean_abs_difference=float(diff.mean()), max_abs_difference=float(diff[j]), max_group=labels[j],
-                same_extremes=(int(np.argmin(ma)) == int(np.argmin(mb))) and (int(np.argmax(ma)) == int(np.argmax(mb))),
-            ))
+            out.append(
+                ModelComparison(
+                    first=a.name,
+                    second=b.name,
+                    scale=scale,
+                    average_first=Interval.from_draws(da @ w),
+                    average_second=Interval.from_draws(db @ w),
+                    correlation=float(np.corrcoef(ma, mb)[0, 1]) if len(ma) > 2 else float("nan"),
+                    mean_abs_difference=float(diff.mean()),
+                    max_abs_difference=float(diff[j]),
+                    max_group=labels[j],
+                    same_extremes=(int(np.argmin(ma)) == int(np.argmin(mb))) and (int(np.argmax(ma)) == int(np.argmax(mb))),
+                )
+            )
     return out

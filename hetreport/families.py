@@ -30,21 +30,55 @@ class Family:
         return self.glm_estimand is not None
 
 
-FAMILIES: dict[str, Family] = {f.name: f for f in (
-    Family("gaussian", "identity", "difference in means", "the outcome's", "the mean outcome", "outcome units",
-           "linear (Gaussian)", None),
-    Family("bernoulli", "logit", "log odds ratio", "log-odds", "the probability that the outcome is 1", "probability",
-           "logit", "difference in the probability of y = 1"),
-    Family("binomial", "logit", "log odds ratio", "log-odds", "the probability of success per trial", "probability",
-           "binomial logit", "difference in the probability of success per trial"),
-    Family("poisson", "log", "log rate ratio", "log", "the expected count", "count",
-           "Poisson", "difference in the expected count"),
-    Family("negativebinomial", "log", "log rate ratio", "log", "the expected count", "count",
-           "negative binomial", "difference in the expected count"),
-    Family("ordinal", "cumulative logit", "cumulative log odds ratio", "cumulative log-odds",
-           "the expected category (the mean of the outcome's codes)", "category",
-           "ordinal (cumulative logit)", "difference in the expected category value (the outcome's codes)"),
-)}
+FAMILIES: dict[str, Family] = {
+    f.name: f
+    for f in (
+        Family(
+            "gaussian", "identity", "difference in means", "the outcome's", "the mean outcome", "outcome units", "linear (Gaussian)", None
+        ),
+        Family(
+            "bernoulli",
+            "logit",
+            "log odds ratio",
+            "log-odds",
+            "the probability that the outcome is 1",
+            "probability",
+            "logit",
+            "difference in the probability of y = 1",
+        ),
+        Family(
+            "binomial",
+            "logit",
+            "log odds ratio",
+            "log-odds",
+            "the probability of success per trial",
+            "probability",
+            "binomial logit",
+            "difference in the probability of success per trial",
+        ),
+        Family("poisson", "log", "log rate ratio", "log", "the expected count", "count", "Poisson", "difference in the expected count"),
+        Family(
+            "negativebinomial",
+            "log",
+            "log rate ratio",
+            "log",
+            "the expected count",
+            "count",
+            "negative binomial",
+            "difference in the expected count",
+        ),
+        Family(
+            "ordinal",
+            "cumulative logit",
+            "cumulative log odds ratio",
+            "cumulative log-odds",
+            "the expected category (the mean of the outcome's codes)",
+            "category",
+            "ordinal (cumulative logit)",
+            "difference in the expected category value (the outcome's codes)",
+        ),
+    )
+}
 
 #: the spec's ``family:`` vocabulary, in registry order
 FAMILY_NAMES: tuple[str, ...] = tuple(FAMILIES)

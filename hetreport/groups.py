@@ -53,7 +53,7 @@ def build_groups(adata: AnalysisData, min_arm: int = 5) -> Groups:
     positions = []
     for m in mods:
         pos = {code_key(lev): i for i, lev in enumerate(m.levels)}
-        positions.append(np.array(map_codes(adata.frame[m.name], lambda v: pos[code_key(v)]), dtype=int))
+        positions.append(np.array(map_codes(adata.frame[m.name], lambda v, pos=pos: pos[code_key(v)]), dtype=int))
     dims = [len(m.levels) for m in mods]
     flat = np.ravel_multi_index(positions, dims) if positions else np.zeros(adata.n, dtype=int)
     present = np.unique(flat)  # sorted = level order
@@ -85,7 +85,8 @@ def build_groups(adata: AnalysisData, min_arm: int = 5) -> Groups:
         warnings.warn(
             f"analysis '{adata.name}': {len(one_arm)} of {len(table)} groups have units in only one treatment arm ({shown}). "
             "OLS and subgroup means cannot estimate their effects and mark them non-estimable; the hierarchical model estimates them from pooling alone.",
-            HetreportWarning, stacklevel=2,
+            HetreportWarning,
+            stacklevel=2,
         )
     table.attrs["level_positions"] = {m.name: {code_key(lev): i for i, lev in enumerate(m.levels)} for m in mods}
     return Groups(adata.name, names, table, index, int(np.prod(dims)), min_arm)

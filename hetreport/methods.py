@@ -118,9 +118,12 @@ class Method:
             return
         module, extra = self.requires
         if importlib.util.find_spec(module) is None:
-            raise SpecError(f"method '{self.name}' ({self.text}) needs the Python package '{module}', which is not installed. "
-                            f"Install it with `pip install hetreport[{extra}]` (or `pip install {module}`), or remove "
-                            f"'{self.name}' from 'methods:'.", where="methods")
+            raise SpecError(
+                f"method '{self.name}' ({self.text}) needs the Python package '{module}', which is not installed. "
+                f"Install it with `pip install hetreport[{extra}]` (or `pip install {module}`), or remove "
+                f"'{self.name}' from 'methods:'.",
+                where="methods",
+            )
 
 
 def _resolve(ref: str):
@@ -131,27 +134,97 @@ def _resolve(ref: str):
 _OKABE_BLUE = "#0072B2"
 
 #: every approach, in the order tables and legends list them
-REGISTRY: dict[str, Method] = {m.name: m for m in (
-    Method("ols_full", "OLS, full interactions", "OLS, full interactions", "OLS with fully crossed interactions",
-           "#808080", "s", "dashed", "hetreport.models.frequentist:fit_ols_full", in_figure=True, in_table=True, column="OLS (95% CI)",
-           short="OLS, full"),
-    Method("glm_full", "GLM, full interactions (AME)", "GLM, full interactions (average marginal effects)",
-           "the GLM with fully crossed interactions", "#666666", "v", "dashdot", "hetreport.models.frequentist:fit_glm_full",
-           families=tuple(f.name for f in FAMILIES.values() if f.has_glm),
-           in_table=True, simulation=False, column="GLM AME (95% CI)"),
-    Method("ols_additive", "OLS, additive interactions", "OLS, additive interactions", "OLS with additive interactions",
-           "#B3B3B3", "^", "dotted", "hetreport.models.frequentist:fit_ols_additive", short="OLS, additive"),
-    Method("subgroup", "Subgroup difference in means", "Subgroup difference in means", "differences in means within groups",
-           "#4D4D4D", "D", "dashdot", "hetreport.models.frequentist:fit_subgroup", short="Subgroup means"),
-    Method("hierarchical", "Hierarchical (Bayesian)", "Hierarchical (Bayesian)", "hetreport's hierarchical model",
-           _OKABE_BLUE, "o", "solid", "hetreport.models.hierarchical_method:fit", kind="bayesian", in_figure=True, in_table=True,
-           column="Hierarchical (95% interval)", short="Hierarchical"),
-    Method("bcf", "Bayesian causal forest", "Bayesian causal forest (stochtree)", "the Bayesian causal forest",
-           "#262626", "P", (0, (3, 1, 1, 1, 1, 1)), "hetreport.models.bcf:fit", kind="bayesian", default=False,
-           families=("gaussian", "bernoulli"), in_figure=True, in_table=True, headline=True, requires=("stochtree", "ml"),
-           options="hetreport.models.bcf:BCFOptions", describe="hetreport.models.bcf:describe", column="Forest (95% interval)",
-           short="Causal forest"),
-)}
+REGISTRY: dict[str, Method] = {
+    m.name: m
+    for m in (
+        Method(
+            "ols_full",
+            "OLS, full interactions",
+            "OLS, full interactions",
+            "OLS with fully crossed interactions",
+            "#808080",
+            "s",
+            "dashed",
+            "hetreport.models.frequentist:fit_ols_full",
+            in_figure=True,
+            in_table=True,
+            column="OLS (95% CI)",
+            short="OLS, full",
+        ),
+        Method(
+            "glm_full",
+            "GLM, full interactions (AME)",
+            "GLM, full interactions (average marginal effects)",
+            "the GLM with fully crossed interactions",
+            "#666666",
+            "v",
+            "dashdot",
+            "hetreport.models.frequentist:fit_glm_full",
+            families=tuple(f.name for f in FAMILIES.values() if f.has_glm),
+            in_table=True,
+            simulation=False,
+            column="GLM AME (95% CI)",
+        ),
+        Method(
+            "ols_additive",
+            "OLS, additive interactions",
+            "OLS, additive interactions",
+            "OLS with additive interactions",
+            "#B3B3B3",
+            "^",
+            "dotted",
+            "hetreport.models.frequentist:fit_ols_additive",
+            short="OLS, additive",
+        ),
+        Method(
+            "subgroup",
+            "Subgroup difference in means",
+            "Subgroup difference in means",
+            "differences in means within groups",
+            "#4D4D4D",
+            "D",
+            "dashdot",
+            "hetreport.models.frequentist:fit_subgroup",
+            short="Subgroup means",
+        ),
+        Method(
+            "hierarchical",
+            "Hierarchical (Bayesian)",
+            "Hierarchical (Bayesian)",
+            "hetreport's hierarchical model",
+            _OKABE_BLUE,
+            "o",
+            "solid",
+            "hetreport.models.hierarchical_method:fit",
+            kind="bayesian",
+            in_figure=True,
+            in_table=True,
+            column="Hierarchical (95% interval)",
+            short="Hierarchical",
+        ),
+        Method(
+            "bcf",
+            "Bayesian causal forest",
+            "Bayesian causal forest (stochtree)",
+            "the Bayesian causal forest",
+            "#262626",
+            "P",
+            (0, (3, 1, 1, 1, 1, 1)),
+            "hetreport.models.bcf:fit",
+            kind="bayesian",
+            default=False,
+            families=("gaussian", "bernoulli"),
+            in_figure=True,
+            in_table=True,
+            headline=True,
+            requires=("stochtree", "ml"),
+            options="hetreport.models.bcf:BCFOptions",
+            describe="hetreport.models.bcf:describe",
+            column="Forest (95% interval)",
+            short="Causal forest",
+        ),
+    )
+}
 
 #: the methods every analysis needs: the report is built around their comparison
 #: the two roles every report and simulation study is built around: the regression with a separate
@@ -184,8 +257,9 @@ def get(name: str) -> Method:
     try:
         return REGISTRY[name]
     except KeyError:
-        raise SpecError(f"unknown method '{name}'; hetreport knows {', '.join(REGISTRY)}.{suggest(name, list(REGISTRY))}",
-                        where="methods") from None
+        raise SpecError(
+            f"unknown method '{name}'; hetreport knows {', '.join(REGISTRY)}.{suggest(name, list(REGISTRY))}", where="methods"
+        ) from None
 
 
 def names() -> tuple[str, ...]:
@@ -219,15 +293,19 @@ def check_names(requested, where: str = "methods") -> list[str]:
     out: list[str] = []
     for i, name in enumerate(requested):
         if name not in REGISTRY:
-            raise SpecError(f"unknown method '{name}'; hetreport knows {', '.join(REGISTRY)}.{suggest(name, list(REGISTRY))}",
-                            where=f"{where}[{i}]")
+            raise SpecError(
+                f"unknown method '{name}'; hetreport knows {', '.join(REGISTRY)}.{suggest(name, list(REGISTRY))}", where=f"{where}[{i}]"
+            )
         if name in out:
             raise SpecError(f"method '{name}' is listed twice; list each method once.", where=f"{where}[{i}]")
         out.append(name)
     missing = [m for m in REQUIRED if m not in out]
     if missing:
-        raise SpecError(f"'{where}' must include {' and '.join(missing)}: the report compares every approach with "
-                        f"{' and '.join(REGISTRY[m].text for m in REQUIRED)}. Add {', '.join(missing)} to the list.", where=where)
+        raise SpecError(
+            f"'{where}' must include {' and '.join(missing)}: the report compares every approach with "
+            f"{' and '.join(REGISTRY[m].text for m in REQUIRED)}. Add {', '.join(missing)} to the list.",
+            where=where,
+        )
     return ordered(out)
 
 

@@ -63,9 +63,10 @@ def rows_fingerprint(adata) -> str:
 
 
 def loo_of(posterior, ll: np.ndarray) -> az.ELPDData:
-    data = az.InferenceData(posterior=posterior,
-                            log_likelihood=xr.Dataset({"y": (("chain", "draw", "row"), ll)},
-                                                      coords={"chain": posterior["chain"], "draw": posterior["draw"]}))
+    data = az.InferenceData(
+        posterior=posterior,
+        log_likelihood=xr.Dataset({"y": (("chain", "draw", "row"), ll)}, coords={"chain": posterior["chain"], "draw": posterior["draw"]}),
+    )
     return az.loo(data, pointwise=True)
 
 
@@ -75,8 +76,12 @@ def loo_record(idata, adata, groups) -> dict | None:
         return None
     size = idata.posterior.sizes["chain"] * idata.posterior.sizes["draw"] * adata.n
     if size > MAX_LOGLIK_CELLS:  # the draws x rows matrix would not fit comfortably in memory
-        return {"skipped": f"PSIS-LOO not computed: {adata.n:,} rows x {size // adata.n:,} draws is more than "
-                           f"{MAX_LOGLIK_CELLS:,} log-likelihood values", "rows": rows_fingerprint(adata), "family": adata.family}
+        return {
+            "skipped": f"PSIS-LOO not computed: {adata.n:,} rows x {size // adata.n:,} draws is more than "
+            f"{MAX_LOGLIK_CELLS:,} log-likelihood values",
+            "rows": rows_fingerprint(adata),
+            "family": adata.family,
+        }
     ll = pointwise_loglik(idata.posterior, adata, groups)
     import warnings
 
@@ -84,11 +89,21 @@ def loo_record(idata, adata, groups) -> dict | None:
         warnings.simplefilter("ignore")  # high Pareto k is reported, not warned about
         res = loo_of(idata.posterior, ll)
     k = np.asarray(res.pareto_k, dtype=float)
-    return {"elpd_loo": float(res["elpd_loo"]), "se": float(res["se"]), "p_loo": float(res["p_loo"]), "n": int(adata.n),
-            "n_draws": int(ll.shape[0] * ll.shape[1]), "k_threshold": K_THRESHOLD, "n_high_k": int((k > K_THRESHOLD).sum()),
-            "max_k": float(np.nanmax(k)), "rows": rows_fingerprint(adata), "family": adata.family,
-            "pointwise": np.asarray(res.loo_i, dtype=float).tolist(), "pareto_k": k.tolist(),
-            "loglik_draws": ll.sum(axis=-1).tolist()}  # (chain, draw): the likelihood power-scaled by the prior-sensitivity check
+    return {
+        "elpd_loo": float(res["elpd_loo"]),
+        "se": float(res["se"]),
+        "p_loo": float(res["p_loo"]),
+        "n": int(adata.n),
+        "n_draws": int(ll.shape[0] * ll.shape[1]),
+        "k_threshold": K_THRESHOLD,
+        "n_high_k": int((k > K_THRESHOLD).sum()),
+        "max_k": float(np.nanmax(k)),
+        "rows": rows_fingerprint(adata),
+        "family": adata.family,
+        "pointwise": np.asarray(res.loo_i, dtype=float).tolist(),
+        "pareto_k": k.tolist(),
+        "loglik_draws": ll.sum(axis=-1).tolist(),
+    }  # (chain, draw): the likelihood power-scaled by the prior-sensitivity check
 
 
 def compare_loo(analyses) -> list[dict]:
@@ -107,8 +122,17 @@ def compare_loo(analyses) -> list[dict]:
         best, brec = members[0]
         for other, orec in members[1:]:
             d = np.asarray(brec["pointwise"]) - np.asarray(orec["pointwise"])
-            out.append({"best": best, "other": other, "best_loo": brec, "other_loo": orec,
-                        "elpd_diff": float(d.sum()), "se_diff": float(np.sqrt(len(d) * d.var())), "n": len(d)})
+            out.append(
+                {
+                    "best": best,
+                    "other": other,
+                    "best_loo": brec,
+                    "other_loo": orec,
+                    "elpd_diff": float(d.sum()),
+                    "se_diff": float(np.sqrt(len(d) * d.var())),
+                    "n": len(d),
+                }
+            )
     return out
 
 
@@ -200,8 +224,10 @@ def power_sense(quantities: dict[str, np.ndarray], log_prior: np.ndarray, log_li
     names = list(quantities)
     keys = [f"q{j}" for j in range(len(names))]
     dims = ("chain", "draw")
-    tree = {"posterior": xr.Dataset({k: (dims, np.asarray(quantities[n], dtype=float)) for k, n in zip(keys, names)}),
-            "log_prior": xr.Dataset({"lp": (dims, log_prior)})}
+    tree = {
+        "posterior": xr.Dataset({k: (dims, np.asarray(quantities[n], dtype=float)) for k, n in zip(keys, names)}),
+        "log_prior": xr.Dataset({"lp": (dims, log_prior)}),
+    }
     if log_lik is not None:
         tree["log_likelihood"] = xr.Dataset({"ll": (dims, log_lik)})
     dt = xr.DataTree.from_dict(tree)

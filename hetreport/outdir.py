@@ -39,7 +39,7 @@ import shutil
 import signal
 import sys
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from .errors import HetreportError
@@ -49,11 +49,36 @@ LOCK = ".hetreport.lock"
 OURS = {MARKER, LOCK}
 
 # Outputs of hetreport versions before the marker: the names they wrote
-LEGACY_TOP = ["effects.csv", "effects.parquet", "groups.csv", "diagnostics.json", "summary.json", "posterior_*.nc",
-              "analysis_*.json", "ppc_*.npz", "spec.yml", "manifest.json", "project.json",
-              "contrasts.csv", "contrasts.parquet", "targeting.csv", "targeting_groups.csv"]
-LEGACY_REPORT = ["report.*", "brief.*", "appendix.*", "_quarto.yml", "figures/*", "paper/*", "paper/figures/*",
-                 "paper/tables/*", "*_files/*", "*_files/*/*", "*_files/*/*/*"]
+LEGACY_TOP = [
+    "effects.csv",
+    "effects.parquet",
+    "groups.csv",
+    "diagnostics.json",
+    "summary.json",
+    "posterior_*.nc",
+    "analysis_*.json",
+    "ppc_*.npz",
+    "spec.yml",
+    "manifest.json",
+    "project.json",
+    "contrasts.csv",
+    "contrasts.parquet",
+    "targeting.csv",
+    "targeting_groups.csv",
+]
+LEGACY_REPORT = [
+    "report.*",
+    "brief.*",
+    "appendix.*",
+    "_quarto.yml",
+    "figures/*",
+    "paper/*",
+    "paper/figures/*",
+    "paper/tables/*",
+    "*_files/*",
+    "*_files/*/*",
+    "*_files/*/*/*",
+]
 LEGACY_TREES = ["site", "studies"]  # a project's folders, written whole
 
 _written: list[Path] = []  # outputs this process switched into place (for the CLI's last message)
@@ -100,8 +125,9 @@ class _Lock:
             if not _try_lock(fd):
                 holder = _read_holder(fd)
                 os.close(fd)
-                raise Busy(f"another hetreport ({holder}) is writing {what}. Wait for it to finish, or give another "
-                           "--out. Nothing was written.")
+                raise Busy(
+                    f"another hetreport ({holder}) is writing {what}. Wait for it to finish, or give another --out. Nothing was written."
+                )
             try:  # the file may have been swapped away between open and lock: lock the one at the path
                 same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
             except FileNotFoundError:
@@ -113,8 +139,12 @@ class _Lock:
         else:  # pragma: no cover - a folder swapped twenty times in a row
             raise Busy(f"{what} keeps changing under another hetreport; wait for it to finish.")
         os.ftruncate(self.fd, 0)
-        os.write(self.fd, json.dumps({"pid": os.getpid(), "command": " ".join(sys.argv[:3]),
-                                      "since": datetime.now(timezone.utc).isoformat(timespec="seconds")}).encode())
+        os.write(
+            self.fd,
+            json.dumps(
+                {"pid": os.getpid(), "command": " ".join(sys.argv[:3]), "since": datetime.now(UTC).isoformat(timespec="seconds")}
+            ).encode(),
+        )
 
     def release(self) -> None:
         if self.fd is not None:
@@ -270,11 +300,20 @@ def _sha256(path: Path) -> str:
 def write_marker(folder: Path, kind: str, target: str = "") -> None:
     from . import __version__
 
-    files = {f: {"size": (folder / f).stat().st_size, "sha256": _sha256(folder / f)}
-             for f in _files(folder) if f not in OURS}
-    (folder / MARKER).write_text(json.dumps({"hetreport_version": __version__, "kind": kind, "target": target, "complete": True,
-                                             "written": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                                             "files": files}, indent=1))
+    files = {f: {"size": (folder / f).stat().st_size, "sha256": _sha256(folder / f)} for f in _files(folder) if f not in OURS}
+    (folder / MARKER).write_text(
+        json.dumps(
+            {
+                "hetreport_version": __version__,
+                "kind": kind,
+                "target": target,
+                "complete": True,
+                "written": datetime.now(UTC).isoformat(timespec="seconds"),
+                "files": files,
+            },
+            indent=1,
+        )
+    )
 
 
 def check_complete(folder: Path) -> list[str]:
@@ -335,7 +374,9 @@ class Output:
             try:
                 out.mkdir(parents=True)  # the user's umask applies
             except OSError as exc:
-                raise OutputError(f"{shown} cannot be created ({exc.strerror}); give a folder you can write. Nothing was written.") from None
+                raise OutputError(
+                    f"{shown} cannot be created ({exc.strerror}); give a folder you can write. Nothing was written."
+                ) from None
             self.created = True
         self._refuse_foreign(shown)  # before the lock file: a refused folder is left exactly as it was
         self.lock_created = not (out / LOCK).exists()
@@ -362,7 +403,8 @@ class Output:
             raise OutputError(
                 f"{shown} holds files hetreport did not write: {_shorten(foreign)}. hetreport replaces only a new or empty "
                 f"folder or its own earlier outputs, and stops here, before any fitting; nothing was written. Move those "
-                f"files elsewhere, or give a new folder (e.g. --out {_suggest(self.out)}).")
+                f"files elsewhere, or give a new folder (e.g. --out {_suggest(self.out)})."
+            )
 
     def _undo_created(self) -> None:
         if self.created and self.out.is_dir() and not [f for f in _files(self.out) if f not in OURS]:
@@ -420,8 +462,10 @@ class Output:
             except FileExistsError:
                 continue
             except OSError as exc:
-                raise OutputError(f"{self.what} '{self.out}': its folder '{self.out.parent}' cannot be written ({exc.strerror}); "
-                                  "hetreport writes the new outputs beside the old ones and then swaps them in. Nothing was written.") from None
+                raise OutputError(
+                    f"{self.what} '{self.out}': its folder '{self.out.parent}' cannot be written ({exc.strerror}); "
+                    "hetreport writes the new outputs beside the old ones and then swaps them in. Nothing was written."
+                ) from None
         raise OutputError(f"cannot make a staging folder beside '{self.out}'.")  # pragma: no cover
 
     # ---- writing
@@ -481,4 +525,3 @@ def transaction(out: str | Path, kind: str = "study", what: str = "--out", carry
         stage = o.stage(carry=carry)
         yield stage
         o.commit(stage)
-

@@ -37,7 +37,7 @@ import tempfile
 import time
 import zipfile
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import yaml
@@ -121,7 +121,9 @@ def collect_specs(specs, log=None) -> list[Path]:
     for item in specs:
         p = Path(item)
         if p.is_dir():
-            names = sorted(q for q in p.iterdir() if q.is_file() and q.suffix.lower() in YAML_SUFFIXES and not q.name.startswith(("_", ".")))
+            names = sorted(
+                q for q in p.iterdir() if q.is_file() and q.suffix.lower() in YAML_SUFFIXES and not q.name.startswith(("_", "."))
+            )
             picked = []
             for q in names:
                 ok, why = _spec_kind(q)
@@ -130,8 +132,10 @@ def collect_specs(specs, log=None) -> list[Path]:
                 else:
                     say(f"skipping {q}: {why}")
             if not picked:
-                raise SpecError(f"the folder '{p}' holds no study spec (no *.yml or *.yaml file with 'analyses'). "
-                                "Give the spec files themselves, or a folder that holds them.")
+                raise SpecError(
+                    f"the folder '{p}' holds no study spec (no *.yml or *.yaml file with 'analyses'). "
+                    "Give the spec files themselves, or a folder that holds them."
+                )
             found += picked
         elif p.is_file():
             found.append(p)
@@ -245,9 +249,14 @@ def run_study(fit, spec_path: str, slug: str, formats=None, route: str = "auto",
         for note in notes:
             say(f"warning: {note}")
         say(f"done in {time.perf_counter() - t0:.0f} s")
-        return {"status": "ok", "title": results.spec.title, "archive": _zip_folder(tmp),
-                "outputs": {k: f"{slug}/{Path(v).name}" for k, v in outcome.outputs.items()}, "warnings": notes,
-                "seconds": round(time.perf_counter() - t0, 1)}
+        return {
+            "status": "ok",
+            "title": results.spec.title,
+            "archive": _zip_folder(tmp),
+            "outputs": {k: f"{slug}/{Path(v).name}" for k, v in outcome.outputs.items()},
+            "warnings": notes,
+            "seconds": round(time.perf_counter() - t0, 1),
+        }
     except HetreportError as exc:  # the main process logs the failure and lists it on the index
         return failure(exc.kind, str(exc))
     except Exception as exc:  # noqa: BLE001 - a bug in hetreport or a library: still reported, the others go on
@@ -255,8 +264,11 @@ def run_study(fit, spec_path: str, slug: str, formats=None, route: str = "auto",
             import traceback
 
             traceback.print_exc()
-        return failure("Internal error", f"{type(exc).__name__}: {str(exc)[:600]}. This is a bug in hetreport; run this spec on "
-                                         "its own with HETREPORT_DEBUG=1 to see the traceback and report it.")
+        return failure(
+            "Internal error",
+            f"{type(exc).__name__}: {str(exc)[:600]}. This is a bug in hetreport; run this spec on "
+            "its own with HETREPORT_DEBUG=1 to see the traceback and report it.",
+        )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -282,9 +294,12 @@ def _run_local(tasks: list[tuple], workers: int, on_result) -> None:
                 try:
                     res = fut.result()
                 except Exception as exc:  # the worker process died (e.g. out of memory)
-                    res = {"status": "error", "error_kind": "Worker error",
-                           "error": f"the process fitting this study stopped ({type(exc).__name__}: {exc}); "
-                                    "it may have run out of memory. Run this spec on its own, or with fewer --workers."}
+                    res = {
+                        "status": "error",
+                        "error_kind": "Worker error",
+                        "error": f"the process fitting this study stopped ({type(exc).__name__}: {exc}); "
+                        "it may have run out of memory. Run this spec on its own, or with fewer --workers.",
+                    }
                 on_result(slug, res)
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
@@ -298,9 +313,11 @@ def _run_dask(tasks: list[tuple], scheduler: str | None, client, on_result) -> N
         try:
             client = Client(scheduler, timeout="30s")
         except Exception as exc:
-            raise HetreportError(f"could not connect to the Dask scheduler at '{scheduler}' ({type(exc).__name__}: {exc}). "
-                                 "Start one (`dask scheduler` and `dask worker ADDRESS`) or check the address; without --scheduler "
-                                 "the studies run on local processes.") from None
+            raise HetreportError(
+                f"could not connect to the Dask scheduler at '{scheduler}' ({type(exc).__name__}: {exc}). "
+                "Start one (`dask scheduler` and `dask worker ADDRESS`) or check the address; without --scheduler "
+                "the studies run on local processes."
+            ) from None
     try:
         stamp = f"{os.getpid()}-{time.time_ns()}"
         futures = {client.submit(run_study, *t, key=f"hetreport-study-{t[2]}-{stamp}", pure=False, retries=0): t[2] for t in tasks}
@@ -309,9 +326,12 @@ def _run_dask(tasks: list[tuple], scheduler: str | None, client, on_result) -> N
             try:
                 res = fut.result()
             except Exception as exc:
-                res = {"status": "error", "error_kind": "Worker error",
-                       "error": f"the Dask task fitting this study failed ({type(exc).__name__}: {exc}). Check that every worker "
-                                "has hetreport installed and can read the spec and data files at the same paths."}
+                res = {
+                    "status": "error",
+                    "error_kind": "Worker error",
+                    "error": f"the Dask task fitting this study failed ({type(exc).__name__}: {exc}). Check that every worker "
+                    "has hetreport installed and can read the spec and data files at the same paths.",
+                }
             on_result(slug, res)
             fut.release()
     finally:
@@ -344,13 +364,21 @@ def headline_rows(study_dir: Path) -> list[dict]:
         meta_path = study_dir / f"analysis_{name}.json"
         meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
         title = meta.get("title") or name
-        rows.append({
-            "analysis": name, "title": title or name, "n": f["n"], "n_groups": f["n_groups"],
-            "average": _interval(f["average"]), "smallest": float(f["smallest"]["effect"]["estimate"]),
-            "largest": float(f["largest"]["effect"]["estimate"]), "sigma_theta": _interval(f["sigma_theta"]),
-            "diagnostics_ok": bool(f["diagnostics_ok"]), "n_flags": len(f.get("flags") or []),
-            "linear_scale": _linear_scale(meta.get("hierarchical", {}).get("family")),
-        })
+        rows.append(
+            {
+                "analysis": name,
+                "title": title or name,
+                "n": f["n"],
+                "n_groups": f["n_groups"],
+                "average": _interval(f["average"]),
+                "smallest": float(f["smallest"]["effect"]["estimate"]),
+                "largest": float(f["largest"]["effect"]["estimate"]),
+                "sigma_theta": _interval(f["sigma_theta"]),
+                "diagnostics_ok": bool(f["diagnostics_ok"]),
+                "n_flags": len(f.get("flags") or []),
+                "linear_scale": _linear_scale(meta.get("hierarchical", {}).get("family")),
+            }
+        )
     return rows
 
 
@@ -381,27 +409,69 @@ def index_context(site_root: Path, studies: list[StudyOutcome], meta: dict) -> d
             study_cell = Markup(f"{study_cell} ([PDF]({s.outputs['pdf']}))")
         for k, r in enumerate(headline_rows(site_root / STUDIES / s.slug)):
             any_link_scale |= r["linear_scale"] is not None
-            rows.append([study_cell if k == 0 else "", r["title"], fmt.count(r["n"]), fmt.count(r["n_groups"]),
-                         fmt.interval(r["average"]), f"{fmt.num(r['smallest'])} to {fmt.num(r['largest'])}",
-                         fmt.interval(r["sigma_theta"]) + (f", {r['linear_scale']} scale" if r["linear_scale"] else ""),
-                         _diagnostics_cell(r, page)])
-    table = fmt.pipe_table(["Study", "Analysis", "N", "Groups", "Average effect (95% interval)", "Range of group effects",
-                            "σθ (95% interval)", "Diagnostics"], rows, "llrrrrrl",
-                           "Headline numbers of every analysis of every study: the hierarchical model's population-average effect, "
-                           "the smallest to the largest group effect (posterior means), and σθ, the slope standard deviation of the "
-                           "full crossing of the modifiers: the variation in effects that the modifiers and their lower-order "
-                           "combinations (or the slope predictors) do not explain.", "tbl-studies") if rows else None
+            rows.append(
+                [
+                    study_cell if k == 0 else "",
+                    r["title"],
+                    fmt.count(r["n"]),
+                    fmt.count(r["n_groups"]),
+                    fmt.interval(r["average"]),
+                    f"{fmt.num(r['smallest'])} to {fmt.num(r['largest'])}",
+                    fmt.interval(r["sigma_theta"]) + (f", {r['linear_scale']} scale" if r["linear_scale"] else ""),
+                    _diagnostics_cell(r, page),
+                ]
+            )
+    table = (
+        fmt.pipe_table(
+            [
+                "Study",
+                "Analysis",
+                "N",
+                "Groups",
+                "Average effect (95% interval)",
+                "Range of group effects",
+                "σθ (95% interval)",
+                "Diagnostics",
+            ],
+            rows,
+            "llrrrrrl",
+            "Headline numbers of every analysis of every study: the hierarchical model's population-average effect, "
+            "the smallest to the largest group effect (posterior means), and σθ, the slope standard deviation of the "
+            "full crossing of the modifiers: the variation in effects that the modifiers and their lower-order "
+            "combinations (or the slope predictors) do not explain.",
+            "tbl-studies",
+        )
+        if rows
+        else None
+    )
     if table is not None:  # relative column widths (pandoc reads them from the separator line's dashes)
         table = _widths(table, [19, 16, 6, 7, 15, 13, 14, 10])
-    failed = [{"title": s.title, "spec": s.spec_path, "kind": s.error_kind or "Error", "error": s.error or "unknown error",
-               "results": s.results} for s in studies if not s.ok]
-    runs = fmt.pipe_table(["Study", "Spec file", "Status", "Time (s)"],
-                          [[s.title, fmt.code_span(s.spec_path), "rendered" if s.ok else "failed", fmt.num(s.seconds, 0)] for s in studies],
-                          "lllr", f"How each study ran ({meta['where']}).", "tbl-runs")
-    return {"title": meta["title"], "date": meta["created"][:10], "n_studies": len(studies),
-            "n_ok": sum(s.ok for s in studies), "n_failed": len(failed), "table": table, "failed": failed, "runs": runs,
-            "where": meta["where"], "formats": meta["formats"], "any_pdf": any("pdf" in s.outputs for s in studies),
-            "any_link_scale": any_link_scale}
+    failed = [
+        {"title": s.title, "spec": s.spec_path, "kind": s.error_kind or "Error", "error": s.error or "unknown error", "results": s.results}
+        for s in studies
+        if not s.ok
+    ]
+    runs = fmt.pipe_table(
+        ["Study", "Spec file", "Status", "Time (s)"],
+        [[s.title, fmt.code_span(s.spec_path), "rendered" if s.ok else "failed", fmt.num(s.seconds, 0)] for s in studies],
+        "lllr",
+        f"How each study ran ({meta['where']}).",
+        "tbl-runs",
+    )
+    return {
+        "title": meta["title"],
+        "date": meta["created"][:10],
+        "n_studies": len(studies),
+        "n_ok": sum(s.ok for s in studies),
+        "n_failed": len(failed),
+        "table": table,
+        "failed": failed,
+        "runs": runs,
+        "where": meta["where"],
+        "formats": meta["formats"],
+        "any_pdf": any("pdf" in s.outputs for s in studies),
+        "any_link_scale": any_link_scale,
+    }
 
 
 def write_index(site_root: Path, studies: list[StudyOutcome], meta: dict) -> Path:
@@ -448,8 +518,20 @@ def render_index(site: Path, route: str) -> Path:
 # --------------------------------------------------------------------------- the entry point
 
 
-def run_project(specs, out, *, fit, formats=None, route: str = "auto", scheduler: str | None = None, workers: int | None = None,
-                log=None, client=None, title: str | None = None, verbose: bool | None = None) -> ProjectOutcome:
+def run_project(
+    specs,
+    out,
+    *,
+    fit,
+    formats=None,
+    route: str = "auto",
+    scheduler: str | None = None,
+    workers: int | None = None,
+    log=None,
+    client=None,
+    title: str | None = None,
+    verbose: bool | None = None,
+) -> ProjectOutcome:
     """Fit every study spec in ``specs`` (files or folders of specs) in parallel with ``fit``
     (``hetreport.api.fit``; ``hetreport.api.run_project`` passes it) and write one Quarto project
     into ``out`` (layout in this module's docstring); returns what was written.
@@ -459,7 +541,6 @@ def run_project(specs, out, *, fit, formats=None, route: str = "auto", scheduler
     Dask cluster. A study that fails is listed on the index with its error; check
     ``outcome.failed``. Raises only when nothing can be written (no specs, an unusable --out,
     Quarto asked for but missing, the index failing to render); then ``out`` is untouched."""
-    from .report.render import describe_route
 
     say = log or (lambda m: None)
     paths = collect_specs(specs, log=say)
@@ -486,8 +567,11 @@ def _run_project_in(fit, guard, paths, slugs, out, formats, route, scheduler, wo
     use_dask = scheduler is not None or client is not None
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     workers = max(1, min(len(tasks), workers or cores))
-    where = (f"Dask scheduler {scheduler}" if scheduler else "a Dask client") if use_dask else \
-        f"{workers} local process{'es' if workers > 1 else ''}"
+    where = (
+        (f"Dask scheduler {scheduler}" if scheduler else "a Dask client")
+        if use_dask
+        else f"{workers} local process{'es' if workers > 1 else ''}"
+    )
     say(f"{len(tasks)} studies on {where}: {', '.join(slugs)}")
     tmp = guard.stage()  # the new project is written beside the old one and switched in at the end
     t0 = time.monotonic()
@@ -501,7 +585,10 @@ def _run_project_in(fit, guard, paths, slugs, out, formats, route, scheduler, wo
             if res.get("status") == "ok":
                 say(f"[{slug}] rendered ({res.get('seconds', 0):.0f} s)")
             else:
-                say(f"[{slug}] failed: {res.get('error_kind')}" + (f"; its fitted results are kept in {res['results']}" if res.get("results") else ""))
+                say(
+                    f"[{slug}] failed: {res.get('error_kind')}"
+                    + (f"; its fitted results are kept in {res['results']}" if res.get("results") else "")
+                )
             results[slug] = res
 
         if use_dask:
@@ -511,17 +598,44 @@ def _run_project_in(fit, guard, paths, slugs, out, formats, route, scheduler, wo
         studies = []
         for p, slug in zip(paths, slugs):
             res = results.get(slug, {"status": "error", "error_kind": "Worker error", "error": "the study did not return a result."})
-            studies.append(StudyOutcome(slug=slug, spec_path=str(p), title=res.get("title") or _title_of(p), status=res["status"],
-                                        error_kind=res.get("error_kind"), error=res.get("error"), outputs=res.get("outputs", {}),
-                                        seconds=res.get("seconds"), warnings=tuple(res.get("warnings", ())),
-                                        results=res.get("results") or (f"{STUDIES}/{slug}" if res["status"] == "ok" else None)))
-        meta = {"title": title or f"Heterogeneous effects in {len(studies)} stud{'y' if len(studies) == 1 else 'ies'}",
-                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "where": where, "route": route_text,
-                "formats": list(formats) if formats else None, "wall_s": round(time.monotonic() - t0, 1),
-                "packages": package_versions(),
-                "studies": [{"slug": s.slug, "spec": s.spec_path, "title": s.title, "status": s.status, "error_kind": s.error_kind,
-                             "error": s.error, "outputs": s.outputs, "results": s.results, "seconds": s.seconds, "warnings": list(s.warnings)}
-                            for s in studies]}
+            studies.append(
+                StudyOutcome(
+                    slug=slug,
+                    spec_path=str(p),
+                    title=res.get("title") or _title_of(p),
+                    status=res["status"],
+                    error_kind=res.get("error_kind"),
+                    error=res.get("error"),
+                    outputs=res.get("outputs", {}),
+                    seconds=res.get("seconds"),
+                    warnings=tuple(res.get("warnings", ())),
+                    results=res.get("results") or (f"{STUDIES}/{slug}" if res["status"] == "ok" else None),
+                )
+            )
+        meta = {
+            "title": title or f"Heterogeneous effects in {len(studies)} stud{'y' if len(studies) == 1 else 'ies'}",
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "where": where,
+            "route": route_text,
+            "formats": list(formats) if formats else None,
+            "wall_s": round(time.monotonic() - t0, 1),
+            "packages": package_versions(),
+            "studies": [
+                {
+                    "slug": s.slug,
+                    "spec": s.spec_path,
+                    "title": s.title,
+                    "status": s.status,
+                    "error_kind": s.error_kind,
+                    "error": s.error,
+                    "outputs": s.outputs,
+                    "results": s.results,
+                    "seconds": s.seconds,
+                    "warnings": list(s.warnings),
+                }
+                for s in studies
+            ],
+        }
         say("writing the index page")
         write_index(tmp, studies, meta)
         render_index(tmp / SITE, route)

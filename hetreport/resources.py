@@ -43,7 +43,8 @@ def data_root() -> Path:
         raise RenderError(
             "hetreport's report templates and _quarto.yml are missing from this installation (looked in "
             f"{Path(str(resources.files('hetreport'))) / _DATA} and next to the package). Reinstall hetreport "
-            "(`pip install --force-reinstall hetreport`); from a source checkout, `pip install .` builds them in.")
+            "(`pip install --force-reinstall hetreport`); from a source checkout, `pip install .` builds them in."
+        )
     return root
 
 

@@ -131,18 +131,32 @@ class StudyResults:
 
         write_questions(self, d)
         pd.concat([a.groups.assign(analysis=a.name) for a in self.analyses], ignore_index=True).pipe(
-            lambda t: t[["analysis", *[c for c in t.columns if c != "analysis"]]]).to_csv(d / "groups.csv", index=False)
+            lambda t: t[["analysis", *[c for c in t.columns if c != "analysis"]]]
+        ).to_csv(d / "groups.csv", index=False)
         (d / "diagnostics.json").write_text(json.dumps({a.name: a.diagnostics for a in self.analyses}, indent=2, default=_json_default))
         for a in self.analyses:
             a.posterior.to_netcdf(str(d / f"posterior_{a.name}.nc"), engine="h5netcdf")
             meta = {
-                "name": a.name, "title": a.title, "outcome": a.outcome, "treatment": a.treatment, "controls": list(a.controls),
-                "modifiers": [{"name": m.name, "label": m.label, "levels": list(m.levels), "level_labels": list(m.level_labels)} for m in a.modifiers],
-                "hierarchical": a.hierarchical, "ols": a.ols, "methods": a.methods, "n": a.n, "n_start": a.n_start, "notes": list(a.notes),
+                "name": a.name,
+                "title": a.title,
+                "outcome": a.outcome,
+                "treatment": a.treatment,
+                "controls": list(a.controls),
+                "modifiers": [
+                    {"name": m.name, "label": m.label, "levels": list(m.levels), "level_labels": list(m.level_labels)} for m in a.modifiers
+                ],
+                "hierarchical": a.hierarchical,
+                "ols": a.ols,
+                "methods": a.methods,
+                "n": a.n,
+                "n_start": a.n_start,
+                "notes": list(a.notes),
                 "accounting": a.accounting.to_dict(orient="records"),
             }
             (d / f"analysis_{a.name}.json").write_text(json.dumps(meta, indent=2, default=_json_default))
-            np.savez_compressed(d / f"ppc_{a.name}.npz", y=a.y, t=a.t, y_rep=a.y_rep, **({} if a.ppc_rows is None else {"ppc_rows": a.ppc_rows}))
+            np.savez_compressed(
+                d / f"ppc_{a.name}.npz", y=a.y, t=a.t, y_rep=a.y_rep, **({} if a.ppc_rows is None else {"ppc_rows": a.ppc_rows})
+            )
         from dataclasses import asdict
 
         summary = {a.name: asdict(self.facts_of(a.name)) for a in self.analyses}  # the headline numbers, machine-readable
@@ -169,7 +183,9 @@ def load_results(directory: str | Path) -> StudyResults:
     """Read a folder written by :meth:`StudyResults.save`."""
     d = Path(directory)
     if not (d / "manifest.json").is_file() or not (d / "effects.parquet").is_file():
-        raise HetreportError(f"'{d}' is not a hetreport results folder (no manifest.json / effects.parquet). Run `hetreport fit SPEC --out {d}` first.")
+        raise HetreportError(
+            f"'{d}' is not a hetreport results folder (no manifest.json / effects.parquet). Run `hetreport fit SPEC --out {d}` first."
+        )
     manifest = json.loads((d / "manifest.json").read_text())
     spec_text = (d / "spec.yml").read_text()
     spec = parse_spec(yaml.safe_load(spec_text), base_dir=manifest.get("spec_dir", "."), source="spec.yml", source_text=spec_text)
@@ -186,16 +202,30 @@ def load_results(directory: str | Path) -> StudyResults:
         # other analyses' modifier columns are empty here; an empty flag is "" not missing
         keep = [c for c in groups.columns if c in ("flag", "group_label") or groups[c].notna().any()]
         groups = groups[keep].assign(flag=groups["flag"].astype(object).fillna("").astype(str))  # all-empty reads as float
-        analyses.append(AnalysisResults(
-            name=a.name, title=meta["title"],
-            modifiers=tuple(Modifier(m["name"], m["label"], tuple(m["levels"]), tuple(m["level_labels"])) for m in meta["modifiers"]),
-            outcome=meta["outcome"], treatment=meta["treatment"], controls=tuple(meta["controls"]), groups=groups,
-            accounting=pd.DataFrame(meta["accounting"]), posterior=post, diagnostics=diagnostics[a.name],
-            hierarchical=meta["hierarchical"], ols=meta["ols"], y=ppc["y"], t=ppc["t"], y_rep=ppc["y_rep"],
-            n=meta["n"], n_start=meta["n_start"], notes=tuple(meta["notes"]),
-            methods=meta["methods"] if "methods" in meta else {},  # folders written before the method registry
-            ppc_rows=ppc["ppc_rows"] if "ppc_rows" in ppc.files else None,
-        ))
+        analyses.append(
+            AnalysisResults(
+                name=a.name,
+                title=meta["title"],
+                modifiers=tuple(Modifier(m["name"], m["label"], tuple(m["levels"]), tuple(m["level_labels"])) for m in meta["modifiers"]),
+                outcome=meta["outcome"],
+                treatment=meta["treatment"],
+                controls=tuple(meta["controls"]),
+                groups=groups,
+                accounting=pd.DataFrame(meta["accounting"]),
+                posterior=post,
+                diagnostics=diagnostics[a.name],
+                hierarchical=meta["hierarchical"],
+                ols=meta["ols"],
+                y=ppc["y"],
+                t=ppc["t"],
+                y_rep=ppc["y_rep"],
+                n=meta["n"],
+                n_start=meta["n_start"],
+                notes=tuple(meta["notes"]),
+                methods=meta["methods"] if "methods" in meta else {},  # folders written before the method registry
+                ppc_rows=ppc["ppc_rows"] if "ppc_rows" in ppc.files else None,
+            )
+        )
     from .facts import compute_facts, facts_from_dict
 
     saved = json.loads((d / "summary.json").read_text()) if (d / "summary.json").is_file() else {}

@@ -20,7 +20,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, model_validator
 
-from .errors import HetreportWarning, LocatedError as _LocatedError, SpecError, clean_text, path_str, shorten, suggest, unsafe_characters
+from .errors import HetreportWarning, SpecError, clean_text, path_str, shorten, suggest, unsafe_characters
+from .errors import LocatedError as _LocatedError
 from .families import FAMILY_NAMES
 from .prereg.design import PlannedDesign
 
@@ -32,8 +33,12 @@ def _display(text: str, info: ValidationInfo) -> str:
     sequences, right-to-left overrides) are removed, with a warning naming them."""
     bad = unsafe_characters(text)
     if bad:
-        warnings.warn(f"{info.field_name or 'text'}: removed control character(s) {', '.join(bad)} from {shorten(clean_text(text))!r}; "
-                      "titles and labels are shown without them.", HetreportWarning, stacklevel=2)
+        warnings.warn(
+            f"{info.field_name or 'text'}: removed control character(s) {', '.join(bad)} from {shorten(clean_text(text))!r}; "
+            "titles and labels are shown without them.",
+            HetreportWarning,
+            stacklevel=2,
+        )
     return clean_text(text)
 
 
@@ -81,8 +86,7 @@ class Prior(BaseModel):
         name, args = m.group(1), m.group(2)
         if name not in PRIOR_FAMILIES:
             raise SpecError(
-                f"unknown prior distribution '{name}'.{suggest(name, PRIOR_FAMILIES)} "
-                f"Known: {', '.join(PRIOR_FAMILIES)}.",
+                f"unknown prior distribution '{name}'.{suggest(name, PRIOR_FAMILIES)} Known: {', '.join(PRIOR_FAMILIES)}.",
                 where=where,
             )
         try:
@@ -97,7 +101,11 @@ class Prior(BaseModel):
             )
         if any(not math.isfinite(p) for p in params):
             raise SpecError(f"the parameters of '{text}' must be finite numbers.", where=where)
-        scale_ok = all(p > 0 for n, p in zip(expected, params) if n in ("sigma", "beta", "lam", "nu", "eta", "alpha") and not (name == "cauchy" and n == "alpha"))
+        scale_ok = all(
+            p > 0
+            for n, p in zip(expected, params)
+            if n in ("sigma", "beta", "lam", "nu", "eta", "alpha") and not (name == "cauchy" and n == "alpha")
+        )
         if not scale_ok:
             raise SpecError(f"scale parameters in '{text}' must be positive.", where=where)
         return cls(family=name, params=params)
@@ -218,24 +226,39 @@ class Analysis(_Strict):
                 seen.add(v)
         for i, c in enumerate(self.controls):
             if c in self.modifiers:
-                raise _LocatedError(("controls", i), f"'{c}' is both a modifier and a control; a modifier is already in the model, so remove it from 'controls'")
+                raise _LocatedError(
+                    ("controls", i),
+                    f"'{c}' is both a modifier and a control; a modifier is already in the model, so remove it from 'controls'",
+                )
         for i, z in enumerate(self.slope_predictors):
             if z not in self.modifiers:
-                raise _LocatedError(("slope_predictors", i), f"'{z}' is not one of this analysis's modifiers {self.modifiers}; a slope predictor is a group characteristic, so list modifiers here")
+                raise _LocatedError(
+                    ("slope_predictors", i),
+                    f"'{z}' is not one of this analysis's modifiers {self.modifiers}; a slope predictor is a group characteristic, so list modifiers here",
+                )
         names = [c.name for c in self.compare]
         for i, c in enumerate(self.compare):
             if names.index(c.name) != i:
-                raise _LocatedError(("compare", i, "name"), f"the comparison name '{c.name}' is used twice in this analysis; give each comparison its own name")
+                raise _LocatedError(
+                    ("compare", i, "name"),
+                    f"the comparison name '{c.name}' is used twice in this analysis; give each comparison its own name",
+                )
             for side in ("a", "b"):
                 for m, v in getattr(c, side).items():
                     if m not in self.modifiers:
-                        raise _LocatedError(("compare", i, side, m), f"'{m}' is not one of this analysis's modifiers {self.modifiers}; a comparison "
-                                            f"selects groups by their modifier values, so name modifiers here{suggest(m, self.modifiers)}")
+                        raise _LocatedError(
+                            ("compare", i, side, m),
+                            f"'{m}' is not one of this analysis's modifiers {self.modifiers}; a comparison "
+                            f"selects groups by their modifier values, so name modifiers here{suggest(m, self.modifiers)}",
+                        )
                     if isinstance(v, list) and not v:
                         raise _LocatedError(("compare", i, side, m), "an empty list selects no group; give one value or a list of values")
         for i, c in enumerate(self.categorical):
             if c not in self.controls:
-                raise _LocatedError(("categorical", i), f"'{c}' is not among this analysis's controls {self.controls}; 'categorical' marks controls to enter as dummies")
+                raise _LocatedError(
+                    ("categorical", i),
+                    f"'{c}' is not among this analysis's controls {self.controls}; 'categorical' marks controls to enter as dummies",
+                )
         return self
 
 
@@ -260,9 +283,14 @@ class Priors(_Strict):
                 continue
             prior = Prior.parse(val, where=f"priors.{key}")
             if key in ("sd", "sigma", "alpha") and not prior.positive:
-                raise _LocatedError((key,), f"'{val}' can be negative but a standard deviation cannot; use halfnormal(s), halfstudent_t(nu, s), halfcauchy(s) or exponential(rate)")
+                raise _LocatedError(
+                    (key,),
+                    f"'{val}' can be negative but a standard deviation cannot; use halfnormal(s), halfstudent_t(nu, s), halfcauchy(s) or exponential(rate)",
+                )
             if key in ("intercept", "b", "cutpoints") and (prior.positive or prior.family == "lkj"):
-                raise _LocatedError((key,), f"'{val}' is not a prior for a coefficient; use normal(m, s), student_t(nu, m, s) or cauchy(m, s)")
+                raise _LocatedError(
+                    (key,), f"'{val}' is not a prior for a coefficient; use normal(m, s), student_t(nu, m, s) or cauchy(m, s)"
+                )
             if key == "cor" and prior.family != "lkj":
                 raise _LocatedError((key,), f"'{val}' is not a correlation prior; use lkj(eta), e.g. lkj(2)")
         return self
@@ -294,7 +322,9 @@ class OlsOptions(_Strict):
         if self.se_type == "cluster" and not self.cluster:
             raise _LocatedError(("cluster",), "se_type 'cluster' needs the column that defines clusters, e.g. cluster: school_id")
         if self.cluster and self.se_type != "cluster":
-            raise _LocatedError(("cluster",), "a cluster column is given but se_type is not 'cluster'; set se_type: cluster or remove 'cluster'")
+            raise _LocatedError(
+                ("cluster",), "a cluster column is given but se_type is not 'cluster'; set se_type: cluster or remove 'cluster'"
+            )
         return self
 
 
@@ -308,7 +338,9 @@ class Targeting(_Strict):
     @model_validator(mode="after")
     def _one(self) -> Targeting:
         if (self.budget is None) == (self.groups is None):
-            raise ValueError("give exactly one of 'budget' (the share of the population to treat, e.g. 0.25) or 'groups' (a number of groups)")
+            raise ValueError(
+                "give exactly one of 'budget' (the share of the population to treat, e.g. 0.25) or 'groups' (a number of groups)"
+            )
         return self
 
 
@@ -390,31 +422,46 @@ class Spec(_Strict):
     @model_validator(mode="after")
     def _roles(self) -> Spec:
         if self.data is not None and self.design is not None:
-            raise _LocatedError(("design",), "the spec has both 'data' and 'design', so it is ambiguous whether it analyses data or "
-                                "plans a study. Keep 'design:' (and no 'data:') in the spec you pre-register with `hetreport preregister`, "
-                                "and 'data:' (and no 'design:') in the spec that analyses the data; `hetreport run SPEC --preregistration DIR` "
-                                "then checks that the two agree")
+            raise _LocatedError(
+                ("design",),
+                "the spec has both 'data' and 'design', so it is ambiguous whether it analyses data or "
+                "plans a study. Keep 'design:' (and no 'data:') in the spec you pre-register with `hetreport preregister`, "
+                "and 'data:' (and no 'design:') in the spec that analyses the data; `hetreport run SPEC --preregistration DIR` "
+                "then checks that the two agree",
+            )
         if self.data is None and self.design is None:
-            raise _LocatedError(("data",), "this key is required but missing; add 'data:' with the path of the data file "
-                                "(or 'design:' to plan a study for pre-registration)")
+            raise _LocatedError(
+                ("data",),
+                "this key is required but missing; add 'data:' with the path of the data file "
+                "(or 'design:' to plan a study for pre-registration)",
+            )
         names = [a.name for a in self.analyses]
         for i, n in enumerate(names):
             if names.index(n) != i:
                 raise _LocatedError(("analyses", i, "name"), f"analysis name '{n}' is used twice; names must be unique")
         if self.report.headline is not None and self.report.headline not in names:
-            raise _LocatedError(("report", "headline"), f"'{self.report.headline}' is not the name of an analysis; use one of: "
-                                f"{', '.join(names)} (or leave report.headline out to speak of the first analysis)")
+            raise _LocatedError(
+                ("report", "headline"),
+                f"'{self.report.headline}' is not the name of an analysis; use one of: "
+                f"{', '.join(names)} (or leave report.headline out to speak of the first analysis)",
+            )
         if self.outcome == self.treatment:
             raise _LocatedError(("treatment",), f"the treatment '{self.treatment}' is also the outcome")
         if not self.trials and any(self.family_of(a) == "binomial" for a in self.analyses):
-            raise _LocatedError(("trials",), "family binomial needs 'trials': the column with each row's number of trials "
-                                "(the outcome column holds the successes). For one 0/1 outcome per row use family: bernoulli")
+            raise _LocatedError(
+                ("trials",),
+                "family binomial needs 'trials': the column with each row's number of trials "
+                "(the outcome column holds the successes). For one 0/1 outcome per row use family: bernoulli",
+            )
         if self.trials and all(self.family_of(a) != "binomial" for a in self.analyses):
-            raise _LocatedError(("trials",), f"'trials' is only used with family: binomial (the family is {self.family}); remove it or set family: binomial")
+            raise _LocatedError(
+                ("trials",), f"'trials' is only used with family: binomial (the family is {self.family}); remove it or set family: binomial"
+            )
         from . import methods as registry
 
         for where, names in ([("methods", self.methods)] if self.methods is not None else []) + [
-                (f"analyses[{ai}].methods", a.methods) for ai, a in enumerate(self.analyses) if a.methods is not None]:
+            (f"analyses[{ai}].methods", a.methods) for ai, a in enumerate(self.analyses) if a.methods is not None
+        ]:
             registry.check_names(names, where)
         for name, raw in self.method_options.items():
             registry.get(name).parse_options(raw)
@@ -424,7 +471,10 @@ class Spec(_Strict):
             for field in ("modifiers", "controls"):
                 for i, v in enumerate(getattr(a, field)):
                     if v == self.treatment:
-                        raise _LocatedError(("analyses", ai, field, i), f"'{v}' is the treatment; the effect of the treatment cannot vary by itself. Remove it from {field}")
+                        raise _LocatedError(
+                            ("analyses", ai, field, i),
+                            f"'{v}' is the treatment; the effect of the treatment cannot vary by itself. Remove it from {field}",
+                        )
                     if v == self.outcome_of(a):
                         raise _LocatedError(("analyses", ai, field, i), f"'{v}' is the outcome; remove it from {field}")
         return self
@@ -433,8 +483,11 @@ class Spec(_Strict):
     @property
     def data_path(self) -> Path:
         if self.data is None:
-            raise SpecError("this spec has a 'design:' block and no 'data:', so it can be pre-registered (`hetreport preregister`) "
-                            "but not fitted. Replace 'design:' by 'data:' with the collected data's path to run the analysis.", where="data")
+            raise SpecError(
+                "this spec has a 'design:' block and no 'data:', so it can be pre-registered (`hetreport preregister`) "
+                "but not fitted. Replace 'design:' by 'data:' with the collected data's path to run the analysis.",
+                where="data",
+            )
         p = Path(self.data.path)
         return p if p.is_absolute() else (self.base_dir / p)
 
@@ -500,9 +553,11 @@ class Spec(_Strict):
             m = registry.get(n)
             m.check_available()
             if explicit is not None and not m.fits(family):  # a default method that does not apply is simply not fitted
-                raise SpecError(f"method '{n}' ({m.text}) does not fit the {family} family of analysis '{analysis.name}'; it fits "
-                                f"{', '.join(m.families)}. Remove '{n}' from this analysis's 'methods:' (or give the analysis its own list).",
-                                where=f"analyses.{analysis.name}.methods")
+                raise SpecError(
+                    f"method '{n}' ({m.text}) does not fit the {family} family of analysis '{analysis.name}'; it fits "
+                    f"{', '.join(m.families)}. Remove '{n}' from this analysis's 'methods:' (or give the analysis its own list).",
+                    where=f"analyses.{analysis.name}.methods",
+                )
         return registry.Selection(tuple(names), {n: registry.get(n).parse_options(self.method_options.get(n)) for n in names})
 
     def family_of(self, analysis: Analysis) -> str:
@@ -619,7 +674,10 @@ def _rejoin_flow_priors(priors: Any, source: str) -> Any:
                 i += 1
             val = ", ".join(parts)
             if val.count("(") != val.count(")"):
-                raise SpecError(f"the prior '{val}' has unbalanced parentheses; quote it, e.g. {key}: \"normal(0, 1)\".", where=f"{source}: priors.{key}")
+                raise SpecError(
+                    f"the prior '{val}' has unbalanced parentheses; quote it, e.g. {key}: \"normal(0, 1)\".",
+                    where=f"{source}: priors.{key}",
+                )
         out[key] = val
     return out
 
@@ -627,12 +685,21 @@ def _rejoin_flow_priors(priors: Any, source: str) -> Any:
 def parse_spec(raw: Any, base_dir: Path | str = ".", source: str = "spec", source_text: str | None = None) -> Spec:
     """Validate a mapping (as read from YAML) into a :class:`Spec`."""
     if not isinstance(raw, dict):
-        raise SpecError(f"{source} must be a YAML mapping with keys such as title, data, outcome, treatment, analyses; got {type(raw).__name__}.")
+        raise SpecError(
+            f"{source} must be a YAML mapping with keys such as title, data, outcome, treatment, analyses; got {type(raw).__name__}."
+        )
     if "priors" in raw:
         raw = {**raw, "priors": _rejoin_flow_priors(raw["priors"], source)}
     if isinstance(raw.get("analyses"), list):  # an analysis's own priors are written the same way
-        raw = {**raw, "analyses": [{**a, "priors": _rejoin_flow_priors(a["priors"], f"{source}: analyses[{i}]")}
-                                   if isinstance(a, dict) and "priors" in a else a for i, a in enumerate(raw["analyses"])]}
+        raw = {
+            **raw,
+            "analyses": [
+                {**a, "priors": _rejoin_flow_priors(a["priors"], f"{source}: analyses[{i}]")}
+                if isinstance(a, dict) and "priors" in a
+                else a
+                for i, a in enumerate(raw["analyses"])
+            ],
+        }
     try:
         spec = Spec.model_validate({**raw, "base_dir": Path(base_dir), "source_text": source_text})
     except ValidationError as exc:
@@ -658,7 +725,10 @@ def read_yaml(path: str | Path, what: str = "spec", hint: str = "give the path o
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise SpecError(f"the YAML cannot be read{at}: {problem}. Check indentation and quoting (quote expressions that contain ':' or '#').", where=str(path)) from None
+        raise SpecError(
+            f"the YAML cannot be read{at}: {problem}. Check indentation and quoting (quote expressions that contain ':' or '#').",
+            where=str(path),
+        ) from None
     except UnicodeDecodeError:
         raise SpecError(f"the {what} file is not UTF-8 text.", where=str(path)) from None
 

@@ -37,16 +37,31 @@ from .errors import SpecError
 
 QUANTITIES = ("reach", "mean_treated", "average", "gain_vs_random", "gain_per_person", "share_of_effect")
 SUMMARY_COLUMNS = ["analysis", "version", "quantity", "estimate", "lower_95", "upper_95", "prob_positive", "n_groups_treated", "budget"]
-GROUP_COLUMNS = ["analysis", "rank", "group", "group_label", "n", "cumulative_share", "estimate", "lower_95", "upper_95", "prob_top_k", "treated"]
+GROUP_COLUMNS = [
+    "analysis",
+    "rank",
+    "group",
+    "group_label",
+    "n",
+    "cumulative_share",
+    "estimate",
+    "lower_95",
+    "upper_95",
+    "prob_top_k",
+    "treated",
+]
 REPLICATE_SEED = 20240611
 
 
 def check_targeting(spec, groups_table: pd.DataFrame, analysis_name: str) -> None:
     t = spec.report.targeting
     if t is not None and t.groups is not None and t.groups >= len(groups_table):
-        raise SpecError(f"report.targeting asks for the top {t.groups} groups, but analysis '{analysis_name}' has only {len(groups_table)}, "
-                        "so every group would be treated and there is nothing to rank. Give a smaller number of groups, or a budget "
-                        "(a share of the population, e.g. {budget: 0.25}).", where="report.targeting.groups")
+        raise SpecError(
+            f"report.targeting asks for the top {t.groups} groups, but analysis '{analysis_name}' has only {len(groups_table)}, "
+            "so every group would be treated and there is nothing to rank. Give a smaller number of groups, or a budget "
+            "(a share of the population, e.g. {budget: 0.25}).",
+            where="report.targeting.groups",
+        )
 
 
 def choose(order: np.ndarray, n: np.ndarray, budget: float | None, k: int | None) -> np.ndarray:
@@ -71,8 +86,14 @@ def _quantities(theta: np.ndarray, n: np.ndarray, chosen: np.ndarray) -> dict[st
     reach = nS / N
     with np.errstate(divide="ignore", invalid="ignore"):
         share = total_S / total
-    return {"reach": reach, "mean_treated": mean_treated, "average": average, "gain_vs_random": mean_treated - average,
-            "gain_per_person": total_S / N - reach * average, "share_of_effect": share}
+    return {
+        "reach": reach,
+        "mean_treated": mean_treated,
+        "average": average,
+        "gain_vs_random": mean_treated - average,
+        "gain_per_person": total_S / N - reach * average,
+        "share_of_effect": share,
+    }
 
 
 def prob_top_k(theta: np.ndarray, k: int) -> np.ndarray:
@@ -140,23 +161,49 @@ def targeting_of(a, effects: pd.DataFrame, budget: float | None, k: int | None) 
         q = _quantities(theta, n, sel)
         for name in QUANTITIES:
             est, lo, hi, pp = _summ(q[name])
-            rows.append({"analysis": a.name, "version": version, "quantity": name, "estimate": est, "lower_95": lo, "upper_95": hi,
-                         "prob_positive": pp, "n_groups_treated": kk if version == "in_sample" else float(sel.sum(axis=1).mean()),
-                         "budget": budget if budget is not None else np.nan})
+            rows.append(
+                {
+                    "analysis": a.name,
+                    "version": version,
+                    "quantity": name,
+                    "estimate": est,
+                    "lower_95": lo,
+                    "upper_95": hi,
+                    "prob_positive": pp,
+                    "n_groups_treated": kk if version == "in_sample" else float(sel.sum(axis=1).mean()),
+                    "budget": budget if budget is not None else np.nan,
+                }
+            )
     lo95, hi95 = np.quantile(theta, 0.025, axis=0), np.quantile(theta, 0.975, axis=0)
     cum = np.cumsum(n[order]) / n.sum()
-    gtab = pd.DataFrame({"analysis": a.name, "rank": np.arange(1, len(n) + 1), "group": groups["group"].to_numpy()[order],
-                         "group_label": groups["group_label"].to_numpy()[order], "n": n[order].astype(int), "cumulative_share": cum,
-                         "estimate": mean[order], "lower_95": lo95[order], "upper_95": hi95[order], "prob_top_k": ptop[order],
-                         "treated": chosen[order] > 0})
+    gtab = pd.DataFrame(
+        {
+            "analysis": a.name,
+            "rank": np.arange(1, len(n) + 1),
+            "group": groups["group"].to_numpy()[order],
+            "group_label": groups["group_label"].to_numpy()[order],
+            "n": n[order].astype(int),
+            "cumulative_share": cum,
+            "estimate": mean[order],
+            "lower_95": lo95[order],
+            "upper_95": hi95[order],
+            "prob_top_k": ptop[order],
+            "treated": chosen[order] > 0,
+        }
+    )
     # the curve: treating the top j groups in rank order, j = 0 .. G
     total = theta @ n
     cum_total = np.cumsum(theta[:, order] * n[order], axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
         share = cum_total / total[:, None]
-    curve = pd.DataFrame({"reach": np.concatenate([[0.0], cum]), "share": np.concatenate([[0.0], np.nanmean(share, axis=0)]),
-                          "lower": np.concatenate([[0.0], np.nanquantile(share, 0.025, axis=0)]),
-                          "upper": np.concatenate([[0.0], np.nanquantile(share, 0.975, axis=0)])})
+    curve = pd.DataFrame(
+        {
+            "reach": np.concatenate([[0.0], cum]),
+            "share": np.concatenate([[0.0], np.nanmean(share, axis=0)]),
+            "lower": np.concatenate([[0.0], np.nanquantile(share, 0.025, axis=0)]),
+            "upper": np.concatenate([[0.0], np.nanquantile(share, 0.975, axis=0)]),
+        }
+    )
     top3 = order[:3]
     true3 = np.sort(np.argsort(-theta, axis=1, kind="stable")[:, :3], axis=1)
     p3 = float((true3 == np.sort(top3)[None, :]).all(axis=1).mean()) if len(n) > 3 else 1.0

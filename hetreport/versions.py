@@ -10,8 +10,23 @@ import platform
 
 from . import __version__
 
-PACKAGES = ("bambi", "pymc", "pytensor", "nutpie", "arviz", "numpy", "pandas", "scipy", "statsmodels", "plotnine",
-            "jinja2", "pydantic", "pyreadstat", "pypandoc-binary", "typst")
+PACKAGES = (
+    "bambi",
+    "pymc",
+    "pytensor",
+    "nutpie",
+    "arviz",
+    "numpy",
+    "pandas",
+    "scipy",
+    "statsmodels",
+    "plotnine",
+    "jinja2",
+    "pydantic",
+    "pyreadstat",
+    "pypandoc-binary",
+    "typst",
+)
 
 
 def package_versions() -> dict[str, str]:

@@ -16,8 +16,17 @@ from hetreport.spec import parse_spec
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
-TW_DATA = next((p for p in [REPO / "examples" / "tomz-weeks" / "data" / "2017-04-YouGov-extracted.dta",
-                            SHARED / "tomz-weeks-2021" / "2017-04-YouGov-extracted.dta"] if p.exists()), None)
+TW_DATA = next(
+    (
+        p
+        for p in [
+            REPO / "examples" / "tomz-weeks" / "data" / "2017-04-YouGov-extracted.dta",
+            SHARED / "tomz-weeks-2021" / "2017-04-YouGov-extracted.dta",
+        ]
+        if p.exists()
+    ),
+    None,
+)
 
 SMALL_SAMPLER = {"draws": 300, "tune": 400, "chains": 2, "seed": 7}
 
@@ -27,8 +36,14 @@ def make_spec(tmp_path: Path, frame: pd.DataFrame, modifiers, controls=(), **ext
     frame.to_csv(path, index=False)
     analysis = {"name": "a", "modifiers": list(modifiers), "controls": list(controls)}
     analysis.update(extra.pop("analysis", {}))
-    raw = {"title": "Test study", "data": {"path": str(path)}, "outcome": "y", "treatment": "treat",
-           "analyses": [analysis], "sampler": SMALL_SAMPLER}
+    raw = {
+        "title": "Test study",
+        "data": {"path": str(path)},
+        "outcome": "y",
+        "treatment": "treat",
+        "analyses": [analysis],
+        "sampler": SMALL_SAMPLER,
+    }
     raw.update(extra)
     return parse_spec(raw, base_dir=tmp_path)
 

@@ -95,7 +95,7 @@ def scan(text: str) -> list[Piece]:
             k = text.find(c, i + len(o))
             if k >= 0:
                 flush(i)
-                pieces.append(Piece("escaped", text[i + len(o):k], i))
+                pieces.append(Piece("escaped", text[i + len(o) : k], i))
                 i = plain_from = k + len(c)
                 continue
             if o == ESCAPES[0][0]:  # "{{{<" never closed: the scan stops here
@@ -159,11 +159,13 @@ def as_quarto(qmd: Path, pandoc: str) -> dict:
     unclosed = [p for p in pieces if p.kind == "unclosed"]
     lost = len(text) - unclosed[0].start if unclosed else 0
     raw = [p.text for p in pieces if p.kind == "shortcode"]
-    ast = json.loads(subprocess.run([pandoc, str(qmd), "-f", "markdown", "-t", "json"],
-                                    capture_output=True, text=True, check=True, encoding="utf-8").stdout)
+    ast = json.loads(
+        subprocess.run(
+            [pandoc, str(qmd), "-f", "markdown", "-t", "json"], capture_output=True, text=True, check=True, encoding="utf-8"
+        ).stdout
+    )
     body = {"code": [], "str": []}
     _walk(ast["blocks"], body)
     meta = {"code": [], "str": []}
     _walk(list(ast["meta"].values()), meta)
-    return {"lost": lost, "raw": raw, "code": body["code"] + meta["code"],
-            "meta": [w for w in meta["str"] if _is_delimiter_word(w)]}
+    return {"lost": lost, "raw": raw, "code": body["code"] + meta["code"], "meta": [w for w in meta["str"] if _is_delimiter_word(w)]}

@@ -74,8 +74,13 @@ def test_estimated_propensity_is_said_and_a_seed_beyond_int32_works(tmp_path):
 
 
 def test_spec_accepts_bcf_with_options_and_refuses_other_families(tmp_path):
-    base = {"title": "t", "data": {"path": "d.csv"}, "outcome": "y", "treatment": "t",
-            "analyses": [{"name": "a", "modifiers": ["m"], "methods": ["ols_full", "hierarchical", "bcf"]}]}
+    base = {
+        "title": "t",
+        "data": {"path": "d.csv"},
+        "outcome": "y",
+        "treatment": "t",
+        "analyses": [{"name": "a", "modifiers": ["m"], "methods": ["ols_full", "hierarchical", "bcf"]}],
+    }
     spec = parse_spec({**base, "method_options": {"bcf": {"num_mcmc": 300}}})
     sel = spec.methods_of(spec.analyses[0])
     assert sel.names[-1] == "bcf" and sel.options["bcf"].num_mcmc == 300
@@ -89,8 +94,16 @@ def test_spec_accepts_bcf_with_options_and_refuses_other_families(tmp_path):
 def test_missing_stochtree_is_a_clear_error(monkeypatch):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "stochtree" else real(name, *a))
-    spec = parse_spec({"title": "t", "data": {"path": "d.csv"}, "outcome": "y", "treatment": "t", "methods": ["ols_full", "hierarchical", "bcf"],
-                       "analyses": [{"name": "a", "modifiers": ["m"]}]})
+    spec = parse_spec(
+        {
+            "title": "t",
+            "data": {"path": "d.csv"},
+            "outcome": "y",
+            "treatment": "t",
+            "methods": ["ols_full", "hierarchical", "bcf"],
+            "analyses": [{"name": "a", "modifiers": ["m"]}],
+        }
+    )
     with pytest.raises(SpecError, match=r"needs the Python package 'stochtree'.*pip install hetreport\[ml\]"):
         spec.methods_of(spec.analyses[0])
 
@@ -99,9 +112,17 @@ def test_simulation_engine_runs_bcf_from_the_registry():
     from hetreport.simstudy.design import cells, parse_design
     from hetreport.simstudy.engine import run_replication
 
-    d = parse_design({"title": "tiny", "sample_sizes": [400], "heterogeneity_sds": [0.25], "replications": 1,
-                      "modifiers": [{"name": "m1", "probability": 0.5}, {"name": "m2", "probability": 0.5}],
-                      "approaches": ["ols_full", "bcf"], "method_options": {"bcf": {"num_gfr": 5, "num_mcmc": 40, "num_trees_mu": 50, "num_trees_tau": 20}}})
+    d = parse_design(
+        {
+            "title": "tiny",
+            "sample_sizes": [400],
+            "heterogeneity_sds": [0.25],
+            "replications": 1,
+            "modifiers": [{"name": "m1", "probability": 0.5}, {"name": "m2", "probability": 0.5}],
+            "approaches": ["ols_full", "bcf"],
+            "method_options": {"bcf": {"num_gfr": 5, "num_mcmc": 40, "num_trees_mu": 50, "num_trees_tau": 20}},
+        }
+    )
     rows = {r["approach"]: r for r in run_replication(d, cells(d)[0], 0)}
     assert rows["bcf"]["status"] == "ok", rows["bcf"].get("error")
     assert np.isfinite(rows["bcf"]["rmse"]) and 0 <= rows["bcf"]["coverage_95"] <= 1 and rows["bcf"]["fit_s"] > 0
@@ -117,9 +138,14 @@ def test_bcf_through_fit_facts_and_the_report_tables(tmp_path):
     from hetreport.report.build import headline_notes, method_notes, tables_for
 
     frame = random_frame(500, seed=8)
-    spec, _, _ = make_analysis(tmp_path, frame, ["m1", "m2"], ["x1"],
-                               analysis={"methods": ["ols_full", "subgroup", "hierarchical", "bcf"]},
-                               method_options={"bcf": {"num_gfr": 5, "num_mcmc": 60, "num_trees_mu": 50, "num_trees_tau": 20}})
+    spec, _, _ = make_analysis(
+        tmp_path,
+        frame,
+        ["m1", "m2"],
+        ["x1"],
+        analysis={"methods": ["ols_full", "subgroup", "hierarchical", "bcf"]},
+        method_options={"bcf": {"num_gfr": 5, "num_mcmc": 60, "num_trees_mu": 50, "num_trees_tau": 20}},
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         res = fit(spec)
@@ -141,6 +167,10 @@ def test_bcf_through_fit_facts_and_the_report_tables(tmp_path):
 
     back = load_results(saved)
     cols = ["estimate", "std_error", "lower_90", "upper_90", "lower_95", "upper_95", "prob_positive", "median"]
-    pd.testing.assert_frame_equal(back.effects.loc[back.effects["method"] == "bcf", cols].reset_index(drop=True),
-                                  eff.loc[eff["method"] == "bcf", cols].reset_index(drop=True), check_dtype=False, atol=1e-12)
+    pd.testing.assert_frame_equal(
+        back.effects.loc[back.effects["method"] == "bcf", cols].reset_index(drop=True),
+        eff.loc[eff["method"] == "bcf", cols].reset_index(drop=True),
+        check_dtype=False,
+        atol=1e-12,
+    )
     assert back.analyses[0].methods["bcf"]["num_mcmc"] == 60

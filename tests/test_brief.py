@@ -14,7 +14,7 @@ from hetreport.errors import SpecError
 from hetreport.facts import CREDIBLE, Interval, compute_facts
 from hetreport.report import brief as brief_mod
 from hetreport.report import build_and_render
-from hetreport.report.build import analysis_context, study_context, tables_for
+from hetreport.report.build import analysis_context, tables_for
 from hetreport.report.format import num, pct
 from hetreport.spec import parse_spec
 
@@ -89,9 +89,15 @@ def test_direction_and_agreement_sentences():
     head = _fake("A", 0.1, 0.3)
     one = brief_mod._agreement(head, [_fake("B", 0.2, 0.4)])
     assert one == "The other analysis of this study agrees: it finds a positive average effect."
-    assert brief_mod._agreement(head, [_fake("B", 0.2, 0.4)] * 3) == "All 3 other analyses of this study agree: each finds a positive average effect."
+    assert (
+        brief_mod._agreement(head, [_fake("B", 0.2, 0.4)] * 3)
+        == "All 3 other analyses of this study agree: each finds a positive average effect."
+    )
     two = brief_mod._agreement(head, [_fake("B", 0.2, 0.4), _fake("C", -0.1, 0.4)])
-    assert two == "1 of the other 2 analyses agrees in finding a positive average effect; C (an average effect whose interval includes zero) does not."
+    assert (
+        two
+        == "1 of the other 2 analyses agrees in finding a positive average effect; C (an average effect whose interval includes zero) does not."
+    )
     assert brief_mod._agreement(head, []) is None
 
 
@@ -102,9 +108,8 @@ def test_cannot_tell_sentences_agree_in_number(small_study, brief_and_ctx):
         g["one_arm"] = False
         g["small_arm"] = False
         g.loc[g.index[:n_one], "one_arm"] = True
-        g.loc[g.index[n_one:n_one + n_small], "small_arm"] = True
-        a = SimpleNamespace(**{k: getattr(ctx["a"], k) for k in ("posterior",)}, groups=g,
-                            group_draws=ctx["a"].group_draws)
+        g.loc[g.index[n_one : n_one + n_small], "small_arm"] = True
+        a = SimpleNamespace(**{k: getattr(ctx["a"], k) for k in ("posterior",)}, groups=g, group_draws=ctx["a"].group_draws)
         f = replace(ctx["f"], n_one_arm=n_one)
         b = brief_mod.brief_for({**ctx, "a": a, "f": f}, [], {"conformance": None}, results.spec)
         text = " ".join(b.cannot_tell)
@@ -118,8 +123,14 @@ def test_cannot_tell_sentences_agree_in_number(small_study, brief_and_ctx):
 
 def test_headline_must_name_an_analysis(tmp_path):
     (tmp_path / "d.csv").write_text("y,treat,m\n1,0,a\n2,1,b\n")
-    raw = {"title": "t", "data": {"path": "d.csv"}, "outcome": "y", "treatment": "treat",
-           "analyses": [{"name": "main", "modifiers": ["m"]}], "report": {"headline": "mian"}}
+    raw = {
+        "title": "t",
+        "data": {"path": "d.csv"},
+        "outcome": "y",
+        "treatment": "treat",
+        "analyses": [{"name": "main", "modifiers": ["m"]}],
+        "report": {"headline": "mian"},
+    }
     with pytest.raises(SpecError) as err:
         parse_spec(raw, base_dir=tmp_path)
     assert "report.headline" in str(err.value) and "main" in str(err.value)
@@ -179,7 +190,9 @@ def test_brief_renders_to_html_and_at_most_two_pdf_pages(small_study, brief_and_
 
 
 # "1 of 24 groups have", "(1 have ...)", "1 groups": a count of one with a plural verb or noun
-_PLURAL_AFTER_ONE = re.compile(r"(?<![\d.,−-])1 (?:(?:of (?:the )?\d+ )?[a-z]+ (?:have|are|were|do)\b|(?:have|are)\b|(?!of )(?:[a-z]+ )?(?:groups|units|analyses)\b)")
+_PLURAL_AFTER_ONE = re.compile(
+    r"(?<![\d.,−-])1 (?:(?:of (?:the )?\d+ )?[a-z]+ (?:have|are|were|do)\b|(?:have|are)\b|(?!of )(?:[a-z]+ )?(?:groups|units|analyses)\b)"
+)
 
 
 def test_the_plural_check_catches_what_it_should():
@@ -200,7 +213,9 @@ def test_singular_agreement_in_generated_sentences(brief_and_ctx, tmp_path):
     add_extreme_words(c, results.spec.report.min_arm)
     env = environment()
     env.globals.update(plural=plural, join_words=join_words)
-    text = env.from_string('{% include "_summary.qmd.j2" %}').render(**template_data({"summary_order": [c], "min_arm": 5, "brief_figure": None}))
+    text = env.from_string('{% include "_summary.qmd.j2" %}').render(
+        **template_data({"summary_order": [c], "min_arm": 5, "brief_figure": None})
+    )
     text = re.sub(r"\s+", " ", text.replace("\\", ""))
     assert "(1 has people in only one treatment arm)" in text
     assert f"1 of {f.n_groups} groups has an effect" in text and "and 1 has one that is negative" in text
@@ -223,8 +238,16 @@ def test_one_rule_for_what_ols_estimates(brief_and_ctx, tmp_path):
     approaches table, the group table and the comparison figure all leave the same groups out."""
     from hetreport import figures as figs
     from hetreport.facts import estimated
-    from hetreport.report.build import (add_extreme_words, default_facet, display_effects, environment, join_words,
-                                        names_for, plural, template_data)
+    from hetreport.report.build import (
+        add_extreme_words,
+        default_facet,
+        display_effects,
+        environment,
+        join_words,
+        names_for,
+        plural,
+        template_data,
+    )
     from hetreport.report.questions import analysis_questions
 
     _, ctx, results = brief_and_ctx
@@ -257,7 +280,9 @@ def test_one_rule_for_what_ols_estimates(brief_and_ctx, tmp_path):
     add_extreme_words(c, results.spec.report.min_arm)
     env = environment()
     env.globals.update(plural=plural, join_words=join_words)
-    text = env.from_string('{% include "_summary.qmd.j2" %}').render(**template_data({"summary_order": [c], "min_arm": 5, "brief_figure": None}))
+    text = env.from_string('{% include "_summary.qmd.j2" %}').render(
+        **template_data({"summary_order": [c], "min_arm": 5, "brief_figure": None})
+    )
     text = re.sub(r"\s+", " ", text.replace("\\", ""))
     assert f"OLS can estimate {expected} of the {G} groups" in text
     assert "3 have no OLS estimate with an interval" in text

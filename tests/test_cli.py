@@ -57,11 +57,37 @@ def test_fit_then_report_from_the_command_line(tmp_path):
     res = hetreport("fit", spec, "--out", tmp_path / "out", "--no-progress")
     assert res.returncode == 0, res.stderr
     out = tmp_path / "out"
-    for name in ("effects.csv", "effects.parquet", "groups.csv", "diagnostics.json", "manifest.json", "posterior_a.nc", "spec.yml", "summary.json"):
+    for name in (
+        "effects.csv",
+        "effects.parquet",
+        "groups.csv",
+        "diagnostics.json",
+        "manifest.json",
+        "posterior_a.nc",
+        "spec.yml",
+        "summary.json",
+    ):
         assert (out / name).exists(), name
     effects = pd.read_csv(out / "effects.csv")
-    assert list(effects.columns[:17]) == ["analysis", "method", "group", "m1", "m2", "n", "n_treated", "n_control", "estimate", "std_error",
-                                          "lower_90", "upper_90", "lower_95", "upper_95", "prob_positive", "estimable", "group_label"]
+    assert list(effects.columns[:17]) == [
+        "analysis",
+        "method",
+        "group",
+        "m1",
+        "m2",
+        "n",
+        "n_treated",
+        "n_control",
+        "estimate",
+        "std_error",
+        "lower_90",
+        "upper_90",
+        "lower_95",
+        "upper_95",
+        "prob_positive",
+        "estimable",
+        "group_label",
+    ]
     assert set(effects["method"]) == {"ols_full", "ols_additive", "subgroup", "hierarchical"}
     summary = json.loads((out / "summary.json").read_text())["a"]
     assert {"average", "sigma_theta", "sd_all_draws", "share_unexplained", "terms", "smallest", "largest"} <= set(summary)

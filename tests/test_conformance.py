@@ -36,14 +36,22 @@ def _write_pair(d: Path) -> tuple[Path, Path, Path]:
     spec = (EX / "spec.yml").read_text()
     assert SAMPLER in design and SAMPLER in spec and ORDINAL_SAMPLER in design and ORDINAL_SAMPLER in spec
     (d / "design.yml").write_text(design.replace(SAMPLER, SMALL_SAMPLER).replace(ORDINAL_SAMPLER, "sampler: {tune: 200, draws: 200}"))
-    spec = spec.replace(SAMPLER, SMALL_SAMPLER).replace(ORDINAL_SAMPLER, "sampler: {tune: 200, draws: 200}").replace("path: data/", f"path: {EX}/data/")
+    spec = (
+        spec.replace(SAMPLER, SMALL_SAMPLER)
+        .replace(ORDINAL_SAMPLER, "sampler: {tune: 200, draws: 200}")
+        .replace("path: data/", f"path: {EX}/data/")
+    )
     (d / "spec.yml").write_text(spec)
     i = spec.index("name: respondents\n")
-    (d / "dropped.yml").write_text(spec[:i] + spec[i:].replace("modifiers: [white, male, intl, hawk_r]", "modifiers: [white, male, intl]", 1))
+    (d / "dropped.yml").write_text(
+        spec[:i] + spec[i:].replace("modifiers: [white, male, intl, hawk_r]", "modifiers: [white, male, intl]", 1)
+    )
     dspec = load_spec(d / "design.yml")
     reg = d / "registration"
     reg.mkdir()
-    (reg / "registration.json").write_text(json.dumps(registration_record(dspec, resolve_plan(dspec), "2026-01-02T03:04:05+00:00"), default=str))
+    (reg / "registration.json").write_text(
+        json.dumps(registration_record(dspec, resolve_plan(dspec), "2026-01-02T03:04:05+00:00"), default=str)
+    )
     return reg, d / "spec.yml", d / "dropped.yml"
 
 

@@ -9,14 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import statsmodels.formula.api as smf
+from conftest import SMALL_SAMPLER, random_frame
 
 from hetreport.api import fit
 from hetreport.contrasts import study_contrasts
 from hetreport.errors import SpecError
 from hetreport.results import load_results
 from hetreport.spec import parse_spec
-
-from conftest import SMALL_SAMPLER, random_frame
 
 COMPARE = [
     {"name": "high_vs_low", "a": {"m2": 2}, "b": {"m2": 0}, "label": "Highest against lowest m2"},
@@ -27,8 +26,15 @@ COMPARE = [
 def _raw(path, compare=COMPARE, **extra):
     analysis = {"name": "a", "modifiers": ["m1", "m2"], "controls": ["x1"], "compare": compare}
     analysis.update(extra)
-    return {"title": "Contrasts", "data": {"path": str(path)}, "outcome": "y", "treatment": "treat",
-            "analyses": [analysis], "sampler": SMALL_SAMPLER, "report": {"formats": ["html"]}}
+    return {
+        "title": "Contrasts",
+        "data": {"path": str(path)},
+        "outcome": "y",
+        "treatment": "treat",
+        "analyses": [analysis],
+        "sampler": SMALL_SAMPLER,
+        "report": {"formats": ["html"]},
+    }
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +77,10 @@ def test_hierarchical_contrast_is_the_weighted_difference_of_the_draws(fitted):
         assert row["lower_95"] == pytest.approx(np.quantile(total, 0.025), abs=1e-12)
         assert row["upper_90"] == pytest.approx(np.quantile(total, 0.95), abs=1e-12)
         assert row["prob_positive"] == pytest.approx((total > 0).mean())
-        assert row["n_a"] == frame[np.logical_and.reduce([frame[m].isin(v if isinstance(v, list) else [v]) for m, v in c["a"].items()])].shape[0]
+        assert (
+            row["n_a"]
+            == frame[np.logical_and.reduce([frame[m].isin(v if isinstance(v, list) else [v]) for m, v in c["a"].items()])].shape[0]
+        )
 
 
 def test_ols_contrast_equals_statsmodels_on_the_same_fully_crossed_fit(fitted):
@@ -100,8 +109,21 @@ def test_ols_contrast_equals_statsmodels_on_the_same_fully_crossed_fit(fitted):
 def test_contrasts_file_written_and_recomputed_from_the_folder(fitted):
     _, res, out = fitted
     written = pd.read_csv(out / "contrasts.csv")
-    assert list(written.columns[:13]) == ["analysis", "name", "method", "estimate", "std_error", "lower_90", "upper_90",
-                                          "lower_95", "upper_95", "prob_positive", "p_value", "n_a", "n_b"]
+    assert list(written.columns[:13]) == [
+        "analysis",
+        "name",
+        "method",
+        "estimate",
+        "std_error",
+        "lower_90",
+        "upper_90",
+        "lower_95",
+        "upper_95",
+        "prob_positive",
+        "p_value",
+        "n_a",
+        "n_b",
+    ]
     assert set(written["method"]) == {"hierarchical", "ols_full"}
     assert (out / "contrasts.parquet").is_file()
     again = study_contrasts(load_results(out))
@@ -109,21 +131,27 @@ def test_contrasts_file_written_and_recomputed_from_the_folder(fitted):
     np.testing.assert_allclose(again["std_error"].to_numpy(float), written["std_error"].to_numpy(float), rtol=1e-12)
 
 
-@pytest.mark.parametrize("compare, where, words", [
-    ([{"name": "x", "a": {"m9": 1}, "b": {"m1": 0}}], "compare[0].a.m9", "not one of this analysis's modifiers"),
-    ([{"name": "x", "a": {"m1": 1}, "b": {"m1": []}}], "compare[0].b.m1", "empty list"),
-    ([{"name": "x", "a": {"m1": 1}, "b": {"m1": 0}}, {"name": "x", "a": {"m1": 1}, "b": {"m1": 0}}], "compare[1].name", "used twice"),
-])
+@pytest.mark.parametrize(
+    "compare, where, words",
+    [
+        ([{"name": "x", "a": {"m9": 1}, "b": {"m1": 0}}], "compare[0].a.m9", "not one of this analysis's modifiers"),
+        ([{"name": "x", "a": {"m1": 1}, "b": {"m1": []}}], "compare[0].b.m1", "empty list"),
+        ([{"name": "x", "a": {"m1": 1}, "b": {"m1": 0}}, {"name": "x", "a": {"m1": 1}, "b": {"m1": 0}}], "compare[1].name", "used twice"),
+    ],
+)
 def test_bad_comparisons_in_the_spec(tmp_path, compare, where, words):
     with pytest.raises(SpecError) as e:
         parse_spec(_raw(tmp_path / "d.csv", compare=compare), base_dir=tmp_path)
     assert where in str(e.value) and words in str(e.value)
 
 
-@pytest.mark.parametrize("compare, words", [
-    ([{"name": "x", "a": {"m1": 7}, "b": {"m1": 0}}], "7 is not a level of 'm1'"),
-    ([{"name": "x", "a": {"m1": 1, "m2": 9}, "b": {"m1": 0}}], "not a level of 'm2'"),
-])
+@pytest.mark.parametrize(
+    "compare, words",
+    [
+        ([{"name": "x", "a": {"m1": 7}, "b": {"m1": 0}}], "7 is not a level of 'm1'"),
+        ([{"name": "x", "a": {"m1": 1, "m2": 9}, "b": {"m1": 0}}], "not a level of 'm2'"),
+    ],
+)
 def test_unknown_levels_stop_before_fitting(tmp_path, compare, words):
     random_frame(n=200, seed=1).to_csv(tmp_path / "d.csv", index=False)
     spec = parse_spec(_raw(tmp_path / "d.csv", compare=compare), base_dir=tmp_path)
@@ -199,7 +227,6 @@ def test_ols_contrast_leaves_out_groups_it_cannot_estimate_and_says_so(fitted):
     from dataclasses import replace
 
     frame, res, _ = fitted
-    a = res.analyses[0]
     gone = "m1=1|m2=2"
     eff = res.effects.copy()
     eff.loc[(eff["method"] == "ols_full") & (eff["group"] == gone), ["estimate", "std_error"]] = np.nan

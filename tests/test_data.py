@@ -17,8 +17,13 @@ needs_shared = pytest.mark.skipif(not BP.exists(), reason="shared data not prese
 
 
 def spec_for(path, **kw):
-    raw = {"title": "t", "data": {"path": str(path)}, "outcome": "y", "treatment": "treat",
-           "analyses": [{"name": "a", "modifiers": ["m1", "m2"]}]}
+    raw = {
+        "title": "t",
+        "data": {"path": str(path)},
+        "outcome": "y",
+        "treatment": "treat",
+        "analyses": [{"name": "a", "modifiers": ["m1", "m2"]}],
+    }
     raw.update(kw)
     return parse_spec(raw)
 
@@ -39,9 +44,13 @@ def test_stata_codes_not_labels_and_integer_columns_with_missing():
 @needs_shared
 def test_us2016_row_accounting_and_labels_from_file(tmp_path):
     path = BP / "bush-prather-us-2016" / "bush-prather-us-data-all.dta"
-    spec = spec_for(path, outcome="support", treatment="treat_germrus",
-                    data={"path": str(path), "derive": {"support": "ipe_support >= 3", "college": "educ >= 5"}},
-                    analyses=[{"name": "a", "modifiers": ["w2_vote_hill", "woman", "college"]}])
+    spec = spec_for(
+        path,
+        outcome="support",
+        treatment="treat_germrus",
+        data={"path": str(path), "derive": {"support": "ipe_support >= 3", "college": "educ >= 5"}},
+        analyses=[{"name": "a", "modifiers": ["w2_vote_hill", "woman", "college"]}],
+    )
     ds = load_data(spec)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -64,9 +73,17 @@ def test_sav_reads_codes_and_value_labels():
 @needs_shared
 def test_tunisia_text_treatment_with_punctuation():
     path = BP / "bush-prather-tunisia" / "bush-prather-tunisia-appendix.csv"
-    spec = spec_for(path, outcome="aid", treatment="treat_islamist", treated_value="Islamist (Qatar)",
-                    data={"path": str(path), "derive": {"aid": "map(give_aid, {'strongly agree': 4, 'somewhat agree': 3, 'somewhat disagree': 2, 'strongly disagree': 1})"}},
-                    analyses=[{"name": "a", "modifiers": ["sex", "polislam_bin"]}])
+    spec = spec_for(
+        path,
+        outcome="aid",
+        treatment="treat_islamist",
+        treated_value="Islamist (Qatar)",
+        data={
+            "path": str(path),
+            "derive": {"aid": "map(give_aid, {'strongly agree': 4, 'somewhat agree': 3, 'somewhat disagree': 2, 'strongly disagree': 1})"},
+        },
+        analyses=[{"name": "a", "modifiers": ["sex", "polislam_bin"]}],
+    )
     ds = load_data(spec)
     adata = prepare_analysis(spec, ds, spec.analyses[0])
     assert set(np.unique(adata.t)) == {0.0, 1.0}
@@ -81,7 +98,9 @@ def test_missing_inside_derive_stays_missing_and_is_dropped_not_moved(tmp_path):
     frame["score"] = np.where(np.arange(200) % 10 == 0, np.nan, 7.0)
     frame.loc[frame.index % 4 == 0, "score"] = 3.0
     frame.loc[frame.index % 10 == 0, "score"] = np.nan
-    spec, adata, groups = make_analysis(tmp_path, frame, ["m1", "high"], data={"path": str(tmp_path / "data.csv"), "derive": {"high": "score >= 6"}})
+    spec, adata, groups = make_analysis(
+        tmp_path, frame, ["m1", "high"], data={"path": str(tmp_path / "data.csv"), "derive": {"high": "score >= 6"}}
+    )
     n_missing = frame["score"].isna().sum()
     assert adata.n == 200 - n_missing  # pandas would have put those rows into high == 0
     acc = adata.accounting.set_index("variable")
@@ -138,7 +157,9 @@ def test_continuous_modifier_needs_bins(tmp_path):
     frame = random_frame(n=120)
     with pytest.raises(DataError, match=r"looks continuous.*data.bins"):
         make_analysis(tmp_path, frame, ["m1", "x1"])
-    _, adata, groups = make_analysis(tmp_path, frame, ["m1", "x1"], data={"path": str(tmp_path / "data.csv"), "bins": {"x1": {"quantiles": 3}}})
+    _, adata, groups = make_analysis(
+        tmp_path, frame, ["m1", "x1"], data={"path": str(tmp_path / "data.csv"), "bins": {"x1": {"quantiles": 3}}}
+    )
     assert adata.modifiers[1].levels == (1, 2, 3)
     assert groups.n_groups == 6
     assert abs(groups.table.groupby("x1")["n"].sum() - 40).max() <= 1

@@ -7,11 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from hetreport.resources import quarto_yml
 from hetreport.report.render import render_project
+from hetreport.resources import quarto_yml
 
 docx = pytest.importorskip("docx")
-
 
 
 def _png(path: Path) -> None:
@@ -37,10 +36,12 @@ def test_docx_has_word_headings_tables_and_figures_with_alt_text(tmp_path):
     shutil.copyfile(quarto_yml(), project / "_quarto.yml")
     _png(project / "figures" / "f.png")
     (project / "report.qmd").write_text(
-        "---\ntitle: \"A study\"\n---\n\n# Summary {#sec-summary}\n\nText with 0.31.\n\n## Details\n\n"
+        '---\ntitle: "A study"\n---\n\n# Summary {#sec-summary}\n\nText with 0.31.\n\n## Details\n\n'
         "| Group | n |\n|:------|--:|\n| a | 10 |\n| b | 20 |\n\n: Group sizes. {#tbl-sizes}\n\n"
-        "![The effects by group.](figures/f){#fig-f fig-alt=\"Dot plot of 2 groups; the largest effect is 0.31.\"}\n\n"
-        "See @fig-f and @tbl-sizes.\n", encoding="utf-8")
+        '![The effects by group.](figures/f){#fig-f fig-alt="Dot plot of 2 groups; the largest effect is 0.31."}\n\n'
+        "See @fig-f and @tbl-sizes.\n",
+        encoding="utf-8",
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         out = render_project(project, formats=["docx"], route="builtin")

@@ -8,14 +8,12 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import make_analysis
 from scipy.special import expit
 
 from hetreport.errors import DataError, SpecError
-from hetreport.models.families import (_ordinal_logp, default_cutpoints, mean_response, response_effects,
-                                       unit_table)
+from hetreport.models.families import _ordinal_logp, default_cutpoints, mean_response, response_effects, unit_table
 from hetreport.models.hierarchical import build_design, build_glm_model, fit_hierarchical, group_summary, resolve_priors
-
-from conftest import make_analysis
 
 CUTS = np.array([-1.2, -0.2, 0.8, 1.8])
 
@@ -23,8 +21,9 @@ CUTS = np.array([-1.2, -0.2, 0.8, 1.8])
 def family_frame(n=1500, seed=4, controls=False, levels=(2, 3)):
     """Simulated data with a known link-scale model; returns the frame and the true linear predictor pieces."""
     rng = np.random.default_rng(seed)
-    f = pd.DataFrame({"treat": rng.integers(0, 2, n), "m1": rng.integers(0, levels[0], n), "m2": rng.integers(0, levels[1], n),
-                      "x1": rng.normal(size=n)})
+    f = pd.DataFrame(
+        {"treat": rng.integers(0, 2, n), "m1": rng.integers(0, levels[0], n), "m2": rng.integers(0, levels[1], n), "x1": rng.normal(size=n)}
+    )
     base = -0.3 + 0.3 * f.m1 - 0.1 * f.m2 + (0.5 * f.x1 if controls else 0.0)
     slope = 0.5 + 0.4 * f.m1 - 0.3 * f.m2
     eta = base + slope * f.treat
@@ -45,13 +44,16 @@ def true_group_effects(f, base, slope, family, groups):
 # --------------------------------------------------------------------------- checks of the outcome
 
 
-@pytest.mark.parametrize("family,outcome,message", [
-    ("bernoulli", "pref", "family bernoulli needs a 0/1 outcome"),
-    ("poisson", "neg", "negative"),
-    ("negativebinomial", "half", "not a whole number"),
-    ("ordinal", "ybin", "at least three ordered categories"),
-    ("ordinal", "x1", "whole numbers"),
-])
+@pytest.mark.parametrize(
+    "family,outcome,message",
+    [
+        ("bernoulli", "pref", "family bernoulli needs a 0/1 outcome"),
+        ("poisson", "neg", "negative"),
+        ("negativebinomial", "half", "not a whole number"),
+        ("ordinal", "ybin", "at least three ordered categories"),
+        ("ordinal", "x1", "whole numbers"),
+    ],
+)
 def test_a_family_that_does_not_fit_the_outcome_is_a_clear_error(tmp_path, family, outcome, message):
     f, _, _ = family_frame(200)
     f["neg"] = f["cnt"] - 1
@@ -74,8 +76,9 @@ def test_binomial_needs_trials_and_successes_within_them(tmp_path):
 
 def test_per_analysis_outcome_and_family(tmp_path):
     f, _, _ = family_frame(300)
-    spec, adata, _ = make_analysis(tmp_path, f.rename(columns={"ybin": "y"}), ["m1"], family="bernoulli",
-                                   analysis={"outcome": "pref", "family": "ordinal"})
+    spec, adata, _ = make_analysis(
+        tmp_path, f.rename(columns={"ybin": "y"}), ["m1"], family="bernoulli", analysis={"outcome": "pref", "family": "ordinal"}
+    )
     assert adata.family == "ordinal" and adata.outcome.name == "pref" and adata.categories == (1, 2, 3, 4, 5)
     assert spec.family_of(spec.analyses[0]) == "ordinal"
 
@@ -154,8 +157,14 @@ def test_response_effects_with_controls_equal_a_loop_over_units(family):
 @pytest.mark.parametrize("family,outcome,controls", [("bernoulli", "ybin", False), ("poisson", "cnt", True), ("ordinal", "pref", False)])
 def test_hierarchical_recovers_known_response_scale_effects(tmp_path, family, outcome, controls):
     f, base, slope = family_frame(4000, seed=11, controls=controls)
-    spec, adata, groups = make_analysis(tmp_path, f.rename(columns={outcome: "y"}), ["m1", "m2"], ["x1"] if controls else [],
-                                        family=family, sampler={"draws": 400, "tune": 400, "chains": 2, "seed": 3})
+    spec, adata, groups = make_analysis(
+        tmp_path,
+        f.rename(columns={outcome: "y"}),
+        ["m1", "m2"],
+        ["x1"] if controls else [],
+        family=family,
+        sampler={"draws": 400, "tune": 400, "chains": 2, "seed": 3},
+    )
     truth = true_group_effects(f, base, slope, family, groups)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -193,8 +202,9 @@ def test_response_scale_effects_match_bambi_comparisons_on_the_same_fit(tmp_path
         raw = model.fit(draws=150, tune=300, chains=2, random_seed=5, progressbar=False)
         import arviz as az
 
-        ours = _add_response_effects(az.InferenceData(posterior=group_posterior(raw.posterior, adata, groups, term_list, safe_terms)),
-                                     adata, groups)
+        ours = _add_response_effects(
+            az.InferenceData(posterior=group_posterior(raw.posterior, adata, groups, term_list, safe_terms)), adata, groups
+        )
         cmp = bmb.interpret.comparisons(model, raw, contrast={"treat": [0, 1]}, conditional=None, average_by=["m0", "m1"])
     mine = ours.posterior["group_effect"].mean(("chain", "draw")).to_pandas()
     assert len(cmp) == groups.n_groups
@@ -242,7 +252,8 @@ def test_a_study_with_three_families_runs_and_reports_on_the_outcome_scale(tmp_p
         "  - {name: logit, modifiers: [m1, m2], family: bernoulli}\n"
         "  - {name: ordinal, modifiers: [m1, m2], outcome: pref, family: ordinal}\n"
         "sampler: {draws: 250, tune: 300, chains: 2, seed: 1}\n"
-        "report: {formats: [html]}\n")
+        "report: {formats: [html]}\n"
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         results, outcome = run(tmp_path / "spec.yml", tmp_path / "out", route="builtin")
@@ -271,9 +282,14 @@ def test_slope_predictors_work_with_a_logit_model(tmp_path):
     """The lambda specification on the link scale: theta_g = b_treat + z_g' lambda + u_g per draw, and the
     response-scale effects follow from it."""
     f, _, _ = family_frame(2000, seed=6, levels=(2, 4))
-    spec, adata, groups = make_analysis(tmp_path, f.rename(columns={"ybin": "y"}), ["m1", "m2"], family="bernoulli",
-                                        analysis={"terms": "crossing", "slope_predictors": ["m2"]},
-                                        sampler={"draws": 200, "tune": 300, "chains": 2, "seed": 2})
+    spec, adata, groups = make_analysis(
+        tmp_path,
+        f.rename(columns={"ybin": "y"}),
+        ["m1", "m2"],
+        family="bernoulli",
+        analysis={"terms": "crossing", "slope_predictors": ["m2"]},
+        sampler={"draws": 200, "tune": 300, "chains": 2, "seed": 2},
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         fit = fit_hierarchical(adata, groups, spec.priors, spec.sampler, mode="crossing", predictors=("m2",))
@@ -304,8 +320,7 @@ def test_binomial_rows_and_their_expanded_bernoulli_rows_give_the_same_draws(tmp
     same seed gives the same draws."""
     rng = np.random.default_rng(9)
     n = 300
-    f = pd.DataFrame({"treat": rng.integers(0, 2, n), "m1": rng.integers(0, 2, n), "m2": rng.integers(0, 3, n),
-                      "k": rng.integers(1, 5, n)})
+    f = pd.DataFrame({"treat": rng.integers(0, 2, n), "m1": rng.integers(0, 2, n), "m2": rng.integers(0, 3, n), "k": rng.integers(1, 5, n)})
     p = expit(-0.2 + (0.4 + 0.3 * f.m1) * f.treat)
     f["y"] = rng.binomial(f["k"], p)
     rows = np.repeat(np.arange(n), f["k"])

@@ -10,8 +10,14 @@ import numpy as np
 import pytest
 
 from hetreport.models import fastlogp
-from hetreport.models.hierarchical import (_control_prior_sds, build_collapsed_model, build_design, collapsed_terms,
-                                           fit_hierarchical, resolve_priors)
+from hetreport.models.hierarchical import (
+    _control_prior_sds,
+    build_collapsed_model,
+    build_design,
+    collapsed_terms,
+    fit_hierarchical,
+    resolve_priors,
+)
 from hetreport.spec import Sampler
 from tests.conftest import make_analysis, random_frame
 
@@ -28,7 +34,7 @@ def _flat_to_point(model, x):
     for v in model.value_vars:
         shape = model.initial_point()[v.name].shape
         n = int(np.prod(shape))
-        point[v.name] = x[pos:pos + n].reshape(shape)
+        point[v.name] = x[pos : pos + n].reshape(shape)
         pos += n
     return point
 
@@ -68,7 +74,7 @@ def _check(tmp_path, frame, modifiers, controls, priors=None, mode=None, collaps
     pos = 0
     for (name, shape, _), ref_v in zip(stored, ref_vals):
         n = int(np.prod(shape))
-        np.testing.assert_allclose(got[pos:pos + n], np.ravel(ref_v), rtol=1e-9, atol=1e-10, err_msg=name)
+        np.testing.assert_allclose(got[pos : pos + n], np.ravel(ref_v), rtol=1e-9, atol=1e-10, err_msg=name)
         pos += n
     return sizes
 
@@ -96,11 +102,18 @@ def test_logp_and_gradient_equal_pymc_graph_everything_collapsed(tmp_path):
     assert sizes["Lr"] == 0 and not sizes["cross"]
 
 
-@pytest.mark.parametrize("sd,sigma", [("halfstudent_t(3, 0.7)", "halfcauchy(2)"), ("exponential(2)", "halfnormal(1.5)"),
-                                      ("halfcauchy(0.5)", "exponential(0.5)")])
+@pytest.mark.parametrize(
+    "sd,sigma", [("halfstudent_t(3, 0.7)", "halfcauchy(2)"), ("exponential(2)", "halfnormal(1.5)"), ("halfcauchy(0.5)", "exponential(0.5)")]
+)
 def test_logp_and_gradient_equal_pymc_graph_other_sd_priors(tmp_path, sd, sigma):
-    _check(tmp_path, random_frame(n=300, seed=9), ["m1", "m2"], ["x1"],
-           priors={"sd": sd, "sigma": sigma, "b": "normal(0.1, 0.5)", "intercept": "normal(1, 3)", "cor": "lkj(3)"}, seed=4)
+    _check(
+        tmp_path,
+        random_frame(n=300, seed=9),
+        ["m1", "m2"],
+        ["x1"],
+        priors={"sd": sd, "sigma": sigma, "b": "normal(0.1, 0.5)", "intercept": "normal(1, 3)", "cor": "lkj(3)"},
+        seed=4,
+    )
 
 
 def test_compiled_route_gives_the_pymc_routes_posterior(tmp_path):
@@ -118,7 +131,10 @@ def test_compiled_route_gives_the_pymc_routes_posterior(tmp_path):
     assert np.all(np.abs(a.mean(axis=0) - b.mean(axis=0)) < 4 * se)
     for var in ("sigma", "sd_slope", "Intercept", "b_treat"):
         fa, fb = fast.idata.posterior[var], old.idata.posterior[var]
-        assert np.all(np.abs(fa.mean(("chain", "draw")) - fb.mean(("chain", "draw"))) < 4 * np.sqrt(fa.var(("chain", "draw")) / 200 + fb.var(("chain", "draw")) / 200))
+        assert np.all(
+            np.abs(fa.mean(("chain", "draw")) - fb.mean(("chain", "draw")))
+            < 4 * np.sqrt(fa.var(("chain", "draw")) / 200 + fb.var(("chain", "draw")) / 200)
+        )
 
 
 def test_callbacks_are_loaded_from_the_disk_cache_by_a_later_process():

@@ -43,13 +43,24 @@ NAMES = {
     "n": "Group size",
 }
 CONTRACT = [
-    "analysis", "method", "group", "n", "n_treated", "n_control", "estimate", "std_error",
-    "lower_90", "upper_90", "lower_95", "upper_95", "prob_positive", "estimable",
+    "analysis",
+    "method",
+    "group",
+    "n",
+    "n_treated",
+    "n_control",
+    "estimate",
+    "std_error",
+    "lower_90",
+    "upper_90",
+    "lower_95",
+    "upper_95",
+    "prob_positive",
+    "estimable",
 ]
 
 
-def make_effects(modifiers=MODIFIERS_SMALL, *, truth=False, n_small=3, seed=1,
-                 methods=("ols_full", "hierarchical")) -> pd.DataFrame:
+def make_effects(modifiers=MODIFIERS_SMALL, *, truth=False, n_small=3, seed=1, methods=("ols_full", "hierarchical")) -> pd.DataFrame:
     """Long effects table: one row per method x group.
 
     The first ``n_small`` groups (in a shuffled order) have n < 10 and are not
@@ -79,12 +90,21 @@ def make_effects(modifiers=MODIFIERS_SMALL, *, truth=False, n_small=3, seed=1,
                 est, se, ok = est_ols, se_ols, g not in small
             rec = dict(zip(modifiers, levels))
             rec.update(
-                analysis="main", method=m, group=f"g{g:03d}", n=int(n[g]),
-                n_treated=int(n[g] // 2), n_control=int(n[g] - n[g] // 2),
-                estimate=est if ok else np.nan, std_error=se if ok else np.nan,
-                lower_90=est - 1.645 * se if ok else np.nan, upper_90=est + 1.645 * se if ok else np.nan,
-                lower_95=est - 1.96 * se if ok else np.nan, upper_95=est + 1.96 * se if ok else np.nan,
-                prob_positive=0.7 if ok else np.nan, estimable=ok, group_label=label,
+                analysis="main",
+                method=m,
+                group=f"g{g:03d}",
+                n=int(n[g]),
+                n_treated=int(n[g] // 2),
+                n_control=int(n[g] - n[g] // 2),
+                estimate=est if ok else np.nan,
+                std_error=se if ok else np.nan,
+                lower_90=est - 1.645 * se if ok else np.nan,
+                upper_90=est + 1.645 * se if ok else np.nan,
+                lower_95=est - 1.96 * se if ok else np.nan,
+                upper_95=est + 1.96 * se if ok else np.nan,
+                prob_positive=0.7 if ok else np.nan,
+                estimable=ok,
+                group_label=label,
             )
             if truth:
                 rec["truth"] = true[g]
@@ -102,21 +122,27 @@ def make_draws(effects: pd.DataFrame, n_draws: int = 1000, seed: int = 2) -> pd.
     rng = np.random.default_rng(seed)
     h = effects.loc[effects["method"] == "hierarchical"]
     G = len(h)
-    vals = rng.normal(h["estimate"].to_numpy()[:, None], h["std_error"].to_numpy()[:, None],
-                      size=(G, n_draws))
-    return pd.DataFrame({
-        "group": np.repeat(h["group"].to_numpy(), n_draws),
-        "draw": np.tile(np.arange(n_draws), G),
-        "value": vals.ravel(),
-    })
+    vals = rng.normal(h["estimate"].to_numpy()[:, None], h["std_error"].to_numpy()[:, None], size=(G, n_draws))
+    return pd.DataFrame(
+        {
+            "group": np.repeat(h["group"].to_numpy(), n_draws),
+            "draw": np.tile(np.arange(n_draws), G),
+            "value": vals.ravel(),
+        }
+    )
 
 
 def make_annotations(effects: pd.DataFrame) -> list[dict]:
     h = effects.loc[effects["method"] == "hierarchical"].sort_values("estimate").reset_index()
     picks = {"smallest": 0, "median": len(h) // 2, "largest": len(h) - 1}
     return [
-        {"role": role, "label": h.loc[i, "group_label"], "estimate": h.loc[i, "estimate"],
-         "lower": h.loc[i, "lower_95"], "upper": h.loc[i, "upper_95"]}
+        {
+            "role": role,
+            "label": h.loc[i, "group_label"],
+            "estimate": h.loc[i, "estimate"],
+            "lower": h.loc[i, "lower_95"],
+            "upper": h.loc[i, "upper_95"],
+        }
         for role, i in picks.items()
     ]
 
@@ -264,8 +290,7 @@ def test_comparison_bad_facet_message(effects):
 def test_figure_size_grows_with_groups():
     h = [F.figure_size("comparison", g, 5)[1] for g in (10, 20, 40, 100, 200)]
     assert all(a < b for a, b in zip(h, h[1:]))
-    assert all(F.figure_size(k, 100, 5)[0] == 6.5 for k in
-               ("comparison", "shrinkage", "distribution", "by_modifier", "heatmap", "ppc"))
+    assert all(F.figure_size(k, 100, 5)[0] == 6.5 for k in ("comparison", "shrinkage", "distribution", "by_modifier", "heatmap", "ppc"))
     # the paper's 100 groups: one column of five panels, ~0.1 in per group
     assert 12 <= F.figure_size("comparison", 100, 5)[1] <= 15
     with pytest.raises(HetreportError):
@@ -408,7 +433,7 @@ def test_annotation_layout_rules():
     for (l1, r1, t1, _), (l2, r2, t2, _) in itertools.combinations(lay, 2):
         if t1 == t2:
             assert r1 + 0.01 <= l2 or r2 + 0.01 <= l1
-    for i, (l, r, t, _) in enumerate(lay):
+    for _i, (l, r, t, _) in enumerate(lay):
         assert -1 <= l and r <= 1
         for j, x in enumerate(xs):  # lines of higher labels never cross text
             if lay[j][2] > t:
@@ -482,8 +507,7 @@ def test_heatmap_diverging_when_values_span_zero(effects):
 
 def test_heatmap_ols_nan_cells_dropped():
     eff = make_effects(n_small=0)
-    eff.loc[(eff["method"] == "ols_full") & (eff["group"] == "g000"),
-            ["estimate", "lower_95", "upper_95"]] = np.nan
+    eff.loc[(eff["method"] == "ols_full") & (eff["group"] == "g000"), ["estimate", "lower_95", "upper_95"]] = np.nan
     eff.loc[(eff["method"] == "ols_full") & (eff["group"] == "g000"), "estimable"] = False
     p = F.plot_heatmap(eff, "intl", "male", facet="white", method="ols_full")
     assert len(p.data) == 19 and np.isfinite(p.data["value"]).all()
@@ -571,8 +595,7 @@ def test_save_figure_leaves_plot_and_globals_alone(tmp_path, effects):
 def test_number_format_uses_typographic_minus():
     assert F._num(-0.123) == "\u22120.12"
     assert F._num(-0.001) == "0.00"  # no "-0.00"
-    text = F._annotation_text({"role": "smallest", "label": "White, Men", "estimate": -0.05,
-                               "lower": -0.12, "upper": 0.21})
+    text = F._annotation_text({"role": "smallest", "label": "White, Men", "estimate": -0.05, "lower": -0.12, "upper": 0.21})
     assert text == "Smallest: \u22120.05 (\u22120.12 to 0.21)\nWhite, Men"
 
 
@@ -627,13 +650,22 @@ def test_missing_columns_are_reported(effects):
 TW = {
     "race": ["non-white", "white"],
     "gender": ["women", "men"],
-    "intl": ["lowest internationalism", "low internationalism", "middling internationalism",
-             "high internationalism", "highest internationalism"],
-    "hawk": ["least hawkish", "somewhat dovish", "middling hawkishness", "somewhat hawkish",
-             "most hawkish"],
+    "intl": [
+        "lowest internationalism",
+        "low internationalism",
+        "middling internationalism",
+        "high internationalism",
+        "highest internationalism",
+    ],
+    "hawk": ["least hawkish", "somewhat dovish", "middling hawkishness", "somewhat hawkish", "most hawkish"],
 }
-TW_NAMES = {"race": "Race", "gender": "Gender", "intl": "Internationalism",
-            "hawk": "Militant assertiveness", "estimate": "Effect of alliance on support"}
+TW_NAMES = {
+    "race": "Race",
+    "gender": "Gender",
+    "intl": "Internationalism",
+    "hawk": "Militant assertiveness",
+    "estimate": "Effect of alliance on support",
+}
 # The scenario analysis: short labels, four modifiers.
 SCEN = {
     "regime": ["autocracy", "democracy"],
@@ -701,8 +733,7 @@ def assert_ticks_apart_and_inside(p, axis: str = "x"):
         if overlap_w <= 0.5 or overlap_h <= 0.5:
             continue
         assert ta.get_rotation() == tb.get_rotation() == 45, (ta.get_text(), tb.get_text(), a, b)
-        across = abs(((b.x0 + b.x1) - (a.x0 + a.x1)) / 2 * -np.sqrt(0.5)
-                     + ((b.y0 + b.y1) - (a.y0 + a.y1)) / 2 * np.sqrt(0.5))
+        across = abs(((b.x0 + b.x1) - (a.x0 + a.x1)) / 2 * -np.sqrt(0.5) + ((b.y0 + b.y1) - (a.y0 + a.y1)) / 2 * np.sqrt(0.5))
         px = fig.dpi / 72 * ta.get_fontsize()
         thick = [(t.get_text().count("\n") * t._linespacing + 1) * px for t in (ta, tb)]
         assert across >= sum(thick) / 2 - 0.5, (ta.get_text(), tb.get_text())
@@ -758,8 +789,7 @@ def test_short_levels_drop_a_word_repeated_from_the_title():
 def test_by_modifier_tw_tick_labels_wrapped_and_page_sized(tw):
     mods = list(TW)
     p = F.plot_by_modifier(tw, mods, names=TW_NAMES)
-    lay = F._by_modifier_layout([F._short_levels(TW[m], TW_NAMES[m]) for m in mods],
-                                [TW_NAMES[m] for m in mods])
+    lay = F._by_modifier_layout([F._short_levels(TW[m], TW_NAMES[m]) for m in mods], [TW_NAMES[m] for m in mods])
     # 5 long levels of two modifiers do not fit one row: a 2 x 2 grid
     assert lay["ncol"] == 2 and not lay["rotate"]
     w, h = p.theme.getp("figure_size")
@@ -846,8 +876,7 @@ def test_heatmap_long_x_labels_wrap_or_rotate():
     p = F.plot_heatmap(heat, "region", "regime", facet="stakes", names=names)
     assert tick_labels(p)[0][2] == "Eastern\nEurope"
     assert_ticks_apart_and_inside(p)
-    verbose = {"q": [f"level number {i} of a rather verbose question wording" for i in range(8)],
-               "r": ["a", "b"]}
+    verbose = {"q": [f"level number {i} of a rather verbose question wording" for i in range(8)], "r": ["a", "b"]}
     p = F.plot_heatmap(make_effects(verbose, n_small=0), "q", "r")
     assert p.theme.themeables["axis_text_x"].properties.get("rotation") == 45
     assert all(t.count("\n") <= 2 for t in tick_labels(p)[0])
@@ -920,8 +949,7 @@ def test_comparison_facet_chunks_fit_the_page(tw):
 def test_heatmap_subtitle_lists_only_modifiers_not_contract_columns(effects):
     """The table as the pipeline writes it carries median, df, p_value, note, flag (and link columns):
     the subtitle's "other modifiers" are modifiers only."""
-    full = effects.assign(median=effects["estimate"], df=30.0, p_value=0.5, note="", flag="",
-                          link_estimate=effects["estimate"])
+    full = effects.assign(median=effects["estimate"], df=30.0, p_value=0.5, note="", flag="", link_estimate=effects["estimate"])
     p = F.plot_heatmap(full, "intl", "male", names=NAMES)
     sub = p.labels.get("subtitle", None).replace("\n", " ")
     assert "(which differ in Race)" in sub
@@ -934,7 +962,11 @@ def test_figure_styles_come_from_the_method_registry():
 
     for name, m in registry.REGISTRY.items():
         assert (F.METHOD_LABELS[name], F.METHOD_COLORS[name], F.METHOD_SHAPES[name], F.METHOD_LINETYPES[name]) == (
-            m.label, m.color, m.shape, m.linetype)
+            m.label,
+            m.color,
+            m.shape,
+            m.linetype,
+        )
 
 
 def test_comparison_draws_the_registry_figure_methods_present(effects):

@@ -8,16 +8,14 @@ import warnings
 
 import numpy as np
 import pytest
+from conftest import make_analysis
 from scipy.special import expit
+from test_families import CUTS, family_frame
 
 import hetreport.models.families as fams
 from hetreport.models.families import default_cutpoints, unit_table
-from hetreport.models.hierarchical import (_control_prior_sds, build_design, build_glm_model, fit_hierarchical,
-                                           resolve_priors)
+from hetreport.models.hierarchical import _control_prior_sds, build_design, build_glm_model, fit_hierarchical, resolve_priors
 from hetreport.spec import Sampler
-
-from conftest import make_analysis
-from test_families import CUTS, family_frame
 
 OUTCOME = {"bernoulli": "ybin", "binomial": "ybinom", "poisson": "cnt", "negativebinomial": "nb", "ordinal": "pref"}
 
@@ -40,8 +38,9 @@ def _analysis(tmp_path, family, frame=None, controls=("c1", "c2")):
     f = pattern_frame() if frame is None else frame
     extra = {"trials": "trials"} if family == "binomial" else {}
     analysis = {"categorical": ["c2"]} if "c2" in controls else {}
-    return make_analysis(tmp_path, f.rename(columns={OUTCOME[family]: "y"}), ["m1", "m2"], list(controls),
-                         family=family, analysis=analysis, **extra)
+    return make_analysis(
+        tmp_path, f.rename(columns={OUTCOME[family]: "y"}), ["m1", "m2"], list(controls), family=family, analysis=analysis, **extra
+    )
 
 
 def test_patterns_are_the_distinct_group_arm_control_rows(tmp_path):
@@ -102,6 +101,7 @@ def test_pattern_likelihood_is_the_unit_likelihood_up_to_a_constant(tmp_path, fa
     assert np.ptp(diffs) < 1e-6 * max(1.0, abs(diffs[0])), diffs
     if family == "bernoulli":  # the binomial coefficients log C(n_r, s_r)
         from scipy.special import gammaln
+
         const = np.sum(gammaln(ut.trials + 1) - gammaln(ut.y + 1) - gammaln(ut.trials - ut.y + 1))
         assert diffs[0] == pytest.approx(const, abs=1e-6)
     if family == "ordinal":  # frequency weights carry no coefficient: the two sums are equal
@@ -122,6 +122,7 @@ def test_posterior_means_agree_with_the_per_unit_route(tmp_path, monkeypatch):
     assert agg.likelihood["aggregated"] and not unit.likelihood["aggregated"]
     assert agg.likelihood["rows"] < unit.likelihood["rows"] == adata.n
     import arviz as az
+
     for var in ("group_effect", "beta"):
         pa, pu = agg.idata.posterior[var], unit.idata.posterior[var]
         diff = (pa.mean(("chain", "draw")) - pu.mean(("chain", "draw"))).to_numpy()

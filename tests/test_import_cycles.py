@@ -44,7 +44,9 @@ def _imports(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
                 visit(n)
             return
         if isinstance(node, ast.ImportFrom):
-            base = ".".join(package[: len(package) - node.level + 1] + ([node.module] if node.module else [])) if node.level else node.module
+            base = (
+                ".".join(package[: len(package) - node.level + 1] + ([node.module] if node.module else [])) if node.level else node.module
+            )
             for a in node.names:
                 found.add(f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base)
         elif isinstance(node, ast.Import):
@@ -125,12 +127,30 @@ def test_the_checker_finds_a_cycle_and_sees_deferred_imports(tmp_path):
     assert _imports("hetreport.y", modules["hetreport.y"], modules) == set()
 
 
-@pytest.mark.parametrize("module", ["hetreport.spec", "hetreport.prereg.design", "hetreport.api", "hetreport.project",
-                                    "hetreport.simstudy", "hetreport.simstudy.engine", "hetreport.prereg.simulate",
-                                    "hetreport.facts", "hetreport.results", "hetreport.models.bambi_route"])
+@pytest.mark.parametrize(
+    "module",
+    [
+        "hetreport.spec",
+        "hetreport.prereg.design",
+        "hetreport.api",
+        "hetreport.project",
+        "hetreport.simstudy",
+        "hetreport.simstudy.engine",
+        "hetreport.prereg.simulate",
+        "hetreport.facts",
+        "hetreport.results",
+        "hetreport.models.bambi_route",
+    ],
+)
 def test_imports_first_in_a_fresh_interpreter(module):
     """Each module whose cycle was broken imports first of all in a fresh interpreter (an order that only
     works when another module was imported before fails here)."""
-    r = subprocess.run([sys.executable, "-c", f"import {module}"], cwd=ROOT.parent, capture_output=True, text=True,
-                       env={"PYTHONPATH": str(ROOT.parent), "PATH": "/usr/bin:/bin"}, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-c", f"import {module}"],
+        cwd=ROOT.parent,
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(ROOT.parent), "PATH": "/usr/bin:/bin"},
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr[-2000:]

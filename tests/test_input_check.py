@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hetreport.check import check, model_size, prepare, summary
+from hetreport.check import check, prepare, summary
 from hetreport.data import load_data, prepare_analysis, read_table
 from hetreport.errors import DataError, HetreportWarning, ModelError, SpecError, clean_text, shorten, visible
 from hetreport.expr import compile_expr
@@ -26,8 +26,14 @@ HEAVY = ("pymc", "arviz", "bambi", "pytensor", "nutpie", "plotnine", "matplotlib
 
 
 def spec_dict(path: Path, **extra) -> dict:
-    raw = {"title": "t", "data": {"path": str(path)}, "outcome": "y", "treatment": "treat",
-           "analyses": [{"name": "a", "modifiers": ["m1", "m2"]}], "sampler": {"draws": 100, "tune": 100, "chains": 1}}
+    raw = {
+        "title": "t",
+        "data": {"path": str(path)},
+        "outcome": "y",
+        "treatment": "treat",
+        "analyses": [{"name": "a", "modifiers": ["m1", "m2"]}],
+        "sampler": {"draws": 100, "tune": 100, "chains": 1},
+    }
     raw.update(extra)
     return raw
 
@@ -48,7 +54,7 @@ import json, sys
 from hetreport.cli import main
 rc = main(sys.argv[1:])
 print(json.dumps({"rc": rc, "heavy": [m for m in %r if m in sys.modules]}))
-""" % (HEAVY,)
+""" % (HEAVY,)  # noqa: UP031  (a code template: its braces would need escaping in an f-string)
 
 
 def probe(*args):
@@ -171,9 +177,18 @@ def built_model_parameters(adata, groups, analysis, spec):
     else:
         from hetreport.models.families import default_cutpoints, unit_table
 
-        model = build_glm_model(design, unit_table(adata, groups), adata.family, resolved, _control_prior_sds(resolved, adata),
-                                adata.control_columns, groups.keys, None, (),
-                                default_cutpoints(adata) if adata.family == "ordinal" else None)
+        model = build_glm_model(
+            design,
+            unit_table(adata, groups),
+            adata.family,
+            resolved,
+            _control_prior_sds(resolved, adata),
+            adata.control_columns,
+            groups.keys,
+            None,
+            (),
+            default_cutpoints(adata) if adata.family == "ordinal" else None,
+        )
     return sum(int(np.size(v)) for v in model.initial_point().values()), len(design.level_names)
 
 
@@ -490,7 +505,10 @@ def test_integer_modifier_with_many_values_warns_with_the_numbers(tmp_path):
     frame = random_frame(n=300)
     frame["years"] = np.random.default_rng(7).integers(0, 12, 300)
     spec = make_spec(tmp_path, frame, ["m1", "years"])
-    with pytest.warns(HetreportWarning, match=r"'years' has 12 distinct whole-number values .* has \d+ groups, \d+ of them with only one arm.*data.bins: \{years: \{quantiles: 4\}\}"):
+    with pytest.warns(
+        HetreportWarning,
+        match=r"'years' has 12 distinct whole-number values .* has \d+ groups, \d+ of them with only one arm.*data.bins: \{years: \{quantiles: 4\}\}",
+    ):
         prepare(spec)
     labelled = make_spec(tmp_path, frame, ["m1", "years"], labels={"levels": {"years": {k: f"year {k}" for k in range(12)}}})
     with warnings.catch_warnings():

@@ -52,8 +52,16 @@ def test_methods_key_default_and_per_analysis():
     sel = spec.methods_of(spec.analyses[0])
     assert sel.names == registry.default_names()
     assert [m.name for m in sel.methods("gaussian")] == [n for n in registry.default_names() if n != "glm_full"]
-    spec = parse_spec({**BASE, "methods": ["hierarchical", "ols_full"],
-                       "analyses": [{"name": "a", "modifiers": ["m"]}, {"name": "b", "modifiers": ["m"], "methods": ["ols_full", "subgroup", "hierarchical"]}]})
+    spec = parse_spec(
+        {
+            **BASE,
+            "methods": ["hierarchical", "ols_full"],
+            "analyses": [
+                {"name": "a", "modifiers": ["m"]},
+                {"name": "b", "modifiers": ["m"], "methods": ["ols_full", "subgroup", "hierarchical"]},
+            ],
+        }
+    )
     assert spec.methods_of(spec.analyses[0]).names == ("ols_full", "hierarchical")  # registry order
     assert spec.methods_of(spec.analyses[1]).names == ("ols_full", "subgroup", "hierarchical")
 
@@ -85,9 +93,29 @@ def test_methods_key_absent_leaves_the_spec_hash_unchanged():
 
 
 def _table(**change):
-    row = {"analysis": "a", "method": "ols_full", "group": "g1", "m": 1, "n": 10, "n_treated": 5, "n_control": 5, "estimate": 0.1,
-           "std_error": 0.1, "lower_90": -0.06, "upper_90": 0.26, "lower_95": -0.1, "upper_95": 0.3, "prob_positive": float("nan"),
-           "estimable": True, "group_label": "g1", "median": float("nan"), "df": 8.0, "p_value": 0.3, "note": "", "flag": ""}
+    row = {
+        "analysis": "a",
+        "method": "ols_full",
+        "group": "g1",
+        "m": 1,
+        "n": 10,
+        "n_treated": 5,
+        "n_control": 5,
+        "estimate": 0.1,
+        "std_error": 0.1,
+        "lower_90": -0.06,
+        "upper_90": 0.26,
+        "lower_95": -0.1,
+        "upper_95": 0.3,
+        "prob_positive": float("nan"),
+        "estimable": True,
+        "group_label": "g1",
+        "median": float("nan"),
+        "df": 8.0,
+        "p_value": 0.3,
+        "note": "",
+        "flag": "",
+    }
     row.update(change)
     return pd.DataFrame([row])
 

@@ -19,8 +19,23 @@ import hetreport.models.glm as glm
 from hetreport.models.glm import fit_glm_full
 from tests.conftest import make_analysis
 
-COLUMNS = ["group", "estimate", "std_error", "df", "lower_90", "upper_90", "lower_95", "upper_95", "p_value",
-           "estimable", "note", "link_estimate", "link_std_error", "link_lower_95", "link_upper_95"]
+COLUMNS = [
+    "group",
+    "estimate",
+    "std_error",
+    "df",
+    "lower_90",
+    "upper_90",
+    "lower_95",
+    "upper_95",
+    "p_value",
+    "estimable",
+    "note",
+    "link_estimate",
+    "link_std_error",
+    "link_lower_95",
+    "link_upper_95",
+]
 
 
 def _frame(n=600, seed=0, levels=(2, 3), family="bernoulli", controls=True, effects=None):
@@ -221,7 +236,7 @@ def test_negative_binomial_matches_statsmodels(tmp_path):
         rows = frame.g == g
         X1 = np.asarray(patsy.build_design_matrices([X.design_info], frame[rows].assign(treat=1))[0])
         X0 = np.asarray(patsy.build_design_matrices([X.design_info], frame[rows].assign(treat=0))[0])
-        f = lambda bb: float(np.mean(np.exp(X1 @ bb) - np.exp(X0 @ bb)))  # noqa: E731
+        f = lambda bb, X1=X1, X0=X0: float(np.mean(np.exp(X1 @ bb) - np.exp(X0 @ bb)))  # noqa: E731
         grad = np.array([(f(b + e) - f(b - e)) / 2e-6 for e in np.eye(len(b)) * 1e-6])
         assert table.loc[key, "estimate"] == pytest.approx(f(b), rel=1e-6)
         assert table.loc[key, "std_error"] == pytest.approx(np.sqrt(grad @ V @ grad), rel=1e-6)
@@ -271,7 +286,7 @@ def test_ordinal_matches_ordered_model(tmp_path):
                 X1[c] = X[rows][c.split(":", 1)[1]]
                 X0[c] = 0.0
 
-        def f(bb):
+        def f(bb, X1=X1, X0=X0):
             return float(np.mean(model.predict(bb, exog=X1.to_numpy()) @ codes - model.predict(bb, exog=X0.to_numpy()) @ codes))
 
         by_hand = np.mean(res.predict(X1) @ codes - res.predict(X0) @ codes)
@@ -417,7 +432,11 @@ def test_poisson_arm_of_zeros_flagged(tmp_path):
     frame.loc[(frame.g == "1_1") & (frame.treat == 0), "y"] = 0
     _, _, res = _fit(tmp_path, frame, "poisson")
     t = res.table.set_index("group")
-    assert not t.loc["m1=1|m2=1", "estimable"] and "in the control arm" in t.loc["m1=1|m2=1", "note"] and "a count of 0" in t.loc["m1=1|m2=1", "note"]
+    assert (
+        not t.loc["m1=1|m2=1", "estimable"]
+        and "in the control arm" in t.loc["m1=1|m2=1", "note"]
+        and "a count of 0" in t.loc["m1=1|m2=1", "note"]
+    )
     assert t.drop(index="m1=1|m2=1")["estimable"].all()
 
 

@@ -7,8 +7,15 @@ import pytest
 from scipy import stats
 
 from hetreport.groups import group_key, terms
-from hetreport.models.hierarchical import (build_design, build_model, fit_hierarchical, group_summary,
-                                           posterior_predictive, resolve_priors, _control_prior_sds)
+from hetreport.models.hierarchical import (
+    _control_prior_sds,
+    build_design,
+    build_model,
+    fit_hierarchical,
+    group_summary,
+    posterior_predictive,
+    resolve_priors,
+)
 from hetreport.spec import Priors
 from tests.conftest import SMALL_SAMPLER, make_analysis, random_frame
 
@@ -216,8 +223,9 @@ def test_collapsed_likelihood_is_the_exact_marginal(tmp_path):
     from hetreport.models import hierarchical as H
 
     frame = random_frame(n=600, seed=4, levels=(2, 3, 5))
-    spec, adata, groups = make_analysis(tmp_path, frame, ["m1", "m2", "m3"], ["x1"],
-                                        priors={"intercept": "normal(0, 1)", "b": "normal(0, 0.5)"})
+    spec, adata, groups = make_analysis(
+        tmp_path, frame, ["m1", "m2", "m3"], ["x1"], priors={"intercept": "normal(0, 1)", "b": "normal(0, 0.5)"}
+    )
     resolved = H.resolve_priors(spec.priors, adata)
     design = H.build_design(adata, groups, "all")
     K = H.collapsed_terms(design, resolved)
@@ -227,7 +235,8 @@ def test_collapsed_likelihood_is_the_exact_marginal(tmp_path):
     rng = np.random.default_rng(5)
     point = {k: v + rng.normal(size=np.shape(v)) * 0.5 for k, v in model.initial_point().items()}
     logm, gm, Ar, Br, sdi, sds, rho, sig, beta = _evaluate(
-        model, ["likelihood", "gamma_mean", "A_rest", "B_rest", "sd_intercept", "sd_slope", "rho", "sigma", "beta"], point)
+        model, ["likelihood", "gamma_mean", "A_rest", "B_rest", "sd_intercept", "sd_slope", "rho", "sigma", "beta"], point
+    )
     lk, LK = design.level_term[k_idx], len(k_idx)
     ipr, bpr = resolved["intercept"].kwargs(), resolved["b"].kwargs()
     ia, ib = 2 + np.arange(LK), 2 + LK + np.arange(LK)
@@ -246,10 +255,16 @@ def test_collapsed_likelihood_is_the_exact_marginal(tmp_path):
         for j, l in enumerate(lk):
             C = [[sdi[l] ** 2, rho[l] * sdi[l] * sds[l]], [rho[l] * sdi[l] * sds[l], sds[l] ** 2]]
             lp += mvn.logpdf([gam[2 + j], gam[2 + LK + j]], [0, 0], C)
-        m0 = gam[0] + member @ gam[2:2 + LK] + Ar
-        m = np.stack([m0, m0 + gam[1] + member @ gam[2 + LK:] + Br], axis=1)
-        quad = (design.yy - 2 * (m * design.cell_sy).sum() + (design.cell_n * m**2).sum() - 2 * design.xy @ beta
-                + 2 * (m[:, :, None] * design.cell_sx * beta).sum() + beta @ design.xx @ beta)
+        m0 = gam[0] + member @ gam[2 : 2 + LK] + Ar
+        m = np.stack([m0, m0 + gam[1] + member @ gam[2 + LK :] + Br], axis=1)
+        quad = (
+            design.yy
+            - 2 * (m * design.cell_sy).sum()
+            + (design.cell_n * m**2).sum()
+            - 2 * design.xy @ beta
+            + 2 * (m[:, :, None] * design.cell_sx * beta).sum()
+            + beta @ design.xx @ beta
+        )
         ll = -design.n * np.log(sig) - 0.5 * design.n * np.log(2 * np.pi) - quad / (2 * sig**2)
         gaps.append(ll + lp - logm - mvn.logpdf(gam, gm, np.linalg.inv(P)))
     np.testing.assert_allclose(gaps, 0, atol=1e-6)

@@ -15,7 +15,7 @@ def test_full_interactions_equal_within_group_regressions(tmp_path):
     frame = random_frame(controls=False)
     _, adata, groups = make_analysis(tmp_path, frame, ["m1", "m2"])
     est = fit_ols_full(adata, groups).table.set_index("group")
-    for g, row in groups.table.iterrows():
+    for _g, row in groups.table.iterrows():
         sub = frame[(frame.m1 == row.m1) & (frame.m2 == row.m2)]
         coef = np.polyfit(sub.treat, sub.y, 1)[0]
         assert est.loc[row.group, "estimate"] == pytest.approx(coef, abs=1e-8)

@@ -20,8 +20,16 @@ SE_TYPES = ("HC0", "HC1", "HC2", "HC3", "cluster")
 
 def _few_values_frame(n=3000, seed=3):
     rng = np.random.default_rng(seed)
-    f = pd.DataFrame({"treat": rng.integers(0, 2, n), "m1": rng.integers(0, 2, n), "m2": rng.integers(0, 3, n),
-                      "x1": rng.integers(0, 2, n), "x2": rng.choice([1.5, 2.5, 4.0], n), "site": rng.integers(0, 12, n)})
+    f = pd.DataFrame(
+        {
+            "treat": rng.integers(0, 2, n),
+            "m1": rng.integers(0, 2, n),
+            "m2": rng.integers(0, 3, n),
+            "x1": rng.integers(0, 2, n),
+            "x2": rng.choice([1.5, 2.5, 4.0], n),
+            "site": rng.integers(0, 12, n),
+        }
+    )
     f["y"] = 0.5 + (0.3 + 0.2 * f.m2) * f.treat + 0.4 * f.x1 - 0.1 * f.x2 + rng.normal(0, 1, n) * (1 + 0.5 * f.m1)
     return f
 

@@ -23,26 +23,37 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import random_frame
 
 from hetreport import outdir
-
-from conftest import random_frame
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
 
 
 def hetreport(*args, env=None, timeout=900, **kw):
-    return subprocess.run([sys.executable, "-m", "hetreport.cli", *map(str, args)], capture_output=True, text=True,
-                          env={**ENV, **(env or {})}, timeout=timeout, **kw)
+    return subprocess.run(
+        [sys.executable, "-m", "hetreport.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env={**ENV, **(env or {})},
+        timeout=timeout,
+        **kw,
+    )
 
 
 def tiny_spec(folder: Path, draws: int = 100, **extra) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     random_frame(n=200).to_csv(folder / "tiny.csv", index=False)
-    raw = {"title": "Tiny study", "data": {"path": "tiny.csv"}, "outcome": "y", "treatment": "treat",
-           "analyses": [{"name": "a", "modifiers": ["m1", "m2"]}],
-           "sampler": {"draws": draws, "tune": 100, "chains": 1, "seed": 3}, "report": {"formats": ["html"], **extra}}
+    raw = {
+        "title": "Tiny study",
+        "data": {"path": "tiny.csv"},
+        "outcome": "y",
+        "treatment": "treat",
+        "analyses": [{"name": "a", "modifiers": ["m1", "m2"]}],
+        "sampler": {"draws": draws, "tune": 100, "chains": 1, "seed": 3},
+        "report": {"formats": ["html"], **extra},
+    }
     (folder / "spec.yml").write_text(yaml.safe_dump(raw, sort_keys=False))
     return folder / "spec.yml"
 
@@ -227,8 +238,13 @@ def _state(out: Path, old: dict[str, bytes]) -> str:
 def test_kill_while_saving_results(rendered, tmp_path, step, expect):
     out = copy(rendered, tmp_path / "out")
     old = snapshot(out)
-    killed = subprocess.run([sys.executable, "-c", SAVE, str(rendered), str(out)], env={**ENV, "HETREPORT_FAULT": step},
-                            capture_output=True, text=True, timeout=300)
+    killed = subprocess.run(
+        [sys.executable, "-c", SAVE, str(rendered), str(out)],
+        env={**ENV, "HETREPORT_FAULT": step},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert _state(out, old) == expect
     if expect == "new":
@@ -353,8 +369,9 @@ def test_a_failing_report_after_the_fit_says_what_was_written(tmp_path):
 def test_a_signal_during_sampling_ends_the_run(tmp_path, sig, code):
     spec = tiny_spec(tmp_path / "study", draws=100000)  # a minute or more of sampling: only a signal ends it early
     out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, "-m", "hetreport.cli", "run", str(spec), "--out", str(out)], env=ENV,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hetreport.cli", "run", str(spec), "--out", str(out)], env=ENV, stderr=subprocess.PIPE, text=True
+    )
     lines = []
     for line in proc.stderr:
         lines.append(line)
@@ -380,10 +397,15 @@ def _with_templates(results, folder: Path):
     return type(results)(spec=spec, effects=results.effects, analyses=results.analyses, manifest=results.manifest)
 
 
-@pytest.mark.parametrize("call, written", [("c.a.accounting.to_csv('{path}')", "x.csv"),
-                                           ("c.a.posterior.to_netcdf('{path}')", "x.nc"),
-                                           ("c.a.groups.to_csv('{path}')", "x.csv"),
-                                           ("c.f.smallest.__class__", None)])
+@pytest.mark.parametrize(
+    "call, written",
+    [
+        ("c.a.accounting.to_csv('{path}')", "x.csv"),
+        ("c.a.posterior.to_netcdf('{path}')", "x.nc"),
+        ("c.a.groups.to_csv('{path}')", "x.csv"),
+        ("c.f.smallest.__class__", None),
+    ],
+)
 def test_templates_cannot_write_files(fitted, tmp_path, call, written):
     from hetreport.errors import RenderError
     from hetreport.report.build import build_project
@@ -481,6 +503,7 @@ def test_a_simulation_folder_gets_its_report_in_one_switch(tmp_path):
             p.mkdir(parents=True, exist_ok=True)
             (p / "_quarto.yml").write_text("project:\n  type: default\n")
             (p / "report.qmd").write_text(f"---\ntitle: T\n---\n\n{text}\n")
+
         return make
 
     first = render_atomically(sim, build("first version"), ["html"], "builtin")

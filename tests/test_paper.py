@@ -99,8 +99,11 @@ def test_heavy_svgs_become_a_screen_resolution_png_for_html(tmp_path):
     from hetreport.report.paper import SCREEN_DPI, lighten_heavy_svgs
 
     big = tmp_path / "big.svg"
-    big.write_text('<?xml version="1.0"?>\n<svg width="468pt" height="284.4pt" viewBox="0 0 468 284.4" xmlns="http://www.w3.org/2000/svg">'
-                   + "<path d='M 0 0 L 1 1'/>" * 30000 + "</svg>")
+    big.write_text(
+        '<?xml version="1.0"?>\n<svg width="468pt" height="284.4pt" viewBox="0 0 468 284.4" xmlns="http://www.w3.org/2000/svg">'
+        + "<path d='M 0 0 L 1 1'/>" * 30000
+        + "</svg>"
+    )
     Image.new("RGB", (1300, 790), (255, 255, 255)).save(tmp_path / "big.png", dpi=(200, 200))  # 6.5 in at 200 dpi
     small = tmp_path / "small.svg"
     small.write_text('<svg width="10pt" height="10pt" xmlns="http://www.w3.org/2000/svg"><path d="M 0 0 L 1 1"/></svg>')

@@ -73,7 +73,7 @@ def test_design_only_spec_parses_and_cannot_be_fitted():
     spec = parse_spec(small_raw(), source="design.yml")
     assert spec.data is None and spec.design.sizes == [400]
     with pytest.raises(SpecError, match="design:.*no 'data:'"):
-        spec.data_path
+        _ = spec.data_path
 
 
 def test_shares_must_sum_to_one():
@@ -215,8 +215,18 @@ def test_appendix_has_every_section(appendix):
     d, done = appendix
     html = BeautifulSoup(done["appendix"]["html"].read_text(), "html.parser")
     ids = {s.get("id") for s in html.find_all(["section", "h1", "h2", "div"]) if s.get("id")}
-    for sec in ("sec-registration", "sec-plan", "sec-plan-design", "sec-plan-models", "sec-plan-estimands", "sec-plan-rules",
-                "sec-priors", "sec-detect", "sec-mock", "sec-record"):
+    for sec in (
+        "sec-registration",
+        "sec-plan",
+        "sec-plan-design",
+        "sec-plan-models",
+        "sec-plan-estimands",
+        "sec-plan-rules",
+        "sec-priors",
+        "sec-detect",
+        "sec-mock",
+        "sec-record",
+    ):
         assert sec in ids, sec
     text = html.get_text(" ")
     assert "Expected group sizes at N = 400" in text and "P(arm < 5)" in text
@@ -227,8 +237,14 @@ def test_appendix_has_every_section(appendix):
     imgs = [i["src"] for i in html.find_all("img")]
     assert len(imgs) >= 5  # two prior figures, detection, width and RMSE per group
     pdf = "\n".join(p.extract_text() for p in PdfReader(done["appendix"]["pdf"]).pages)
-    for title in ("Registration", "The planned analysis", "What the priors imply", "What the design can detect", "Mock report",
-                  "Registration record"):
+    for title in (
+        "Registration",
+        "The planned analysis",
+        "What the priors imply",
+        "What the design can detect",
+        "Mock report",
+        "Registration record",
+    ):
         assert title in pdf, title
 
 
@@ -298,9 +314,22 @@ def test_detection_is_calibrated_against_the_null_cell():
     for c in grid:
         shift = 0.0 if c.sd == 0 else 0.3
         for r in range(40):
-            rows.append({"cell_index": c.index, "rep": r, "status": "ok", "sd_between_mean": 0.2 + shift + 0.05 * rng.standard_normal(),
-                         "detect_ols": bool(rng.random() < (0.2 if c.sd == 0 else 0.9)), "divergences": 0})
-    sim = SimulationResult(pd.DataFrame(rows), pd.DataFrame(columns=["cell_index", "method", "group", "rep", "estimate", "truth", "lower_95", "upper_95", "n_g"]), 1.0, "test")
+            rows.append(
+                {
+                    "cell_index": c.index,
+                    "rep": r,
+                    "status": "ok",
+                    "sd_between_mean": 0.2 + shift + 0.05 * rng.standard_normal(),
+                    "detect_ols": bool(rng.random() < (0.2 if c.sd == 0 else 0.9)),
+                    "divergences": 0,
+                }
+            )
+    sim = SimulationResult(
+        pd.DataFrame(rows),
+        pd.DataFrame(columns=["cell_index", "method", "group", "rep", "estimate", "truth", "lower_95", "upper_95", "n_g"]),
+        1.0,
+        "test",
+    )
     pc = per_cell(sim, plan).set_index(["sd", "method"])
     null = sim.summary[sim.summary["cell_index"] == grid[0].index]["sd_between_mean"]
     thr = float(np.quantile(null, 0.95))

@@ -15,8 +15,8 @@ import pytest
 import yaml
 
 from hetreport import project
-from hetreport.errors import SpecError
 from hetreport.api import fit
+from hetreport.errors import SpecError
 from hetreport.project import assign_slugs, collect_specs, run_project
 from hetreport.report import format as fmt
 from tests.conftest import EVIL, REPO, TW_DATA, random_frame
@@ -48,10 +48,20 @@ def tiny_spec(path: Path, title: str = "Tiny study", data: str | None = None) ->
     if data is None:
         random_frame(n=200).to_csv(path.with_suffix(".csv"), index=False)
         data = path.with_suffix(".csv").name
-    path.write_text(yaml.safe_dump({"title": title, "data": {"path": data}, "outcome": "y", "treatment": "treat",
-                                    "analyses": [{"name": "a", "modifiers": ["m1", "m2"]}],
-                                    "sampler": {"draws": 100, "tune": 100, "chains": 1, "seed": 3},
-                                    "report": {"formats": ["html"]}}, sort_keys=False))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "title": title,
+                "data": {"path": data},
+                "outcome": "y",
+                "treatment": "treat",
+                "analyses": [{"name": "a", "modifiers": ["m1", "m2"]}],
+                "sampler": {"draws": 100, "tune": 100, "chains": 1, "seed": 3},
+                "report": {"formats": ["html"]},
+            },
+            sort_keys=False,
+        )
+    )
     return path
 
 
@@ -69,8 +79,13 @@ def text_of(soup) -> str:
 
 
 def test_slugs_come_from_file_names_and_never_collide(tmp_path):
-    paths = [tmp_path / "tomz-weeks" / "spec.yml", tmp_path / "simulated" / "spec.yml", tmp_path / "Study B.yaml",
-             tmp_path / "x" / "study-b.yml", tmp_path / "index.yml"]
+    paths = [
+        tmp_path / "tomz-weeks" / "spec.yml",
+        tmp_path / "simulated" / "spec.yml",
+        tmp_path / "Study B.yaml",
+        tmp_path / "x" / "study-b.yml",
+        tmp_path / "index.yml",
+    ]
     slugs = assign_slugs(paths)
     assert slugs[:2] == ["tomz-weeks", "simulated"]  # both spec.yml: the folder names them
     assert assign_slugs([tmp_path / "a" / "spec.yml", tmp_path / "b" / "a" / "spec.yml"]) == ["a-spec", "a-spec-2"]
@@ -135,8 +150,10 @@ def programme(tmp_path_factory):
     d = tmp_path_factory.mktemp("programme")
     tw = REPO / "examples" / "tomz-weeks" / "spec.yml"
     sim = REPO / "examples" / "simulated" / "spec.yml"
-    specs = [copy_spec(tw, d / "tomz-weeks", analyses=["scenario", "respondents"], data_path=TW_DATA),
-             copy_spec(sim, d / "simulated", title=f"Simulated {EVIL}")]
+    specs = [
+        copy_spec(tw, d / "tomz-weeks", analyses=["scenario", "respondents"], data_path=TW_DATA),
+        copy_spec(sim, d / "simulated", title=f"Simulated {EVIL}"),
+    ]
     broken_data = d / "broken" / "simulated-no-outcome.csv"
     broken_data.parent.mkdir()
     pd.read_csv(REPO / "examples" / "simulated" / "data" / "simulated.csv").drop(columns="y").to_csv(broken_data, index=False)
@@ -186,12 +203,15 @@ def test_the_index_puts_the_headline_numbers_side_by_side(programme):
     assert header[:4] == ["Study", "Analysis", "N", "Groups"] and "Diagnostics" in header[-1]
     body = [[re.sub(r"\s+", " ", td.get_text(" ", strip=True)) for td in tr.find_all("td")] for tr in table.find("tbody").find_all("tr")]
     assert len(body) == 3  # one row per analysis; the broken study has none
-    facts = [(slug, f) for slug in ("tomz-weeks", "simulated")
-             for f in json.loads((out / "studies" / slug / "summary.json").read_text()).values()]
+    facts = [
+        (slug, f)
+        for slug in ("tomz-weeks", "simulated")
+        for f in json.loads((out / "studies" / slug / "summary.json").read_text()).values()
+    ]
     assert [f["analysis"] for _, f in facts] == ["scenario", "respondents", "simulated"]
     assert body[0][0].startswith("Military alliances") and body[1][0] == "" and body[2][0].startswith("Simulated")
     assert [r[1] for r in body] == ["Differences by experimental scenario", "Who responds to alliances", "Recovering known group effects"]
-    for row, (slug, f) in zip(body, facts):
+    for row, (_slug, f) in zip(body, facts):
         assert row[2] == fmt.count(f["n"]) and row[3] == fmt.count(f["n_groups"])
         iv = lambda d: f"{fmt.num(d['estimate'])} ({fmt.num(d['lower'])} to {fmt.num(d['upper'])})"  # noqa: E731
         assert row[4] == iv(f["average"])
@@ -281,7 +301,9 @@ def test_studies_run_on_a_dask_cluster(tmp_path):
     tiny_spec(tmp_path / "one.yml", title="One")
     tiny_spec(tmp_path / "two.yml", title="Two", data="missing.csv")
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, Client(cluster) as client:
-        outcome = project.run_project([tmp_path / "one.yml", tmp_path / "two.yml"], tmp_path / "site", fit=fit, route="builtin", client=client)
+        outcome = project.run_project(
+            [tmp_path / "one.yml", tmp_path / "two.yml"], tmp_path / "site", fit=fit, route="builtin", client=client
+        )
     assert [s.status for s in outcome.studies] == ["ok", "error"]
     assert outcome.failed[0].error_kind == "Data error" and "missing.csv" in outcome.failed[0].error
     assert (tmp_path / "site" / "site" / "one" / "report.html").is_file()

@@ -30,8 +30,16 @@ posix_only = pytest.mark.skipif(sys.platform == "win32", reason="stand-in quarto
 
 # Hostile text: Quarto shortcodes that read the environment, files and metadata, and an opening
 # "{{<" that is never closed (Quarto's scan stops there and drops the rest of the document).
-HOSTILE = ["{{< env HOME >}}", "{{< include x >}}", "{{< meta title >}}", "{{< include ../../../etc/hostname >}}",
-           "{{<env HOME>}}", "{{{< var x >}}}", "unclosed {{< here", "stray >}} close"]
+HOSTILE = [
+    "{{< env HOME >}}",
+    "{{< include x >}}",
+    "{{< meta title >}}",
+    "{{< include ../../../etc/hostname >}}",
+    "{{<env HOME>}}",
+    "{{{< var x >}}}",
+    "unclosed {{< here",
+    "stray >}} close",
+]
 
 
 def pandoc() -> str:
@@ -67,12 +75,21 @@ def fake_quarto(path: Path, version: str = "1.11.0") -> Path:
 def test_checker_sees_shortcodes_as_documented(tmp_path):
     """The checker itself: it finds what Quarto documents as a shortcode, and not the escaped forms."""
     qmd = tmp_path / "c.qmd"
-    qmd.write_text("---\ntitle: 'T {{< meta x >}}'\n---\n\nA {{< env HOME >}} and {{<env HOME>}} and "
-                   "{{< video \"a >}}b\" width=1 >}}; literal {{{< var v >}}} and {{</* var w */>}}.\n\n"
-                   "Code `x {{{< a >}}} {{< b >}}`.\n\n```{shortcodes=false}\n{{< c >}}\n```\n\nEnd.\n", encoding="utf-8")
+    qmd.write_text(
+        "---\ntitle: 'T {{< meta x >}}'\n---\n\nA {{< env HOME >}} and {{<env HOME>}} and "
+        '{{< video "a >}}b" width=1 >}}; literal {{{< var v >}}} and {{</* var w */>}}.\n\n'
+        "Code `x {{{< a >}}} {{< b >}}`.\n\n```{shortcodes=false}\n{{< c >}}\n```\n\nEnd.\n",
+        encoding="utf-8",
+    )
     seen = as_quarto(qmd)
-    assert seen["raw"] == ["{{< meta x >}}", "{{< env HOME >}}", "{{<env HOME>}}", '{{< video "a >}}b" width=1 >}}',
-                           "{{< b >}}", "{{< c >}}"]
+    assert seen["raw"] == [
+        "{{< meta x >}}",
+        "{{< env HOME >}}",
+        "{{<env HOME>}}",
+        '{{< video "a >}}b" width=1 >}}',
+        "{{< b >}}",
+        "{{< c >}}",
+    ]
     assert seen["code"] == ["x {{< a >}} <<SHORTCODE {{< b >}}>>", "{{< c >}}"]
     assert seen["meta"] == ["{{<", ">}}"] and seen["lost"] == 0  # title words "{{<" meta x ">}}"
     text = qmd.read_text()
@@ -114,7 +131,9 @@ def test_code_text_shows_as_itself_on_both_routes(tmp_path, text):
     shown = [s.replace("\u2060", "") for s in seen["code"]]  # the word joiner of an unclosed "{{<" is invisible
     assert shown == [text.replace("\n", " ").strip(), text.rstrip()]  # pandoc trims inline code
     filt = REPO / "hetreport" / "report" / "filters" / "hetreport.lua"
-    native = subprocess.run([pandoc(), str(qmd), "--lua-filter", str(filt), "-t", "json"], capture_output=True, text=True, check=True).stdout
+    native = subprocess.run(
+        [pandoc(), str(qmd), "--lua-filter", str(filt), "-t", "json"], capture_output=True, text=True, check=True
+    ).stdout
     assert [s.replace("\u2060", "") for s in _code_texts(json.loads(native)["blocks"])] == shown
 
 
@@ -226,7 +245,8 @@ def hostile(tmp_path_factory):
         "analyses:\n  - name: sim\n    title: 'Analysis {{{< var x >}}}'\n    modifiers: [m1, m2]\n"
         "report: {units: '{{< env HOME >}} people', author: '{{< meta author >}}'}\n"
         "sampler: {draws: 200, tune: 300, chains: 2, seed: 3}\n",
-        encoding="utf-8")
+        encoding="utf-8",
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         results = fit(d / "spec.yml")
@@ -277,8 +297,16 @@ def test_builtin_route_shows_hostile_text_literally(hostile, tmp_path):
     soup = BeautifulSoup(outcome.outputs["html"].read_text(encoding="utf-8"), "html.parser")
     shown = " ".join(soup.get_text(" ").split()).replace("\u2060", "")
     assert soup.title.get_text().startswith("Study {{< env HOME >}} {{< meta title >}}")
-    for text in ("{{< include x >}}", "{{< include ../../../etc/hostname >}}", "Second {{<env HOME>}}", "unclosed {{< here",
-                 "stray >}} close", "Analysis {{{< var x >}}}", "{{< env HOME >}} people", "# {{< env SECRET >}} in a comment"):
+    for text in (
+        "{{< include x >}}",
+        "{{< include ../../../etc/hostname >}}",
+        "Second {{<env HOME>}}",
+        "unclosed {{< here",
+        "stray >}} close",
+        "Analysis {{{< var x >}}}",
+        "{{< env HOME >}} people",
+        "# {{< env SECRET >}} in a comment",
+    ):
         assert text in shown, text
     assert "{{{{" not in shown and "{{{< env" not in shown  # no escape form is left visible
     blocks = [b.get_text() for b in soup.find_all("pre")]

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
+from conftest import SMALL_SAMPLER, random_frame
 from scipy import stats
 
 from hetreport.api import fit
@@ -19,17 +20,21 @@ from hetreport.modelcheck import compare_loo
 from hetreport.spec import parse_spec
 from hetreport.targeting import study_targeting
 
-from conftest import SMALL_SAMPLER, random_frame
-
 
 def _an(name, **k):
     return {"name": name, "modifiers": ["m1", "m2"], "controls": ["x1"], **k}
 
 
 def _raw(path, targeting, analyses=None):
-    return {"title": "Questions", "data": {"path": str(path)}, "outcome": "y", "treatment": "treat",
-            "analyses": analyses or [_an("a"), _an("b", terms="crossing", slope_predictors=["m1", "m2"])],
-            "sampler": SMALL_SAMPLER, "report": {"formats": ["html"], "targeting": targeting}}
+    return {
+        "title": "Questions",
+        "data": {"path": str(path)},
+        "outcome": "y",
+        "treatment": "treat",
+        "analyses": analyses or [_an("a"), _an("b", terms="crossing", slope_predictors=["m1", "m2"])],
+        "sampler": SMALL_SAMPLER,
+        "report": {"formats": ["html"], "targeting": targeting},
+    }
 
 
 @pytest.fixture(scope="module")
@@ -146,8 +151,7 @@ def test_loo_against_arviz_on_a_loglik_computed_by_hand(fitted):
     elpd = {}
     for a in res.analyses:
         ll = _loglik_by_hand(a, frame)
-        data = az.InferenceData(posterior=a.posterior.posterior,
-                                log_likelihood=xr.Dataset({"y": (("chain", "draw", "obs"), ll)}))
+        data = az.InferenceData(posterior=a.posterior.posterior, log_likelihood=xr.Dataset({"y": (("chain", "draw", "obs"), ll)}))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             ref = az.loo(data, pointwise=True)

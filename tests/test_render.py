@@ -410,7 +410,11 @@ def test_builtin_outcome(rendered):
     assert all(path.is_file() for path in outcome.outputs.values())
     # Nothing else appears in the project folder.
     assert sorted(p.name for p in project.iterdir()) == [
-        "_quarto.yml", "figures", "report.html", "report.pdf", "report.qmd",
+        "_quarto.yml",
+        "figures",
+        "report.html",
+        "report.pdf",
+        "report.qmd",
     ]
 
 
@@ -469,9 +473,7 @@ def test_html_callouts(rendered):
     assert len(warnings) == 1 and len(notes) == 1
     assert "callout" in warnings[0]["class"].split()
     source = (project / "report.html").read_text(encoding="utf-8")
-    assert '<div class="callout-title">\nRead with care\n</div>' in source or (
-        '<div class="callout-title">Read with care</div>' in source
-    )
+    assert '<div class="callout-title">\nRead with care\n</div>' in source or ('<div class="callout-title">Read with care</div>' in source)
     assert '<div class="callout-title">\nNote\n</div>' in source or '<div class="callout-title">Note</div>' in source
     # The callout's own heading is not a section (no "Read with care" in the TOC).
     toc = source.split('<nav id="TOC"', 1)[1].split("</nav>", 1)[0]
@@ -510,9 +512,19 @@ def test_pdf_output(rendered):
     pages = pdf_pages(pdf, project)
     text = " ".join(pages)
     flat = squash(text)  # text extractors differ in where they put spaces
-    for phrase in ("Figure 1", "Figure 2", "Table 1", "Section 2", "Equation 1",
-                   "Figure 1: Estimated treatment effect by group", "Read with care", "Note",
-                   "<script>alert(1)</script>", "{{ 7*7 }}", "$x$"):
+    for phrase in (
+        "Figure 1",
+        "Figure 2",
+        "Table 1",
+        "Section 2",
+        "Equation 1",
+        "Figure 1: Estimated treatment effect by group",
+        "Read with care",
+        "Note",
+        "<script>alert(1)</script>",
+        "{{ 7*7 }}",
+        "$x$",
+    ):
         assert squash(phrase) in flat, phrase
     for literal in ("@fig-", "@tbl-", "@sec-", "?@", "{{<", "pagebreak"):
         assert literal not in text, literal
@@ -567,7 +579,11 @@ def test_broken_image_fails_and_keeps_previous_outputs(tmp_path):
     assert (project / "report.html").read_bytes() == old_html
     assert (project / "report.pdf").read_bytes() == old_pdf
     assert sorted(p.name for p in project.iterdir()) == [
-        "_quarto.yml", "figures", "report.html", "report.pdf", "report.qmd",
+        "_quarto.yml",
+        "figures",
+        "report.html",
+        "report.pdf",
+        "report.qmd",
     ]
 
 
@@ -623,9 +639,7 @@ def test_unnumbered_sections_are_referred_to_by_title(tmp_path):
 
 
 def test_callout_kinds_and_titles(tmp_path):
-    body = "\n\n".join(
-        f"::: {{.callout-{kind}}}\nBody of {kind}.\n:::" for kind in ("note", "tip", "important", "caution")
-    )
+    body = "\n\n".join(f"::: {{.callout-{kind}}}\nBody of {kind}.\n:::" for kind in ("note", "tip", "important", "caution"))
     body += '\n\n::: {.callout-tip title="Custom title"}\nWith a title attribute.\n:::\n'
     project = small_project(tmp_path / "p", body)
     render_project(project, route="builtin")
@@ -652,8 +666,13 @@ def test_pipe_table_columns_are_sized_by_their_content():
     group names must get more room than a column of counts, and every header word its width."""
     from hetreport.report.format import pipe_table
 
-    table = str(pipe_table(["Group", "n", "Hierarchical (95% interval)"],
-                           [["non-white, women, lowest internationalism, least hawkish", 6, "0.04 (−0.42 to 0.48)"]], "lrr"))
+    table = str(
+        pipe_table(
+            ["Group", "n", "Hierarchical (95% interval)"],
+            [["non-white, women, lowest internationalism, least hawkish", 6, "0.04 (−0.42 to 0.48)"]],
+            "lrr",
+        )
+    )
     dashes = [len(c.strip(":")) for c in table.split("\n")[1].strip("|").split("|")]
     assert dashes[0] > dashes[2] > dashes[1] >= len("n")
     assert dashes[0] <= 28 + 3  # long names wrap instead of starving the other columns

@@ -14,7 +14,6 @@ from hetreport.report import build_and_render
 from hetreport.report.format import md, num, pct
 from hetreport.results import load_results
 
-
 pytestmark = pytest.mark.slow
 
 
@@ -63,8 +62,16 @@ def test_html_is_self_contained_and_complete(rendered):
     assert all((a.get("src") or "").startswith("data:") for a in imgs)
     assert not [a for t, a in p.tags if t == "script" and "alert" in str(a)]
     text = "".join(p.text)
-    for section in ("Summary", "Groups", "Comparison of approaches", "Distribution of effects", "Sources of variation",
-                    "Diagnostics", "Methods", "Appendix: reproducibility"):
+    for section in (
+        "Summary",
+        "Groups",
+        "Comparison of approaches",
+        "Distribution of effects",
+        "Sources of variation",
+        "Diagnostics",
+        "Methods",
+        "Appendix: reproducibility",
+    ):
         assert section in text
     assert "<math" in html  # MathML, no CDN
 
@@ -162,7 +169,7 @@ def test_every_heading_and_run_in_paragraph_starts_a_block(rendered):
     heading ("## Differences by ... {#sec-methods-...}") onto a paragraph as literal text."""
     out, _, _ = rendered
     lines = (out / "report" / "report.qmd").read_text().split("\n")
-    body = lines[lines.index("---", 1) + 1:]
+    body = lines[lines.index("---", 1) + 1 :]
     fenced = False
     for i, line in enumerate(body[1:], start=1):
         if line.startswith("```") or line.startswith("$$"):
@@ -170,7 +177,9 @@ def test_every_heading_and_run_in_paragraph_starts_a_block(rendered):
         if fenced:
             continue
         if re.match(r"#{1,6} ", line) or re.match(r"\*\*(Hierarchical model|Interaction approach)\.\*\*", line):
-            assert body[i - 1].strip() == "" or body[i - 1].startswith(":::"), f"line glued to the one before: {body[i - 1][-60:]!r} / {line[:60]!r}"
+            assert body[i - 1].strip() == "" or body[i - 1].startswith(":::"), (
+                f"line glued to the one before: {body[i - 1][-60:]!r} / {line[:60]!r}"
+            )
 
 
 def test_html_figures_at_screen_resolution_pdf_figures_at_full(rendered):
@@ -229,9 +238,13 @@ def test_a_long_title_leaves_no_nearly_empty_page_after_the_summary(rendered, tm
     short = re.sub(r"\n::: \{\.callout-warning\}.*?\n:::\n", "\n", short, flags=re.S)
     assert len(short) < len(summary) - 300
     followed = []
-    for text, extra in ((source, " that runs on and on about the study, its groups and its data"),
-                        *((short + "hetreport-summary-end" + rest, extra) for extra in
-                          ("", " that runs on about the study", " that runs on and on about the study, its groups and its data"))):
+    for text, extra in (
+        (source, " that runs on and on about the study, its groups and its data"),
+        *(
+            (short + "hetreport-summary-end" + rest, extra)
+            for extra in ("", " that runs on about the study", " that runs on and on about the study, its groups and its data")
+        ),
+    ):
         title = results.spec.title + extra  # one, two and three lines
         qmd.write_text(re.sub(r"^title: .*$", f"title: {title}", text, count=1, flags=re.M), encoding="utf-8")
         pdf = render_project(project, ["pdf"], route="builtin").outputs["pdf"]

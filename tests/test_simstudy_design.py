@@ -35,19 +35,22 @@ def test_paper_example_file_loads():
     assert d.approaches == ["ols_full", "ols_additive", "subgroup", "hierarchical", "bcf"] and d.options_of("bcf").num_mcmc == 200
 
 
-@pytest.mark.parametrize("raw, where, words", [
-    ({"sample_size": [100]}, "sample_size", "Did you mean 'sample_sizes'?"),
-    ({"sampler": {"draw": 10}}, "sampler.draw", "Did you mean 'draws'?"),
-    ({"modifiers": [{"name": "a", "levels": {"x": 0.5, "y": 0.4}}]}, "modifiers[0].levels", "add up to 1"),
-    ({"modifiers": [{"name": "a"}]}, "modifiers[0]", "either 'probability'"),
-    ({"modifiers": [{"name": "a", "probability": 1.5}]}, "modifiers[0].probability", "less than 1"),
-    ({"heterogeneity_sds": [0.1, 0.1]}, "heterogeneity_sds[1]", "listed twice"),
-    ({"scheduler": "tcp://127.0.0.1:8786"}, "scheduler", "executor is not 'dask'"),
-    ({"executor": "daks"}, "executor", "'local' or 'dask'"),
-    ({"approaches": ["ols", "hierarchical"]}, "approaches[0]", "ols_full"),
-    ({"priors": {"sd": "normal(0, 1)"}}, "priors.sd", "halfnormal"),
-    ({"study": {"spec": "x.yml"}, "modifiers": [{"name": "a", "probability": 0.5}]}, "modifiers", "not both"),
-])
+@pytest.mark.parametrize(
+    "raw, where, words",
+    [
+        ({"sample_size": [100]}, "sample_size", "Did you mean 'sample_sizes'?"),
+        ({"sampler": {"draw": 10}}, "sampler.draw", "Did you mean 'draws'?"),
+        ({"modifiers": [{"name": "a", "levels": {"x": 0.5, "y": 0.4}}]}, "modifiers[0].levels", "add up to 1"),
+        ({"modifiers": [{"name": "a"}]}, "modifiers[0]", "either 'probability'"),
+        ({"modifiers": [{"name": "a", "probability": 1.5}]}, "modifiers[0].probability", "less than 1"),
+        ({"heterogeneity_sds": [0.1, 0.1]}, "heterogeneity_sds[1]", "listed twice"),
+        ({"scheduler": "tcp://127.0.0.1:8786"}, "scheduler", "executor is not 'dask'"),
+        ({"executor": "daks"}, "executor", "'local' or 'dask'"),
+        ({"approaches": ["ols", "hierarchical"]}, "approaches[0]", "ols_full"),
+        ({"priors": {"sd": "normal(0, 1)"}}, "priors.sd", "halfnormal"),
+        ({"study": {"spec": "x.yml"}, "modifiers": [{"name": "a", "probability": 0.5}]}, "modifiers", "not both"),
+    ],
+)
 def test_errors_name_the_path_and_the_fix(raw, where, words):
     with pytest.raises(SpecError) as exc:
         parse_design(raw, source="sim.yml")
@@ -90,9 +93,14 @@ def _check_truth_is_mu_contrast(sim):
 def test_true_effects_are_the_mean_contrasts_binary_and_categorical():
     d = parse_design({"sample_sizes": [3000], "heterogeneity_sds": [0.5]})
     _check_truth_is_mu_contrast(simulate(d, cells(d)[0], 0))
-    d = parse_design({"sample_sizes": [3000], "heterogeneity_sds": [0.5], "coefficient_mean": 0.0,
-                      "modifiers": [{"name": "region", "levels": {"north": 0.5, "south": 0.3, "west": 0.2}},
-                                    {"name": "young", "probability": 0.4}]})
+    d = parse_design(
+        {
+            "sample_sizes": [3000],
+            "heterogeneity_sds": [0.5],
+            "coefficient_mean": 0.0,
+            "modifiers": [{"name": "region", "levels": {"north": 0.5, "south": 0.3, "west": 0.2}}, {"name": "young", "probability": 0.4}],
+        }
+    )
     sim = simulate(d, cells(d)[0], 1)
     assert sim.truth.shape[0] == 6 and set(sim.frame["region"]) == {"north", "south", "west"}
     _check_truth_is_mu_contrast(sim)
@@ -122,12 +130,21 @@ def test_seeds_depend_on_cell_and_replication_only():
 def test_study_design_reuses_modifiers_controls_and_n(tmp_path):
     rng = np.random.default_rng(0)
     n = 400
-    frame = pd.DataFrame({"treat": rng.integers(0, 2, n), "a": rng.choice([1, 2, 3], n, p=[0.6, 0.3, 0.1]),
-                          "b": rng.integers(0, 2, n), "x": rng.normal(size=n), "r": rng.integers(1, 4, n)})
+    frame = pd.DataFrame(
+        {
+            "treat": rng.integers(0, 2, n),
+            "a": rng.choice([1, 2, 3], n, p=[0.6, 0.3, 0.1]),
+            "b": rng.integers(0, 2, n),
+            "x": rng.normal(size=n),
+            "r": rng.integers(1, 4, n),
+        }
+    )
     frame["y"] = rng.normal(size=n)
     frame.to_csv(tmp_path / "d.csv", index=False)
-    (tmp_path / "spec.yml").write_text("title: t\ndata: {path: d.csv}\noutcome: y\ntreatment: treat\n"
-                                       "analyses:\n  - {name: main, modifiers: [a, b], controls: [x, r], categorical: [r]}\n")
+    (tmp_path / "spec.yml").write_text(
+        "title: t\ndata: {path: d.csv}\noutcome: y\ntreatment: treat\n"
+        "analyses:\n  - {name: main, modifiers: [a, b], controls: [x, r], categorical: [r]}\n"
+    )
     (tmp_path / "sim.yml").write_text("study: {spec: spec.yml}\nheterogeneity_sds: [0.25]\nreplications: 2\n")
     d = load_design(tmp_path / "sim.yml")
     study = load_study(d)

@@ -7,22 +7,34 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from hetreport.models.frequentist import ols_fitted
 from hetreport.simstudy import engine
 from hetreport.simstudy.design import cells, parse_design
-from hetreport.models.frequentist import ols_fitted
 from hetreport.simstudy.engine import WorkerCache, analysis_inputs, recentred_design, run_replication
 from hetreport.simstudy.generate import simulate
 from hetreport.simstudy.metrics import common_groups, group_metrics, paired, summarise, verdict
 
 OLS_ONLY = ["ols_full", "ols_additive", "subgroup"]
-TINY = {"sample_sizes": [300], "heterogeneity_sds": [0.25], "replications": 2,
-        "sampler": {"draws": 200, "tune": 200, "chains": 2, "max_treedepth": 7}}
+TINY = {
+    "sample_sizes": [300],
+    "heterogeneity_sds": [0.25],
+    "replications": 2,
+    "sampler": {"draws": 200, "tune": 200, "chains": 2, "max_treedepth": 7},
+}
 
 
 def _table(est, lo, hi, ok=None):
     est = np.asarray(est, float)
-    return pd.DataFrame({"estimate": est, "lower_90": lo, "upper_90": hi, "lower_95": np.asarray(lo) - 1, "upper_95": np.asarray(hi) + 1,
-                         "estimable": np.ones(len(est), bool) if ok is None else ok})
+    return pd.DataFrame(
+        {
+            "estimate": est,
+            "lower_90": lo,
+            "upper_90": hi,
+            "lower_95": np.asarray(lo) - 1,
+            "upper_95": np.asarray(hi) + 1,
+            "estimable": np.ones(len(est), bool) if ok is None else ok,
+        }
+    )
 
 
 def test_group_metrics_by_hand():

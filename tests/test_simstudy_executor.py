@@ -16,8 +16,12 @@ distributed = pytest.importorskip("distributed")
 
 OLS_ONLY = ["ols_full", "ols_additive", "subgroup"]
 GRID = {"sample_sizes": [300, 500], "heterogeneity_sds": [0.25], "replications": 2, "approaches": OLS_ONLY}
-HIER = {"sample_sizes": [300], "heterogeneity_sds": [0.25], "replications": 2,
-        "sampler": {"draws": 200, "tune": 200, "chains": 2, "max_treedepth": 7}}
+HIER = {
+    "sample_sizes": [300],
+    "heterogeneity_sds": [0.25],
+    "replications": 2,
+    "sampler": {"draws": 200, "tune": 200, "chains": 2, "max_treedepth": 7},
+}
 VOLATILE = ["worker", "task_s", "fit_s", "compile_s", "sampling_s", "compile"]
 
 

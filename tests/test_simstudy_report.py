@@ -29,15 +29,51 @@ def fabricate(out: Path, reps: int = 10) -> None:
             gain = {0: -0.05, 1: 0.0, 2: 0.03, 3: 0.0}[ci]
             for a in APPROACHES:
                 r = base + (gain if a == "hierarchical" else 0.4 if a == "ols_additive" else 0.0)
-                rows.append({"cell": f"n{n}-sd{sd:g}", "cell_index": ci, "n": n, "sd": sd, "rep": rep, "approach": a, "status": "ok", "error": "",
-                             "n_groups": 16, "n_compared": 16, "rmse": r, "bias": rng.normal(0, 0.01), "mae": r * 0.8,
-                             "coverage_90": 0.9, "coverage_95": 0.95, "width_90": 0.5, "width_95": 0.6, "rmse_y": 0.25, "rmse_mu": 0.05,
-                             "fit_s": 1.0, "compile": "swap" if a == "hierarchical" else None, "compile_s": 0.0, "sampling_s": 1.0,
-                             "divergences": 0.0, "treedepth_hits": 0.0, "max_rhat": 1.001, "min_ess_bulk": 500.0})
+                rows.append(
+                    {
+                        "cell": f"n{n}-sd{sd:g}",
+                        "cell_index": ci,
+                        "n": n,
+                        "sd": sd,
+                        "rep": rep,
+                        "approach": a,
+                        "status": "ok",
+                        "error": "",
+                        "n_groups": 16,
+                        "n_compared": 16,
+                        "rmse": r,
+                        "bias": rng.normal(0, 0.01),
+                        "mae": r * 0.8,
+                        "coverage_90": 0.9,
+                        "coverage_95": 0.95,
+                        "width_90": 0.5,
+                        "width_95": 0.6,
+                        "rmse_y": 0.25,
+                        "rmse_mu": 0.05,
+                        "fit_s": 1.0,
+                        "compile": "swap" if a == "hierarchical" else None,
+                        "compile_s": 0.0,
+                        "sampling_s": 1.0,
+                        "divergences": 0.0,
+                        "treedepth_hits": 0.0,
+                        "max_rhat": 1.001,
+                        "min_ess_bulk": 500.0,
+                    }
+                )
     rows.append({**rows[-1], "rep": reps, "status": "error", "error": "RuntimeError: <script>x</script>", "rmse": np.nan})
     pd.DataFrame(rows).to_parquet(out / RESULTS)
-    (out / META).write_text(json.dumps({"design_hash": design.design_hash(), "design": design.canonical(), "created": "2026-01-01T00:00:00",
-                                        "executor": "local", "where": "2 local processes", "packages": {"pymc": "x"}}))
+    (out / META).write_text(
+        json.dumps(
+            {
+                "design_hash": design.design_hash(),
+                "design": design.canonical(),
+                "created": "2026-01-01T00:00:00",
+                "executor": "local",
+                "where": "2 local processes",
+                "packages": {"pymc": "x"},
+            }
+        )
+    )
 
 
 def test_generated_text_says_where_hierarchical_wins_and_where_not(tmp_path):
@@ -63,7 +99,9 @@ def test_cli_reports_a_bad_file_in_one_paragraph(tmp_path, capsys):
 
 
 def test_cli_runs_a_grid_without_report(tmp_path):
-    (tmp_path / "sim.yml").write_text("sample_sizes: [300]\nheterogeneity_sds: [0.25]\nreplications: 2\napproaches: [ols_full, subgroup]\nworkers: 1\n")
+    (tmp_path / "sim.yml").write_text(
+        "sample_sizes: [300]\nheterogeneity_sds: [0.25]\nreplications: 2\napproaches: [ols_full, subgroup]\nworkers: 1\n"
+    )
     assert main(["simulate", str(tmp_path / "sim.yml"), "--out", str(tmp_path / "out"), "--no-report", "--no-progress"]) == 0
     res = pd.read_parquet(tmp_path / "out" / RESULTS)
     assert len(res) == 4 and (res["status"] == "ok").all()
@@ -75,8 +113,16 @@ def test_report_renders_on_the_builtin_route(tmp_path):
     outcome = render_simulation(tmp_path, formats=["html", "pdf"], route="builtin")
     html = outcome.outputs["html"].read_text(encoding="utf-8")
     assert "<script>x</script>" not in html and "&lt;script&gt;" in html  # an error message is text, not markup
-    for words in ("Where the hierarchical model beats OLS", "1 of 4", "SD 0.05, N = 500", "Where it does not",
-                  "The paper", "Contradicted", "fig-sim-rmse", "heterogeneity SD"):
+    for words in (
+        "Where the hierarchical model beats OLS",
+        "1 of 4",
+        "SD 0.05, N = 500",
+        "Where it does not",
+        "The paper",
+        "Contradicted",
+        "fig-sim-rmse",
+        "heterogeneity SD",
+    ):
         assert words in html, words
     assert 'src="data:image/svg+xml' in html  # figures embedded
     assert outcome.outputs["pdf"].stat().st_size > 20_000

@@ -24,7 +24,11 @@ def test_minimal_spec_gets_defaults():
         (with_(analyses=[{"name": "a", "modifers": ["m1"]}]), "analyses[0].modifers", "Did you mean 'modifiers'"),
         (with_(analyses=[{"name": "a", "modifiers": ["m1", "t"]}]), "analyses[0].modifiers[1]", "is the treatment"),
         (with_(analyses=[{"name": "a", "modifiers": ["m1", "y"]}]), "analyses[0].modifiers[1]", "is the outcome"),
-        (with_(analyses=[{"name": "a", "modifiers": ["m1"], "controls": ["m1"]}]), "analyses[0].controls[0]", "both a modifier and a control"),
+        (
+            with_(analyses=[{"name": "a", "modifiers": ["m1"], "controls": ["m1"]}]),
+            "analyses[0].controls[0]",
+            "both a modifier and a control",
+        ),
         (with_(analyses=[{"name": "a", "modifiers": ["m1", "m1"]}]), "analyses[0].modifiers[1]", "listed twice"),
         (with_(priors={"sd": "normal(0, 1)"}), "priors.sd", "standard deviation cannot"),
         (with_(priors={"b": "nromal(0, 1)"}), "priors.b", "Did you mean 'normal'"),
@@ -77,16 +81,20 @@ def test_yaml_cannot_construct_python_objects(tmp_path):
 def test_spec_hash_ignores_comments_and_key_order(tmp_path):
     a, b = tmp_path / "a.yml", tmp_path / "b.yml"
     a.write_text("title: t\noutcome: y\ntreatment: t\ndata: {path: x.csv}\nanalyses: [{name: a, modifiers: [m1, m2]}]\n")
-    b.write_text("# a comment\ntreatment: t\ntitle: t\ndata: {path: x.csv}\noutcome: y\nanalyses: [{modifiers: [m1, m2], name: a}]\nsampler: {chains: 4}\n")
+    b.write_text(
+        "# a comment\ntreatment: t\ntitle: t\ndata: {path: x.csv}\noutcome: y\nanalyses: [{modifiers: [m1, m2], name: a}]\nsampler: {chains: 4}\n"
+    )
     assert load_spec(a).spec_hash() == load_spec(b).spec_hash()
 
 
 def test_an_analysis_may_override_priors_in_one_line_flow_style(tmp_path):
     import yaml
 
-    text = ("title: t\ndata: {path: d.csv}\noutcome: y\ntreatment: t\npriors: {b: normal(0, 0.5), sd: halfnormal(1)}\n"
-            "analyses:\n  - {name: a, modifiers: [m], family: bernoulli, priors: {intercept: normal(0, 2.5), b: normal(0, 1)}}\n"
-            "  - {name: c, modifiers: [m]}\n")
+    text = (
+        "title: t\ndata: {path: d.csv}\noutcome: y\ntreatment: t\npriors: {b: normal(0, 0.5), sd: halfnormal(1)}\n"
+        "analyses:\n  - {name: a, modifiers: [m], family: bernoulli, priors: {intercept: normal(0, 2.5), b: normal(0, 1)}}\n"
+        "  - {name: c, modifiers: [m]}\n"
+    )
     spec = parse_spec(yaml.safe_load(text), base_dir=tmp_path)
     first, second = (spec.priors_of(a) for a in spec.analyses)
     assert (first.intercept, first.b, first.sd) == ("normal(0, 2.5)", "normal(0, 1)", "halfnormal(1)")
@@ -94,8 +102,14 @@ def test_an_analysis_may_override_priors_in_one_line_flow_style(tmp_path):
 
 
 def test_an_analysis_may_override_sampler_settings(tmp_path):
-    raw = {"title": "t", "data": {"path": "d.csv"}, "outcome": "y", "treatment": "t", "sampler": {"draws": 500, "seed": 3},
-           "analyses": [{"name": "a", "modifiers": ["m"], "sampler": {"target_accept": 0.995}}, {"name": "b", "modifiers": ["m"]}]}
+    raw = {
+        "title": "t",
+        "data": {"path": "d.csv"},
+        "outcome": "y",
+        "treatment": "t",
+        "sampler": {"draws": 500, "seed": 3},
+        "analyses": [{"name": "a", "modifiers": ["m"], "sampler": {"target_accept": 0.995}}, {"name": "b", "modifiers": ["m"]}],
+    }
     spec = parse_spec(raw, base_dir=tmp_path)
     a, b = (spec.sampler_of(x) for x in spec.analyses)
     assert (a.draws, a.seed, a.target_accept) == (500, 3, 0.995)

@@ -93,8 +93,7 @@ def _fit_ticks(levels: Sequence[str], slot: float, size: float) -> list[str]:
     return [_wrap_to_width(v, 0.0, size) for v in levels]
 
 
-def _by_modifier_layout(levels: Sequence[Sequence[str]], titles: Sequence[str],
-                        width: float = PAGE_WIDTH) -> dict[str, Any]:
+def _by_modifier_layout(levels: Sequence[Sequence[str]], titles: Sequence[str], width: float = PAGE_WIDTH) -> dict[str, Any]:
     """Panel arrangement and fitted labels of Figure 3.
 
     ``levels``: the tick labels of each modifier (already shortened);
@@ -130,6 +129,7 @@ def _by_modifier_layout(levels: Sequence[Sequence[str]], titles: Sequence[str],
 
     def one_row(nd: Sequence[float]) -> list[float] | None:
         for strip in (strip_one, strip_two):
+
             def total(slot: float, strip=strip) -> float:
                 return sum(max(u * max(x, slot), st) for u, x, st in zip(units, nd, strip))
 
@@ -194,9 +194,17 @@ def _by_modifier_layout(levels: Sequence[Sequence[str]], titles: Sequence[str],
         tick_h = _lines_height_in(lines, tick_size) + 0.1
     strips = [_wrap_strip(t, w - _STRIP_PAD, max_lines=2) for t, w in zip(titles, widths)]
     h = height(nrow, tick_h, strips)
-    return {"ncol": ncol, "nrow": nrow, "widths": widths, "ticks": ticks, "tick_size": tick_size,
-            "strips": strips, "rotate": rotate, "margin_left": round(margin_left, 3),
-            "size": (width, round(min(h, 24.0), 2))}
+    return {
+        "ncol": ncol,
+        "nrow": nrow,
+        "widths": widths,
+        "ticks": ticks,
+        "tick_size": tick_size,
+        "strips": strips,
+        "rotate": rotate,
+        "margin_left": round(margin_left, 3),
+        "size": (width, round(min(h, 24.0), 2)),
+    }
 
 
 def plot_by_modifier(
@@ -248,13 +256,17 @@ def plot_by_modifier(
         titles.append(title)
         level_text.append(_short_levels(present, title) if abbreviate else present)
         positions.append([pos_of[c] for c in present])
-        parts.append(pd.DataFrame({
-            "modifier": title,
-            "level": [f"{title}{_SEP}{v}" for v in cat.astype(str)],
-            "x": [pos_of[v] for v in cat.astype(str)],
-            "estimate": rows["estimate"].astype(float).to_numpy(),
-            "group": rows["group"].to_numpy(),
-        }))
+        parts.append(
+            pd.DataFrame(
+                {
+                    "modifier": title,
+                    "level": [f"{title}{_SEP}{v}" for v in cat.astype(str)],
+                    "x": [pos_of[v] for v in cat.astype(str)],
+                    "estimate": rows["estimate"].astype(float).to_numpy(),
+                    "group": rows["group"].to_numpy(),
+                }
+            )
+        )
     long = pd.concat(parts, ignore_index=True)
     long["modifier"] = pd.Categorical(long["modifier"], categories=titles)
     long["level"] = pd.Categorical(long["level"], categories=list(dict.fromkeys(long["level"])))
@@ -278,33 +290,37 @@ def plot_by_modifier(
     # and slots are equally wide in every panel.
     pad = _DISCRETE_PAD
     if lay["ncol"] is None:  # one row: panel widths from the labels
-        facet = facet_grid(cols="modifier", scales="free_x",
-                           space={"x": [round(w, 4) for w in lay["widths"]], "y": [1]})
+        facet = facet_grid(cols="modifier", scales="free_x", space={"x": [round(w, 4) for w in lay["widths"]], "y": [1]})
         spans = [len(pp) - 1 + 2 * pad for pp in positions]
     else:
         facet = facet_wrap("modifier", ncol=lay["ncol"], scales="free_x")
         spans = [max(len(pp) for pp in positions) - 1 + 2 * pad] * len(positions)
     centre = [(pp[0] + pp[-1]) / 2 for pp in positions]
-    ends = pd.DataFrame({
-        "modifier": pd.Categorical(np.repeat(lay["strips"], 2), categories=strips.categories),
-        "x": np.ravel([[c - w / 2, c + w / 2] for c, w in zip(centre, spans)]),
-        "estimate": float(long["estimate"].median()),
-    })
+    ends = pd.DataFrame(
+        {
+            "modifier": pd.Categorical(np.repeat(lay["strips"], 2), categories=strips.categories),
+            "x": np.ravel([[c - w / 2, c + w / 2] for c, w in zip(centre, spans)]),
+            "estimate": float(long["estimate"].median()),
+        }
+    )
     p = (
         ggplot(long, aes("x", "estimate"))
         + geom_hline(yintercept=0, color=_REF_LINE, linetype="dashed", size=0.4)
-        + geom_boxplot(aes(group="level"), outlier_shape="", fill="#F2F2F2", color="#4D4D4D",
-                       width=0.6, size=0.4)
-        + geom_point(position=position_jitter(width=0.18, height=0, random_state=_JITTER_SEED),
-                     color=METHOD_COLORS[method], shape=METHOD_SHAPES[method], size=0.9,
-                     alpha=0.6, stroke=0)
+        + geom_boxplot(aes(group="level"), outlier_shape="", fill="#F2F2F2", color="#4D4D4D", width=0.6, size=0.4)
+        + geom_point(
+            position=position_jitter(width=0.18, height=0, random_state=_JITTER_SEED),
+            color=METHOD_COLORS[method],
+            shape=METHOD_SHAPES[method],
+            size=0.9,
+            alpha=0.6,
+            stroke=0,
+        )
         + geom_blank(data=ends)
         + facet
         + scale_x_continuous(breaks=_breaks, labels=_labels, minor_breaks=[], expand=(0, 0))
         + labs(x="", y=_name(names, "estimate"))
     )
-    x_text = (_rotated_text(lay["tick_size"]) if lay["rotate"]
-              else element_text(size=lay["tick_size"], linespacing=_LINE))
+    x_text = _rotated_text(lay["tick_size"]) if lay["rotate"] else element_text(size=lay["tick_size"], linespacing=_LINE)
     out = _finish(p, lay["size"]) + theme(
         panel_grid_major_x=element_blank(),
         axis_text_x=x_text,

@@ -111,8 +111,7 @@ def _check_methods(methods: Sequence[str], what: str) -> list[str]:
     for m in methods:
         if m not in _ESTIMATE_METHODS:
             raise SpecError(
-                f"unknown method '{m}'; expected one of {', '.join(_ESTIMATE_METHODS)}."
-                + suggest(m, _ESTIMATE_METHODS),
+                f"unknown method '{m}'; expected one of {', '.join(_ESTIMATE_METHODS)}." + suggest(m, _ESTIMATE_METHODS),
                 where=what,
             )
         if m not in out:

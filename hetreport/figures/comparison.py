@@ -89,9 +89,7 @@ def plot_comparison(
     sel = effects.loc[effects["method"].isin(methods)]
     rows = _plottable(sel, ["estimate", "lower_95", "upper_95"])
     if rows.empty:
-        raise DataError(
-            f"no estimable rows for method(s) {', '.join(methods)}; nothing to plot.", where=what
-        )
+        raise DataError(f"no estimable rows for method(s) {', '.join(methods)}; nothing to plot.", where=what)
     x_limits = None
     if facet_levels is not None:
         x_limits = _comparison_x_range(effects, rows)
@@ -112,17 +110,14 @@ def plot_comparison(
     if labels.duplicated().any():  # keep rows apart if upstream labels collide
         dup = labels.duplicated(keep=False)
         labels = labels.where(~dup, labels + " [" + groups.index.astype(str) + "]")
-    order = (
-        pd.DataFrame({"facet": facet_codes, "key": order_key.to_numpy(), "label": labels.to_numpy()},
-                     index=groups.index)
-        .sort_values(["facet", "key", "label"], na_position="first")
+    order = pd.DataFrame({"facet": facet_codes, "key": order_key.to_numpy(), "label": labels.to_numpy()}, index=groups.index).sort_values(
+        ["facet", "key", "label"], na_position="first"
     )
     y_levels = list(dict.fromkeys(labels.loc[order.index]))
     label_of = labels.to_dict()
     # Rows are keyed by the full label; the tick shows it without the facet
     # level, which the panel's strip already gives.
-    shown = (_labels_without_level(labels, facet_cat.astype(str)) if drop_facet_level
-             else labels)
+    shown = _labels_without_level(labels, facet_cat.astype(str)) if drop_facet_level else labels
     tick_of = dict(zip(labels, shown))
     facet_title = _name(names, facet)
     strip_of = dict(zip(groups.index, _facet_strip_labels(facet_cat, facet_title).to_numpy()))
@@ -147,11 +142,17 @@ def plot_comparison(
         d["method_label"] = METHOD_LABELS[m]
         p += geom_segment(
             aes(x="lower_95", xend="upper_95", y="y", yend="y", color="method_label", linetype="method_label"),
-            data=d, size=0.45, position=position_nudge(y=off),
+            data=d,
+            size=0.45,
+            position=position_nudge(y=off),
         )
         p += geom_point(
             aes(x="estimate", y="y", color="method_label", shape="method_label"),
-            data=d, size=1.3, fill="white", stroke=0.5, position=position_nudge(y=off),
+            data=d,
+            size=1.3,
+            fill="white",
+            stroke=0.5,
+            position=position_nudge(y=off),
         )
     legend_methods = list(present)
     if "truth" in effects.columns:
@@ -161,8 +162,7 @@ def plot_comparison(
         if not tr.empty:
             d = _frame(tr)
             d["method_label"] = METHOD_LABELS["truth"]
-            p += geom_point(aes(x="truth", y="y", color="method_label", shape="method_label"),
-                            data=d, size=1.4, stroke=0.6)
+            p += geom_point(aes(x="truth", y="y", color="method_label", shape="method_label"), data=d, size=1.4, stroke=0.6)
             legend_methods.append("truth")
 
     p += facet_wrap(facet, ncol=1, scales="free_y")
@@ -177,8 +177,7 @@ def plot_comparison(
         missing = len(set(groups.index) - set(rows.loc[rows["method"] == m, "group"]))
         if missing:
             caption.append(f"{missing} by {METHOD_LABELS[m]}")
-    caption_text = (f"Groups not estimable (shown without that marker): {'; '.join(caption)}."
-                    if caption else None)
+    caption_text = f"Groups not estimable (shown without that marker): {'; '.join(caption)}." if caption else None
     p += labs(x=_name(names, "estimate"), y="", caption=_caption(caption_text))
     if x_limits is not None:  # a part of the table: the scale of the whole table
         p += scale_x_continuous(limits=x_limits)
@@ -216,8 +215,9 @@ def _comparison_x_range(effects: pd.DataFrame, rows: pd.DataFrame) -> tuple[floa
     return (float(allv.min()), float(allv.max()))
 
 
-def _select_facet_levels(effects: pd.DataFrame, rows: pd.DataFrame, facet: str,
-                         facet_levels: Sequence[str] | str, what: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _select_facet_levels(
+    effects: pd.DataFrame, rows: pd.DataFrame, facet: str, facet_levels: Sequence[str] | str, what: str
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The rows (of ``effects`` and of the plottable ``rows``) of the groups
     at the given levels of ``facet``."""
     wanted = [facet_levels] if isinstance(facet_levels, str) else list(facet_levels)

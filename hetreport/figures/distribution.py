@@ -132,9 +132,7 @@ def _layout_annotations(
                 for j in range(n):
                     if i == j:
                         continue
-                    if j > i and tiers[i] == tiers[j] and (
-                        boxes[i][0] < boxes[j][1] + gap and boxes[j][0] < boxes[i][1] + gap
-                    ):
+                    if j > i and tiers[i] == tiers[j] and (boxes[i][0] < boxes[j][1] + gap and boxes[j][0] < boxes[i][1] + gap):
                         cost = math.inf
                         break
                     if tiers[i] < tiers[j] and boxes[i][0] - line_gap < xs[j] < boxes[i][1] + line_gap:
@@ -219,14 +217,13 @@ def plot_distribution(
             parts.append(pd.DataFrame({"x": grid, "density": d, "group": str(g)}))
         by_group = pd.concat(parts, ignore_index=True)
         ymax = max(ymax, float(by_group["density"].max()))
-        layers.append(geom_line(aes("x", "density", group="group"), data=by_group,
-                                color=_GROUP_LINE, size=0.25, alpha=0.6))
+        layers.append(geom_line(aes("x", "density", group="group"), data=by_group, color=_GROUP_LINE, size=0.25, alpha=0.6))
         note = f"Thin lines: posterior density of each of the {n_groups} groups."
     else:
-        med = (pd.DataFrame({"group": groups.to_numpy(), "value": values[finite]})
-               .groupby("group", sort=False)["value"].median().reset_index())
-        layers.append(geom_rug(aes(x="value"), data=med, inherit_aes=False, sides="b",
-                               color=_GROUP_LINE, alpha=0.7, size=0.3, length=0.03))
+        med = (
+            pd.DataFrame({"group": groups.to_numpy(), "value": values[finite]}).groupby("group", sort=False)["value"].median().reset_index()
+        )
+        layers.append(geom_rug(aes(x="value"), data=med, inherit_aes=False, sides="b", color=_GROUP_LINE, alpha=0.7, size=0.3, length=0.03))
         note = f"Rug: posterior medians of the {n_groups} groups."
 
     # ---- annotation layout (inches -> data units) -------------------------
@@ -248,7 +245,10 @@ def plot_distribution(
     xspan = x1 - x0
     xs = [float(a["estimate"]) for a in annotations]
     layout = _layout_annotations(
-        xs, [w / panel_w * xspan for w in widths_in], x0 + 0.01 * xspan, x1 - 0.01 * xspan,
+        xs,
+        [w / panel_w * xspan for w in widths_in],
+        x0 + 0.01 * xspan,
+        x1 - 0.01 * xspan,
         gap=0.06 / panel_w * xspan,
     )
     n_tiers = 1 + max((t for _, _, t, _ in layout), default=-1)
@@ -269,32 +269,45 @@ def plot_distribution(
         p += layer
     p += geom_hline(yintercept=0, color="#8C8C8C", size=0.3)
     if annotations:
-        ann = pd.DataFrame({
-            "x_line": xs,
-            "y_line": [tier_y[t] for _, _, t, _ in layout],
-            "y_text": [tier_y[t] + 0.03 * per_in for _, _, t, _ in layout],
-            "label": texts,
-            "role": [str(a["role"]) for a in annotations],
-            "tier": [t for _, _, t, _ in layout],
-            "box_left": [lo for lo, _, _, _ in layout],
-            "box_right": [hi for _, hi, _, _ in layout],
-            "ha": [anc for *_, anc in layout],
-        })
+        ann = pd.DataFrame(
+            {
+                "x_line": xs,
+                "y_line": [tier_y[t] for _, _, t, _ in layout],
+                "y_text": [tier_y[t] + 0.03 * per_in for _, _, t, _ in layout],
+                "label": texts,
+                "role": [str(a["role"]) for a in annotations],
+                "tier": [t for _, _, t, _ in layout],
+                "box_left": [lo for lo, _, _, _ in layout],
+                "box_right": [hi for _, hi, _, _ in layout],
+                "ha": [anc for *_, anc in layout],
+            }
+        )
         ann["x_text"] = np.select(
             [ann["ha"] == "left", ann["ha"] == "right"],
             [ann["box_left"], ann["box_right"]],
             (ann["box_left"] + ann["box_right"]) / 2,
         )
-        p += geom_segment(aes(x="x_line", xend="x_line", y=0, yend="y_line"), data=ann,
-                          inherit_aes=False, color="black", size=0.5, linetype="solid")
+        p += geom_segment(
+            aes(x="x_line", xend="x_line", y=0, yend="y_line"), data=ann, inherit_aes=False, color="black", size=0.5, linetype="solid"
+        )
         # Anchor the text where the layout put its box: centred labels at the
         # box centre, labels extending right (left) from their line at the
         # box's left (right) edge.
-        p += geom_text(aes(x="x_text", y="y_text", label="label", ha="ha"), data=ann,
-                       inherit_aes=False, va="bottom", size=_ANN_SIZE,
-                       lineheight=_ANN_LINEHEIGHT, color="#1A1A1A")
+        p += geom_text(
+            aes(x="x_text", y="y_text", label="label", ha="ha"),
+            data=ann,
+            inherit_aes=False,
+            va="bottom",
+            size=_ANN_SIZE,
+            lineheight=_ANN_LINEHEIGHT,
+            color="#1A1A1A",
+        )
     p += scale_x_continuous(limits=(x0, x1), expand=(0, 0))
     p += scale_y_continuous(limits=(0, y_top), expand=(0, 0))
-    p += labs(x=_name(names, "estimate"), y="Posterior density", subtitle=subtitle,
-              caption=_caption("Grey area: all posterior draws pooled over groups. " + note))
+    p += labs(
+        x=_name(names, "estimate"),
+        y="Posterior density",
+        subtitle=subtitle,
+        caption=_caption("Grey area: all posterior draws pooled over groups. " + note),
+    )
     return _finish(p, (width, height)) + theme(panel_grid_major_y=element_blank())

@@ -75,8 +75,9 @@ _HM_MAX_H = 9.0  # the heatmap never gets taller than this (inches)
 _VALUE_PT = 7.0  # tile numbers
 
 
-def _heatmap_layout(x_levels: Sequence[str], y_levels: Sequence[str], strips: Sequence[str] | None,
-                    subtitle_lines: int = 0, width: float = PAGE_WIDTH) -> dict[str, Any]:
+def _heatmap_layout(
+    x_levels: Sequence[str], y_levels: Sequence[str], strips: Sequence[str] | None, subtitle_lines: int = 0, width: float = PAGE_WIDTH
+) -> dict[str, Any]:
     """Panel arrangement, tile size and fitted labels of the heatmap.
 
     Tick labels are 7 pt.  y labels wider than 0.8 in wrap into two lines;
@@ -94,8 +95,7 @@ def _heatmap_layout(x_levels: Sequence[str], y_levels: Sequence[str], strips: Se
     """
     nx, ny = max(len(x_levels), 1), max(len(y_levels), 1)
     n_f = len(strips) if strips else 1
-    longest_word = max((_line_width_in(w, _TICK_PT, "normal") for v in y_levels for w in str(v).split()),
-                       default=0.0)
+    longest_word = max((_line_width_in(w, _TICK_PT, "normal") for v in y_levels for w in str(v).split()), default=0.0)
     y_ticks = [_wrap_to_width(v, max(0.8, longest_word), _TICK_PT, max_lines=2) for v in y_levels]
     left = _HM_YTITLE + max((_text_width_in(t, _TICK_PT) for t in y_ticks), default=0.0) + 0.12
     avail = width - left - _HM_RIGHT
@@ -119,8 +119,10 @@ def _heatmap_layout(x_levels: Sequence[str], y_levels: Sequence[str], strips: Se
             break
     if ncol is None:  # the x labels do not fit side by side: rotate them
         rotate = True
-        ncol = next((c for c in cands if strips_fit((avail - _GAP * (c - 1)) / c)
-                     and (avail - _GAP * (c - 1)) / c / nx >= value_w + 0.06), cands[-1])
+        ncol = next(
+            (c for c in cands if strips_fit((avail - _GAP * (c - 1)) / c) and (avail - _GAP * (c - 1)) / c / nx >= value_w + 0.06),
+            cands[-1],
+        )
     nrow = math.ceil(n_f / ncol)
     panel_w = (avail - _GAP * (ncol - 1)) / ncol
     tile_w = panel_w / nx
@@ -142,9 +144,18 @@ def _heatmap_layout(x_levels: Sequence[str], y_levels: Sequence[str], strips: Se
         y_ticks = [str(v) for v in y_levels]
     value_size = _VALUE_PT if (tile_w >= value_w + 0.1 and tile_h >= 0.2) else 6.0
     h = fixed + nrow * (strip_h + ny * tile_h + _GAP)
-    return {"ncol": ncol, "nrow": nrow, "x_ticks": x_ticks, "y_ticks": y_ticks, "strips": wrapped,
-            "rotate": rotate, "tile": (tile_w, tile_h), "value_size": value_size,
-            "margin_left": round(margin_left, 3), "size": (width, round(min(h, 24.0), 2))}
+    return {
+        "ncol": ncol,
+        "nrow": nrow,
+        "x_ticks": x_ticks,
+        "y_ticks": y_ticks,
+        "strips": wrapped,
+        "rotate": rotate,
+        "tile": (tile_w, tile_h),
+        "value_size": value_size,
+        "margin_left": round(margin_left, 3),
+        "size": (width, round(min(h, 24.0), 2)),
+    }
 
 
 def plot_heatmap(
@@ -188,9 +199,11 @@ def plot_heatmap(
     d = rows[keys + ["estimate", "n"]].copy()
     d["n"] = pd.to_numeric(d["n"], errors="coerce").astype(float).fillna(0).clip(lower=0)
     d["wx"] = d["estimate"].astype(float) * d["n"]
-    cells = d.groupby(keys, observed=True, sort=True).agg(
-        wx=("wx", "sum"), n=("n", "sum"), mean=("estimate", "mean"), k=("estimate", "size")
-    ).reset_index()
+    cells = (
+        d.groupby(keys, observed=True, sort=True)
+        .agg(wx=("wx", "sum"), n=("n", "sum"), mean=("estimate", "mean"), k=("estimate", "size"))
+        .reset_index()
+    )
     cells["value"] = np.where(cells["n"] > 0, cells["wx"] / cells["n"].where(cells["n"] > 0, 1), cells["mean"])
     for m in keys:
         cells[m] = pd.Categorical(cells[m].astype(str), categories=[str(c) for c in _as_categorical(rows[m]).cat.categories])
@@ -199,24 +212,26 @@ def plot_heatmap(
     lo, hi = float(vals.min()), float(vals.max())
     if lo < 0 < hi:
         lim = max(abs(lo), abs(hi))
-        fill = scale_fill_gradient2(low=_FILL_NEG, mid=_FILL_MID, high=_FILL_POS, midpoint=0,
-                                    limits=(-lim, lim), name=_name(names, "estimate"))
+        fill = scale_fill_gradient2(
+            low=_FILL_NEG, mid=_FILL_MID, high=_FILL_POS, midpoint=0, limits=(-lim, lim), name=_name(names, "estimate")
+        )
     elif hi <= 0:
         lim = max(abs(lo), 1e-12)
-        fill = scale_fill_gradient(low=_FILL_NEG, high=_FILL_MID, limits=(-lim, 0),
-                                   name=_name(names, "estimate"))
+        fill = scale_fill_gradient(low=_FILL_NEG, high=_FILL_MID, limits=(-lim, 0), name=_name(names, "estimate"))
     else:
         lim = max(hi, 1e-12)
-        fill = scale_fill_gradient(low=_FILL_MID, high=_FILL_POS, limits=(0, lim),
-                                   name=_name(names, "estimate"))
+        fill = scale_fill_gradient(low=_FILL_MID, high=_FILL_POS, limits=(0, lim), name=_name(names, "estimate"))
     cells["label"] = [_num(v) for v in vals]
     cells["text_color"] = np.where(np.abs(vals) / lim > 0.6, "white", "black")
 
     subtitle = None
     if (cells["k"] > 1).any():
         others = [_name(names, m) for m in _modifier_columns(effects) if m not in keys]
-        subtitle = ("Each tile: n-weighted mean of the estimates of the groups in the cell"
-                    + (f" (which differ in {', '.join(others)})" if others else "") + ".")
+        subtitle = (
+            "Each tile: n-weighted mean of the estimates of the groups in the cell"
+            + (f" (which differ in {', '.join(others)})" if others else "")
+            + "."
+        )
         # placed at the figure's left edge (plot_title_position="plot")
         subtitle = _wrap_to_width(subtitle, PAGE_WIDTH - 0.25, _SUBTITLE_PT, max_lines=4)
 
@@ -229,8 +244,7 @@ def plot_heatmap(
     if facet:  # strips read "Name: level"
         cells[facet] = _facet_strip_labels(cells[facet], _name(names, facet))
         strip_text = [str(c) for c in cells[facet].cat.categories]
-    lay = _heatmap_layout(x_text, y_text, strip_text,
-                          subtitle.count("\n") + 1 if subtitle else 0)
+    lay = _heatmap_layout(x_text, y_text, strip_text, subtitle.count("\n") + 1 if subtitle else 0)
     x_lab = dict(zip(x_cats, lay["x_ticks"]))
     y_lab = dict(zip(y_cats, lay["y_ticks"]))
     if facet:
@@ -248,8 +262,7 @@ def plot_heatmap(
     )
     if facet:
         p += facet_wrap(facet, ncol=lay["ncol"])
-    x_axis = (_rotated_text(_TICK_PT) if lay["rotate"]
-              else element_text(size=_TICK_PT, linespacing=_LINE))
+    x_axis = _rotated_text(_TICK_PT) if lay["rotate"] else element_text(size=_TICK_PT, linespacing=_LINE)
     out = _finish(p, lay["size"]) + theme(
         panel_grid_major=element_blank(),
         axis_text_x=x_axis,

@@ -50,8 +50,9 @@ def plot_ppc(
     """
     what = "plot_ppc"
     label_key = getattr(y, "name", None)
-    x_title = _name(names, str(label_key)) if label_key is not None else (
-        _name(names, "outcome") if names and "outcome" in names else "Outcome")
+    x_title = (
+        _name(names, str(label_key)) if label_key is not None else (_name(names, "outcome") if names and "outcome" in names else "Outcome")
+    )
     yv = np.asarray(y, dtype=float).ravel() if np.ndim(y) <= 1 else None
     yr = np.asarray(y_rep, dtype=float)
     if yv is None or yr.ndim != 2 or yr.shape[1] != yv.size:
@@ -75,16 +76,21 @@ def plot_ppc(
             props_rep = np.stack([(yr == v).mean(axis=1) for v in values], axis=1)
         q = np.quantile(props_rep, [0.025, 0.5, 0.975], axis=0)
         labels = [f"{v:g}" for v in values]
-        d = pd.DataFrame({
-            "value": pd.Categorical(labels, categories=labels),
-            "observed": props_obs, "lower": q[0], "median": q[1], "upper": q[2],
-            "obs": obs_label, "rep": "Replicated (median, 95% interval)",
-        })
+        d = pd.DataFrame(
+            {
+                "value": pd.Categorical(labels, categories=labels),
+                "observed": props_obs,
+                "lower": q[0],
+                "median": q[1],
+                "upper": q[2],
+                "obs": obs_label,
+                "rep": "Replicated (median, 95% interval)",
+            }
+        )
         p = (
             ggplot(d, aes(x="value"))
             + geom_col(aes(y="observed", fill="obs"), width=0.6, color="#8C8C8C", size=0.3)
-            + geom_pointrange(aes(y="median", ymin="lower", ymax="upper", color="rep"), size=0.4,
-                              fatten=3)
+            + geom_pointrange(aes(y="median", ymin="lower", ymax="upper", color="rep"), size=0.4, fatten=3)
             + scale_fill_manual(values={obs_label: _POOLED_FILL}, name="")
             + scale_color_manual(values={"Replicated (median, 95% interval)": "black"}, name="")
             + scale_y_continuous(limits=(0, None), expand=(0, 0, 0.05, 0))
@@ -95,11 +101,9 @@ def plot_ppc(
     allv = np.concatenate([yv, sub.ravel()])
     grid = _grid_for(allv, n=512)
     bw_obs = _bandwidth(yv)
-    parts = [pd.DataFrame({"x": grid, "density": _kde_on_grid(yv, grid, bw_obs), "draw": "obs",
-                           "which": obs_label})]
+    parts = [pd.DataFrame({"x": grid, "density": _kde_on_grid(yv, grid, bw_obs), "draw": "obs", "which": obs_label})]
     for k, row in enumerate(sub):
-        parts.append(pd.DataFrame({"x": grid, "density": _kde_on_grid(row, grid, bw_obs),
-                                   "draw": f"rep{k}", "which": rep_label}))
+        parts.append(pd.DataFrame({"x": grid, "density": _kde_on_grid(row, grid, bw_obs), "draw": f"rep{k}", "which": rep_label}))
     d = pd.concat(parts, ignore_index=True)
     d["which"] = pd.Categorical(d["which"], categories=[obs_label, rep_label])
     reps, obs = d.loc[d["draw"] != "obs"], d.loc[d["draw"] == "obs"]
@@ -107,13 +111,9 @@ def plot_ppc(
         ggplot(mapping=aes("x", "density", group="draw", color="which", size="which"))
         + geom_line(data=reps, alpha=0.5)
         + geom_line(data=obs)
-        + scale_color_manual(values={obs_label: "black", rep_label: "#A6A6A6"}, name="",
-                             breaks=[obs_label, rep_label])
-        + scale_size_manual(values={obs_label: 0.8, rep_label: 0.25}, name="",
-                            breaks=[obs_label, rep_label])
+        + scale_color_manual(values={obs_label: "black", rep_label: "#A6A6A6"}, name="", breaks=[obs_label, rep_label])
+        + scale_size_manual(values={obs_label: 0.8, rep_label: 0.25}, name="", breaks=[obs_label, rep_label])
         + scale_y_continuous(expand=(0, 0, 0.05, 0))
         + labs(x=x_title, y="Density")
     )
-    return _finish(p, figure_size("ppc")) + theme(
-        panel_grid_major_y=element_blank(), legend_title=element_blank()
-    )
+    return _finish(p, figure_size("ppc")) + theme(panel_grid_major_y=element_blank(), legend_title=element_blank())

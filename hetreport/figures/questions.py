@@ -45,7 +45,9 @@ def plot_contrasts(table: pd.DataFrame, *, effect_name: str = "Difference in ave
         raise DataError("no comparison has an estimate to plot.", where="plot_contrasts")
     labels = list(dict.fromkeys(table["label"].astype(str)))
     wrapped = {lab: "\n".join(textwrap.wrap(lab, 28)) or lab for lab in labels}
-    rows["row"] = pd.Categorical(rows["label"].astype(str).map(wrapped), categories=[wrapped[lab] for lab in reversed(labels)], ordered=True)
+    rows["row"] = pd.Categorical(
+        rows["label"].astype(str).map(wrapped), categories=[wrapped[lab] for lab in reversed(labels)], ordered=True
+    )
     methods = [m for m in (_registry.REFERENCE, _registry.BASELINE, "glm_full") if m in set(rows["method"])]
     rows["Method"] = pd.Categorical(rows["method"].map(METHOD_LABELS), categories=[METHOD_LABELS[m] for m in methods], ordered=True)
     colors = {METHOD_LABELS[m]: METHOD_COLORS[m] for m in methods}
@@ -62,9 +64,16 @@ def plot_contrasts(table: pd.DataFrame, *, effect_name: str = "Difference in ave
         + scale_color_manual(values=colors, breaks=list(colors))
         + scale_shape_manual(values=shapes, breaks=list(shapes))
         + coord_flip()
-        + labs(x="", y=effect_name, color="", shape="",
-               caption=_caption("Point: posterior mean (hierarchical) or estimate (OLS/GLM); thick line 90% interval, thin line 95%. "
-                                "Dashed line: no difference."))
+        + labs(
+            x="",
+            y=effect_name,
+            color="",
+            shape="",
+            caption=_caption(
+                "Point: posterior mean (hierarchical) or estimate (OLS/GLM); thick line 90% interval, thin line 95%. "
+                "Dashed line: no difference."
+            ),
+        )
     )
     return _finish(p, (PAGE_WIDTH, height)) + theme(panel_grid_major_y=element_blank(), panel_grid_minor_y=element_blank())
 
@@ -77,9 +86,14 @@ def plot_targeting(curve: pd.DataFrame, budget_share: float, *, effect_name: str
     if curve.empty:
         raise DataError("no groups to rank.", where="plot_targeting")
     diag = pd.DataFrame({"reach": [0.0, 1.0], "share": [0.0, 1.0]})
-    long = pd.concat([curve.assign(what="Ranked groups, posterior mean", line="solid"),
-                      curve.assign(share=curve["lower"], what="95% interval", line="dotted"),
-                      curve.assign(share=curve["upper"], what="95% interval", line="dotted")], ignore_index=True)
+    long = pd.concat(
+        [
+            curve.assign(what="Ranked groups, posterior mean", line="solid"),
+            curve.assign(share=curve["lower"], what="95% interval", line="dotted"),
+            curve.assign(share=curve["upper"], what="95% interval", line="dotted"),
+        ],
+        ignore_index=True,
+    )
     long["band"] = np.repeat([0, 1, 2], len(curve))
     p = (
         ggplot(long, aes(x="reach", y="share"))
@@ -90,9 +104,15 @@ def plot_targeting(curve: pd.DataFrame, budget_share: float, *, effect_name: str
         + scale_linetype_manual(values={"Ranked groups, posterior mean": "solid", "95% interval": "dotted"})
         + scale_x_continuous(labels=lambda v: [f"{100 * x:.0f}%" for x in v], limits=(0, 1))
         + scale_y_continuous(labels=lambda v: [f"{100 * x:.0f}%" for x in v])
-        + labs(x="Share of the population treated (groups in order of their estimated effect)", y=effect_name, linetype="",
-               caption=_caption("Dashed diagonal: treating a random share of the population. Vertical line: the share the treated groups reach "
-                                "(within the budget). "
-                                "Curve and interval are evaluated on the same posterior draws the ranking was chosen from."))
+        + labs(
+            x="Share of the population treated (groups in order of their estimated effect)",
+            y=effect_name,
+            linetype="",
+            caption=_caption(
+                "Dashed diagonal: treating a random share of the population. Vertical line: the share the treated groups reach "
+                "(within the budget). "
+                "Curve and interval are evaluated on the same posterior draws the ranking was chosen from."
+            ),
+        )
     )
     return _finish(p, (PAGE_WIDTH, 3.8))

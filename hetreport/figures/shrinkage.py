@@ -49,9 +49,7 @@ def plot_shrinkage(effects: pd.DataFrame, *, names: Mapping[str, str] | None = N
     )
     pts["side"] = pd.Categorical(pts["side"], categories=[x_ols, x_hier])
     pts["n"] = pd.to_numeric(pts["n"], errors="coerce").astype(float)
-    seg = ols[["group", "estimate"]].merge(
-        hier[["group", "estimate"]], on="group", suffixes=("_ols", "_hier")
-    )
+    seg = ols[["group", "estimate"]].merge(hier[["group", "estimate"]], on="group", suffixes=("_ols", "_hier"))
     seg["x"], seg["xend"] = 1.0, 2.0
 
     w = pd.to_numeric(hier["n"], errors="coerce").astype(float).fillna(0).clip(lower=0).to_numpy()
@@ -65,10 +63,15 @@ def plot_shrinkage(effects: pd.DataFrame, *, names: Mapping[str, str] | None = N
     p = (
         ggplot(pts, aes(x="side", y="estimate"))
         + geom_hline(yintercept=mean, linetype="dashed", color=_REF_LINE, size=0.5)
-        + geom_segment(aes(x="x", xend="xend", y="estimate_ols", yend="estimate_hier"),
-                       data=seg, inherit_aes=False, color="#9E9E9E", size=0.3, alpha=0.7)
-        + geom_point(aes(size="n", color="method_key", shape="method_key"), fill="white", stroke=0.5,
-                     alpha=0.85)
+        + geom_segment(
+            aes(x="x", xend="xend", y="estimate_ols", yend="estimate_hier"),
+            data=seg,
+            inherit_aes=False,
+            color="#9E9E9E",
+            size=0.3,
+            alpha=0.7,
+        )
+        + geom_point(aes(size="n", color="method_key", shape="method_key"), fill="white", stroke=0.5, alpha=0.85)
         + scale_color_manual(values=METHOD_COLORS, guide=None)
         + scale_shape_manual(values=METHOD_SHAPES, guide=None)
         + scale_size_continuous(range=(0.8, 4.0), name=_name(names, "n"))

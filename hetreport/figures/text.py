@@ -61,8 +61,7 @@ def _greedy_wrap(words: Sequence[str], max_w: float, size: float, weight: str) -
     return lines
 
 
-def _min_wrap_width(text: str, size: float = _TICK_PT, *, weight: str = "normal",
-                    max_lines: int = _MAX_TICK_LINES) -> float:
+def _min_wrap_width(text: str, size: float = _TICK_PT, *, weight: str = "normal", max_lines: int = _MAX_TICK_LINES) -> float:
     """Narrowest width (inches) ``text`` can be wrapped to at spaces in at
     most ``max_lines`` lines (words are never broken)."""
     text = str(text)
@@ -70,16 +69,14 @@ def _min_wrap_width(text: str, size: float = _TICK_PT, *, weight: str = "normal"
     if len(words) <= 1:
         return _line_width_in(text, size, weight)
     floor = max(_line_width_in(w, size, weight) for w in words)
-    spans = sorted({_line_width_in(" ".join(words[i:j]), size, weight)
-                    for i in range(len(words)) for j in range(i + 1, len(words) + 1)})
+    spans = sorted({_line_width_in(" ".join(words[i:j]), size, weight) for i in range(len(words)) for j in range(i + 1, len(words) + 1)})
     for width in spans:
         if width >= floor and len(_greedy_wrap(words, width, size, weight)) <= max_lines:
             return width
     return spans[-1]
 
 
-def _wrap_to_width(text: str, max_w: float, size: float = _TICK_PT, *, weight: str = "normal",
-                   max_lines: int = _MAX_TICK_LINES) -> str:
+def _wrap_to_width(text: str, max_w: float, size: float = _TICK_PT, *, weight: str = "normal", max_lines: int = _MAX_TICK_LINES) -> str:
     """``text`` wrapped at spaces so that every line is at most ``max_w``
     inches wide at ``size`` pt, in as few lines as possible; words are never
     broken.  When that would take more than ``max_lines`` lines, the text is
@@ -105,10 +102,8 @@ def _wrap_strip(text: str, max_w: float, *, size: float = _STRIP_PT, max_lines: 
         return text
     if ": " in text and max_lines >= 2:
         head, tail = text.split(": ", 1)
-        head_lines = _wrap_to_width(head + ":", max_w, size, weight="bold",
-                                    max_lines=max(max_lines - 1, 1)).split("\n")
-        tail_lines = _wrap_to_width(tail, max_w, size, weight="bold",
-                                    max_lines=max(max_lines - len(head_lines), 1)).split("\n")
+        head_lines = _wrap_to_width(head + ":", max_w, size, weight="bold", max_lines=max(max_lines - 1, 1)).split("\n")
+        tail_lines = _wrap_to_width(tail, max_w, size, weight="bold", max_lines=max(max_lines - len(head_lines), 1)).split("\n")
         return "\n".join(head_lines + tail_lines)
     return _wrap_to_width(text, max_w, size, weight="bold", max_lines=max_lines)
 

@@ -157,8 +157,7 @@ def figure_size(plot_kind: str, n_groups: int = 1, n_facets: int = 1) -> tuple[f
         h = 3.4
     else:
         raise HetreportError(
-            f"Unknown plot kind '{plot_kind}'; expected one of {', '.join(_PLOT_KINDS)}."
-            + suggest(plot_kind, _PLOT_KINDS),
+            f"Unknown plot kind '{plot_kind}'; expected one of {', '.join(_PLOT_KINDS)}." + suggest(plot_kind, _PLOT_KINDS),
             where="figure_size",
         )
     return (w, round(min(h, 24.0), 2))

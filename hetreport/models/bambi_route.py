@@ -57,8 +57,11 @@ def build_bambi_model(adata: AnalysisData, groups: Groups, resolved: ResolvedPri
         from .families import default_cutpoints
 
         cp = resolved["cutpoints"]
-        priors["threshold"] = (bmb.Prior("Normal", mu=default_cutpoints(adata), sigma=2.5, transform=pm.distributions.transforms.ordered) if cp is None
-                               else bmb.Prior(cp.dist_name, **cp.kwargs(), transform=pm.distributions.transforms.ordered))
+        priors["threshold"] = (
+            bmb.Prior("Normal", mu=default_cutpoints(adata), sigma=2.5, transform=pm.distributions.transforms.ordered)
+            if cp is None
+            else bmb.Prior(cp.dist_name, **cp.kwargs(), transform=pm.distributions.transforms.ordered)
+        )
     else:
         priors["Intercept"] = _bprior(bmb, resolved["intercept"])
     sds = control_prior_sds(resolved, adata)
@@ -90,13 +93,27 @@ def fit_bambi(adata: AnalysisData, groups: Groups, resolved: ResolvedPriors, sam
         compiled = nutpie.compile_pymc_model(pm_model, var_names=keep)
         timings["compile_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        raw = nutpie.sample(compiled, draws=sampler.draws, tune=sampler.tune, chains=sampler.chains, seed=sampler.seed,
-                            target_accept=sampler.target_accept, progress_bar=progress, save_warmup=False)
+        raw = nutpie.sample(
+            compiled,
+            draws=sampler.draws,
+            tune=sampler.tune,
+            chains=sampler.chains,
+            seed=sampler.seed,
+            target_accept=sampler.target_accept,
+            progress_bar=progress,
+            save_warmup=False,
+        )
         backend = f"bambi {bmb.__version__} model, nutpie {nutpie.__version__}"
     else:
         t0 = time.perf_counter()
-        raw = model.fit(draws=sampler.draws, tune=sampler.tune, chains=sampler.chains, random_seed=sampler.seed,
-                        target_accept=sampler.target_accept, progressbar=progress)
+        raw = model.fit(
+            draws=sampler.draws,
+            tune=sampler.tune,
+            chains=sampler.chains,
+            random_seed=sampler.seed,
+            target_accept=sampler.target_accept,
+            progressbar=progress,
+        )
         import pymc as pm
 
         backend = f"bambi {bmb.__version__} model, PyMC {pm.__version__} NUTS"
@@ -124,8 +141,12 @@ def group_posterior(post: xr.Dataset, adata: AnalysisData, groups: Groups, term_
         crossing = slope
         sd_int.append(post[f"1|{st}_sigma"].to_numpy())
         sd_slope.append(post[f"treat|{st}_sigma"].to_numpy())
-    coords = {"chain": post["chain"].to_numpy(), "draw": post["draw"].to_numpy(), "group": groups.keys,
-              "term": [":".join(tm) for tm in term_list]}
+    coords = {
+        "chain": post["chain"].to_numpy(),
+        "draw": post["draw"].to_numpy(),
+        "group": groups.keys,
+        "term": [":".join(tm) for tm in term_list],
+    }
     data = {
         "b_treat": (("chain", "draw"), post["treat"].to_numpy()),
         "sd_intercept": (("chain", "draw", "term"), np.stack(sd_int, axis=-1)),
@@ -146,5 +167,8 @@ def group_posterior(post: xr.Dataset, adata: AnalysisData, groups: Groups, term_
         data["cutpoints"] = (("chain", "draw", "cutpoint"), thr.to_numpy())
     if adata.control_matrix.shape[1]:
         coords["control"] = list(adata.control_columns)
-        data["beta"] = (("chain", "draw", "control"), np.stack([post[f"x{k}"].to_numpy() for k in range(adata.control_matrix.shape[1])], axis=-1))
+        data["beta"] = (
+            ("chain", "draw", "control"),
+            np.stack([post[f"x{k}"].to_numpy() for k in range(adata.control_matrix.shape[1])], axis=-1),
+        )
     return xr.Dataset(data, coords=coords)

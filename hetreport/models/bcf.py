@@ -76,8 +76,11 @@ def _import_stochtree():
     try:
         import stochtree
     except ImportError:
-        raise ModelError("method 'bcf' (Bayesian causal forest) needs the Python package 'stochtree', which is not installed. "
-                         "Install it with `pip install hetreport[ml]`, or remove 'bcf' from 'methods:'.", where="methods") from None
+        raise ModelError(
+            "method 'bcf' (Bayesian causal forest) needs the Python package 'stochtree', which is not installed. "
+            "Install it with `pip install hetreport[ml]`, or remove 'bcf' from 'methods:'.",
+            where="methods",
+        ) from None
     return stochtree
 
 
@@ -105,24 +108,39 @@ def summarise(draws: np.ndarray, groups: Groups) -> pd.DataFrame:
     """The per-group rows of the tidy table from the (G, S) draws of the group averages."""
     q = np.quantile(draws, [0.025, 0.05, 0.5, 0.95, 0.975], axis=1)
     one_arm = groups.table["one_arm"].to_numpy(dtype=bool)
-    return pd.DataFrame({
-        "group": groups.table["group"].to_numpy(), "estimate": draws.mean(axis=1), "std_error": draws.std(axis=1, ddof=1),
-        "lower_90": q[1], "upper_90": q[3], "lower_95": q[0], "upper_95": q[4], "median": q[2],
-        "prob_positive": (draws > 0).mean(axis=1), "estimable": np.ones(len(draws), dtype=bool),
-        "note": np.where(one_arm, "one arm only: the forest's effect here is extrapolated from other groups", ""),
-    })
+    return pd.DataFrame(
+        {
+            "group": groups.table["group"].to_numpy(),
+            "estimate": draws.mean(axis=1),
+            "std_error": draws.std(axis=1, ddof=1),
+            "lower_90": q[1],
+            "upper_90": q[3],
+            "lower_95": q[0],
+            "upper_95": q[4],
+            "median": q[2],
+            "prob_positive": (draws > 0).mean(axis=1),
+            "estimable": np.ones(len(draws), dtype=bool),
+            "note": np.where(one_arm, "one arm only: the forest's effect here is extrapolated from other groups", ""),
+        }
+    )
 
 
 def fit(adata: AnalysisData, groups: Groups, request: FitRequest) -> MethodFit:
     stochtree = _import_stochtree()
     opts = request.options if isinstance(request.options, BCFOptions) else BCFOptions.model_validate(request.options or {})
     if not get("bcf").fits(adata.family):  # the registry entry lists what stochtree's BCF fits
-        raise ModelError(f"method 'bcf' cannot fit the {adata.family} family: stochtree {_version()}'s Bayesian causal forest "
-                         "fits a continuous outcome (family: gaussian) or a 0/1 outcome with a probit link (family: bernoulli). "
-                         f"Remove 'bcf' from this analysis's 'methods:'.", where=f"analysis '{adata.name}'")
+        raise ModelError(
+            f"method 'bcf' cannot fit the {adata.family} family: stochtree {_version()}'s Bayesian causal forest "
+            "fits a continuous outcome (family: gaussian) or a 0/1 outcome with a probit link (family: bernoulli). "
+            f"Remove 'bcf' from this analysis's 'methods:'.",
+            where=f"analysis '{adata.name}'",
+        )
     if opts.num_gfr and opts.num_chains > opts.num_gfr:
-        raise ModelError(f"method_options.bcf: num_chains ({opts.num_chains}) must not exceed num_gfr ({opts.num_gfr}): each chain starts "
-                         "from its own grow-from-root sweep. Raise num_gfr or lower num_chains.", where="method_options.bcf")
+        raise ModelError(
+            f"method_options.bcf: num_chains ({opts.num_chains}) must not exceed num_gfr ({opts.num_gfr}): each chain starts "
+            "from its own grow-from-root sweep. Raise num_gfr or lower num_chains.",
+            where="method_options.bcf",
+        )
     # stochtree's C++ generator takes a signed 32-bit seed; hetreport's seeds run to 2**32 - 1
     seed = (request.seed if opts.seed is None else opts.seed) % (2**31 - 1)
     X = covariates(adata)
@@ -142,9 +160,18 @@ def fit(adata: AnalysisData, groups: Groups, request: FitRequest) -> MethodFit:
     model = stochtree.BCFModel()
     with warnings.catch_warnings():  # probit: "global error variance will not be sampled" is the model, not a problem
         warnings.filterwarnings("ignore", message="Global error variance will not be sampled")
-        model.sample(X_train=X, Z_train=t, y_train=y, propensity_train=propensity, num_gfr=opts.num_gfr, num_burnin=opts.num_burnin,
-                     num_mcmc=opts.num_mcmc, general_params=general, prognostic_forest_params={"num_trees": opts.num_trees_mu},
-                     treatment_effect_forest_params={"num_trees": opts.num_trees_tau})
+        model.sample(
+            X_train=X,
+            Z_train=t,
+            y_train=y,
+            propensity_train=propensity,
+            num_gfr=opts.num_gfr,
+            num_burnin=opts.num_burnin,
+            num_mcmc=opts.num_mcmc,
+            general_params=general,
+            prognostic_forest_params={"num_trees": opts.num_trees_mu},
+            treatment_effect_forest_params={"num_trees": opts.num_trees_tau},
+        )
     seconds = time.perf_counter() - t0
     draws = group_average_draws(unit_effect_draws(model, adata), groups)
     fitted = None
@@ -156,26 +183,49 @@ def fit(adata: AnalysisData, groups: Groups, request: FitRequest) -> MethodFit:
             yhat = norm.cdf(yhat)
         fitted = yhat.mean(axis=1)
     link = "probit" if adata.family == "bernoulli" else "identity"
-    details = {"num_gfr": opts.num_gfr, "num_burnin": opts.num_burnin, "num_mcmc": opts.num_mcmc, "num_chains": opts.num_chains,
-               "num_trees_mu": opts.num_trees_mu, "num_trees_tau": opts.num_trees_tau, "propensity": opts.propensity,
-               "treated_share": share, "seed": int(seed), "link": link, "draws": int(draws.shape[1]),
-               "covariates": [m.name for m in adata.modifiers] + list(adata.control_display), "stochtree": _version(),
-               "seconds": round(seconds, 2)}
-    formula = (f"{adata.outcome.name} ~ mu(x) + tau(x) * {adata.treatment.name}" + (" (probit)" if link == "probit" else "")
-               + f"; x = {', '.join(details['covariates'])}")
+    details = {
+        "num_gfr": opts.num_gfr,
+        "num_burnin": opts.num_burnin,
+        "num_mcmc": opts.num_mcmc,
+        "num_chains": opts.num_chains,
+        "num_trees_mu": opts.num_trees_mu,
+        "num_trees_tau": opts.num_trees_tau,
+        "propensity": opts.propensity,
+        "treated_share": share,
+        "seed": int(seed),
+        "link": link,
+        "draws": int(draws.shape[1]),
+        "covariates": [m.name for m in adata.modifiers] + list(adata.control_display),
+        "stochtree": _version(),
+        "seconds": round(seconds, 2),
+    }
+    formula = (
+        f"{adata.outcome.name} ~ mu(x) + tau(x) * {adata.treatment.name}"
+        + (" (probit)" if link == "probit" else "")
+        + f"; x = {', '.join(details['covariates'])}"
+    )
     return MethodFit("bcf", summarise(draws, groups), formula, details, fitted=fitted, extra=model)
 
 
 def describe(details: dict) -> str:
     """The methods section's sentence on the forest's settings."""
-    prop = (f"every unit's propensity is the treated share, {details['treated_share']:.3f}, known from the randomised design "
-            "(a constant, so not a covariate)" if details["propensity"] == "share" else
-            "the propensity is estimated from the covariates by stochtree's BART model and enters the prognostic forest")
-    scale = ("; the outcome is 0/1, so the forest is stochtree's probit BCF and each unit's effect is, per draw, "
-             "Φ(μ + τ) − Φ(μ), a difference in probability" if details["link"] == "probit" else "")
+    prop = (
+        f"every unit's propensity is the treated share, {details['treated_share']:.3f}, known from the randomised design "
+        "(a constant, so not a covariate)"
+        if details["propensity"] == "share"
+        else "the propensity is estimated from the covariates by stochtree's BART model and enters the prognostic forest"
+    )
+    scale = (
+        "; the outcome is 0/1, so the forest is stochtree's probit BCF and each unit's effect is, per draw, "
+        "Φ(μ + τ) − Φ(μ), a difference in probability"
+        if details["link"] == "probit"
+        else ""
+    )
     chains = f"{details['num_chains']} chains of " if details["num_chains"] > 1 else ""
-    return (f"Bayesian causal forest (stochtree {details['stochtree']}): a prognostic forest of {details['num_trees_mu']} trees and a "
-            f"treatment-effect forest of {details['num_trees_tau']} trees over {', '.join(details['covariates'])}; "
-            f"{details['num_gfr']} grow-from-root warm-start sweeps, {details['num_burnin']} burn-in and {chains}{details['num_mcmc']} "
-            f"retained MCMC draws (seed {details['seed']}); {prop}{scale}. Each group's effect is the posterior of the average of its "
-            f"members' CATE draws ({details['seconds']:g} s).")
+    return (
+        f"Bayesian causal forest (stochtree {details['stochtree']}): a prognostic forest of {details['num_trees_mu']} trees and a "
+        f"treatment-effect forest of {details['num_trees_tau']} trees over {', '.join(details['covariates'])}; "
+        f"{details['num_gfr']} grow-from-root warm-start sweeps, {details['num_burnin']} burn-in and {chains}{details['num_mcmc']} "
+        f"retained MCMC draws (seed {details['seed']}); {prop}{scale}. Each group's effect is the posterior of the average of its "
+        f"members' CATE draws ({details['seconds']:g} s)."
+    )

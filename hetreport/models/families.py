@@ -39,7 +39,6 @@ from ..data import AnalysisData
 from ..families import FAMILIES, Family, get_family  # noqa: F401  (the registry, re-exported)
 from ..groups import Groups
 
-
 # --------------------------------------------------------------------------- the unit table
 
 
@@ -107,9 +106,12 @@ def unit_table(adata: AnalysisData, groups: Groups, aggregate: bool = True) -> U
     pat = pat.ravel()
     n_pat = len(pat_keys)
     if p and n_pat > AGGREGATE_MAX_SHARE * n:
-        return per_unit(f"per unit: {n_pat:,} distinct group x arm x control patterns among {n:,} units, more than "
-                        f"{AGGREGATE_MAX_SHARE:.0%} of them (controls with many distinct values, or many combinations)", n_pat)
-    what = (f"{n_pat:,} group x arm x control patterns of {n:,} units" if p else f"{n_pat:,} group x arm cells of {n:,} units")
+        return per_unit(
+            f"per unit: {n_pat:,} distinct group x arm x control patterns among {n:,} units, more than "
+            f"{AGGREGATE_MAX_SHARE:.0%} of them (controls with many distinct values, or many combinations)",
+            n_pat,
+        )
+    what = f"{n_pat:,} group x arm x control patterns of {n:,} units" if p else f"{n_pat:,} group x arm cells of {n:,} units"
     if fam in ("bernoulli", "binomial", "poisson"):
         rows = np.arange(n_pat)
         ysum = np.bincount(pat, weights=y, minlength=n_pat)
@@ -202,25 +204,52 @@ def mean_response(eta: np.ndarray, family: str, cutpoints: np.ndarray | None = N
     raise ValueError(family)
 
 
-def response_effects(alpha_g: np.ndarray, theta_g: np.ndarray, beta: np.ndarray | None, Xc: np.ndarray,
-                     group_index: np.ndarray, n_groups: int, family: str, cutpoints: np.ndarray | None = None,
-                     categories=None, chunk: int = 256, weights: np.ndarray | None = None) -> np.ndarray:
+def response_effects(
+    alpha_g: np.ndarray,
+    theta_g: np.ndarray,
+    beta: np.ndarray | None,
+    Xc: np.ndarray,
+    group_index: np.ndarray,
+    n_groups: int,
+    family: str,
+    cutpoints: np.ndarray | None = None,
+    categories=None,
+    chunk: int = 256,
+    weights: np.ndarray | None = None,
+) -> np.ndarray:
     """delta_g per draw: the mean over the group's units of E[y | t=1] - E[y | t=0], each unit at its own
     covariates. alpha_g, theta_g: (S, G) link-scale group intercepts and slopes; beta (S, p) or None;
     Xc (n, p) centred controls; cutpoints (S, K-1) for ordinal; ``weights`` per unit (binomial: the
     trials, so that the effect is per trial, as for the expanded 0/1 rows). Returns (S, G)."""
     if family == "gaussian":
         return theta_g.copy()
-    return _group_average(alpha_g, theta_g, beta, Xc, group_index, n_groups, cutpoints, chunk,
-                          lambda eta, cut: mean_response(eta, family, cut, categories), weights)
+    return _group_average(
+        alpha_g,
+        theta_g,
+        beta,
+        Xc,
+        group_index,
+        n_groups,
+        cutpoints,
+        chunk,
+        lambda eta, cut: mean_response(eta, family, cut, categories),
+        weights,
+    )
 
 
-def at_least_effects(alpha_g: np.ndarray, theta_g: np.ndarray, beta: np.ndarray | None, Xc: np.ndarray,
-                     group_index: np.ndarray, n_groups: int, cutpoints: np.ndarray, chunk: int = 256) -> np.ndarray:
+def at_least_effects(
+    alpha_g: np.ndarray,
+    theta_g: np.ndarray,
+    beta: np.ndarray | None,
+    Xc: np.ndarray,
+    group_index: np.ndarray,
+    n_groups: int,
+    cutpoints: np.ndarray,
+    chunk: int = 256,
+) -> np.ndarray:
     """Ordinal outcomes: per draw and group, the effect on P(y >= category k) for k = 2..K (the
     response scale of a binary outcome derived as ``y >= k``). Returns (S, G, K-1)."""
-    return _group_average(alpha_g, theta_g, beta, Xc, group_index, n_groups, cutpoints, chunk,
-                          lambda eta, cut: expit(eta[..., None] - cut))
+    return _group_average(alpha_g, theta_g, beta, Xc, group_index, n_groups, cutpoints, chunk, lambda eta, cut: expit(eta[..., None] - cut))
 
 
 def _group_average(alpha_g, theta_g, beta, Xc, group_index, n_groups, cutpoints, chunk, f, weights=None) -> np.ndarray:
@@ -247,8 +276,9 @@ def _group_average(alpha_g, theta_g, beta, Xc, group_index, n_groups, cutpoints,
     return out
 
 
-def draw_outcomes(rng: np.random.Generator, eta: np.ndarray, family: str, *, trials=None, alpha=None,
-                  cutpoints=None, categories=None, sigma=None) -> np.ndarray:
+def draw_outcomes(
+    rng: np.random.Generator, eta: np.ndarray, family: str, *, trials=None, alpha=None, cutpoints=None, categories=None, sigma=None
+) -> np.ndarray:
     """Replicated outcomes given eta (draws x units), for posterior predictive checks."""
     if family == "gaussian":
         return eta + sigma[:, None] * rng.standard_normal(eta.shape)

@@ -43,8 +43,7 @@ _HEADER = 40
 
 def supported(resolved: dict) -> bool:
     """Whether the compiled density covers these priors (the collapse already needs normal intercept and b)."""
-    return (resolved["sd"].family in SD_FAMILIES and resolved["sigma"] is not None
-            and resolved["sigma"].family in SD_FAMILIES)
+    return resolved["sd"].family in SD_FAMILIES and resolved["sigma"] is not None and resolved["sigma"].family in SD_FAMILIES
 
 
 def _prior_code(prior) -> tuple[float, float, float]:
@@ -75,9 +74,20 @@ def pack(design, resolved: dict, control_sds, collapse) -> tuple[np.ndarray, dic
     eta = resolved["cor"].params[0] if resolved["cor"] is not None else 2.0
     # D (the incidence of gamma in the cell means) is sparse: each group is in one level of every collapsed term
     gk = np.array([np.flatnonzero(row) for row in member]).reshape(G, -1) if LK else np.zeros((G, 0))
-    arrays = [lt[r_idx], gl_rest.reshape(-1) if Lr else np.zeros(0), lt[k_idx], design.cell_n.reshape(-1),
-              design.cell_sy.reshape(-1), design.cell_sx.reshape(-1), design.xx.reshape(-1), design.xy.reshape(-1),
-              gk.reshape(-1), H.reshape(-1), b_mu, b_sd]
+    arrays = [
+        lt[r_idx],
+        gl_rest.reshape(-1) if Lr else np.zeros(0),
+        lt[k_idx],
+        design.cell_n.reshape(-1),
+        design.cell_sy.reshape(-1),
+        design.cell_sx.reshape(-1),
+        design.xx.reshape(-1),
+        design.xy.reshape(-1),
+        gk.reshape(-1),
+        H.reshape(-1),
+        b_mu,
+        b_sd,
+    ]
     header = np.zeros(_HEADER)
     cross = bool(Lr) and kept[-1] == T - 1
     header[[_H_G, _H_LR, _H_T, _H_LK, _H_P, _H_TK, _H_N, _H_YY]] = G, Lr, T, LK, p, (len(kept) if Lr else 0), design.n, design.yy
@@ -99,10 +109,10 @@ def pack(design, resolved: dict, control_sds, collapse) -> tuple[np.ndarray, dic
 # --------------------------------------------------------------------------- numba kernels
 
 
-
 @njit(cache=True, inline="always", error_model="numpy")
 def softplus(x):
     return x + math.log1p(math.exp(-x)) if x > 0 else math.log1p(math.exp(x))
+
 
 @njit(cache=True, error_model="numpy")
 def pos_logp(fam, a1, a2, x):
@@ -112,13 +122,19 @@ def pos_logp(fam, a1, a2, x):
     if fam == 1.0:  # halfstudent_t(nu=a1, sigma=a2)
         nu, s = a1, a2
         q = x * x / (nu * s * s)
-        lp = (math.log(2.0) + math.lgamma((nu + 1) / 2) - math.lgamma(nu / 2) - 0.5 * math.log(nu * math.pi * s * s)
-              - (nu + 1) / 2 * math.log1p(q))
+        lp = (
+            math.log(2.0)
+            + math.lgamma((nu + 1) / 2)
+            - math.lgamma(nu / 2)
+            - 0.5 * math.log(nu * math.pi * s * s)
+            - (nu + 1) / 2 * math.log1p(q)
+        )
         return lp, -(nu + 1) / 2 * (2 * x / (nu * s * s)) / (1 + q)
     if fam == 2.0:  # halfcauchy(beta=a1)
         q = (x / a1) ** 2
         return math.log(2 / math.pi) - math.log(a1) - math.log1p(q), -2 * x / (a1 * a1) / (1 + q)
     return math.log(a1) - a1 * x, -a1  # exponential(lam=a1)
+
 
 @njit(cache=True, error_model="numpy")
 def pinv(Li, d, a, b):
@@ -127,6 +143,7 @@ def pinv(Li, d, a, b):
     for k in range(max(a, b), d):
         s += Li[k, a] * Li[k, b]
     return s
+
 
 @njit(cache=True, error_model="numpy")
 def logp_grad(x, buf, grad, expand):
@@ -285,8 +302,15 @@ def logp_grad(x, buf, grad, expand):
     for i in range(LK):
         k = int(buf[o_lk + i])
         logdet_prior += 2 * math.log(sa[k] * sb[k]) + math.log(1 - rho[k] ** 2)
-    lp += (-n_obs * math.log(sig) - 0.5 * n_obs * math.log(2 * math.pi) - quad / (2 * s2) - 0.5 * logdet_prior
-           - logdet_L + 0.5 * ww - 0.5 * (mu_a**2 / s_a**2 + mu_b**2 / s_b**2))
+    lp += (
+        -n_obs * math.log(sig)
+        - 0.5 * n_obs * math.log(2 * math.pi)
+        - quad / (2 * s2)
+        - 0.5 * logdet_prior
+        - logdet_L
+        + 0.5 * ww
+        - 0.5 * (mu_a**2 / s_a**2 + mu_b**2 / s_b**2)
+    )
     if expand.size:
         e = 0
         for j in range(p):
@@ -359,8 +383,12 @@ def logp_grad(x, buf, grad, expand):
         Gab = -0.5 * (pinv(Li, d, ia, ib) + M[ia] * M[ib])
         dsa[k] += Gaa * (-2 / (a**3 * om)) + 2 * Gab * (rr / (a * a * b * om)) - 1 / a
         dsb[k] += Gbb * (-2 / (b**3 * om)) + 2 * Gab * (rr / (a * b * b * om)) - 1 / b
-        drho[k] += (Gaa * (2 * rr / (a * a * om * om)) + Gbb * (2 * rr / (b * b * om * om))
-                    + 2 * Gab * (-(1 + rr * rr) / (a * b * om * om)) + rr / om)
+        drho[k] += (
+            Gaa * (2 * rr / (a * a * om * om))
+            + Gbb * (2 * rr / (b * b * om * om))
+            + 2 * Gab * (-(1 + rr * rr) / (a * b * om * om))
+            + rr / om
+        )
     # through h (v = ... + D'h/s2) and quad: d/dr and d/dbeta
     gh = np.empty(G2)
     for g in range(G):
@@ -410,8 +438,11 @@ def logp_grad(x, buf, grad, expand):
         grad[i_rho + k] += drho[k] * drho_dx[k]
     return lp
 
-c_logp_sig = types.int64(types.uint64, types.CPointer(types.double), types.CPointer(types.double),
-                         types.CPointer(types.double), types.voidptr)
+
+c_logp_sig = types.int64(
+    types.uint64, types.CPointer(types.double), types.CPointer(types.double), types.CPointer(types.double), types.voidptr
+)
+
 
 @numba.cfunc(c_logp_sig, cache=True, error_model="numpy")
 def c_logp(dim, x_, out_, logp_, data_):
@@ -429,8 +460,9 @@ def c_logp(dim, x_, out_, logp_, data_):
             return 3
     return 0
 
-c_expand_sig = types.int64(types.uint64, types.uint64, types.CPointer(types.double), types.CPointer(types.double),
-                           types.voidptr)
+
+c_expand_sig = types.int64(types.uint64, types.uint64, types.CPointer(types.double), types.CPointer(types.double), types.voidptr)
+
 
 @numba.cfunc(c_expand_sig, cache=True, error_model="numpy")
 def c_expand(dim, n_expanded, x_, out_, data_):
@@ -443,13 +475,8 @@ def c_expand(dim, n_expanded, x_, out_, data_):
     return 0
 
 
-
-
-
 def _kernels():
     return logp_grad, c_logp, c_expand
-
-
 
 
 def logp_and_grad(x: np.ndarray, buf: np.ndarray) -> tuple[float, np.ndarray]:
@@ -473,8 +500,14 @@ def expand_values(x: np.ndarray, buf: np.ndarray, n_expanded: int) -> np.ndarray
 def _stored(sizes: dict) -> list[tuple[str, tuple[int, ...], tuple[str, ...]]]:
     G, T, p, d = sizes["G"], sizes["T"], sizes["p"], sizes["d"]
     out = [("beta", (p,), ("control",))] if p else []
-    out += [("sd_intercept", (T,), ("term",)), ("sd_slope", (T,), ("term",)), ("rho", (T,), ("term",)), ("sigma", (), ()),
-            ("A_rest", (G,), ("group",)), ("B_rest", (G,), ("group",))]
+    out += [
+        ("sd_intercept", (T,), ("term",)),
+        ("sd_slope", (T,), ("term",)),
+        ("rho", (T,), ("term",)),
+        ("sigma", (), ()),
+        ("A_rest", (G,), ("group",)),
+        ("B_rest", (G,), ("group",)),
+    ]
     if sizes["cross"]:
         out.append(("crossing_rest", (G,), ("group",)))
     out.append(("gamma_mean", (d,), ("collapsed",)))
@@ -517,8 +550,9 @@ def _make_class():
             expand_fn = _lib.ExpandFunc(self.n_dim, n_exp, c_expand.address, self.buf.ctypes.data, self)
             logp_fn = _lib.LogpFunc(c_logp.address, self.buf.ctypes.data, self)
             dim_sizes = {k: len(v) for k, v in self._coords.items()}
-            variables = _lib.PyVariable.new_variables(list(self.names), ["float64"] * len(self.names),
-                                                      [tuple(s) for s in self.shape_list], dim_sizes, dict(self.dims))
+            variables = _lib.PyVariable.new_variables(
+                list(self.names), ["float64"] * len(self.names), [tuple(s) for s in self.shape_list], dim_sizes, dict(self.dims)
+            )
             return _lib.PyMcModel(logp_fn, expand_fn, variables, self.n_dim, dim_sizes, self._coords, self.seed_init, None)
 
     return CollapsedGaussianModel
@@ -538,7 +572,7 @@ def compile_collapsed(design, resolved: dict, control_sds, collapse, coords: dic
     stored = _stored(sizes)
     names = tuple(s[0] for s in stored)
     dims = {s[0]: s[2] for s in stored}
-    T, p, Lr = sizes["T"], sizes["p"], sizes["Lr"]
+    T, p = sizes["T"], sizes["p"]
     sd_start = math.log(_typical_scale(resolved["sd"]))
     sig_start = math.log(_typical_scale(resolved["sigma"]))
 
@@ -546,13 +580,12 @@ def compile_collapsed(design, resolved: dict, control_sds, collapse, coords: dic
         # PyMC's start (support point, jitter U(-1, 1) on the unconstrained scale), written out
         rng = np.random.default_rng(seed)
         x0 = np.zeros(sizes["n_dim"])
-        x0[p:p + 2 * T] = sd_start
+        x0[p : p + 2 * T] = sd_start
         x0[p + 3 * T] = sig_start
         return x0 + rng.uniform(-1, 1, size=x0.size)
 
     used = {k: v for k, v in coords.items() if k in {"term", "group", "control", "collapsed"}}
-    return _MODEL_CLASS(dims=dims, buf=buf, sizes=sizes, names=names, shape_list=tuple(s[1] for s in stored),
-                        _coords=used, seed_init=init)
+    return _MODEL_CLASS(dims=dims, buf=buf, sizes=sizes, names=names, shape_list=tuple(s[1] for s in stored), _coords=used, seed_init=init)
 
 
 def _typical_scale(prior) -> float:

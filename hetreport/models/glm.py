@@ -89,7 +89,6 @@ MAX_ITER = 100
 PHI_MAX = 1e8
 
 
-
 # ----------------------------------------------------------------------------- likelihoods
 
 
@@ -256,7 +255,7 @@ class _Ordinal(_Family):
 
     def evaluate(self, params, scores=False):
         X = self.X
-        theta = params[X.shape[1]:]
+        theta = params[X.shape[1] :]
         if np.any(np.diff(theta) <= 0):
             return -np.inf, None, None, None
         prob, lu, ll_, luu, lll, lul, Eu, El = self._parts(params)
@@ -426,7 +425,9 @@ def _num(x: float) -> str:
     return f"{int(x)}" if float(x).is_integer() else f"{x:g}"
 
 
-def _separation_directions(X: np.ndarray, y: np.ndarray, trials: np.ndarray, family: str, max_rounds: int = 10) -> tuple[list[np.ndarray], np.ndarray]:
+def _separation_directions(
+    X: np.ndarray, y: np.ndarray, trials: np.ndarray, family: str, max_rounds: int = 10
+) -> tuple[list[np.ndarray], np.ndarray]:
     """Directions b in which the log-likelihood rises without bound (Konis 2007's linear program),
     found round by round on the rows not yet separated; returns them and the separated rows."""
     directions: list[np.ndarray] = []
@@ -447,9 +448,15 @@ def _separation_directions(X: np.ndarray, y: np.ndarray, trials: np.ndarray, fam
         A_ub = sparse.vstack([sparse.csr_matrix(Xs[low]), sparse.csr_matrix(-Xs[high])]).tocsr()
         c = Xs[low].sum(axis=0) - Xs[high].sum(axis=0)
         A_eq = sparse.csr_matrix(Xs[inner]) if inner.any() else None
-        res = linprog(c, A_ub=A_ub, b_ub=np.zeros(A_ub.shape[0]), A_eq=A_eq,
-                      b_eq=np.zeros(A_eq.shape[0]) if A_eq is not None else None,
-                      bounds=[(-1.0, 1.0)] * X.shape[1], method="highs")
+        res = linprog(
+            c,
+            A_ub=A_ub,
+            b_ub=np.zeros(A_ub.shape[0]),
+            A_eq=A_eq,
+            b_eq=np.zeros(A_eq.shape[0]) if A_eq is not None else None,
+            bounds=[(-1.0, 1.0)] * X.shape[1],
+            method="highs",
+        )
         if res.status != 0 or res.fun > -1e-7:
             break
         b = res.x.copy()
@@ -567,9 +574,17 @@ def fit_glm_full(adata: AnalysisData, groups: Groups, se_type: str = "HC2") -> M
         lp_rows[np.flatnonzero(~drop)[sep]] = True
     fit_rows = ~drop & ~lp_rows
 
-    details: dict = {"family": fam, "link": LINKS[fam], "link_scale": LINK_SCALE[fam], "estimand": RESPONSE_SCALE[fam] + " (average over the group's units)",
-                     "se_type": se_type, "se_method": _se_text(fam, se_type), "n": int(fit_rows.sum()), "n_rows": adata.n,
-                     "n_separated_rows": int((~fit_rows).sum())}
+    details: dict = {
+        "family": fam,
+        "link": LINKS[fam],
+        "link_scale": LINK_SCALE[fam],
+        "estimand": RESPONSE_SCALE[fam] + " (average over the group's units)",
+        "se_type": se_type,
+        "se_method": _se_text(fam, se_type),
+        "n": int(fit_rows.sum()),
+        "n_rows": adata.n,
+        "n_separated_rows": int((~fit_rows).sum()),
+    }
     est, se = np.full(G, np.nan), np.full(G, np.nan)
     link_est, link_se = np.full(G, np.nan), np.full(G, np.nan)
     estimable = np.zeros(G, dtype=bool)
@@ -594,8 +609,10 @@ def fit_glm_full(adata: AnalysisData, groups: Groups, se_type: str = "HC2") -> M
             moved |= first
         if differs.any():
             arms = sorted({"treated" if adata.t[i] == 1 else "control" for i in rows[lp_rows[rows]]})
-            notes[g] = (f"separation: the outcomes of {int(lp_rows[rows].sum())} units in the {' and '.join(arms)} arm{'s' if len(arms) > 1 else ''} "
-                        "are predicted perfectly once the controls are included (quasi-complete separation), so the effect has no finite estimate.")
+            notes[g] = (
+                f"separation: the outcomes of {int(lp_rows[rows].sum())} units in the {' and '.join(arms)} arm{'s' if len(arms) > 1 else ''} "
+                "are predicted perfectly once the controls are included (quasi-complete separation), so the effect has no finite estimate."
+            )
             blocked[g] = True
         else:
             limit_units[g] = moved  # these units' predictions are at the boundary in both arms: difference 0
@@ -607,14 +624,18 @@ def fit_glm_full(adata: AnalysisData, groups: Groups, se_type: str = "HC2") -> M
     keep = _select_columns(Xf, np.ones(len(Xf)) if fam == "ordinal" else None) if len(Xf) else np.array([], dtype=int)
     if fam == "ordinal":
         present = np.unique(yidx[fit_rows]) if fit_rows.any() else np.array([], dtype=int)
-        dropped_groups = [g for j, (role, g) in enumerate(roles) if role == "group" and j not in keep and (groups.index[fit_rows] == g).any()]
+        dropped_groups = [
+            g for j, (role, g) in enumerate(roles) if role == "group" and j not in keep and (groups.index[fit_rows] == g).any()
+        ]
         if dropped_groups:
             details["reference_group"] = groups.keys[dropped_groups[-1]]
     for g, j in treat_col.items():
         if not blocked[g] and j not in keep:
             if not Xf[:, j].any():
-                notes[g] = ("separation: every unit in the treated arm is predicted perfectly by the controls, "
-                            "so the effect has no finite estimate; the arm was left out of the fit.")
+                notes[g] = (
+                    "separation: every unit in the treated arm is predicted perfectly by the controls, "
+                    "so the effect has no finite estimate; the arm was left out of the fit."
+                )
             else:
                 notes[g] = "not estimable: collinear with the controls"
             blocked[g] = True
@@ -624,7 +645,9 @@ def fit_glm_full(adata: AnalysisData, groups: Groups, se_type: str = "HC2") -> M
         for g in range(G):
             if not blocked[g]:
                 notes[g] = "not estimable: too few rows are left to fit the model once the separated arms are left out"
-        return MethodEstimates("glm_full", _assemble(groups, est, se, estimable, notes, link_est, link_se), glm_formula(adata, groups), details)
+        return MethodEstimates(
+            "glm_full", _assemble(groups, est, se, estimable, notes, link_est, link_se), glm_formula(adata, groups), details
+        )
 
     Xk = Xf[:, keep]
     yk, nk = y[fit_rows], trials[fit_rows]
@@ -644,7 +667,9 @@ def fit_glm_full(adata: AnalysisData, groups: Groups, se_type: str = "HC2") -> M
         if boundary:
             # no overdispersion: the MLE of phi is at infinity, the model is the Poisson
             model, params, converged, iters = pois, beta0, conv0, iters0
-            details["dispersion_note"] = "no overdispersion: the dispersion's estimate is at its bound (infinite shape), so the Poisson fit is used"
+            details["dispersion_note"] = (
+                "no overdispersion: the dispersion's estimate is at its bound (infinite shape), so the Poisson fit is used"
+            )
             details["dispersion"] = None
     else:
         # categories that occur in the fitted rows (an unused category has probability 0 at the MLE)
@@ -662,8 +687,11 @@ def fit_glm_full(adata: AnalysisData, groups: Groups, se_type: str = "HC2") -> M
     details.update(n_coef=int(p), n_params=int(len(params)), converged=bool(converged), iterations=int(iters), loglik=float(ll))
     if isinstance(model, _NegBin):
         se_s = float(np.sqrt(V[p, p])) if V[p, p] >= 0 else np.nan
-        details.update(dispersion=float(np.exp(params[p])), dispersion_se=float(np.exp(params[p]) * se_s),
-                       dispersion_meaning="phi in variance = mu + mu^2 / phi (the spec's alpha; statsmodels' alpha is 1 / phi)")
+        details.update(
+            dispersion=float(np.exp(params[p])),
+            dispersion_se=float(np.exp(params[p]) * se_s),
+            dispersion_meaning="phi in variance = mu + mu^2 / phi (the spec's alpha; statsmodels' alpha is 1 / phi)",
+        )
     if fam == "ordinal":
         details["thresholds"] = {_num(fit_codes[k]) + "|" + _num(fit_codes[k + 1]): float(params[p + k]) for k in range(len(fit_codes) - 1)}
         if len(present) < len(codes):
@@ -681,8 +709,10 @@ def fit_glm_full(adata: AnalysisData, groups: Groups, se_type: str = "HC2") -> M
     if not converged:
         global_note = f"not estimable: the {fam} fit did not converge in {MAX_ITER} Newton steps (a separation the checks did not find, or too little information)"
     elif diverged_controls:
-        global_note = (f"not estimable: the coefficient of the control{'s' if len(diverged_controls) > 1 else ''} {', '.join(diverged_controls)} diverges "
-                       "(the control separates the outcome); drop or recode it")
+        global_note = (
+            f"not estimable: the coefficient of the control{'s' if len(diverged_controls) > 1 else ''} {', '.join(diverged_controls)} diverges "
+            "(the control separates the outcome); drop or recode it"
+        )
     if global_note:
         details["problem"] = global_note
 
@@ -710,7 +740,7 @@ def fit_glm_full(adata: AnalysisData, groups: Groups, se_type: str = "HC2") -> M
         var = float(grad @ V @ grad)
         lk, lk_var = float(params[col_pos[j]]), float(V[col_pos[j], col_pos[j]])
         if not np.isfinite(value) or abs(lk) > DIVERGED:
-            notes[g] = (f"not estimable: the {LINK_SCALE[fam]} diverges ({lk:+.1f}), a sign of (quasi-)separation in this group's arms")
+            notes[g] = f"not estimable: the {LINK_SCALE[fam]} diverges ({lk:+.1f}), a sign of (quasi-)separation in this group's arms"
             continue
         est[g], link_est[g], estimable[g] = value, lk, True
         if singleton[g] and se_type in ("HC2", "HC3"):
@@ -720,7 +750,9 @@ def fit_glm_full(adata: AnalysisData, groups: Groups, se_type: str = "HC2") -> M
         grads[g] = grad
         link_se[g] = np.sqrt(lk_var) if lk_var >= 0 else np.nan
         if g in limit_units and limit_units[g].any():
-            notes[g] = f"{int(limit_units[g].sum())} units are predicted perfectly in both arms by the controls (separation) and add a zero difference"
+            notes[g] = (
+                f"{int(limit_units[g].sum())} units are predicted perfectly in both arms by the controls (separation) and add a zero difference"
+            )
     details["separated_groups"] = {groups.keys[g]: notes[g] for g in range(G) if notes[g].startswith("separation")}
     ok = np.isfinite(se) & np.isfinite(grads).all(axis=1)
     cov = np.full((G, G), np.nan)

@@ -34,7 +34,8 @@ import pandas as pd
 
 from ..data import AnalysisData
 from ..errors import HetreportWarning, SpecError
-from ..groups import Groups, model_formulas as formulas, term_levels, terms  # noqa: F401 (formulas: pure, in groups.py)
+from ..groups import Groups, term_levels, terms  # noqa: F401 (formulas: pure, in groups.py)
+from ..groups import model_formulas as formulas
 from ..spec import Prior, Priors, Sampler
 from .priors import ResolvedPriors, _r, control_prior_sds, resolve_priors  # noqa: F401 (re-exported)
 
@@ -120,10 +121,19 @@ def build_design(adata: AnalysisData, groups: Groups, mode: str = "all") -> Desi
     np.add.at(cell_sy, (groups.index, t), yc)
     np.add.at(cell_sx, (groups.index, t), Xc)
     return Design(
-        term_names=tuple(":".join(tm) for tm in term_list), level_names=tuple(level_names),
-        level_term=np.array(level_term), group_levels=np.column_stack(cols),
-        cell_n=cell_n, cell_sy=cell_sy, cell_sx=cell_sx, xx=Xc.T @ Xc, xy=Xc.T @ yc, yy=float(yc @ yc),
-        y_mean=y_mean, x_mean=x_mean, n=adata.n,
+        term_names=tuple(":".join(tm) for tm in term_list),
+        level_names=tuple(level_names),
+        level_term=np.array(level_term),
+        group_levels=np.column_stack(cols),
+        cell_n=cell_n,
+        cell_sy=cell_sy,
+        cell_sx=cell_sx,
+        xx=Xc.T @ Xc,
+        xy=Xc.T @ yc,
+        yy=float(yc @ yc),
+        y_mean=y_mean,
+        x_mean=x_mean,
+        n=adata.n,
     )
 
 
@@ -132,8 +142,15 @@ def build_design(adata: AnalysisData, groups: Groups, mode: str = "all") -> Desi
 
 def _data_containers(pm, design: Design):
     """The data as PyMC containers (swappable with nutpie's with_data): per-cell sums and cross-products."""
-    return (pm.Data("cell_n", design.cell_n), pm.Data("cell_sy", design.cell_sy), pm.Data("cell_sx", design.cell_sx),
-            pm.Data("xx", design.xx), pm.Data("xy", design.xy), pm.Data("yy", design.yy), pm.Data("n_obs", float(design.n)))
+    return (
+        pm.Data("cell_n", design.cell_n),
+        pm.Data("cell_sy", design.cell_sy),
+        pm.Data("cell_sx", design.cell_sx),
+        pm.Data("xx", design.xx),
+        pm.Data("xy", design.xy),
+        pm.Data("yy", design.yy),
+        pm.Data("n_obs", float(design.n)),
+    )
 
 
 def _scale_parameters(pm, resolved: dict, control_sds, p: int, eta: float, with_sigma: bool = True):
@@ -141,7 +158,11 @@ def _scale_parameters(pm, resolved: dict, control_sds, p: int, eta: float, with_
     (created in this order: the order fixes the sampler's parameter vector)."""
     beta = None
     if p:
-        beta = pm.Normal("beta", 0.0, control_sds, dims="control") if control_sds is not None else _dist(pm, resolved["b"], "beta", dims="control")
+        beta = (
+            pm.Normal("beta", 0.0, control_sds, dims="control")
+            if control_sds is not None
+            else _dist(pm, resolved["b"], "beta", dims="control")
+        )
     sd_int = _dist(pm, resolved["sd"], "sd_intercept", dims="term")
     sd_slope = _dist(pm, resolved["sd"], "sd_slope", dims="term")
     rho_raw = pm.Beta("rho_raw", eta, eta, dims="term")
@@ -150,8 +171,15 @@ def _scale_parameters(pm, resolved: dict, control_sds, p: int, eta: float, with_
     return beta, sd_int, sd_slope, rho, sigma
 
 
-def build_model(design: Design, resolved: dict, control_sds: np.ndarray | None, control_names, group_keys,
-                predictors: np.ndarray | None = None, predictor_names=()):
+def build_model(
+    design: Design,
+    resolved: dict,
+    control_sds: np.ndarray | None,
+    control_names,
+    group_keys,
+    predictors: np.ndarray | None = None,
+    predictor_names=(),
+):
     """The correlated model as a PyMC graph (non-centred, sufficient-statistic likelihood).
 
     ``predictors`` (groups x q, centred) are slope predictors: the group's effect is then
@@ -160,10 +188,15 @@ def build_model(design: Design, resolved: dict, control_sds: np.ndarray | None, 
     import pymc as pm
     import pytensor.tensor as pt
 
-
     p = design.xx.shape[0]
-    coords = {"term": list(design.term_names), "level": list(design.level_names), "group": list(group_keys),
-              "control": list(control_names), "component": ["intercept", "slope"], "predictor": list(predictor_names)}
+    coords = {
+        "term": list(design.term_names),
+        "level": list(design.level_names),
+        "group": list(group_keys),
+        "control": list(control_names),
+        "component": ["intercept", "slope"],
+        "predictor": list(predictor_names),
+    }
     eta = resolved["cor"].params[0] if resolved["cor"] is not None else 2.0
     intercept_prior = resolved["intercept"]
     shift = design.y_mean  # the graph works on centred y; shift the intercept prior's location
@@ -203,8 +236,18 @@ def build_model(design: Design, resolved: dict, control_sds: np.ndarray | None, 
     return model
 
 
-def build_glm_model(design: Design, ut, family: str, resolved: dict, control_sds: np.ndarray | None, control_names,
-                    group_keys, predictors: np.ndarray | None = None, predictor_names=(), cut_mu: np.ndarray | None = None):
+def build_glm_model(
+    design: Design,
+    ut,
+    family: str,
+    resolved: dict,
+    control_sds: np.ndarray | None,
+    control_names,
+    group_keys,
+    predictors: np.ndarray | None = None,
+    predictor_names=(),
+    cut_mu: np.ndarray | None = None,
+):
     """The correlated model for a non-Gaussian family: the same varying intercepts and slopes on the link
     scale, eta_r = alpha_g + theta_g t_r + x_r' beta, and the family's likelihood summed over the unit
     table ``ut`` (aggregated cells when there are no controls; see ``families.py``). For ordinal outcomes
@@ -215,8 +258,14 @@ def build_glm_model(design: Design, ut, family: str, resolved: dict, control_sds
     from .families import add_likelihood
 
     p = design.xx.shape[0]
-    coords = {"term": list(design.term_names), "level": list(design.level_names), "group": list(group_keys),
-              "control": list(control_names), "component": ["intercept", "slope"], "predictor": list(predictor_names)}
+    coords = {
+        "term": list(design.term_names),
+        "level": list(design.level_names),
+        "group": list(group_keys),
+        "control": list(control_names),
+        "component": ["intercept", "slope"],
+        "predictor": list(predictor_names),
+    }
     if family == "ordinal":
         coords["cutpoint"] = [f"{k + 1}|{k + 2}" for k in range(len(cut_mu))]
     eta = resolved["cor"].params[0] if resolved["cor"] is not None else 2.0
@@ -224,8 +273,11 @@ def build_glm_model(design: Design, ut, family: str, resolved: dict, control_sds
         if family == "ordinal":
             cp = resolved["cutpoints"]
             ordered = dict(dims="cutpoint", transform=pm.distributions.transforms.ordered, initval=np.sort(cut_mu))
-            cut = (pm.Normal("cutpoints", cut_mu, 2.5, **ordered) if cp is None
-                   else getattr(pm, cp.dist_name)("cutpoints", **cp.kwargs(), **ordered))
+            cut = (
+                pm.Normal("cutpoints", cut_mu, 2.5, **ordered)
+                if cp is None
+                else getattr(pm, cp.dist_name)("cutpoints", **cp.kwargs(), **ordered)
+            )
             alpha0 = pt.as_tensor_variable(0.0)
         else:
             alpha0 = _dist(pm, resolved["intercept"], "Intercept")
@@ -299,8 +351,9 @@ def _collapse_design(design: Design, collapse: tuple[int, ...]):
     return k_idx, r_idx, kept, member, D, H, rest_pos[gl[:, kept]]
 
 
-def build_collapsed_model(design: Design, resolved: dict, control_sds: np.ndarray | None, control_names, group_keys,
-                          collapse: tuple[int, ...]):
+def build_collapsed_model(
+    design: Design, resolved: dict, control_sds: np.ndarray | None, control_names, group_keys, collapse: tuple[int, ...]
+):
     """build_model's posterior, with the intercept, the common slope and the level effects of the terms
     in ``collapse`` (gamma, d = 2 + 2 x their levels) integrated out analytically.
 
@@ -321,9 +374,14 @@ def build_collapsed_model(design: Design, resolved: dict, control_sds: np.ndarra
     ip, bp = resolved["intercept"].kwargs(), resolved["b"].kwargs()
     mu_a, s_a, mu_b, s_b = ip["mu"] - design.y_mean, ip["sigma"], bp["mu"], bp["sigma"]
     names = [design.level_names[l] for l in k_idx]
-    coords = {"term": list(design.term_names), "level_rest": [design.level_names[l] for l in r_idx], "group": list(group_keys),
-              "control": list(control_names), "component": ["intercept", "slope"],
-              "collapsed": ["Intercept", "b_treat"] + [f"{n} intercept" for n in names] + [f"{n} slope" for n in names]}
+    coords = {
+        "term": list(design.term_names),
+        "level_rest": [design.level_names[l] for l in r_idx],
+        "group": list(group_keys),
+        "control": list(control_names),
+        "component": ["intercept", "slope"],
+        "collapsed": ["Intercept", "b_treat"] + [f"{n} intercept" for n in names] + [f"{n} slope" for n in names],
+    }
     eta = resolved["cor"].params[0] if resolved["cor"] is not None else 2.0
     with pm.Model(coords=coords) as model:
         cell_n, cell_sy, cell_sx, xx, xy, yy, n_obs = _data_containers(pm, design)
@@ -364,8 +422,16 @@ def build_collapsed_model(design: Design, resolved: dict, control_sds: np.ndarra
         chol = cholesky(P, lower=True)
         w = solve_triangular(chol, v, lower=True)
         logdet_prior = 2 * np.log(s_a * s_b) + (2 * pt.log(sa * sb) + pt.log(om)).sum()
-        pm.Potential("likelihood", -n_obs * pt.log(sigma) - 0.5 * n_obs * np.log(2 * np.pi) - quad / (2 * sigma**2)
-                     - 0.5 * logdet_prior - pt.log(pt.diagonal(chol)).sum() + 0.5 * (w**2).sum() - 0.5 * (mu_a**2 / s_a**2 + mu_b**2 / s_b**2))
+        pm.Potential(
+            "likelihood",
+            -n_obs * pt.log(sigma)
+            - 0.5 * n_obs * np.log(2 * np.pi)
+            - quad / (2 * sigma**2)
+            - 0.5 * logdet_prior
+            - pt.log(pt.diagonal(chol)).sum()
+            + 0.5 * (w**2).sum()
+            - 0.5 * (mu_a**2 / s_a**2 + mu_b**2 / s_b**2),
+        )
         pm.Deterministic("gamma_mean", solve_triangular(chol.T, w, lower=False), dims="collapsed")
     return model
 
@@ -403,14 +469,20 @@ def draw_collapsed(post, design: Design, resolved: dict, collapse: tuple[int, ..
     chol = np.linalg.cholesky(P)
     eps = np.random.default_rng(seed).standard_normal(P.shape[:-1] + (1,))
     gamma = post["gamma_mean"].to_numpy() + np.linalg.solve(np.swapaxes(chol, -1, -2), eps)[..., 0]
-    theta = gamma[..., 1:2] + gamma[..., 2 + LK:] @ member.T + post["B_rest"].to_numpy()
-    alpha_g = gamma[..., :1] + gamma[..., 2:2 + LK] @ member.T + post["A_rest"].to_numpy() + design.y_mean
+    theta = gamma[..., 1:2] + gamma[..., 2 + LK :] @ member.T + post["B_rest"].to_numpy()
+    alpha_g = gamma[..., :1] + gamma[..., 2 : 2 + LK] @ member.T + post["A_rest"].to_numpy() + design.y_mean
     last = len(design.term_names) - 1
-    crossing = (post["crossing_rest"].to_numpy() if last in kept else
-                gamma[..., 2 + LK + np.searchsorted(k_idx, design.group_levels[:, last])])
+    crossing = (
+        post["crossing_rest"].to_numpy() if last in kept else gamma[..., 2 + LK + np.searchsorted(k_idx, design.group_levels[:, last])]
+    )
     gd = ("chain", "draw", "group")
-    return {"Intercept": (("chain", "draw"), gamma[..., 0] + design.y_mean), "b_treat": (("chain", "draw"), gamma[..., 1]),
-            "group_effect": (gd, theta), "group_intercept": (gd, alpha_g), "crossing_slope": (gd, crossing)}
+    return {
+        "Intercept": (("chain", "draw"), gamma[..., 0] + design.y_mean),
+        "b_treat": (("chain", "draw"), gamma[..., 1]),
+        "group_effect": (gd, theta),
+        "group_intercept": (gd, alpha_g),
+        "crossing_slope": (gd, crossing),
+    }
 
 
 # --------------------------------------------------------------------------- sampling
@@ -438,9 +510,17 @@ def _sample(model, sampler: Sampler, var_names, progress: bool, compiled=None):
             with threadpool_limits(1):  # one BLAS thread per chain: the collapsed route's small LAPACK calls
                 # not blocking: nutpie's blocking call catches KeyboardInterrupt and returns the draws so far
                 # as if sampling had finished; an interrupt (or SIGTERM) must end the run instead
-                running = nutpie.sample(compiled, draws=sampler.draws, tune=sampler.tune, chains=sampler.chains,
-                                        seed=sampler.seed, target_accept=sampler.target_accept, progress_bar=progress,
-                                        save_warmup=False, blocking=False)
+                running = nutpie.sample(
+                    compiled,
+                    draws=sampler.draws,
+                    tune=sampler.tune,
+                    chains=sampler.chains,
+                    seed=sampler.seed,
+                    target_accept=sampler.target_accept,
+                    progress_bar=progress,
+                    save_warmup=False,
+                    blocking=False,
+                )
                 try:
                     idata = running.wait()
                 except BaseException:
@@ -452,9 +532,16 @@ def _sample(model, sampler: Sampler, var_names, progress: bool, compiled=None):
 
     t0 = time.perf_counter()
     with model:
-        idata = pm.sample(draws=sampler.draws, tune=sampler.tune, chains=sampler.chains, random_seed=sampler.seed,
-                          target_accept=sampler.target_accept, progressbar=progress, compute_convergence_checks=False,
-                          var_names=var_names)
+        idata = pm.sample(
+            draws=sampler.draws,
+            tune=sampler.tune,
+            chains=sampler.chains,
+            random_seed=sampler.seed,
+            target_accept=sampler.target_accept,
+            progressbar=progress,
+            compute_convergence_checks=False,
+            var_names=var_names,
+        )
     timings["sampling_s"] = time.perf_counter() - t0
     return idata, timings, f"PyMC {pm.__version__} NUTS"
 
@@ -470,8 +557,11 @@ def needs_retry(diag: dict, sampler: Sampler) -> bool:
     if sampler.chains * sampler.draws < RETRY_MIN_DRAWS:
         return False
     q = diag["quantities"].values()
-    return bool(diag["divergences"] or max(v["max_rhat"] for v in q) > RHAT_MAX
-                or min(min(v["min_ess_bulk"], v["min_ess_tail"]) for v in q) < ESS_MIN)
+    return bool(
+        diag["divergences"]
+        or max(v["max_rhat"] for v in q) > RHAT_MAX
+        or min(min(v["min_ess_bulk"], v["min_ess_tail"]) for v in q) < ESS_MIN
+    )
 
 
 def retry_sampler(sampler: Sampler, diag: dict) -> Sampler:
@@ -490,9 +580,19 @@ def retry_sampler(sampler: Sampler, diag: dict) -> Sampler:
     return sampler.model_copy(update={"tune": max(2 * sampler.tune, 1000), "draws": draws, "target_accept": target})
 
 
-def fit_hierarchical(adata: AnalysisData, groups: Groups, priors: Priors, sampler: Sampler, *,
-                     mode: str = "all", correlated: bool = True, progress: bool = False, predictors=(),
-                     compiled: bool = True, retry: bool = True) -> HierarchicalFit:
+def fit_hierarchical(
+    adata: AnalysisData,
+    groups: Groups,
+    priors: Priors,
+    sampler: Sampler,
+    *,
+    mode: str = "all",
+    correlated: bool = True,
+    progress: bool = False,
+    predictors=(),
+    compiled: bool = True,
+    retry: bool = True,
+) -> HierarchicalFit:
     """Fit the hierarchical model. ``compiled``: sample the collapsed Gaussian model through the log density
     compiled once per machine (``fastlogp``; the same posterior as the PyMC graph, checked point by point in
     tests/test_fastlogp.py); False samples the PyMC graph, compiled for this study. ``retry``: when the first
@@ -505,29 +605,49 @@ def fit_hierarchical(adata: AnalysisData, groups: Groups, priors: Priors, sample
     if retry and needs_retry(diag, sampler):
         second = retry_sampler(sampler, diag)
         q = diag["quantities"].values()
-        first = {"sampler": sampler.model_dump(), "max_rhat": max(v["max_rhat"] for v in q),
-                 "min_ess": min(min(v["min_ess_bulk"], v["min_ess_tail"]) for v in q),
-                 "divergences": diag["divergences"], "seconds": round(sum(fit.timings.values()), 2), "flags": diag["flags"]}
+        first = {
+            "sampler": sampler.model_dump(),
+            "max_rhat": max(v["max_rhat"] for v in q),
+            "min_ess": min(min(v["min_ess_bulk"], v["min_ess_tail"]) for v in q),
+            "divergences": diag["divergences"],
+            "seconds": round(sum(fit.timings.values()), 2),
+            "flags": diag["flags"],
+        }
         fit = _fit_once(adata, groups, priors, second, **kw)
         fit.timings["first_fit_s"] = first["seconds"]
-        fit.diagnostics["retry"] = {"reason": "the first fit's diagnosis failed: " + " ".join(diag["flags"]),
-                                    "first": first, "sampler": second.model_dump()}
+        fit.diagnostics["retry"] = {
+            "reason": "the first fit's diagnosis failed: " + " ".join(diag["flags"]),
+            "first": first,
+            "sampler": second.model_dump(),
+        }
         diag = fit.diagnostics
     if diag["flags"]:
         warnings.warn(f"analysis '{adata.name}': " + " ".join(diag["flags"]), HetreportWarning, stacklevel=2)
     return fit
 
 
-def _fit_once(adata: AnalysisData, groups: Groups, priors: Priors, sampler: Sampler, *, mode: str, correlated: bool,
-              progress: bool, predictors, compiled: bool) -> HierarchicalFit:
+def _fit_once(
+    adata: AnalysisData,
+    groups: Groups,
+    priors: Priors,
+    sampler: Sampler,
+    *,
+    mode: str,
+    correlated: bool,
+    progress: bool,
+    predictors,
+    compiled: bool,
+) -> HierarchicalFit:
     resolved = resolve_priors(priors, adata)
     predictors = tuple(predictors)
     family = adata.family
     likelihood = {"rows": adata.n, "units": adata.n, "aggregated": False}
     bambi_formula, brms_formula = formulas(adata, groups, mode, correlated, predictors)
     if predictors and not correlated:
-        raise SpecError("slope_predictors need the correlated model (the default); remove 'correlated: false' from this analysis.",
-                        where=f"analysis '{adata.name}'")
+        raise SpecError(
+            "slope_predictors need the correlated model (the default); remove 'correlated: false' from this analysis.",
+            where=f"analysis '{adata.name}'",
+        )
     if correlated:
         design = build_design(adata, groups, mode)
         control_sds = _control_prior_sds(resolved, adata)
@@ -536,8 +656,11 @@ def _fit_once(adata: AnalysisData, groups: Groups, priors: Priors, sampler: Samp
             try:
                 Z = groups.table[list(predictors)].to_numpy(dtype=float)
             except (TypeError, ValueError):
-                raise SpecError(f"slope predictors must have numeric codes (they enter linearly); {list(predictors)} include text. "
-                                "Recode them with data.derive, e.g. map(x, {'low': 1, 'high': 2}).", where=f"analysis '{adata.name}'") from None
+                raise SpecError(
+                    f"slope predictors must have numeric codes (they enter linearly); {list(predictors)} include text. "
+                    "Recode them with data.derive, e.g. map(x, {'low': 1, 'high': 2}).",
+                    where=f"analysis '{adata.name}'",
+                ) from None
             w = groups.table["n"].to_numpy(dtype=float)
             Z = Z - (w[:, None] * Z).sum(axis=0) / w.sum()  # centred on the unit average: same θ_g, better geometry
         t0 = time.perf_counter()
@@ -557,8 +680,18 @@ def _fit_once(adata: AnalysisData, groups: Groups, priors: Priors, sampler: Samp
             keep = [v for v in keep if v not in ("sigma", "group_effect", "Intercept")] + ["group_slope"]
             keep += ["cutpoints"] if family == "ordinal" else ["Intercept"]
             keep += ["alpha"] if family == "negativebinomial" else []
-            model = build_glm_model(design, ut, family, resolved, control_sds, adata.control_columns, groups.keys, Z, predictors,
-                                    default_cutpoints(adata) if family == "ordinal" else None)
+            model = build_glm_model(
+                design,
+                ut,
+                family,
+                resolved,
+                control_sds,
+                adata.control_columns,
+                groups.keys,
+                Z,
+                predictors,
+                default_cutpoints(adata) if family == "ordinal" else None,
+            )
             stored = keep
         elif collapse is None:
             model, stored = build_model(design, resolved, control_sds, adata.control_columns, groups.keys, Z, predictors), keep
@@ -566,8 +699,12 @@ def _fit_once(adata: AnalysisData, groups: Groups, priors: Priors, sampler: Samp
             from . import fastlogp
 
             model, stored = None, None
-            coords = {"term": list(design.term_names), "group": list(groups.keys), "control": list(adata.control_columns),
-                      "collapsed": _collapsed_names(design, collapse)}
+            coords = {
+                "term": list(design.term_names),
+                "group": list(groups.keys),
+                "control": list(adata.control_columns),
+                "collapsed": _collapsed_names(design, collapse),
+            }
             fast = lambda: fastlogp.compile_collapsed(design, resolved, control_sds, collapse, coords)  # noqa: E731
         else:
             model = build_collapsed_model(design, resolved, control_sds, adata.control_columns, groups.keys, collapse)
@@ -588,9 +725,18 @@ def _fit_once(adata: AnalysisData, groups: Groups, priors: Priors, sampler: Samp
         idata = _add_response_effects(idata, adata, groups)
     idata = _add_summaries(idata, groups)
     used = _priors_used(resolved, adata, correlated, predictors)
-    fit = HierarchicalFit(idata=idata, terms=tuple(term_names), formula_bambi=bambi_formula, formula_brms=brms_formula,
-                          priors=used, correlated=correlated, backend=backend, timings=timings, family=family,
-                          likelihood=likelihood)
+    fit = HierarchicalFit(
+        idata=idata,
+        terms=tuple(term_names),
+        formula_bambi=bambi_formula,
+        formula_brms=brms_formula,
+        priors=used,
+        correlated=correlated,
+        backend=backend,
+        timings=timings,
+        family=family,
+        likelihood=likelihood,
+    )
     fit = replace(fit, diagnostics=diagnose(fit))
     return fit
 
@@ -639,15 +785,23 @@ def _add_response_effects(idata: az.InferenceData, adata: AnalysisData, groups: 
     beta = flat("beta", "control") if ("beta" in post and X.shape[1]) else None
     Xc = X - X.mean(axis=0) if X.shape[1] else X
     cut = flat("cutpoints", "cutpoint") if "cutpoints" in post else None
-    delta = response_effects(flat("group_intercept", "group"), flat("group_slope", "group"), beta, Xc, groups.index,
-                             groups.n_groups, adata.family, cut, adata.categories,
-                             weights=adata.trials if adata.family == "binomial" else None)
+    delta = response_effects(
+        flat("group_intercept", "group"),
+        flat("group_slope", "group"),
+        beta,
+        Xc,
+        groups.index,
+        groups.n_groups,
+        adata.family,
+        cut,
+        adata.categories,
+        weights=adata.trials if adata.family == "binomial" else None,
+    )
     post = post.assign(group_effect=(("chain", "draw", "group"), delta.reshape(C, D, -1)))
     if adata.family == "ordinal":  # also on the scale of a binary outcome y >= k, for every k
         from .families import at_least_effects
 
-        ge = at_least_effects(flat("group_intercept", "group"), flat("group_slope", "group"), beta, Xc, groups.index,
-                              groups.n_groups, cut)
+        ge = at_least_effects(flat("group_intercept", "group"), flat("group_slope", "group"), beta, Xc, groups.index, groups.n_groups, cut)
         post = post.assign(group_effect_at_least=(("chain", "draw", "group", "at_least"), ge.reshape(C, D, groups.n_groups, -1)))
         post = post.assign_coords(at_least=[float(c) for c in adata.categories[1:]])
     stats_ = getattr(idata, "sample_stats", None)
@@ -681,7 +835,9 @@ def diagnose(fit: HierarchicalFit) -> dict:
         ess_t = az.ess(post[[var]], method="tail")[var].to_numpy()
         out["quantities"][var] = {
             "kind": "reported" if var in ("group_effect", "average_effect", "sigma_theta") else "SD",
-            "max_rhat": float(np.nanmax(rhat)), "min_ess_bulk": float(np.nanmin(ess_b)), "min_ess_tail": float(np.nanmin(ess_t)),
+            "max_rhat": float(np.nanmax(rhat)),
+            "min_ess_bulk": float(np.nanmin(ess_b)),
+            "min_ess_tail": float(np.nanmin(ess_t)),
         }
     div = stats_["diverging"].to_numpy() if "diverging" in stats_ else np.zeros(1)
     out["divergences"] = int(div.sum())
@@ -704,8 +860,10 @@ def diagnose(fit: HierarchicalFit) -> dict:
     if worst_ess < ESS_MIN:
         flags.append(f"effective sample size down to {worst_ess:.0f} (< {ESS_MIN}): intervals are imprecise; run more draws.")
     if out["divergences"]:
-        flags.append(f"{out['divergences']} divergent transition{'' if out['divergences'] == 1 else 's'} of {out['draws']}: "
-                      "the sampler may have missed part of the posterior; raise sampler.target_accept.")
+        flags.append(
+            f"{out['divergences']} divergent transition{'' if out['divergences'] == 1 else 's'} of {out['draws']}: "
+            "the sampler may have missed part of the posterior; raise sampler.target_accept."
+        )
     # draws that hit the maximum tree depth cost efficiency, not validity: reported, not flagged
     if np.isfinite(out["min_bfmi"]) and out["min_bfmi"] < 0.3:
         flags.append(f"BFMI {out['min_bfmi']:.2f} (< 0.3): poor exploration of the energy distribution.")
@@ -718,11 +876,21 @@ def group_summary(fit: HierarchicalFit, groups: Groups) -> pd.DataFrame:
     """Per-group summaries computed from the draws: mean, median, sd, 90/95% intervals, P(>0)."""
     draws = fit.group_draws()
     q = np.quantile(draws, [0.025, 0.05, 0.5, 0.95, 0.975], axis=0)
-    table = pd.DataFrame({
-        "group": groups.keys, "estimate": draws.mean(axis=0), "median": q[2], "std_error": draws.std(axis=0, ddof=1),
-        "lower_90": q[1], "upper_90": q[3], "lower_95": q[0], "upper_95": q[4],
-        "prob_positive": (draws > 0).mean(axis=0), "estimable": True, "note": "",
-    })
+    table = pd.DataFrame(
+        {
+            "group": groups.keys,
+            "estimate": draws.mean(axis=0),
+            "median": q[2],
+            "std_error": draws.std(axis=0, ddof=1),
+            "lower_90": q[1],
+            "upper_90": q[3],
+            "lower_95": q[0],
+            "upper_95": q[4],
+            "prob_positive": (draws > 0).mean(axis=0),
+            "estimable": True,
+            "note": "",
+        }
+    )
     post = fit.idata.posterior
     if "group_slope" in post:  # non-identity link: the link-scale slope next to the response-scale effect
         link = post["group_slope"].stack(sample=("chain", "draw")).transpose("sample", "group").to_numpy()
@@ -733,8 +901,9 @@ def group_summary(fit: HierarchicalFit, groups: Groups) -> pd.DataFrame:
     return table
 
 
-def posterior_predictive(fit: HierarchicalFit, adata: AnalysisData, groups: Groups, n_draws: int = 50, seed: int = 0,
-                         rows: np.ndarray | None = None) -> np.ndarray:
+def posterior_predictive(
+    fit: HierarchicalFit, adata: AnalysisData, groups: Groups, n_draws: int = 50, seed: int = 0, rows: np.ndarray | None = None
+) -> np.ndarray:
     """Replicated outcomes (n_draws x n) from the fitted model, drawn by hand from the posterior
     (binomial: as proportions of the trials, like the outcome the report shows); with ``rows`` only for
     those rows (n_draws x len(rows)), from the same model (controls centred on all rows, as fitted)."""
@@ -758,6 +927,14 @@ def posterior_predictive(fit: HierarchicalFit, adata: AnalysisData, groups: Grou
     def take(var, *dims):
         return post[var].transpose("sample", *dims).to_numpy()[pick] if var in post else None
 
-    y_rep = draw_outcomes(rng, mu, fam, trials=trials, alpha=take("alpha"), cutpoints=take("cutpoints", "cutpoint"),
-                          categories=adata.categories, sigma=take("sigma"))
+    y_rep = draw_outcomes(
+        rng,
+        mu,
+        fam,
+        trials=trials,
+        alpha=take("alpha"),
+        cutpoints=take("cutpoints", "cutpoint"),
+        categories=adata.categories,
+        sigma=take("sigma"),
+    )
     return y_rep / trials[None, :] if fam == "binomial" else y_rep

@@ -12,7 +12,20 @@ from ..methods import FitRequest, MethodFit
 def fit(adata: AnalysisData, groups: Groups, request: FitRequest) -> MethodFit:
     from .hierarchical import fit_hierarchical, group_summary
 
-    hfit = fit_hierarchical(adata, groups, request.priors, request.sampler, mode=request.mode, correlated=request.correlated,
-                            progress=request.progress, predictors=request.predictors)
-    return MethodFit("hierarchical", group_summary(hfit, groups), hfit.formula_brms,
-                     {"formula_bambi": hfit.formula_bambi, "backend": hfit.backend}, extra=hfit)
+    hfit = fit_hierarchical(
+        adata,
+        groups,
+        request.priors,
+        request.sampler,
+        mode=request.mode,
+        correlated=request.correlated,
+        progress=request.progress,
+        predictors=request.predictors,
+    )
+    return MethodFit(
+        "hierarchical",
+        group_summary(hfit, groups),
+        hfit.formula_brms,
+        {"formula_bambi": hfit.formula_bambi, "backend": hfit.backend},
+        extra=hfit,
+    )

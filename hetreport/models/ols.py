@@ -166,7 +166,9 @@ def fit_cells(Xc: np.ndarray, inv: np.ndarray, y: np.ndarray, se_type: str = "HC
     return LinearFit(beta, vcov, float(df), r, Vr, h[inv], y - f[inv])
 
 
-def fit_design(build, keys: list[np.ndarray], y: np.ndarray, se_type: str, cluster: np.ndarray | None, compress: bool | None = None) -> tuple[LinearFit, int]:
+def fit_design(
+    build, keys: list[np.ndarray], y: np.ndarray, se_type: str, cluster: np.ndarray | None, compress: bool | None = None
+) -> tuple[LinearFit, int]:
     """Fit the design ``build(rows)`` (its rows for the given row indices, a function of ``keys``): from cell
     totals when the distinct key rows number at most a quarter of the rows (``compress=None``), always when
     ``compress=True``, never when False. Returns the fit and the number of design columns."""
@@ -260,9 +262,22 @@ def fit_ols_full(adata: AnalysisData, groups: Groups, se_type: str = "HC2", comp
             notes[g] = "not estimable: collinear with the controls"
     df = np.full(G, fit.df)
     table = _assemble(groups, est, se, df, estimable, notes)
-    formula = f"{adata.outcome.name} ~ {adata.treatment.name} * ({' * '.join(groups.modifiers)})" + "".join(f" + {c}" for c in adata.controls)
-    return MethodEstimates("ols_full", table, formula, {"se_type": se_type, "n": adata.n, "rank": fit.rank, "n_coef": p, "df_resid": fit.df,
-                                                        "effect_vcov": effect_vcov(fit.vcov, G, cols, np.isfinite(se))})
+    formula = f"{adata.outcome.name} ~ {adata.treatment.name} * ({' * '.join(groups.modifiers)})" + "".join(
+        f" + {c}" for c in adata.controls
+    )
+    return MethodEstimates(
+        "ols_full",
+        table,
+        formula,
+        {
+            "se_type": se_type,
+            "n": adata.n,
+            "rank": fit.rank,
+            "n_coef": p,
+            "df_resid": fit.df,
+            "effect_vcov": effect_vcov(fit.vcov, G, cols, np.isfinite(se)),
+        },
+    )
 
 
 def effect_vcov(vcov: np.ndarray, G: int, cols: np.ndarray, ok: np.ndarray) -> list[list[float]]:
@@ -322,8 +337,12 @@ def fit_ols_additive(adata: AnalysisData, groups: Groups, se_type: str = "HC2", 
         if not ok[g]:
             notes[g] = "not estimable in the additive model"
     table = _assemble(groups, est, se, np.full(G, fit.df), ok, notes)
-    formula = f"{adata.outcome.name} ~ {adata.treatment.name} * ({' + '.join(groups.modifiers)})" + "".join(f" + {c}" for c in adata.controls)
-    return MethodEstimates("ols_additive", table, formula, {"se_type": se_type, "n": adata.n, "rank": fit.rank, "n_coef": p, "df_resid": fit.df})
+    formula = f"{adata.outcome.name} ~ {adata.treatment.name} * ({' + '.join(groups.modifiers)})" + "".join(
+        f" + {c}" for c in adata.controls
+    )
+    return MethodEstimates(
+        "ols_additive", table, formula, {"se_type": se_type, "n": adata.n, "rank": fit.rank, "n_coef": p, "df_resid": fit.df}
+    )
 
 
 def fit_subgroup(adata: AnalysisData, groups: Groups) -> MethodEstimates:
@@ -344,9 +363,14 @@ def fit_subgroup(adata: AnalysisData, groups: Groups) -> MethodEstimates:
             continue
         v1, v0 = y1.var(ddof=1) / len(y1), y0.var(ddof=1) / len(y0)
         se[g] = np.sqrt(v1 + v0)
-        denom = (v1**2 / (len(y1) - 1) + v0**2 / (len(y0) - 1))
+        denom = v1**2 / (len(y1) - 1) + v0**2 / (len(y0) - 1)
         df[g] = (v1 + v0) ** 2 / denom if denom > 0 else np.nan
         if se[g] == 0:
             se[g], notes[g] = np.nan, "no variation in the outcome within the group: standard error undefined"
     table = _assemble(groups, est, se, df, ok, notes)
-    return MethodEstimates("subgroup", table, f"mean({adata.outcome.name} | treated) − mean({adata.outcome.name} | control), within each group", {"se_type": "Welch", "n": adata.n})
+    return MethodEstimates(
+        "subgroup",
+        table,
+        f"mean({adata.outcome.name} | treated) − mean({adata.outcome.name} | control), within each group",
+        {"se_type": "Welch", "n": adata.n},
+    )

@@ -62,10 +62,12 @@ def resolve_priors(priors: Priors, adata) -> ResolvedPriors:
             intercept=priors.get("intercept") or Prior(family="normal", params=(_r(default_location(adata)), 2.5)),
             b=priors.get("b") or Prior(family="normal", params=(0.0, 1.0)),
             sd=priors.get("sd") or Prior(family="halfnormal", params=(1.0,)),
-            sigma=None, cor=priors.get("cor"),
+            sigma=None,
+            cor=priors.get("cor"),
             alpha=(priors.get("alpha") or Prior(family="halfcauchy", params=(1.0,))) if adata.family == "negativebinomial" else None,
             cutpoints=priors.get("cutpoints") if adata.family == "ordinal" else None,
-            b_default=b_default, gaussian=False,
+            b_default=b_default,
+            gaussian=False,
         )
     sd_y = float(np.std(adata.y)) or 1.0
     mean_y = float(np.mean(adata.y))
@@ -74,7 +76,9 @@ def resolve_priors(priors: Priors, adata) -> ResolvedPriors:
         b=priors.get("b") or Prior(family="normal", params=(0.0, _r(sd_y))),
         sd=priors.get("sd") or Prior(family="halfnormal", params=(_r(sd_y),)),
         sigma=priors.get("sigma") or Prior(family="halfnormal", params=(_r(2 * sd_y),)),
-        cor=priors.get("cor"), b_default=b_default, gaussian=True,
+        cor=priors.get("cor"),
+        b_default=b_default,
+        gaussian=True,
     )
 
 

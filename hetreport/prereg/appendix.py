@@ -23,7 +23,7 @@ import os
 import shutil
 import tempfile
 import warnings
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -49,10 +49,17 @@ RECORD_VERSION = 1
 def registration_record(spec: Spec, plan: Plan, created: str) -> dict:
     from ..versions import package_versions
 
-    return {"kind": "hetreport pre-registration", "version": RECORD_VERSION, "spec_hash": spec.spec_hash(), "created": created,
-            "title": spec.title, "seeds": {"design": plan.seed, "sampler": spec.sampler.seed,
-                                           "mock_data": derived_seed(plan.seed, 99)},
-            "packages": package_versions(), "spec": spec.canonical(), "source_text": spec.source_text}
+    return {
+        "kind": "hetreport pre-registration",
+        "version": RECORD_VERSION,
+        "spec_hash": spec.spec_hash(),
+        "created": created,
+        "title": spec.title,
+        "seeds": {"design": plan.seed, "sampler": spec.sampler.seed, "mock_data": derived_seed(plan.seed, 99)},
+        "packages": package_versions(),
+        "spec": spec.canonical(),
+        "source_text": spec.source_text,
+    }
 
 
 # --------------------------------------------------------------------------- the mock report
@@ -74,9 +81,11 @@ _TYPST_MARK = (
     '#set page(header: align(center, text(size: 9pt, weight: "bold", fill: rgb("#B00020"))[SIMULATED DATA — NOT RESULTS]), '
     'foreground: place(center + horizon, rotate(-40deg, text(size: 54pt, weight: "bold", fill: rgb(176, 0, 32, 28))[SIMULATED DATA])))'
 )
-_HTML_MARK = ('<div class="hetreport-simulated" role="note" style="position: sticky; top: 0; z-index: 1000; background: #B00020; '
-              'color: #fff; text-align: center; font-weight: bold; padding: 0.35em; letter-spacing: 0.05em;">'
-              'SIMULATED DATA — NOT RESULTS</div>')
+_HTML_MARK = (
+    '<div class="hetreport-simulated" role="note" style="position: sticky; top: 0; z-index: 1000; background: #B00020; '
+    'color: #fff; text-align: center; font-weight: bold; padding: 0.35em; letter-spacing: 0.05em;">'
+    "SIMULATED DATA — NOT RESULTS</div>"
+)
 
 
 def stamp_simulated(project: Path, title: str) -> None:
@@ -101,12 +110,16 @@ def stamp_simulated(project: Path, title: str) -> None:
     typst = config.setdefault("format", {}).setdefault("typst", {})
     includes = typst.get("include-in-header") or []
     typst["include-in-header"] = (includes if isinstance(includes, list) else [includes]) + [{"text": _TYPST_MARK + "\n"}]
-    config_path.write_text("# hetreport's _quarto.yml, with the mock report's marking on every PDF page (format: typst:\n"
-                           "# include-in-header).\n" + yaml.safe_dump(config, sort_keys=False, allow_unicode=True, width=1000),
-                           encoding="utf-8")
-    body = text[end + 5:]
-    banner = (f"```{{=html}}\n{_HTML_MARK}\n```\n\n::: {{.callout-important}}\n## {MARK}\n\nEvery number, table and figure in this report "
-              "comes from one data set simulated from the planned design. It shows what will be reported, not what was found.\n:::\n\n")
+    config_path.write_text(
+        "# hetreport's _quarto.yml, with the mock report's marking on every PDF page (format: typst:\n"
+        "# include-in-header).\n" + yaml.safe_dump(config, sort_keys=False, allow_unicode=True, width=1000),
+        encoding="utf-8",
+    )
+    body = text[end + 5 :]
+    banner = (
+        f"```{{=html}}\n{_HTML_MARK}\n```\n\n::: {{.callout-important}}\n## {MARK}\n\nEvery number, table and figure in this report "
+        "comes from one data set simulated from the planned design. It shows what will be reported, not what was found.\n:::\n\n"
+    )
     qmd.write_text("---\n" + "\n".join(front) + "\n---\n\n" + banner + body, encoding="utf-8")
 
 
@@ -154,7 +167,9 @@ def prior_predictive(plan: Plan, analysis: str, draws: int = 500) -> dict[str, n
     resolved = resolved_priors(plan, analysis)
     bernoulli = plan.analysis(analysis).family == "bernoulli"
     if bernoulli:
-        model = build_bernoulli_model(d, bernoulli_rows(adata, g), resolved, _control_prior_sds(resolved, adata), adata.control_columns, g.keys)
+        model = build_bernoulli_model(
+            d, bernoulli_rows(adata, g), resolved, _control_prior_sds(resolved, adata), adata.control_columns, g.keys
+        )
         slope = "group_slope"
     else:
         model = build_model(d, resolved, _control_prior_sds(resolved, adata), adata.control_columns, g.keys)
@@ -162,8 +177,9 @@ def prior_predictive(plan: Plan, analysis: str, draws: int = 500) -> dict[str, n
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with model:
-            prior = pm.sample_prior_predictive(draws=draws, var_names=[slope, "sd_slope", "b_treat"],
-                                               random_seed=derived_seed(plan.seed, 97))
+            prior = pm.sample_prior_predictive(
+                draws=draws, var_names=[slope, "sd_slope", "b_treat"], random_seed=derived_seed(plan.seed, 97)
+            )
     pr = prior.prior
     ge = pr[slope].stack(sample=("chain", "draw")).transpose("sample", "group").to_numpy()
     if bernoulli:
@@ -172,8 +188,13 @@ def prior_predictive(plan: Plan, analysis: str, draws: int = 500) -> dict[str, n
         p0 = plan.base_rate
         ge = expit(logit(p0) + ge) - p0
     sd = pr["sd_slope"].stack(sample=("chain", "draw")).transpose("sample", "term").to_numpy()
-    return {"group_effect": ge, "sigma_theta": sd[:, -1], "b_treat": pr["b_treat"].to_numpy().ravel(),
-            "sd_between": ge.std(axis=1, ddof=1), "family": "bernoulli" if bernoulli else "gaussian"}
+    return {
+        "group_effect": ge,
+        "sigma_theta": sd[:, -1],
+        "b_treat": pr["b_treat"].to_numpy().ravel(),
+        "sd_between": ge.std(axis=1, ddof=1),
+        "family": "bernoulli" if bernoulli else "gaussian",
+    }
 
 
 def _prior_analyses(plan: Plan) -> list[str]:
@@ -211,18 +232,29 @@ def figure_prior(pp: dict, plan: Plan, which: str, label: str):
     bernoulli = pp.get("family") == "bernoulli"
     if which == "group_effect":
         vals = pp["group_effect"].ravel()
-        xlab = (f"Group effect on P({label}), probability scale (prior draws, all groups)" if bernoulli
-                else f"Group effect on {label} (prior draws, all groups)")
+        xlab = (
+            f"Group effect on P({label}), probability scale (prior draws, all groups)"
+            if bernoulli
+            else f"Group effect on {label} (prior draws, all groups)"
+        )
         ref = [plan.average_effect]
     else:
         vals = pp["sigma_theta"]
-        xlab = "σθ, the slope SD of the full crossing, log-odds scale (prior draws)" if bernoulli else "σθ, the slope SD of the full crossing (prior draws)"
+        xlab = (
+            "σθ, the slope SD of the full crossing, log-odds scale (prior draws)"
+            if bernoulli
+            else "σθ, the slope SD of the full crossing (prior draws)"
+        )
         ref = [s for s in plan.sds] if not bernoulli else [s / (plan.base_rate * (1 - plan.base_rate)) for s in plan.sds]
     lo, hi = np.quantile(vals, [0.005, 0.995])
     d = pd.DataFrame({"value": vals[(vals >= lo) & (vals <= hi)]})
-    p = (ggplot(d, aes("value")) + geom_histogram(bins=60, fill="#9E9E9E", color="white", size=0.1)
-         + geom_vline(xintercept=ref, linetype="dashed", color="#B00020")
-         + labs(x=xlab, y="Prior draws") + figs.theme_hetreport())
+    p = (
+        ggplot(d, aes("value"))
+        + geom_histogram(bins=60, fill="#9E9E9E", color="white", size=0.1)
+        + geom_vline(xintercept=ref, linetype="dashed", color="#B00020")
+        + labs(x=xlab, y="Prior draws")
+        + figs.theme_hetreport()
+    )
     return p
 
 
@@ -233,10 +265,16 @@ def figure_by_group(pg: pd.DataFrame, sizes: pd.DataFrame, metric: str, ylab: st
 
     d = pg.merge(sizes[["group", "n"]].rename(columns={"n": "expected_n"}), on="group", how="left")
     d = d.dropna(subset=[metric])
-    d["Approach"] = pd.Categorical(d["method"].map(figs.METHOD_LABELS), categories=[figs.METHOD_LABELS[m] for m in registry.REQUIRED], ordered=True)
-    p = (ggplot(d, aes("expected_n", metric, color="Approach", shape="Approach")) + geom_point(alpha=0.8, size=1.6)
-         + scale_x_log10() + labs(x="Expected group size (log scale)", y=ylab, color="", shape="")
-         + figs.theme_hetreport())
+    d["Approach"] = pd.Categorical(
+        d["method"].map(figs.METHOD_LABELS), categories=[figs.METHOD_LABELS[m] for m in registry.REQUIRED], ordered=True
+    )
+    p = (
+        ggplot(d, aes("expected_n", metric, color="Approach", shape="Approach"))
+        + geom_point(alpha=0.8, size=1.6)
+        + scale_x_log10()
+        + labs(x="Expected group size (log scale)", y=ylab, color="", shape="")
+        + figs.theme_hetreport()
+    )
     for s in figs._method_scales(list(registry.REQUIRED), lines=False):
         p = p + s
     return p
@@ -250,7 +288,9 @@ def figure_detection(pc: pd.DataFrame):
     from .. import figures as figs
 
     d = pc.copy()
-    d["Approach"] = pd.Categorical(d["method"].map(figs.METHOD_LABELS), categories=[figs.METHOD_LABELS[m] for m in registry.REQUIRED], ordered=True)
+    d["Approach"] = pd.Categorical(
+        d["method"].map(figs.METHOD_LABELS), categories=[figs.METHOD_LABELS[m] for m in registry.REQUIRED], ordered=True
+    )
     d["lo"] = (d["detect"] - 1.96 * d["detect_se"]).clip(0, 1)
     d["hi"] = (d["detect"] + 1.96 * d["detect_se"]).clip(0, 1)
     sds = sorted(d["sd"].unique())
@@ -259,17 +299,22 @@ def figure_detection(pc: pd.DataFrame):
     d["N"] = pd.Categorical(d["n"].map(lambda n: f"{n:,}"), categories=[f"{n:,}" for n in ns], ordered=True)
     d["line"] = d["method"] + "-" + d["sd"].astype(str)
     dodge = position_dodge(width=0.5)
-    p = (ggplot(d, aes("N", "detect", color="Approach", shape="Heterogeneity SD", group="line"))
-         + geom_errorbar(aes(ymin="lo", ymax="hi"), width=0.15, position=dodge) + geom_point(size=2.4, position=dodge)
-         + scale_y_continuous(limits=(0, 1)) + labs(x="Planned N", y="P(detecting heterogeneity)", color="", shape="Heterogeneity SD")
-         + figs.theme_hetreport())
+    p = (
+        ggplot(d, aes("N", "detect", color="Approach", shape="Heterogeneity SD", group="line"))
+        + geom_errorbar(aes(ymin="lo", ymax="hi"), width=0.15, position=dodge)
+        + geom_point(size=2.4, position=dodge)
+        + scale_y_continuous(limits=(0, 1))
+        + labs(x="Planned N", y="P(detecting heterogeneity)", color="", shape="Heterogeneity SD")
+        + figs.theme_hetreport()
+    )
     if len(ns) > 1:
         p = p + geom_line(position=dodge)
     from plotnine import scale_color_manual
 
     labels = [figs.METHOD_LABELS[m] for m in registry.REQUIRED]
-    return p + scale_color_manual(values={figs.METHOD_LABELS[m]: figs.METHOD_COLORS[m] for m in registry.REQUIRED},
-                                  breaks=labels, limits=labels)
+    return p + scale_color_manual(
+        values={figs.METHOD_LABELS[m]: figs.METHOD_COLORS[m] for m in registry.REQUIRED}, breaks=labels, limits=labels
+    )
 
 
 # --------------------------------------------------------------------------- context
@@ -281,12 +326,17 @@ def _share_tables(plan: Plan) -> Markup:
     rows = []
     for name, var in plan.variables.items():
         if isinstance(var, Categorical):
-            for k, (code, share, lab) in enumerate(zip(var.codes, var.shares, var.labels)):
+            for k, (_code, share, lab) in enumerate(zip(var.codes, var.shares, var.labels)):
                 rows.append([plan.spec.label(name) if k == 0 else "", lab, fmt.pct(share, 1), var.source if k == 0 else ""])
         else:
             rows.append([plan.spec.label(name), f"normal(mean {fmt.num(var.mean)}, SD {fmt.num(var.sd)})", "", var.source])
-    return fmt.pipe_table(["Variable", "Level", "Expected share", "From"], rows, "llrl",
-                          "Planned level shares of every modifier and control (modifiers are assumed independent).", "tbl-shares")
+    return fmt.pipe_table(
+        ["Variable", "Level", "Expected share", "From"],
+        rows,
+        "llrl",
+        "Planned level shares of every modifier and control (modifiers are assumed independent).",
+        "tbl-shares",
+    )
 
 
 def _size_table(plan: Plan, analysis: str, n: int, slug: str) -> tuple[Markup, int, int]:
@@ -296,12 +346,27 @@ def _size_table(plan: Plan, analysis: str, n: int, slug: str) -> tuple[Markup, i
         flag = ""
         if r.likely_small:
             flag = f"likely an arm < {plan.min_arm}"
-        rows.append([r.group_label, fmt.pct(r.share, 2), fmt.num(r.n, 1), fmt.num(r.n_treated, 1), fmt.num(r.n_control, 1),
-                     fmt.pct(r.p_small), fmt.pct(r.p_one_arm), flag])
-    tbl = fmt.pipe_table(["Group", "Share", "Expected n", "Treated", "Control", f"P(arm < {plan.min_arm})", "P(one arm)", "Flag"], rows,
-                         "lrrrrrrl", f"Expected group sizes at N = {n:,} (treatment probability {plan.p_treat:g}): the probability that an arm "
-                         f"has fewer than {plan.min_arm} units or that a group has units in only one arm, under multinomial sampling. "
-                         "Groups flagged are those where that probability is at least 50%.", f"tbl-{slug}-sizes-{n}")
+        rows.append(
+            [
+                r.group_label,
+                fmt.pct(r.share, 2),
+                fmt.num(r.n, 1),
+                fmt.num(r.n_treated, 1),
+                fmt.num(r.n_control, 1),
+                fmt.pct(r.p_small),
+                fmt.pct(r.p_one_arm),
+                flag,
+            ]
+        )
+    tbl = fmt.pipe_table(
+        ["Group", "Share", "Expected n", "Treated", "Control", f"P(arm < {plan.min_arm})", "P(one arm)", "Flag"],
+        rows,
+        "lrrrrrrl",
+        f"Expected group sizes at N = {n:,} (treatment probability {plan.p_treat:g}): the probability that an arm "
+        f"has fewer than {plan.min_arm} units or that a group has units in only one arm, under multinomial sampling. "
+        "Groups flagged are those where that probability is at least 50%.",
+        f"tbl-{slug}-sizes-{n}",
+    )
     return tbl, int(t["likely_small"].sum()), int((t["p_one_arm"] >= 0.5).sum())
 
 
@@ -312,7 +377,11 @@ def _priors_table(plan: Plan, analysis: str | None = None) -> Markup:
     pri = spec.priors_of(spec.analysis(analysis)) if analysis else spec.priors
     res = resolved_priors(plan, analysis)
     rows = []
-    keys = [("intercept", "Intercept α"), ("b", "Treatment slope β_T and each control's coefficient"), ("sd", "Every term's intercept and slope SD")]
+    keys = [
+        ("intercept", "Intercept α"),
+        ("b", "Treatment slope β_T and each control's coefficient"),
+        ("sd", "Every term's intercept and slope SD"),
+    ]
     keys += [("sigma", "Residual SD σ")] if fam == "gaussian" else []
     keys += [("cor", "Intercept–slope correlation of each term")]
     for key, what in keys:
@@ -321,9 +390,12 @@ def _priors_table(plan: Plan, analysis: str | None = None) -> Markup:
         if given is not None:
             src = "the spec"
         elif fam == "bernoulli":
-            src = ("default on the log-odds scale, centred at the logit of the planned share of 1s "
-                   f"({fmt.num(plan.outcome_mean)} = base rate + treatment probability × average effect)" if key == "intercept"
-                   else "default on the log-odds scale")
+            src = (
+                "default on the log-odds scale, centred at the logit of the planned share of 1s "
+                f"({fmt.num(plan.outcome_mean)} = base rate + treatment probability × average effect)"
+                if key == "intercept"
+                else "default on the log-odds scale"
+            )
             if key == "b":
                 src += " (each control: normal(0, 2.5/sd(x)))"
         else:
@@ -332,12 +404,16 @@ def _priors_table(plan: Plan, analysis: str | None = None) -> Markup:
                 src += " (each control: normal(0, 2.5 sd(y)/sd(x)))"
         rows.append([what, fmt.code_span(str(used) if used is not None else "lkj(2)"), src])
     if fam == "bernoulli":
-        caption = (f"Priors of the hierarchical model of analysis '{analysis or plan.simulated[0]}' (family bernoulli): every parameter is on the "
-                   "log-odds scale. Default priors do not depend on the outcome's SD; on the real data the intercept's default is recentred at the "
-                   "logit of the observed share of 1s; priors given in the spec are used as written.")
+        caption = (
+            f"Priors of the hierarchical model of analysis '{analysis or plan.simulated[0]}' (family bernoulli): every parameter is on the "
+            "log-odds scale. Default priors do not depend on the outcome's SD; on the real data the intercept's default is recentred at the "
+            "logit of the observed share of 1s; priors given in the spec are used as written."
+        )
     else:
-        caption = ("Priors of the hierarchical model. Defaults scale with the outcome's SD: on the real data they are recomputed from its SD, "
-                   "which is close to the planned one if the design's outcome_sd is right; priors given in the spec are used as written.")
+        caption = (
+            "Priors of the hierarchical model. Defaults scale with the outcome's SD: on the real data they are recomputed from its SD, "
+            "which is close to the planned one if the design's outcome_sd is right; priors given in the spec are used as written."
+        )
     if analysis is not None and fam != "bernoulli":
         caption = f"Analysis '{analysis}': " + caption
     label = "tbl-priors" if analysis is None else "tbl-priors-" + _slug(analysis)
@@ -355,33 +431,42 @@ def _decision_rules(plan: Plan) -> list[Markup]:
     from ..models.hierarchical import ESS_MIN, RHAT_MAX
 
     c = fmt.pct(CREDIBLE)
-    return [fmt.md(r) for r in (
-        f"A group's effect is called positive (or negative) only when its posterior probability of being above (below) zero is at least {c}.",
-        f"The largest group effect is said to exceed the smallest only when the posterior probability of that difference is at least {c}; "
-        "otherwise the text says the data cannot tell the two groups apart with confidence.",
-        "Differences between levels of a modifier are reported as the posterior difference of the level averages (weighted by group size, "
-        "per draw) with its 95% interval and probability.",
-        "Every interval is a 95% interval: posterior quantiles for the hierarchical model, t intervals with the stated robust standard "
-        "errors for OLS.",
-        f"Groups with units in only one arm are not estimable by OLS (reported as such); arms with one unit get no HC2/HC3 standard error; "
-        f"arms with fewer than {plan.spec.report.min_arm} units are flagged.",
-        f"The sampler is flagged (a warning on page one) when any reported quantity has R-hat above {RHAT_MAX}, bulk or tail ESS below "
-        f"{ESS_MIN}, or any divergent transition.",
-        "The comparison of approaches says the hierarchical estimates are less spread out or more precise than OLS from the ratio of their "
-        "standard deviations and mean interval widths over the groups OLS can estimate.",
-    )]
+    return [
+        fmt.md(r)
+        for r in (
+            f"A group's effect is called positive (or negative) only when its posterior probability of being above (below) zero is at least {c}.",
+            f"The largest group effect is said to exceed the smallest only when the posterior probability of that difference is at least {c}; "
+            "otherwise the text says the data cannot tell the two groups apart with confidence.",
+            "Differences between levels of a modifier are reported as the posterior difference of the level averages (weighted by group size, "
+            "per draw) with its 95% interval and probability.",
+            "Every interval is a 95% interval: posterior quantiles for the hierarchical model, t intervals with the stated robust standard "
+            "errors for OLS.",
+            f"Groups with units in only one arm are not estimable by OLS (reported as such); arms with one unit get no HC2/HC3 standard error; "
+            f"arms with fewer than {plan.spec.report.min_arm} units are flagged.",
+            f"The sampler is flagged (a warning on page one) when any reported quantity has R-hat above {RHAT_MAX}, bulk or tail ESS below "
+            f"{ESS_MIN}, or any divergent transition.",
+            "The comparison of approaches says the hierarchical estimates are less spread out or more precise than OLS from the ratio of their "
+            "standard deviations and mean interval widths over the groups OLS can estimate.",
+        )
+    ]
 
 
 def _outcome_row(spec: Spec, plan: Plan) -> list[str]:
     """The design table's outcome row: mean and SD (gaussian), or the base rate of a 0/1 outcome."""
     label = spec.label(spec.outcome)
     if plan.outcome_family != "bernoulli":
-        return ["Outcome", f"{label} ({spec.family}); expected mean {fmt.num(plan.outcome_mean)}, SD {fmt.num(plan.outcome_sd)} "
-                           f"(from {plan.outcome_sd_source})"]
+        return [
+            "Outcome",
+            f"{label} ({spec.family}); expected mean {fmt.num(plan.outcome_mean)}, SD {fmt.num(plan.outcome_sd)} "
+            f"(from {plan.outcome_sd_source})",
+        ]
     fams = sorted({a.family for a in plan.analyses})
     how = "bernoulli (logit)" if fams == ["bernoulli"] else "bernoulli (logit) and gaussian (the linear probability model)"
-    return ["Outcome", f"{label}, 0/1, analysed with {how}; expected share of 1s in the control arm (base rate) {fmt.num(plan.base_rate)}; "
-                       f"treated and control probabilities are kept within [{P_MIN:g}, {P_MAX:g}] in the simulation"]
+    return [
+        "Outcome",
+        f"{label}, 0/1, analysed with {how}; expected share of 1s in the control arm (base rate) {fmt.num(plan.base_rate)}; "
+        f"treated and control probabilities are kept within [{P_MIN:g}, {P_MAX:g}] in the simulation",
+    ]
 
 
 def mock_sensitivity(mock) -> list[dict]:
@@ -410,62 +495,143 @@ def appendix_context(spec: Spec, plan: Plan, sim: SimulationResult, mock, record
             size_tables.append({"n": fmt.count(n), "table": tbl, "n_small": n_small, "n_one": n_one})
         ma = mock.analysis(ap.name)
         f_bambi, f_brms = ma.hierarchical["formula_bambi"], ma.hierarchical["formula_brms"]
-        analyses.append({
-            "name": ap.name, "title": ap.title, "slug": Markup(slug), "n_groups": len(ap.groups), "modifiers": ", ".join(spec.label(m) for m in ap.modifiers),
-            "controls": ", ".join(spec.label(c) for c in ap.controls) or "none", "terms_mode": ap.mode, "n_terms": len(ap.term_list),
-            "correlated": a.correlated, "slope_predictors": ", ".join(a.slope_predictors), "filter": a.filter,
-            "formula_bambi": f_bambi, "formula_brms": f_brms, "ols_formula": ma.ols[registry.BASELINE]["formula"],
-            "additive_formula": ma.ols["ols_additive"]["formula"], "size_tables": size_tables, "simulated": ap.name in plan.simulated,
-            "figures": figures.get(ap.name, {}), "family": ap.family, "bernoulli": ap.family == "bernoulli",
-            "glm_formula": ma.ols.get("glm_full", {}).get("formula"),
-            "priors_table": _priors_table(plan, ap.name) if _own_priors(plan, ap.name) else None,
-        })
+        analyses.append(
+            {
+                "name": ap.name,
+                "title": ap.title,
+                "slug": Markup(slug),
+                "n_groups": len(ap.groups),
+                "modifiers": ", ".join(spec.label(m) for m in ap.modifiers),
+                "controls": ", ".join(spec.label(c) for c in ap.controls) or "none",
+                "terms_mode": ap.mode,
+                "n_terms": len(ap.term_list),
+                "correlated": a.correlated,
+                "slope_predictors": ", ".join(a.slope_predictors),
+                "filter": a.filter,
+                "formula_bambi": f_bambi,
+                "formula_brms": f_brms,
+                "ols_formula": ma.ols[registry.BASELINE]["formula"],
+                "additive_formula": ma.ols["ols_additive"]["formula"],
+                "size_tables": size_tables,
+                "simulated": ap.name in plan.simulated,
+                "figures": figures.get(ap.name, {}),
+                "family": ap.family,
+                "bernoulli": ap.family == "bernoulli",
+                "glm_formula": ma.ols.get("glm_full", {}).get("formula"),
+                "priors_table": _priors_table(plan, ap.name) if _own_priors(plan, ap.name) else None,
+            }
+        )
     rows = []
     for r in pc.itertuples():
         fam = plan.analysis(r.analysis).family
-        rows.append([r.analysis + (" (bernoulli)" if fam == "bernoulli" else ""), fmt.count(r.n), f"{r.sd:g}" + (" (null)" if r.sd == 0 else ""),
-                     {"ols_full": "OLS, full interactions", "hierarchical": "Hierarchical"}[r.method],
-                     fmt.num(r.groups_estimated, 1), fmt.num(r.rmse, 3), fmt.num(r.width, 3), fmt.share(r.coverage),
-                     f"{fmt.share(r.detect)} (± {fmt.num(1.96 * r.detect_se, 2)})", fmt.share(r.false_positive), f"{r.replications} / {r.replications + r.failed}"])
-    detect_table = fmt.pipe_table(["Analysis", "N", "Heterogeneity SD", "Approach", "Groups estimated", "RMSE", "Mean 95% width", "95% coverage",
-                                   "P(detect)", "False positives at SD 0", "Replications ok"], rows, "lrrlrrrrrrr",
-                                  "What the design can detect, per planned N and assumed heterogeneity SD: averages over groups and replications of "
-                                  "the error (RMSE against the true group effects; for bernoulli analyses on the probability scale), the 95% interval width and its coverage, and the probability of "
-                                  "detecting heterogeneity (definition above; ± 1.96 Monte-Carlo SEs), next to the same rule's rate of detecting "
-                                  "heterogeneity that is not there (the null cell, SD 0; 5% by construction for the hierarchical rule).", "tbl-detection")
+        rows.append(
+            [
+                r.analysis + (" (bernoulli)" if fam == "bernoulli" else ""),
+                fmt.count(r.n),
+                f"{r.sd:g}" + (" (null)" if r.sd == 0 else ""),
+                {"ols_full": "OLS, full interactions", "hierarchical": "Hierarchical"}[r.method],
+                fmt.num(r.groups_estimated, 1),
+                fmt.num(r.rmse, 3),
+                fmt.num(r.width, 3),
+                fmt.share(r.coverage),
+                f"{fmt.share(r.detect)} (± {fmt.num(1.96 * r.detect_se, 2)})",
+                fmt.share(r.false_positive),
+                f"{r.replications} / {r.replications + r.failed}",
+            ]
+        )
+    detect_table = fmt.pipe_table(
+        [
+            "Analysis",
+            "N",
+            "Heterogeneity SD",
+            "Approach",
+            "Groups estimated",
+            "RMSE",
+            "Mean 95% width",
+            "95% coverage",
+            "P(detect)",
+            "False positives at SD 0",
+            "Replications ok",
+        ],
+        rows,
+        "lrrlrrrrrrr",
+        "What the design can detect, per planned N and assumed heterogeneity SD: averages over groups and replications of "
+        "the error (RMSE against the true group effects; for bernoulli analyses on the probability scale), the 95% interval width and its coverage, and the probability of "
+        "detecting heterogeneity (definition above; ± 1.96 Monte-Carlo SEs), next to the same rule's rate of detecting "
+        "heterogeneity that is not there (the null cell, SD 0; 5% by construction for the hierarchical rule).",
+        "tbl-detection",
+    )
     s = sim.summary
     ok = s[s["status"] == "ok"] if len(s) and "status" in s else s
     failed = s[s["status"] != "ok"] if len(s) and "status" in s else s
     d = spec.design
     design_rows = [
-        ["Planned N", ", ".join(fmt.count(n) for n in plan.sizes)], ["Treatment probability", f"{plan.p_treat:g}"],
+        ["Planned N", ", ".join(fmt.count(n) for n in plan.sizes)],
+        ["Treatment probability", f"{plan.p_treat:g}"],
         _outcome_row(spec, plan),
-        ["Assumed average effect" + (" (difference in probability)" if plan.outcome_family == "bernoulli" else ""), fmt.num(plan.average_effect)],
-        ["Assumed heterogeneity SD (of the true group effects" + (", probability scale)" if plan.outcome_family == "bernoulli" else ")"),
-         ", ".join(f"{s_:g}" for s_ in plan.sds)],
+        [
+            "Assumed average effect" + (" (difference in probability)" if plan.outcome_family == "bernoulli" else ""),
+            fmt.num(plan.average_effect),
+        ],
+        [
+            "Assumed heterogeneity SD (of the true group effects" + (", probability scale)" if plan.outcome_family == "bernoulli" else ")"),
+            ", ".join(f"{s_:g}" for s_ in plan.sds),
+        ],
         ["Detecting heterogeneity", "calibrated: hierarchical against the 95th percentile at SD 0; OLS Wald test at 5%"],
-        ["Replications per cell", str(plan.replications)], ["Design seed", str(plan.seed)],
-        ["Simulation sampler", f"{d.sampler.chains} chains × {d.sampler.draws} draws ({d.sampler.tune} tuning), target_accept {d.sampler.target_accept:g}"],
+        ["Replications per cell", str(plan.replications)],
+        ["Design seed", str(plan.seed)],
+        [
+            "Simulation sampler",
+            f"{d.sampler.chains} chains × {d.sampler.draws} draws ({d.sampler.tune} tuning), target_accept {d.sampler.target_accept:g}",
+        ],
         ["Flag threshold (units per arm)", str(plan.min_arm)],
     ]
     compiles = int(ok["compile"].isin(["compile", "fallback"]).sum()) if len(ok) and "compile" in ok else 0
     return {
-        "title": spec.title, "subtitle": spec.subtitle, "author": spec.report.author, "date": record["created"][:10],
-        "spec_hash": record["spec_hash"], "hash12": record["spec_hash"][:12], "created": record["created"],
-        "units": spec.report.units, "treatment": spec.label(spec.treatment), "outcome": spec.label(spec.outcome),
-        "design_table": fmt.pipe_table(["Item", "Planned"], design_rows, "ll", "The planned design and the assumptions of the simulation.", "tbl-design"),
-        "shares_table": _share_tables(plan), "priors_table": _priors_table(plan), "rules": _decision_rules(plan),
+        "title": spec.title,
+        "subtitle": spec.subtitle,
+        "author": spec.report.author,
+        "date": record["created"][:10],
+        "spec_hash": record["spec_hash"],
+        "hash12": record["spec_hash"][:12],
+        "created": record["created"],
+        "units": spec.report.units,
+        "treatment": spec.label(spec.treatment),
+        "outcome": spec.label(spec.outcome),
+        "design_table": fmt.pipe_table(
+            ["Item", "Planned"], design_rows, "ll", "The planned design and the assumptions of the simulation.", "tbl-design"
+        ),
+        "shares_table": _share_tables(plan),
+        "priors_table": _priors_table(plan),
+        "rules": _decision_rules(plan),
         "sensitivity_sets": mock_sensitivity(mock),  # does the prior matter for the mock study's estimates (power-scaling)
-        "analyses": analyses, "se_type": spec.ols.se_type, "cluster": spec.ols.cluster, "detect_table": detect_table,
-        "notes": list(plan.notes), "prior_sets": figures.get("_priors", []),
-        "bernoulli": plan.outcome_family == "bernoulli", "p_min": f"{P_MIN:g}", "p_max": f"{P_MAX:g}", "any_bernoulli": any(a.family == "bernoulli" for a in plan.analyses),
-        "any_gaussian": any(a.family == "gaussian" for a in plan.analyses), "base_rate": fmt.num(plan.base_rate) if plan.base_rate is not None else None,
-        "detect_figure": figures.get("_detect"), "sim_where": sim.where, "sim_minutes": fmt.num(sim.wall_s / 60, 1),
-        "n_replications": len(s), "n_failed": len(failed), "failed_examples": [str(e) for e in failed.get("error", pd.Series(dtype=str)).head(3)],
-        "compiles": compiles, "swaps": int((ok["compile"] == "swap").sum()) if len(ok) and "compile" in ok else 0,
-        "mark": MARK, "route": route, "record_file": RECORD,
+        "analyses": analyses,
+        "se_type": spec.ols.se_type,
+        "cluster": spec.ols.cluster,
+        "detect_table": detect_table,
+        "notes": list(plan.notes),
+        "prior_sets": figures.get("_priors", []),
+        "bernoulli": plan.outcome_family == "bernoulli",
+        "p_min": f"{P_MIN:g}",
+        "p_max": f"{P_MAX:g}",
+        "any_bernoulli": any(a.family == "bernoulli" for a in plan.analyses),
+        "any_gaussian": any(a.family == "gaussian" for a in plan.analyses),
+        "base_rate": fmt.num(plan.base_rate) if plan.base_rate is not None else None,
+        "detect_figure": figures.get("_detect"),
+        "sim_where": sim.where,
+        "sim_minutes": fmt.num(sim.wall_s / 60, 1),
+        "n_replications": len(s),
+        "n_failed": len(failed),
+        "failed_examples": [str(e) for e in failed.get("error", pd.Series(dtype=str)).head(3)],
+        "compiles": compiles,
+        "swaps": int((ok["compile"] == "swap").sum()) if len(ok) and "compile" in ok else 0,
+        "mark": MARK,
+        "route": route,
+        "record_file": RECORD,
         "seeds_table": fmt.pipe_table(["Seed", "Value"], [[k, str(v)] for k, v in record["seeds"].items()], "lr", "Seeds.", "tbl-seeds"),
-        "versions": fmt.pipe_table(["Package", "Version"], [[k, v] for k, v in record["packages"].items()], "ll", "Package versions.", "tbl-versions"),
+        "versions": fmt.pipe_table(
+            ["Package", "Version"], [[k, v] for k, v in record["packages"].items()], "ll", "Package versions.", "tbl-versions"
+        ),
         "spec_block": fmt.code_block(spec.source_text or ""),
         "canonical_block": fmt.code_block(json.dumps(record["spec"], indent=1, sort_keys=True), "json"),
         "pagebreak": Markup("{{< pagebreak >}}"),
@@ -489,25 +655,43 @@ def _write_figures(spec: Spec, plan: Plan, sim: SimulationResult, folder: Path, 
         bern = pp["family"] == "bernoulli"
         slug = _slug(first)
         if bern:
-            caps = (("group_effect", f"Prior predictive draws of the group effects of analysis '{first}' (bernoulli) on the probability scale: "
-                                     f"the difference in the probability of {label} between treatment and control, each group's log-odds slope "
-                                     f"drawn from the prior and applied at the planned base rate {plan.base_rate:g}; the dashed line is the "
-                                     "assumed average effect."),
-                    ("sigma_theta", f"Prior draws of σθ of analysis '{first}', the slope SD of the full crossing of the modifiers, on the "
-                                    "log-odds scale (the model's own scale); dashed lines are the assumed heterogeneity SDs converted to log-odds "
-                                    f"at the base rate (SD / (p(1 − p)) with p = {plan.base_rate:g}, a first-order approximation)."))
+            caps = (
+                (
+                    "group_effect",
+                    f"Prior predictive draws of the group effects of analysis '{first}' (bernoulli) on the probability scale: "
+                    f"the difference in the probability of {label} between treatment and control, each group's log-odds slope "
+                    f"drawn from the prior and applied at the planned base rate {plan.base_rate:g}; the dashed line is the "
+                    "assumed average effect.",
+                ),
+                (
+                    "sigma_theta",
+                    f"Prior draws of σθ of analysis '{first}', the slope SD of the full crossing of the modifiers, on the "
+                    "log-odds scale (the model's own scale); dashed lines are the assumed heterogeneity SDs converted to log-odds "
+                    f"at the base rate (SD / (p(1 − p)) with p = {plan.base_rate:g}, a first-order approximation).",
+                ),
+            )
         else:
-            caps = (("group_effect", f"Prior predictive draws of the group effects of analysis '{first}' on the outcome's scale ({label}); the dashed line "
-                                     "is the assumed average effect."),
-                    ("sigma_theta", "Prior draws of σθ, the slope SD of the full crossing of the modifiers; dashed lines are the assumed heterogeneity SDs."))
+            caps = (
+                (
+                    "group_effect",
+                    f"Prior predictive draws of the group effects of analysis '{first}' on the outcome's scale ({label}); the dashed line "
+                    "is the assumed average effect.",
+                ),
+                (
+                    "sigma_theta",
+                    "Prior draws of σθ, the slope SD of the full crossing of the modifiers; dashed lines are the assumed heterogeneity SDs.",
+                ),
+            )
         entry = {"analysis": first, "bernoulli": bern}
         for key, cap in caps:
             stem = f"prior-{key}" if not sets else f"prior-{slug}-{key}"
             _save(figure_prior(pp, plan, key, label), folder / stem, 6.0, 3.0)
             entry[key] = {"path": Markup(f"figures/{stem}"), "id": Markup(f"fig-{stem.replace('_', '-')}"), "caption": cap}
         entry["summary"] = {
-            "ge_lo": fmt.num(np.quantile(pp["group_effect"], 0.05)), "ge_hi": fmt.num(np.quantile(pp["group_effect"], 0.95)),
-            "st_med": fmt.num(np.median(pp["sigma_theta"])), "st_hi": fmt.num(np.quantile(pp["sigma_theta"], 0.95)),
+            "ge_lo": fmt.num(np.quantile(pp["group_effect"], 0.05)),
+            "ge_hi": fmt.num(np.quantile(pp["group_effect"], 0.95)),
+            "st_med": fmt.num(np.median(pp["sigma_theta"])),
+            "st_hi": fmt.num(np.quantile(pp["sigma_theta"], 0.95)),
             "between_med": fmt.num(np.median(pp["sd_between"])),
         }
         entry["summary"]["too_wide"] = not bern and priors_too_wide(pp["group_effect"], plan.outcome_sd)
@@ -518,8 +702,11 @@ def _write_figures(spec: Spec, plan: Plan, sim: SimulationResult, folder: Path, 
     pg = per_group(sim, plan)
     if len(pc) and pc["detect"].notna().any():
         _save(figure_detection(pc), folder / "detection", 6.0, 3.2)
-        out["_detect"] = {"path": Markup("figures/detection"), "id": Markup("fig-detection"),
-                          "caption": "Probability of detecting heterogeneity, by planned N and approach (error bars: ±1.96 Monte-Carlo SEs)."}
+        out["_detect"] = {
+            "path": Markup("figures/detection"),
+            "id": Markup("fig-detection"),
+            "caption": "Probability of detecting heterogeneity, by planned N and approach (error bars: ±1.96 Monte-Carlo SEs).",
+        }
     for c in cells(plan):
         if pg.empty:
             break
@@ -532,19 +719,25 @@ def _write_figures(spec: Spec, plan: Plan, sim: SimulationResult, folder: Path, 
         figs_c = out.setdefault(c.analysis, {}).setdefault("cells", [])
         stem = f"{c.analysis}-n{c.n}-sd{c.sd:g}".replace(".", "_")
         entry = {"n": fmt.count(c.n), "sd": f"{c.sd:g}"}
-        for metric, ylab, what in (("width", "Mean 95% interval width", "expected 95% interval width"), ("rmse", "RMSE against the true effect", "RMSE")):
+        for metric, ylab, what in (
+            ("width", "Mean 95% interval width", "expected 95% interval width"),
+            ("rmse", "RMSE against the true effect", "RMSE"),
+        ):
             _save(figure_by_group(sub, sizes, metric, ylab), folder / f"{stem}-{metric}", 6.0, 3.4)
-            entry[metric] = {"path": Markup(f"figures/{stem}-{metric}"), "id": Markup(f"fig-{stem}-{metric}"),
-                             "caption": f"Per group: {what} over {plan.replications} replications at N = {c.n:,} and heterogeneity SD {c.sd:g}, "
-                                        "against the group's expected size; one point per group and approach (OLS only where it can estimate the group)."}
+            entry[metric] = {
+                "path": Markup(f"figures/{stem}-{metric}"),
+                "id": Markup(f"fig-{stem}-{metric}"),
+                "caption": f"Per group: {what} over {plan.replications} replications at N = {c.n:,} and heterogeneity SD {c.sd:g}, "
+                "against the group's expected size; one point per group and approach (OLS only where it can estimate the group).",
+            }
         figs_c.append(entry)
     return out
 
 
 def build_appendix(project: Path, spec: Spec, plan: Plan, sim: SimulationResult, mock, record: dict, route: str, log=None) -> Path:
     from ..report.build import environment
-    from ..resources import quarto_yml
     from ..report.render import describe_route
+    from ..resources import quarto_yml
 
     project.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(quarto_yml(), project / "_quarto.yml")
@@ -559,8 +752,17 @@ def build_appendix(project: Path, spec: Spec, plan: Plan, sim: SimulationResult,
     return project
 
 
-def preregister(spec: Spec | str | Path, out: str | Path, *, formats=None, route: str = "auto", scheduler: str | None = None,
-                workers: int | None = None, log=None, client=None) -> dict:
+def preregister(
+    spec: Spec | str | Path,
+    out: str | Path,
+    *,
+    formats=None,
+    route: str = "auto",
+    scheduler: str | None = None,
+    workers: int | None = None,
+    log=None,
+    client=None,
+) -> dict:
     """Check the design, simulate, fit the mock study, render the appendix and write the record.
 
     Returns {"appendix": {fmt: path}, "mock": {fmt: path}, "record": path, "simulation_s": seconds}."""
@@ -574,7 +776,7 @@ def preregister(spec: Spec | str | Path, out: str | Path, *, formats=None, route
     describe_route(route)  # a missing renderer is an error now, not after the simulation
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    created = datetime.now(UTC).isoformat(timespec="seconds")
     tmp = Path(tempfile.mkdtemp(prefix="prereg-partial-", dir=out.parent))  # no dot: Quarto ignores dot-named folders
     try:
         sim = run_simulation(plan, scheduler=scheduler, workers=workers, log=say, client=client)
@@ -615,8 +817,13 @@ def preregister(spec: Spec | str | Path, out: str | Path, *, formats=None, route
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     fix = lambda outs, sub: {k: out / sub / Path(v).name for k, v in outs.items()}  # noqa: E731
-    return {"appendix": fix(outcome.outputs, "report"), "mock": fix(mock_outcome.outputs, "mock/report"), "record": out / RECORD,
-            "simulation_s": sim.wall_s, "where": sim.where}
+    return {
+        "appendix": fix(outcome.outputs, "report"),
+        "mock": fix(mock_outcome.outputs, "mock/report"),
+        "record": out / RECORD,
+        "simulation_s": sim.wall_s,
+        "where": sim.where,
+    }
 
 
 __all__ = ["MARK", "RECORD", "preregister", "registration_record", "stamp_simulated"]

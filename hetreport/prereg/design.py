@@ -57,12 +57,17 @@ def _check_shares(levels: dict, what: str) -> None:
         raise _located(("levels",), f"{what} needs at least two levels with their shares, e.g. {{0: 0.4, 1: 0.6}}")
     for k, p in levels.items():
         if not (isinstance(p, (int, float)) and not isinstance(p, bool) and 0 < p <= 1):
-            raise _located(("levels", k), f"the share of level {k!r} must be a number above 0 and at most 1 (got {p!r}); "
-                                          "drop levels that will not occur")
+            raise _located(
+                ("levels", k),
+                f"the share of level {k!r} must be a number above 0 and at most 1 (got {p!r}); drop levels that will not occur",
+            )
     total = sum(levels.values())
     if abs(total - 1) > SHARE_TOLERANCE:
-        raise _located(("levels",), f"the level shares of {what} add up to {total:.4g}, not 1; give every level's expected share "
-                                    "of the units so that they add up to 1 (e.g. {0: 0.25, 1: 0.75})")
+        raise _located(
+            ("levels",),
+            f"the level shares of {what} add up to {total:.4g}, not 1; give every level's expected share "
+            "of the units so that they add up to 1 (e.g. {0: 0.25, 1: 0.75})",
+        )
 
 
 class ModifierPlan(_Strict):
@@ -74,8 +79,10 @@ class ModifierPlan(_Strict):
     @model_validator(mode="after")
     def _one(self) -> ModifierPlan:
         if (self.levels is None) == (not self.pilot):
-            raise ValueError("give either 'levels' (each level's expected share, e.g. {0: 0.4, 1: 0.6}) or 'pilot: true' "
-                             "(shares from the design's pilot file), not both or neither")
+            raise ValueError(
+                "give either 'levels' (each level's expected share, e.g. {0: 0.4, 1: 0.6}) or 'pilot: true' "
+                "(shares from the design's pilot file), not both or neither"
+            )
         if self.levels is not None:
             _check_shares(self.levels, "this modifier")
         return self
@@ -160,8 +167,11 @@ class PlannedDesign(_Strict):
         for i, s in enumerate(sds):
             here = loc if not isinstance(self.heterogeneity_sd, list) else (*loc, i)
             if not math.isfinite(s) or s < 0:
-                raise _located(here, f"an assumed heterogeneity SD of {s} is negative; a standard deviation is zero or positive "
-                                     "(0 means every group has the average effect), e.g. heterogeneity_sd: 0.1")
+                raise _located(
+                    here,
+                    f"an assumed heterogeneity SD of {s} is negative; a standard deviation is zero or positive "
+                    "(0 means every group has the average effect), e.g. heterogeneity_sd: 0.1",
+                )
             if sds.index(s) != i:
                 raise _located(here, f"{s} is listed twice; list each assumed heterogeneity SD once")
         if not math.isfinite(self.average_effect):

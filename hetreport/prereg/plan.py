@@ -26,7 +26,6 @@ from ..errors import SpecError, suggest
 from ..groups import terms
 from ..spec import Spec
 
-
 #: the families pre-registration can simulate and mock
 SUPPORTED_FAMILIES = ("gaussian", "bernoulli")
 #: simulated probabilities are kept within these bounds (a group's true effect is clipped to them)
@@ -101,8 +100,10 @@ def _pilot_frame(spec: Spec) -> pd.DataFrame | None:
     path = Path(pilot.path)
     path = path if path.is_absolute() else spec.base_dir / path
     if not path.is_file():
-        raise SpecError(f"the pilot file '{path}' does not exist; design.pilot.path is read relative to the spec file's folder.",
-                        where="design.pilot.path")
+        raise SpecError(
+            f"the pilot file '{path}' does not exist; design.pilot.path is read relative to the spec file's folder.",
+            where="design.pilot.path",
+        )
     frame, _, _, _ = read_table(path, pilot.format, pilot.sheet)
     for name, text in pilot.derive.items():
         frame[name] = compile_expr(text, where=f"design.pilot.derive.{name}", columns=frame.columns).evaluate(frame)
@@ -134,21 +135,31 @@ def _ordered(spec: Spec, var: str, codes: list) -> list:
 
 def _from_pilot(spec: Spec, frame: pd.DataFrame | None, var: str, role: str, where: str, categorical: bool):
     if frame is None:
-        raise SpecError(f"{role} '{var}' has no planned distribution. Add it under design.{'modifiers' if role == 'modifier' else 'controls'}."
-                        f"{var} (e.g. {{levels: {{0: 0.5, 1: 0.5}}}}{'' if role == 'modifier' else ' or {mean: 0, sd: 1}'}), "
-                        "or give design.pilot with a file that has the column.", where=where)
+        raise SpecError(
+            f"{role} '{var}' has no planned distribution. Add it under design.{'modifiers' if role == 'modifier' else 'controls'}."
+            f"{var} (e.g. {{levels: {{0: 0.5, 1: 0.5}}}}{'' if role == 'modifier' else ' or {mean: 0, sd: 1}'}), "
+            "or give design.pilot with a file that has the column.",
+            where=where,
+        )
     if var not in frame.columns:
-        raise SpecError(f"the pilot file lacks the {role} '{var}'.{suggest(var, frame.columns)} Add the column to the file, derive it with "
-                        f"design.pilot.derive (e.g. {var}: \"...\"), or give its planned shares under design.{'modifiers' if role == 'modifier' else 'controls'}.{var}.",
-                        where="design.pilot")
+        raise SpecError(
+            f"the pilot file lacks the {role} '{var}'.{suggest(var, frame.columns)} Add the column to the file, derive it with "
+            f'design.pilot.derive (e.g. {var}: "..."), or give its planned shares under design.{"modifiers" if role == "modifier" else "controls"}.{var}.',
+            where="design.pilot",
+        )
     col = frame[var].dropna()
     if col.empty:
-        raise SpecError(f"the pilot file's column '{var}' has no non-missing values; give its planned shares under design instead.", where="design.pilot")
+        raise SpecError(
+            f"the pilot file's column '{var}' has no non-missing values; give its planned shares under design instead.",
+            where="design.pilot",
+        )
     if categorical or col.nunique() <= 12 or not pd.api.types.is_numeric_dtype(col):
         shares = col.value_counts(normalize=True)
         codes = _ordered(spec, var, [canonical_code(c) for c in shares.index])
         lookup = {code_key(k): float(v) for k, v in shares.items()}
-        return Categorical(var, tuple(codes), tuple(lookup[code_key(c)] for c in codes), tuple(_label(spec, var, c) for c in codes), "pilot")
+        return Categorical(
+            var, tuple(codes), tuple(lookup[code_key(c)] for c in codes), tuple(_label(spec, var, c) for c in codes), "pilot"
+        )
     return Normal(var, float(col.mean()), float(col.std(ddof=1)) or 1.0, "pilot")
 
 
@@ -156,8 +167,9 @@ def _categorical(spec: Spec, var: str, levels: dict) -> Categorical:
     codes = _ordered(spec, var, [canonical_code(k) for k in levels])
     lookup = {code_key(k): float(v) for k, v in levels.items()}
     total = sum(lookup.values())
-    return Categorical(var, tuple(codes), tuple(lookup[code_key(c)] / total for c in codes),
-                       tuple(_label(spec, var, c) for c in codes), "design")
+    return Categorical(
+        var, tuple(codes), tuple(lookup[code_key(c)] / total for c in codes), tuple(_label(spec, var, c) for c in codes), "design"
+    )
 
 
 def _group_table(spec: Spec, mods: list[Categorical]) -> pd.DataFrame:
@@ -167,10 +179,18 @@ def _group_table(spec: Spec, mods: list[Categorical]) -> pd.DataFrame:
     for combo in itertools.product(*[range(len(m.codes)) for m in mods]):
         codes = [m.codes[k] for m, k in zip(mods, combo)]
         share = float(np.prod([m.shares[k] for m, k in zip(mods, combo)]))
-        label = ", ".join(m.labels[k] if m.labels[k] != str(canonical_code(m.codes[k])) else f"{spec.label(m.name)} = {m.labels[k]}"
-                          for m, k in zip(mods, combo))
-        rows.append({"group": group_key([m.name for m in mods], codes), **{m.name: c for m, c in zip(mods, codes)},
-                     "group_label": label, "share": share})
+        label = ", ".join(
+            m.labels[k] if m.labels[k] != str(canonical_code(m.codes[k])) else f"{spec.label(m.name)} = {m.labels[k]}"
+            for m, k in zip(mods, combo)
+        )
+        rows.append(
+            {
+                "group": group_key([m.name for m in mods], codes),
+                **{m.name: c for m, c in zip(mods, codes)},
+                "group_label": label,
+                "share": share,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -178,14 +198,19 @@ def resolve_plan(spec: Spec) -> Plan:
     """Check the design against the spec and resolve shares, scales and groups (raises SpecError)."""
     d = spec.design
     if d is None:
-        raise SpecError("this spec has no 'design:' block. `hetreport preregister` plans a study from a design-only spec: replace 'data:' "
-                        "by 'design:' with the planned N, shares, outcome scale and assumed effects (see examples/tomz-weeks/design.yml).",
-                        where="design")
+        raise SpecError(
+            "this spec has no 'design:' block. `hetreport preregister` plans a study from a design-only spec: replace 'data:' "
+            "by 'design:' with the planned N, shares, outcome scale and assumed effects (see examples/tomz-weeks/design.yml).",
+            where="design",
+        )
     if spec.family not in SUPPORTED_FAMILIES:
-        raise SpecError(f"pre-registration does not yet support family '{spec.family}': it supports gaussian and bernoulli (a 0/1 outcome "
-                        "with the expected share of 1s in the control arm as design.base_rate). Its power simulation and mock report need a "
-                        "simulated outcome on that family's scale. Pre-register the analysis with family: gaussian or bernoulli, or wait for a "
-                        "release that supports it.", where="family")
+        raise SpecError(
+            f"pre-registration does not yet support family '{spec.family}': it supports gaussian and bernoulli (a 0/1 outcome "
+            "with the expected share of 1s in the control arm as design.base_rate). Its power simulation and mock report need a "
+            "simulated outcome on that family's scale. Pre-register the analysis with family: gaussian or bernoulli, or wait for a "
+            "release that supports it.",
+            where="family",
+        )
     pilot = _pilot_frame(spec)
     # analyses with another family (ordinal, poisson, ...) or their own outcome are registered (the record holds them and
     # the conformance check covers them) but not yet simulated or mocked. Bernoulli analyses need a 0/1 outcome with a
@@ -198,20 +223,32 @@ def resolve_plan(spec: Spec) -> Plan:
     names = [a.name for a in same if a.name not in unscaled]
     for i, n in enumerate(d.analyses or []):
         if n in unscaled:
-            raise SpecError(f"analysis '{n}' has family bernoulli, a model of a 0/1 outcome; to simulate it the design needs design.base_rate "
-                            "(the expected share of 1s in the control arm, e.g. base_rate: 0.3) in place of outcome_sd and outcome_mean. "
-                            f"Give base_rate, or remove '{n}' from design.analyses.", where=f"design.analyses[{i}]")
+            raise SpecError(
+                f"analysis '{n}' has family bernoulli, a model of a 0/1 outcome; to simulate it the design needs design.base_rate "
+                "(the expected share of 1s in the control arm, e.g. base_rate: 0.3) in place of outcome_sd and outcome_mean. "
+                f"Give base_rate, or remove '{n}' from design.analyses.",
+                where=f"design.analyses[{i}]",
+            )
         if n not in names:
-            raise SpecError(f"there is no gaussian or bernoulli analysis of the outcome '{spec.outcome}' named '{n}'.{suggest(n, names)} "
-                            "design.analyses lists the analyses whose detection is simulated.", where=f"design.analyses[{i}]")
+            raise SpecError(
+                f"there is no gaussian or bernoulli analysis of the outcome '{spec.outcome}' named '{n}'.{suggest(n, names)} "
+                "design.analyses lists the analyses whose detection is simulated.",
+                where=f"design.analyses[{i}]",
+            )
     _check_outcome_scale(spec, binary)
-    notes = [(f"Analysis '{n}' has family bernoulli, but the design gives the outcome's scale as outcome_sd rather than as a base rate: "
-              "it is registered (and checked for conformance) but has no detection simulation and is left out of the mock report. "
-              "Give design.base_rate (the expected share of 1s in the control arm) in place of outcome_sd and outcome_mean to simulate it.")
-             if n in unscaled else
-             (f"Analysis '{n}' has its own outcome or a family other than gaussian and bernoulli, which pre-registration does not yet simulate: "
-              "it is registered (and checked for conformance) but has no detection simulation and is left out of the mock report.")
-             for n in skipped]
+    notes = [
+        (
+            f"Analysis '{n}' has family bernoulli, but the design gives the outcome's scale as outcome_sd rather than as a base rate: "
+            "it is registered (and checked for conformance) but has no detection simulation and is left out of the mock report. "
+            "Give design.base_rate (the expected share of 1s in the control arm) in place of outcome_sd and outcome_mean to simulate it."
+        )
+        if n in unscaled
+        else (
+            f"Analysis '{n}' has its own outcome or a family other than gaussian and bernoulli, which pre-registration does not yet simulate: "
+            "it is registered (and checked for conformance) but has no detection simulation and is left out of the mock report."
+        )
+        for n in skipped
+    ]
     variables: dict = {}
     for ai, a in enumerate(spec.analyses):
         if a.name in skipped:
@@ -234,31 +271,40 @@ def resolve_plan(spec: Spec) -> Plan:
                 variables[c] = Normal(c, float(plan.mean), float(plan.sd), "design")
             else:
                 variables[c] = _from_pilot(spec, pilot, c, "control", f"design.controls (analyses[{ai}].controls[{i}])", c in a.categorical)
-    for i, (k, _) in enumerate(d.modifiers.items()):
+    for k in d.modifiers:
         if k not in variables:
-            raise SpecError(f"'{k}' is not a modifier or control of any analysis.{suggest(k, variables)} Remove it or add it to an analysis.",
-                            where=f"design.modifiers.{k}")
+            raise SpecError(
+                f"'{k}' is not a modifier or control of any analysis.{suggest(k, variables)} Remove it or add it to an analysis.",
+                where=f"design.modifiers.{k}",
+            )
     for k in d.controls:
         if k not in variables:
-            raise SpecError(f"'{k}' is not a control or modifier of any analysis.{suggest(k, variables)} Remove it or add it to an analysis.",
-                            where=f"design.controls.{k}")
+            raise SpecError(
+                f"'{k}' is not a control or modifier of any analysis.{suggest(k, variables)} Remove it or add it to an analysis.",
+                where=f"design.controls.{k}",
+            )
     if binary:
         # a 0/1 outcome: its mean and SD follow from the base rate (and scale the priors of any linear probability model)
         q = d.base_rate + d.treatment_probability * d.average_effect
         outcome_mean, outcome_sd, sd_source = q, float(np.sqrt(q * (1 - q))), "design.base_rate"
         clipped = _clipped_share(d.base_rate, d.average_effect, max(d.heterogeneity_sds))
         if clipped > 0.05:
-            notes.append(f"With base rate {d.base_rate:g}, average effect {d.average_effect:g} and heterogeneity SD {max(d.heterogeneity_sds):g}, "
-                         f"about {clipped:.0%} of the true group effects would put the treated probability outside [{P_MIN:g}, {P_MAX:g}]; "
-                         "the simulation clips those probabilities and uses the clipped difference as the group's true effect.")
+            notes.append(
+                f"With base rate {d.base_rate:g}, average effect {d.average_effect:g} and heterogeneity SD {max(d.heterogeneity_sds):g}, "
+                f"about {clipped:.0%} of the true group effects would put the treated probability outside [{P_MIN:g}, {P_MAX:g}]; "
+                "the simulation clips those probabilities and uses the clipped difference as the group's true effect."
+            )
     else:
         outcome_sd, sd_source = d.outcome_sd, "design.outcome_sd"
         outcome_mean = d.outcome_mean
     if outcome_sd is None:
         if pilot is None or spec.outcome not in pilot.columns:
-            raise SpecError("the outcome's expected scale is missing: give design.outcome_sd (the outcome's standard deviation, e.g. 0.5 for a "
-                            "0/1 outcome near 50%), or a design.pilot file with the outcome column "
-                            f"'{spec.outcome}' to take it from.", where="design.outcome_sd")
+            raise SpecError(
+                "the outcome's expected scale is missing: give design.outcome_sd (the outcome's standard deviation, e.g. 0.5 for a "
+                "0/1 outcome near 50%), or a design.pilot file with the outcome column "
+                f"'{spec.outcome}' to take it from.",
+                where="design.outcome_sd",
+            )
         y = pd.to_numeric(pilot[spec.outcome], errors="coerce").dropna()
         outcome_sd, sd_source = float(y.std(ddof=1)), "the pilot file"
         if "outcome_mean" not in d.model_fields_set:
@@ -270,54 +316,96 @@ def resolve_plan(spec: Spec) -> Plan:
         mods = [variables[m] for m in a.modifiers]
         for m in mods:
             if not isinstance(m, Categorical):
-                raise SpecError(f"modifier '{m.name}' must have levels with shares (a modifier defines groups); the pilot file's column "
-                                "has many distinct values: bin it with design.pilot.derive, e.g. cut(x, [...]).", where=f"design.modifiers.{m.name}")
+                raise SpecError(
+                    f"modifier '{m.name}' must have levels with shares (a modifier defines groups); the pilot file's column "
+                    "has many distinct values: bin it with design.pilot.derive, e.g. cut(x, [...]).",
+                    where=f"design.modifiers.{m.name}",
+                )
         table = _group_table(spec, mods)
-        analyses.append(AnalysisPlan(a.name, a.title or a.name, tuple(a.modifiers), tuple(a.controls), a.terms, table,
-                                     tuple(terms(tuple(a.modifiers), a.terms)), spec.family_of(a)))
+        analyses.append(
+            AnalysisPlan(
+                a.name,
+                a.title or a.name,
+                tuple(a.modifiers),
+                tuple(a.controls),
+                a.terms,
+                table,
+                tuple(terms(tuple(a.modifiers), a.terms)),
+                spec.family_of(a),
+            )
+        )
         G = len(table)
         for i, n in enumerate(d.sizes):
             if n < 2 * G:
-                raise SpecError(f"a planned N of {n} is too small for analysis '{a.name}': its modifiers make {G} groups, and every group needs "
-                                f"units in both arms, so N must be at least {2 * G} (and in practice many times that). Raise design.n, "
-                                "or use fewer modifiers or levels.", where="design.n" if isinstance(d.n, int) else f"design.n[{i}]")
+                raise SpecError(
+                    f"a planned N of {n} is too small for analysis '{a.name}': its modifiers make {G} groups, and every group needs "
+                    f"units in both arms, so N must be at least {2 * G} (and in practice many times that). Raise design.n, "
+                    "or use fewer modifiers or levels.",
+                    where="design.n" if isinstance(d.n, int) else f"design.n[{i}]",
+                )
         if (not a.correlated or a.slope_predictors) and a.name in (d.analyses or names):
-            notes.append(f"Analysis '{a.name}' uses {'uncorrelated terms' if not a.correlated else 'slope predictors'}; the detection simulation "
-                         "fits it as the correlated model with the same terms (the mock report fits it exactly as specified).")
+            notes.append(
+                f"Analysis '{a.name}' uses {'uncorrelated terms' if not a.correlated else 'slope predictors'}; the detection simulation "
+                "fits it as the correlated model with the same terms (the mock report fits it exactly as specified)."
+            )
     simulated = tuple(d.analyses or names)
     min_arm = d.min_arm or spec.report.min_arm
-    return Plan(spec=spec, sizes=tuple(d.sizes), sds=tuple(d.heterogeneity_sds), p_treat=d.treatment_probability,
-                outcome_mean=float(outcome_mean), outcome_sd=float(outcome_sd), outcome_sd_source=sd_source,
-                average_effect=float(d.average_effect), replications=d.replications, seed=d.seed, min_arm=min_arm,
-                variables=variables, analyses=tuple(analyses), simulated=simulated, notes=tuple(notes),
-                outcome_family="bernoulli" if binary else "gaussian", base_rate=float(d.base_rate) if binary else None)
+    return Plan(
+        spec=spec,
+        sizes=tuple(d.sizes),
+        sds=tuple(d.heterogeneity_sds),
+        p_treat=d.treatment_probability,
+        outcome_mean=float(outcome_mean),
+        outcome_sd=float(outcome_sd),
+        outcome_sd_source=sd_source,
+        average_effect=float(d.average_effect),
+        replications=d.replications,
+        seed=d.seed,
+        min_arm=min_arm,
+        variables=variables,
+        analyses=tuple(analyses),
+        simulated=simulated,
+        notes=tuple(notes),
+        outcome_family="bernoulli" if binary else "gaussian",
+        base_rate=float(d.base_rate) if binary else None,
+    )
 
 
 def _check_outcome_scale(spec: Spec, binary: list[str]) -> None:
     """The outcome's planned scale matches the families: base_rate for a 0/1 (bernoulli) outcome, outcome_sd otherwise."""
     d = spec.design
     if binary:
-        who = "the spec's family is bernoulli" if spec.family == "bernoulli" else \
-            f"analysis '{binary[0]}' has family bernoulli"
+        who = "the spec's family is bernoulli" if spec.family == "bernoulli" else f"analysis '{binary[0]}' has family bernoulli"
         if d.base_rate is None:
-            raise SpecError(f"{who}, a model of a 0/1 outcome, so the design needs design.base_rate: the expected share of 1s in the "
-                            "control arm (e.g. base_rate: 0.3). design.average_effect and design.heterogeneity_sd are then differences in "
-                            "that probability between treatment and control (e.g. average_effect: 0.05 for 5 percentage points).",
-                            where="design.base_rate")
+            raise SpecError(
+                f"{who}, a model of a 0/1 outcome, so the design needs design.base_rate: the expected share of 1s in the "
+                "control arm (e.g. base_rate: 0.3). design.average_effect and design.heterogeneity_sd are then differences in "
+                "that probability between treatment and control (e.g. average_effect: 0.05 for 5 percentage points).",
+                where="design.base_rate",
+            )
         for key in ("outcome_sd", "outcome_mean"):
             if key in d.model_fields_set:
-                raise SpecError(f"{who}, so the outcome is 0/1 and its mean and SD follow from design.base_rate (the expected share of 1s "
-                                f"in the control arm); remove design.{key}.", where=f"design.{key}")
+                raise SpecError(
+                    f"{who}, so the outcome is 0/1 and its mean and SD follow from design.base_rate (the expected share of 1s "
+                    f"in the control arm); remove design.{key}.",
+                    where=f"design.{key}",
+                )
         treated = d.base_rate + d.average_effect
         if not 0 < treated < 1:
-            raise SpecError(f"with base rate {d.base_rate:g} an average effect of {d.average_effect:g} puts the treated arm's probability at "
-                            f"{treated:g}, outside 0 to 1. For family bernoulli design.average_effect is a difference in probability: "
-                            f"choose it so that base_rate + average_effect lies strictly between 0 and 1 (here above {-d.base_rate:g} and below "
-                            f"{1 - d.base_rate:g}).", where="design.average_effect")
+            raise SpecError(
+                f"with base rate {d.base_rate:g} an average effect of {d.average_effect:g} puts the treated arm's probability at "
+                f"{treated:g}, outside 0 to 1. For family bernoulli design.average_effect is a difference in probability: "
+                f"choose it so that base_rate + average_effect lies strictly between 0 and 1 (here above {-d.base_rate:g} and below "
+                f"{1 - d.base_rate:g}).",
+                where="design.average_effect",
+            )
     elif d.base_rate is not None:
-        raise SpecError("design.base_rate is the expected share of 1s of a 0/1 outcome analysed with family: bernoulli, but every simulated "
-                        f"analysis here is {spec.family}. Set family: bernoulli (for the spec or an analysis), or remove base_rate and give the "
-                        "outcome's expected scale as design.outcome_sd (and optionally design.outcome_mean).", where="design.base_rate")
+        raise SpecError(
+            "design.base_rate is the expected share of 1s of a 0/1 outcome analysed with family: bernoulli, but every simulated "
+            f"analysis here is {spec.family}. Set family: bernoulli (for the spec or an analysis), or remove base_rate and give the "
+            "outcome's expected scale as design.outcome_sd (and optionally design.outcome_mean).",
+            where="design.base_rate",
+        )
 
 
 def _clipped_share(base_rate: float, average: float, sd: float) -> float:
@@ -394,8 +482,9 @@ def _draw(var, n: int, rng: np.random.Generator) -> np.ndarray:
     return rng.normal(var.mean, var.sd, n)
 
 
-def simulate_frame(plan: Plan, n: int, sd: float, seed: int, analysis: str | None = None,
-                   columns: list[str] | None = None) -> tuple[pd.DataFrame, pd.Series]:
+def simulate_frame(
+    plan: Plan, n: int, sd: float, seed: int, analysis: str | None = None, columns: list[str] | None = None
+) -> tuple[pd.DataFrame, pd.Series]:
     """One simulated data set of the planned design: the treatment, every modifier and control
     (independent draws with the planned shares/distributions), and the outcome
     ``outcome_mean + theta_g * T + N(0, outcome_sd)`` with the truth of ``analysis`` (default: the
@@ -437,5 +526,18 @@ def simulate_frame(plan: Plan, n: int, sd: float, seed: int, analysis: str | Non
     return frame, truth
 
 
-__all__ = ["P_MAX", "P_MIN", "SUPPORTED_FAMILIES", "AnalysisPlan", "Categorical", "Normal", "Plan", "derived_seed", "expected_sizes", "probabilities",
-           "resolve_plan", "simulate_frame", "true_effects"]
+__all__ = [
+    "P_MAX",
+    "P_MIN",
+    "SUPPORTED_FAMILIES",
+    "AnalysisPlan",
+    "Categorical",
+    "Normal",
+    "Plan",
+    "derived_seed",
+    "expected_sizes",
+    "probabilities",
+    "resolve_plan",
+    "simulate_frame",
+    "true_effects",
+]

@@ -96,12 +96,30 @@ def _analysis_inputs(plan: Plan, cell: Cell, seed: int):
     spec = plan.spec
     a = spec.analysis(cell.analysis)
     frame, truth = simulate_frame(plan, cell.n, cell.sd, seed, analysis=cell.analysis, columns=[*a.modifiers, *a.controls])
-    raw = {"title": "simulated", "data": {"path": "simulated.csv"}, "outcome": spec.outcome, "treatment": spec.treatment,
-           "treated_value": spec.treated_value, "family": spec.family, "labels": spec.labels.model_dump(mode="json"),
-           "analyses": [a.model_dump(mode="json")], "ols": spec.ols.model_dump(mode="json"), "report": {"min_arm": plan.min_arm}}
+    raw = {
+        "title": "simulated",
+        "data": {"path": "simulated.csv"},
+        "outcome": spec.outcome,
+        "treatment": spec.treatment,
+        "treated_value": spec.treated_value,
+        "family": spec.family,
+        "labels": spec.labels.model_dump(mode="json"),
+        "analyses": [a.model_dump(mode="json")],
+        "ols": spec.ols.model_dump(mode="json"),
+        "report": {"min_arm": plan.min_arm},
+    }
     sspec = parse_spec(raw, source="simulated")
-    ds = Dataset(frame=frame, path=Path("simulated.csv"), sha256="", format="csv", n_read=len(frame), n_filtered_out=0,
-                 n_filter_missing=0, variable_labels={}, value_labels={})
+    ds = Dataset(
+        frame=frame,
+        path=Path("simulated.csv"),
+        sha256="",
+        format="csv",
+        n_read=len(frame),
+        n_filtered_out=0,
+        n_filter_missing=0,
+        variable_labels={},
+        value_labels={},
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         adata = prepare_analysis(sspec, ds, sspec.analyses[0])
@@ -176,8 +194,9 @@ def _reference(plan: Plan, cell: Cell, key: tuple, cache: WorkerCache):
         g0 = full_groups(plan, cell, adata0)
         resolved = resolved_priors(plan, cell.analysis)
         d0 = build_design(adata0, g0, plan.analysis(cell.analysis).mode)
-        cache.references[key] = CellReference(resolved, _control_prior_sds(resolved, adata0), float(adata0.y.mean()), tuple(g0.keys),
-                                        _signature(d0, g0, adata0))
+        cache.references[key] = CellReference(
+            resolved, _control_prior_sds(resolved, adata0), float(adata0.y.mean()), tuple(g0.keys), _signature(d0, g0, adata0)
+        )
     return cache.references[key]
 
 
@@ -194,8 +213,15 @@ def fit_hierarchical_cell(plan: Plan, cell: Cell, adata, groups, seed: int, cach
     d = build_design(adata, groups, plan.analysis(cell.analysis).mode)
     delta = d.y_mean - ref.shift
     d = replace(d, cell_sy=d.cell_sy + delta * d.cell_n, yy=float(d.yy + d.n * delta**2), y_mean=float(ref.shift))
-    compiled, info = cached_compiled(cache, key, ref, _signature(d, groups, adata), force_compile,
-                               swap=lambda entry: swap_data(entry, d), compile=lambda: compile_model(d, ref, adata, groups))
+    compiled, info = cached_compiled(
+        cache,
+        key,
+        ref,
+        _signature(d, groups, adata),
+        force_compile,
+        swap=lambda entry: swap_data(entry, d),
+        compile=lambda: compile_model(d, ref, adata, groups),
+    )
     idata, info["sampling_s"] = sample_compiled(compiled, plan.spec.design.sampler, seed, int(os.environ.get("HETREPORT_SIM_CORES", "1")))
     return idata, info
 
@@ -215,11 +241,20 @@ def bernoulli_rows(adata, groups) -> dict[str, np.ndarray]:
     G, t = groups.n_groups, adata.t.astype(int)
     if X.shape[1] == 0:
         cell = groups.index.astype(int) * 2 + t
-        return {"bern_group": np.repeat(np.arange(G), 2).astype(np.int64), "bern_t": np.tile([0.0, 1.0], G),
-                "bern_x": np.zeros((2 * G, 0)), "bern_y": np.bincount(cell, weights=adata.y, minlength=2 * G).astype(float),
-                "bern_trials": np.bincount(cell, minlength=2 * G).astype(float)}
-    return {"bern_group": groups.index.astype(np.int64), "bern_t": t.astype(float), "bern_x": X - X.mean(axis=0),
-            "bern_y": adata.y.astype(float), "bern_trials": np.ones(adata.n)}
+        return {
+            "bern_group": np.repeat(np.arange(G), 2).astype(np.int64),
+            "bern_t": np.tile([0.0, 1.0], G),
+            "bern_x": np.zeros((2 * G, 0)),
+            "bern_y": np.bincount(cell, weights=adata.y, minlength=2 * G).astype(float),
+            "bern_trials": np.bincount(cell, minlength=2 * G).astype(float),
+        }
+    return {
+        "bern_group": groups.index.astype(np.int64),
+        "bern_t": t.astype(float),
+        "bern_x": X - X.mean(axis=0),
+        "bern_y": adata.y.astype(float),
+        "bern_trials": np.ones(adata.n),
+    }
 
 
 def build_bernoulli_model(d, rows: dict, resolved: dict, control_sds, control_names, group_keys):
@@ -232,8 +267,17 @@ def build_bernoulli_model(d, rows: dict, resolved: dict, control_sds, control_na
 
     sh = {k: pytensor.shared(v, name=k) for k, v in rows.items()}
     R = len(rows["bern_y"])
-    ut = UnitTable(sh["bern_group"], sh["bern_t"], sh["bern_x"], sh["bern_y"], sh["bern_trials"], np.ones(R),
-                   rows["bern_x"].shape[1] == 0, R, np.zeros(rows["bern_x"].shape[1]))
+    ut = UnitTable(
+        sh["bern_group"],
+        sh["bern_t"],
+        sh["bern_x"],
+        sh["bern_y"],
+        sh["bern_trials"],
+        np.ones(R),
+        rows["bern_x"].shape[1] == 0,
+        R,
+        np.zeros(rows["bern_x"].shape[1]),
+    )
     return build_glm_model(d, ut, "bernoulli", resolved, control_sds, control_names, group_keys)
 
 
@@ -260,8 +304,13 @@ def fit_bernoulli_cell(plan: Plan, cell: Cell, adata, groups, seed: int, cache: 
         g0 = full_groups(plan, cell, adata0)
         resolved = resolved_priors(plan, cell.analysis)
         d0 = build_design(adata0, g0, mode)
-        cache.references[key] = CellReference(resolved, _control_prior_sds(resolved, adata0), 0.0, tuple(g0.keys),
-                                        _bernoulli_signature(g0, d0, adata0, bernoulli_rows(adata0, g0)))
+        cache.references[key] = CellReference(
+            resolved,
+            _control_prior_sds(resolved, adata0),
+            0.0,
+            tuple(g0.keys),
+            _bernoulli_signature(g0, d0, adata0, bernoulli_rows(adata0, g0)),
+        )
     ref = cache.references[key]
     d = build_design(adata, groups, mode)
     rows = bernoulli_rows(adata, groups)
@@ -272,10 +321,16 @@ def fit_bernoulli_cell(plan: Plan, cell: Cell, adata, groups, seed: int, cache: 
         compiled = nutpie.compile_pymc_model(model, var_names=BERNOULLI_VARS + (["beta"] if adata.control_matrix.shape[1] else []))
         return compiled, time.perf_counter() - t0
 
-    compiled, info = cached_compiled(cache, key, ref, _bernoulli_signature(groups, d, adata, rows), force_compile,
-                               # bern_x is a shared variable only with controls
-                               swap=lambda entry: entry.with_data(**{k: v for k, v in rows.items() if k in entry.shared_data}),
-                               compile=compile_)
+    compiled, info = cached_compiled(
+        cache,
+        key,
+        ref,
+        _bernoulli_signature(groups, d, adata, rows),
+        force_compile,
+        # bern_x is a shared variable only with controls
+        swap=lambda entry: entry.with_data(**{k: v for k, v in rows.items() if k in entry.shared_data}),
+        compile=compile_,
+    )
     idata, info["sampling_s"] = sample_compiled(compiled, plan.spec.design.sampler, seed, int(os.environ.get("HETREPORT_SIM_CORES", "1")))
     post = idata.posterior
     ge = response_draws(post, adata, groups)
@@ -325,8 +380,16 @@ def run_replication(plan: Plan, cell: Cell, rep: int, cache: WorkerCache | None 
     from ..models.ols import fit_ols_full
 
     family = plan.analysis(cell.analysis).family
-    base = {"cell": cell.id, "cell_index": cell.index, "analysis": cell.analysis, "family": family, "n": cell.n, "sd": cell.sd, "rep": rep,
-            "worker": f"{os.uname().nodename}:{os.getpid()}"}
+    base = {
+        "cell": cell.id,
+        "cell_index": cell.index,
+        "analysis": cell.analysis,
+        "family": family,
+        "n": cell.n,
+        "sd": cell.sd,
+        "rep": rep,
+        "worker": f"{os.uname().nodename}:{os.getpid()}",
+    }
     t0 = time.perf_counter()
     try:
         adata, groups, truth = _analysis_inputs(plan, cell, derived_seed(plan.seed, 1, cell.index, rep))
@@ -353,27 +416,64 @@ def run_replication(plan: Plan, cell: Cell, rep: int, cache: WorkerCache | None 
     rows = []
     for g, key in enumerate(keys):
         n_g = int(fg.table["n"].iat[g])
-        rows.append({"cell_index": cell.index, "rep": rep, "group": key, "truth": tr[g], "n_g": n_g, "method": "hierarchical",
-                     "estimate": h_est[g], "lower_95": h_lo[g], "upper_95": h_hi[g]})
+        rows.append(
+            {
+                "cell_index": cell.index,
+                "rep": rep,
+                "group": key,
+                "truth": tr[g],
+                "n_g": n_g,
+                "method": "hierarchical",
+                "estimate": h_est[g],
+                "lower_95": h_lo[g],
+                "upper_95": h_hi[g],
+            }
+        )
         if o_ok[g]:
-            rows.append({"cell_index": cell.index, "rep": rep, "group": key, "truth": tr[g], "n_g": n_g, "method": "ols_full",
-                         "estimate": float(o["estimate"].iat[g]), "lower_95": float(o["lower_95"].iat[g]), "upper_95": float(o["upper_95"].iat[g])})
+            rows.append(
+                {
+                    "cell_index": cell.index,
+                    "rep": rep,
+                    "group": key,
+                    "truth": tr[g],
+                    "n_g": n_g,
+                    "method": "ols_full",
+                    "estimate": float(o["estimate"].iat[g]),
+                    "lower_95": float(o["lower_95"].iat[g]),
+                    "upper_95": float(o["upper_95"].iat[g]),
+                }
+            )
     div = int(idata.sample_stats["diverging"].sum()) if "diverging" in idata.sample_stats else 0
     # the Wald test uses the groups with at least min_arm units in each arm (tiny arms' robust SEs make it anti-conservative)
     big = groups.table.set_index("group")[["n_treated", "n_control"]].min(axis=1).reindex(keys).fillna(0).to_numpy() >= plan.min_arm
     p_ols = _wald(np.where(big, o["estimate"].to_numpy(dtype=float), np.nan), o["std_error"].to_numpy(dtype=float))
-    summary = {**base, "status": "ok", "error": "", "n_groups_observed": int(groups.n_groups), "n_ols_estimable": int(o_ok.sum()),
-               "tau_mean": float(tau.mean()), "tau_lower": float(np.quantile(tau, 0.025)), "tau_upper": float(np.quantile(tau, 0.975)),
-               "sd_between_mean": float(sd_between.mean()), "sd_between_lower": float(np.quantile(sd_between, 0.025)),
-               "sd_between_upper": float(np.quantile(sd_between, 0.975)), "sigma_theta_mean": float(sigma_theta.mean()),
-               "sigma_theta_lower": float(np.quantile(sigma_theta, 0.025)), "sigma_theta_upper": float(np.quantile(sigma_theta, 0.975)),
-               # sigma_theta and tau are slope SDs of the model: on the link scale (log-odds for bernoulli); sd_between is on the
-               # outcome's scale (probability for bernoulli), like every group effect
-               "link_scale": "log-odds" if family == "bernoulli" else "outcome",
-               "true_sd": float(np.std(tr[seen], ddof=1)),
-               "p_ols_wald": p_ols, "detect_ols": bool(np.isfinite(p_ols) and p_ols < 0.05), "divergences": div,
-               "compile": info["compile"], "compile_s": info["compile_s"], "sampling_s": info["sampling_s"],
-               "wall_s": time.perf_counter() - t0}
+    summary = {
+        **base,
+        "status": "ok",
+        "error": "",
+        "n_groups_observed": int(groups.n_groups),
+        "n_ols_estimable": int(o_ok.sum()),
+        "tau_mean": float(tau.mean()),
+        "tau_lower": float(np.quantile(tau, 0.025)),
+        "tau_upper": float(np.quantile(tau, 0.975)),
+        "sd_between_mean": float(sd_between.mean()),
+        "sd_between_lower": float(np.quantile(sd_between, 0.025)),
+        "sd_between_upper": float(np.quantile(sd_between, 0.975)),
+        "sigma_theta_mean": float(sigma_theta.mean()),
+        "sigma_theta_lower": float(np.quantile(sigma_theta, 0.025)),
+        "sigma_theta_upper": float(np.quantile(sigma_theta, 0.975)),
+        # sigma_theta and tau are slope SDs of the model: on the link scale (log-odds for bernoulli); sd_between is on the
+        # outcome's scale (probability for bernoulli), like every group effect
+        "link_scale": "log-odds" if family == "bernoulli" else "outcome",
+        "true_sd": float(np.std(tr[seen], ddof=1)),
+        "p_ols_wald": p_ols,
+        "detect_ols": bool(np.isfinite(p_ols) and p_ols < 0.05),
+        "divergences": div,
+        "compile": info["compile"],
+        "compile_s": info["compile_s"],
+        "sampling_s": info["sampling_s"],
+        "wall_s": time.perf_counter() - t0,
+    }
     return {"summary": summary, "groups": rows}
 
 
@@ -423,8 +523,10 @@ def run_simulation(plan: Plan, *, scheduler: str | None = None, workers: int | N
         if time.monotonic() - last[0] > 15 or done[0] == len(tasks):
             last[0] = time.monotonic()
             el = time.monotonic() - t0
-            say(f"simulation: {done[0]}/{len(tasks)} replications ({el / 60:.1f} min"
-                + (f", about {el / done[0] * (len(tasks) - done[0]) / 60:.1f} min left)" if done[0] < len(tasks) else ")"))
+            say(
+                f"simulation: {done[0]}/{len(tasks)} replications ({el / 60:.1f} min"
+                + (f", about {el / done[0] * (len(tasks) - done[0]) / 60:.1f} min left)" if done[0] < len(tasks) else ")")
+            )
 
     if scheduler or client is not None:
         from distributed import Client, as_completed
@@ -436,14 +538,17 @@ def run_simulation(plan: Plan, *, scheduler: str | None = None, workers: int | N
             try:
                 client = Client(scheduler, timeout="30s")
             except Exception as exc:
-                raise HetreportError(f"could not connect to the Dask scheduler at '{scheduler}' ({type(exc).__name__}: {exc}). Start one "
-                                     "(`dask scheduler` and `dask worker ADDRESS`) or check the address; without --scheduler the simulation "
-                                     "runs on local processes. Nothing was written.") from None
+                raise HetreportError(
+                    f"could not connect to the Dask scheduler at '{scheduler}' ({type(exc).__name__}: {exc}). Start one "
+                    "(`dask scheduler` and `dask worker ADDRESS`) or check the address; without --scheduler the simulation "
+                    "runs on local processes. Nothing was written."
+                ) from None
         where = f"Dask scheduler {scheduler or client.scheduler.address}"
         try:
             pfut = client.scatter(plan, broadcast=True, hash=False)
-            futures = [client.submit(run_task, pfut, c, r, pure=False, key=f"hetreport-prereg-{plan.seed}-{c}-{r}-{os.getpid()}")
-                       for c, r in tasks]
+            futures = [
+                client.submit(run_task, pfut, c, r, pure=False, key=f"hetreport-prereg-{plan.seed}-{c}-{r}-{os.getpid()}") for c, r in tasks
+            ]
             for fut in as_completed(futures):
                 try:
                     collect(fut.result())
@@ -469,7 +574,12 @@ def run_simulation(plan: Plan, *, scheduler: str | None = None, workers: int | N
                     try:
                         collect(fut.result())
                     except Exception as exc:  # the worker died
-                        collect({"summary": {"cell_index": c, "rep": r, "status": "error", "error": f"{type(exc).__name__}: {exc}"}, "groups": []})
+                        collect(
+                            {
+                                "summary": {"cell_index": c, "rep": r, "status": "error", "error": f"{type(exc).__name__}: {exc}"},
+                                "groups": [],
+                            }
+                        )
         except BaseException:
             pool.shutdown(wait=False, cancel_futures=True)
             raise
@@ -489,11 +599,22 @@ def per_group(sim: SimulationResult, plan: Plan) -> pd.DataFrame:
     g = sim.groups
     if g.empty:
         return pd.DataFrame()
-    g = g.assign(err2=(g["estimate"] - g["truth"]) ** 2, width=g["upper_95"] - g["lower_95"],
-                 covered=((g["lower_95"] <= g["truth"]) & (g["truth"] <= g["upper_95"])).astype(float))
-    out = g.groupby(["cell_index", "method", "group"], sort=False).agg(
-        rmse=("err2", lambda x: float(np.sqrt(x.mean()))), width=("width", "mean"), coverage=("covered", "mean"),
-        replications=("rep", "nunique"), mean_n=("n_g", "mean")).reset_index()
+    g = g.assign(
+        err2=(g["estimate"] - g["truth"]) ** 2,
+        width=g["upper_95"] - g["lower_95"],
+        covered=((g["lower_95"] <= g["truth"]) & (g["truth"] <= g["upper_95"])).astype(float),
+    )
+    out = (
+        g.groupby(["cell_index", "method", "group"], sort=False)
+        .agg(
+            rmse=("err2", lambda x: float(np.sqrt(x.mean()))),
+            width=("width", "mean"),
+            coverage=("covered", "mean"),
+            replications=("rep", "nunique"),
+            mean_n=("n_g", "mean"),
+        )
+        .reset_index()
+    )
     return out
 
 
@@ -530,20 +651,46 @@ def per_cell(sim: SimulationResult, plan: Plan) -> pd.DataFrame:
             detect = float(np.mean(hits)) if hits is not None else float("nan")
             if c.sd == 0:
                 null_rate[(c.analysis, c.n, method)] = detect
-            rows.append({"cell_index": c.index, "cell": c.id, "analysis": c.analysis, "n": c.n, "sd": c.sd, "method": method,
-                         "replications": reps, "failed": int(len(sc) - reps),
-                         "rmse": float(np.sqrt(((gg["estimate"] - gg["truth"]) ** 2).mean())) if len(gg) else float("nan"),
-                         "width": float((gg["upper_95"] - gg["lower_95"]).mean()) if len(gg) else float("nan"),
-                         "coverage": float(((gg["lower_95"] <= gg["truth"]) & (gg["truth"] <= gg["upper_95"])).mean()) if len(gg) else float("nan"),
-                         "groups_estimated": float(sub["replications"].sum() / max(reps, 1)) if len(sub) else 0.0,
-                         "detect": detect, "detect_se": float(np.sqrt(detect * (1 - detect) / reps)) if reps else float("nan"),
-                         "threshold": thr if method == "hierarchical" else float("nan"), "calibration": c.calibration,
-                         "divergences": float(ok["divergences"].mean()) if reps and method == "hierarchical" else float("nan")})
+            rows.append(
+                {
+                    "cell_index": c.index,
+                    "cell": c.id,
+                    "analysis": c.analysis,
+                    "n": c.n,
+                    "sd": c.sd,
+                    "method": method,
+                    "replications": reps,
+                    "failed": int(len(sc) - reps),
+                    "rmse": float(np.sqrt(((gg["estimate"] - gg["truth"]) ** 2).mean())) if len(gg) else float("nan"),
+                    "width": float((gg["upper_95"] - gg["lower_95"]).mean()) if len(gg) else float("nan"),
+                    "coverage": float(((gg["lower_95"] <= gg["truth"]) & (gg["truth"] <= gg["upper_95"])).mean())
+                    if len(gg)
+                    else float("nan"),
+                    "groups_estimated": float(sub["replications"].sum() / max(reps, 1)) if len(sub) else 0.0,
+                    "detect": detect,
+                    "detect_se": float(np.sqrt(detect * (1 - detect) / reps)) if reps else float("nan"),
+                    "threshold": thr if method == "hierarchical" else float("nan"),
+                    "calibration": c.calibration,
+                    "divergences": float(ok["divergences"].mean()) if reps and method == "hierarchical" else float("nan"),
+                }
+            )
     out = pd.DataFrame(rows)
     if len(out):
         out["false_positive"] = [null_rate.get((r.analysis, r.n, r.method), float("nan")) for r in out.itertuples()]
     return out
 
 
-__all__ = ["Cell", "SimulationResult", "bernoulli_rows", "build_bernoulli_model", "cells", "fit_bernoulli_cell", "fit_hierarchical_cell", "per_cell", "per_group",
-           "response_draws", "run_replication", "run_simulation"]
+__all__ = [
+    "Cell",
+    "SimulationResult",
+    "bernoulli_rows",
+    "build_bernoulli_model",
+    "cells",
+    "fit_bernoulli_cell",
+    "fit_hierarchical_cell",
+    "per_cell",
+    "per_group",
+    "response_draws",
+    "run_replication",
+    "run_simulation",
+]

@@ -48,9 +48,11 @@ def headline_analysis(spec, names: list[str]) -> str:
     if wanted is None:
         return names[0]
     if wanted not in names:
-        raise SpecError(f"report.headline is '{wanted}', which is not the name of an analysis. "
-                        f"The analyses are: {', '.join(names)}. Set report.headline to one of them, or leave it out "
-                        "to use the first analysis.")
+        raise SpecError(
+            f"report.headline is '{wanted}', which is not the name of an analysis. "
+            f"The analyses are: {', '.join(names)}. Set report.headline to one of them, or leave it out "
+            "to use the first analysis."
+        )
     return wanted
 
 
@@ -111,14 +113,17 @@ def _small(groups: pd.DataFrame, gf: GroupFact) -> str | None:
     if bool(r["one_arm"]):
         return "it has people in only one arm, so its effect is inferred from similar groups"
     if bool(r["small_arm"]):
-        return (f"it is a small group ({fmt.count(int(r['n_treated']))} treated, {fmt.count(int(r['n_control']))} "
-                f"untreated), so its interval is wide")
+        return (
+            f"it is a small group ({fmt.count(int(r['n_treated']))} treated, {fmt.count(int(r['n_control']))} "
+            f"untreated), so its interval is wide"
+        )
     return None
 
 
 def _named(gf: GroupFact, family: str, groups: pd.DataFrame, unit: str, units: str) -> str:
-    text = (f"{gf.label}, at {_effect(gf.effect.estimate, family)} (95% interval {_interval(gf.effect, family)}; "
-            f"{_people(gf.n, unit, units)})")
+    text = (
+        f"{gf.label}, at {_effect(gf.effect.estimate, family)} (95% interval {_interval(gf.effect, family)}; {_people(gf.n, unit, units)})"
+    )
     weak = _small(groups, gf)
     return text + (f" — {weak}" if weak else "")
 
@@ -136,8 +141,10 @@ def brief_for(ctx: dict, others: list[dict], study: dict, spec) -> Brief:
     avg = f.average
     d = direction(avg)
     moves = {"positive": "raises", "negative": "lowers", "unclear": "changes"}[d]
-    headline = (f"On average, {treatment} {moves} {outcome} by {_effect(abs(avg.estimate) if d != 'unclear' else avg.estimate, family)} "
-                f"(95% interval {_interval(avg, family)}), over {_people(f.n, unit, units)} in {fmt.count(f.n_groups)} groups.")
+    headline = (
+        f"On average, {treatment} {moves} {outcome} by {_effect(abs(avg.estimate) if d != 'unclear' else avg.estimate, family)} "
+        f"(95% interval {_interval(avg, family)}), over {_people(f.n, unit, units)} in {fmt.count(f.n_groups)} groups."
+    )
     if d == "unclear":
         headline += " The interval includes zero, so the data cannot say whether the average effect is positive or negative."
 
@@ -145,73 +152,112 @@ def brief_for(ctx: dict, others: list[dict], study: dict, spec) -> Brief:
     largest = _named(f.largest, family, groups, unit, units)
     smallest = _named(f.smallest, family, groups, unit, units)
     if f.prob_largest_above_smallest >= CREDIBLE:
-        findings.append(f"The effect is largest among {largest}, and smallest among {smallest}. The largest exceeds the smallest "
-                        f"with {fmt.pct(f.prob_largest_above_smallest)} probability.")
+        findings.append(
+            f"The effect is largest among {largest}, and smallest among {smallest}. The largest exceeds the smallest "
+            f"with {fmt.pct(f.prob_largest_above_smallest)} probability."
+        )
     else:
-        findings.append(f"The effect is estimated to be largest among {largest}, and smallest among {smallest}; but we cannot tell "
-                        f"these two groups apart: the probability that the first truly has the larger effect is only "
-                        f"{fmt.pct(f.prob_largest_above_smallest)}.")
+        findings.append(
+            f"The effect is estimated to be largest among {largest}, and smallest among {smallest}; but we cannot tell "
+            f"these two groups apart: the probability that the first truly has the larger effect is only "
+            f"{fmt.pct(f.prob_largest_above_smallest)}."
+        )
     best = _largest_well_measured(ctx, min_arm)
     if best is not None and best.group != f.largest.group:
-        findings.append(f"Among the groups with at least {fmt.count(min_arm)} people in each arm, the effect is largest among "
-                        f"{best.label}, at {_effect(best.effect.estimate, family)} (95% interval {_interval(best.effect, family)}; "
-                f"{_people(best.n, unit, units)}).")
+        findings.append(
+            f"Among the groups with at least {fmt.count(min_arm)} people in each arm, the effect is largest among "
+            f"{best.label}, at {_effect(best.effect.estimate, family)} (95% interval {_interval(best.effect, family)}; "
+            f"{_people(best.n, unit, units)})."
+        )
     if f.modifiers:
         mf = max(f.modifiers, key=lambda m: m.range_mean)
         if mf.highest != mf.lowest:
-            text = (f"By {mf.label}: the effect is {_effect(mf.difference.estimate, family)} larger among {mf.highest} than among "
-                    f"{mf.lowest} (95% interval {_interval(mf.difference, family)}).")
+            text = (
+                f"By {mf.label}: the effect is {_effect(mf.difference.estimate, family)} larger among {mf.highest} than among "
+                f"{mf.lowest} (95% interval {_interval(mf.difference, family)})."
+            )
             if mf.prob_difference >= CREDIBLE:
                 text += f" This difference is clear ({fmt.pct(mf.prob_difference)} probability that it is real)."
             else:
-                text += (f" We cannot tell these two groups apart with confidence ({fmt.pct(mf.prob_difference)} probability "
-                         "that the difference is real).")
+                text += (
+                    f" We cannot tell these two groups apart with confidence ({fmt.pct(mf.prob_difference)} probability "
+                    "that the difference is real)."
+                )
             findings.append(text)
     pos, neg = f.n_credibly_positive, f.n_credibly_negative
-    sentence = (f"In {fmt.count(pos)} of the {fmt.count(f.n_groups)} groups the effect is positive with at least "
-                f"{fmt.pct(CREDIBLE)} probability")
+    sentence = (
+        f"In {fmt.count(pos)} of the {fmt.count(f.n_groups)} groups the effect is positive with at least {fmt.pct(CREDIBLE)} probability"
+    )
     sentence += f", and in {fmt.count(neg)} it is negative with that probability." if neg else "."
     rest = f.n_groups - pos - neg
     if rest:
         sentence += (" For the remaining group" if rest == 1 else f" For the other {fmt.count(rest)} groups") + (
-            " the data cannot say with that confidence which way the effect goes.")
+            " the data cannot say with that confidence which way the effect goes."
+        )
     findings.append(sentence)
     findings = findings[:5]
 
     cannot = []
     if f.n_one_arm:
-        cannot.append(f"{fmt.count(f.n_one_arm)} of the {fmt.count(f.n_groups)} groups {_have(f.n_one_arm)} people in only one arm "
-                      "(all treated or all untreated): nothing in the data measures the effect there; the model's estimate "
-                      "for them is borrowed from similar groups.")
+        cannot.append(
+            f"{fmt.count(f.n_one_arm)} of the {fmt.count(f.n_groups)} groups {_have(f.n_one_arm)} people in only one arm "
+            "(all treated or all untreated): nothing in the data measures the effect there; the model's estimate "
+            "for them is borrowed from similar groups."
+        )
     small_only = int((groups["small_arm"] & ~groups["one_arm"]).sum())
     if small_only:
         one = small_only == 1
-        cannot.append(f"{fmt.count(small_only)} group{'' if one else 's'} {_have(small_only)} fewer than {fmt.count(min_arm)} "
-                      f"people in an arm: {'its estimate is' if one else 'their estimates are'} too uncertain to say much "
-                      f"about {'that group' if one else 'those groups'} on {'its' if one else 'their'} own.")
+        cannot.append(
+            f"{fmt.count(small_only)} group{'' if one else 's'} {_have(small_only)} fewer than {fmt.count(min_arm)} "
+            f"people in an arm: {'its estimate is' if one else 'their estimates are'} too uncertain to say much "
+            f"about {'that group' if one else 'those groups'} on {'its' if one else 'their'} own."
+        )
     agreement = _agreement(ctx, others)
     files = [f"report.{ext}" for ext in study.get("formats") or ["html", "pdf"]]
-    report_words = (f"The full report ({', '.join(files)}, next to this brief) gives every group's estimate, the model and its checks; "
-                    "paper/ holds its figures and tables for a manuscript.")
-    method = (f"Method: each group's effect comes from a Bayesian hierarchical model that lets small groups borrow "
-              f"strength from similar ones (Alley 2024), checked against a regression with a separate effect for every group. "
-              + report_words)
+    report_words = (
+        f"The full report ({', '.join(files)}, next to this brief) gives every group's estimate, the model and its checks; "
+        "paper/ holds its figures and tables for a manuscript."
+    )
+    method = (
+        "Method: each group's effect comes from a Bayesian hierarchical model that lets small groups borrow "
+        "strength from similar ones (Alley 2024), checked against a regression with a separate effect for every group. " + report_words
+    )
     pre = _preregistration(study.get("conformance"))
-    alt = (f"Dot plot of the {fmt.count(f.n_groups)} groups ranked by their estimated effect of {treatment} on {outcome}, "
-           f"each with its 95% interval: from {_effect(f.smallest.effect.estimate, family)} ({f.smallest.label}) to "
-           f"{_effect(f.largest.effect.estimate, family)} ({f.largest.label}); the average is {_effect(avg.estimate, family)}.")
-    caption = ("Each dot is one group's estimated effect, ranked from smallest to largest; the line through it is its 95% "
-               "interval. The dashed line is the average effect, the grey line zero.")
-    return Brief(analysis=ctx["name"], title=spec.title, analysis_title=ctx["title"], headline=headline, findings=findings,
-                 cannot_tell=cannot, agreement=agreement, method=method, preregistration=pre, figure_alt=alt,
-                 figure_caption=caption,
-                 numbers={"average": avg, "largest": f.largest, "smallest": f.smallest, "best_measured": best,
-                          "n_one_arm": f.n_one_arm, "n_small_only": small_only})
+    alt = (
+        f"Dot plot of the {fmt.count(f.n_groups)} groups ranked by their estimated effect of {treatment} on {outcome}, "
+        f"each with its 95% interval: from {_effect(f.smallest.effect.estimate, family)} ({f.smallest.label}) to "
+        f"{_effect(f.largest.effect.estimate, family)} ({f.largest.label}); the average is {_effect(avg.estimate, family)}."
+    )
+    caption = (
+        "Each dot is one group's estimated effect, ranked from smallest to largest; the line through it is its 95% "
+        "interval. The dashed line is the average effect, the grey line zero."
+    )
+    return Brief(
+        analysis=ctx["name"],
+        title=spec.title,
+        analysis_title=ctx["title"],
+        headline=headline,
+        findings=findings,
+        cannot_tell=cannot,
+        agreement=agreement,
+        method=method,
+        preregistration=pre,
+        figure_alt=alt,
+        figure_caption=caption,
+        numbers={
+            "average": avg,
+            "largest": f.largest,
+            "smallest": f.smallest,
+            "best_measured": best,
+            "n_one_arm": f.n_one_arm,
+            "n_small_only": small_only,
+        },
+    )
 
 
 def _largest_well_measured(ctx: dict, min_arm: int) -> GroupFact | None:
     """The group with the largest hierarchical estimate among groups with at least ``min_arm`` people in each arm."""
-    a, f = ctx["a"], ctx["f"]
+    a = ctx["a"]
     g = a.groups.reset_index(drop=True)
     ok = (g["n_treated"] >= min_arm) & (g["n_control"] >= min_arm)
     if not ok.any():
@@ -235,15 +281,20 @@ def _agreement(ctx: dict, others: list[dict]) -> str | None:
     d = direction(ctx["f"].average)
     same = [o for o in others if direction(o["f"].average) == d]
     n = len(others)
-    which = {"positive": "a positive average effect", "negative": "a negative average effect",
-             "unclear": "an average effect whose interval includes zero"}
+    which = {
+        "positive": "a positive average effect",
+        "negative": "a negative average effect",
+        "unclear": "an average effect whose interval includes zero",
+    }
     if len(same) == n:
         if n == 1:
             return f"The other analysis of this study agrees: it finds {which[d]}."
         return f"All {fmt.count(n)} other analyses of this study agree: each finds {which[d]}."
     differ = [f"{o['title']} ({which[direction(o['f'].average)]})" for o in others if o not in same]
-    return (f"{fmt.count(len(same))} of the other {fmt.count(n)} analyses agree{'s' if len(same) == 1 else ''} in finding {which[d]}; "
-            f"{'; '.join(differ)} {'does' if len(differ) == 1 else 'do'} not.")
+    return (
+        f"{fmt.count(len(same))} of the other {fmt.count(n)} analyses agree{'s' if len(same) == 1 else ''} in finding {which[d]}; "
+        f"{'; '.join(differ)} {'does' if len(differ) == 1 else 'do'} not."
+    )
 
 
 def _preregistration(conf: dict | None) -> str | None:
@@ -252,8 +303,10 @@ def _preregistration(conf: dict | None) -> str | None:
     if conf["as_registered"]:
         return f"This analysis was pre-registered on {conf['registered']} (record {conf['hash12']}) and was run as registered."
     k = conf["n_deviations"]
-    return (f"This analysis was pre-registered on {conf['registered']} (record {conf['hash12']}); it differs from the registration "
-            f"in {k} way{'s' if k != 1 else ''}, listed in the full report.")
+    return (
+        f"This analysis was pre-registered on {conf['registered']} (record {conf['hash12']}); it differs from the registration "
+        f"in {k} way{'s' if k != 1 else ''}, listed in the full report."
+    )
 
 
 def attribute_text(text: str) -> Markup:
@@ -271,8 +324,14 @@ def ranked_frame(ctx: dict) -> pd.DataFrame:
     draws = a.group_draws()
     order = a.posterior.posterior["group"].to_numpy().tolist()
     g = a.groups.set_index("group")
-    out = pd.DataFrame({"group": order, "estimate": draws.mean(axis=0),
-                        "lower": np.quantile(draws, 0.025, axis=0), "upper": np.quantile(draws, 0.975, axis=0)})
+    out = pd.DataFrame(
+        {
+            "group": order,
+            "estimate": draws.mean(axis=0),
+            "lower": np.quantile(draws, 0.025, axis=0),
+            "upper": np.quantile(draws, 0.975, axis=0),
+        }
+    )
     out["label"] = [str(g.loc[k, "group_label"]) for k in order]
     out["n"] = [int(g.loc[k, "n"]) for k in order]
     out = out.sort_values("estimate", kind="stable").reset_index(drop=True)
@@ -295,18 +354,29 @@ def write_brief_figure(ctx: dict, folder: Path, scale: float = 1.0) -> dict:
     ylab = f"Effect on {ctx['outcome']}" + (" (percentage points)" if mult == 100 else "")
     G = len(df)
     lo, hi = df.iloc[0], df.iloc[-1]
-    p = (ggplot(df, aes("rank", "estimate"))
-         + geom_hline(yintercept=0, color="#999999")
-         + geom_hline(yintercept=f.average.estimate * mult, linetype="dashed", color="#333333")
-         + geom_segment(aes(x="rank", xend="rank", y="lower", yend="upper"), color="#9ecae1", size=0.8 if G < 40 else 0.4)
-         + geom_point(size=2.2 if G < 40 else 1.2, color="#08519c")
-         + annotate("text", x=lo["rank"], y=lo["lower"], label=_wrap(str(lo["label"]).replace("$", r"\$")), ha="left", va="top",
-                    size=8, nudge_x=0.3)
-         + annotate("text", x=hi["rank"], y=hi["upper"], label=_wrap(str(hi["label"]).replace("$", r"\$")), ha="right", va="bottom",
-                    size=8, nudge_x=-0.3)
-         + labs(x=f"Groups, ranked from smallest to largest effect (1 to {G})", y=figs_plain(ylab))
-         + figs.theme_hetreport()
-         + theme(panel_grid_major_x=element_blank(), panel_grid_minor_x=element_blank(), figure_size=(6.5, 3.0)))
+    p = (
+        ggplot(df, aes("rank", "estimate"))
+        + geom_hline(yintercept=0, color="#999999")
+        + geom_hline(yintercept=f.average.estimate * mult, linetype="dashed", color="#333333")
+        + geom_segment(aes(x="rank", xend="rank", y="lower", yend="upper"), color="#9ecae1", size=0.8 if G < 40 else 0.4)
+        + geom_point(size=2.2 if G < 40 else 1.2, color="#08519c")
+        + annotate(
+            "text", x=lo["rank"], y=lo["lower"], label=_wrap(str(lo["label"]).replace("$", r"\$")), ha="left", va="top", size=8, nudge_x=0.3
+        )
+        + annotate(
+            "text",
+            x=hi["rank"],
+            y=hi["upper"],
+            label=_wrap(str(hi["label"]).replace("$", r"\$")),
+            ha="right",
+            va="bottom",
+            size=8,
+            nudge_x=-0.3,
+        )
+        + labs(x=f"Groups, ranked from smallest to largest effect (1 to {G})", y=figs_plain(ylab))
+        + figs.theme_hetreport()
+        + theme(panel_grid_major_x=element_blank(), panel_grid_minor_x=element_blank(), figure_size=(6.5, 3.0))
+    )
     folder.mkdir(parents=True, exist_ok=True)
     stem = folder / "brief-ranked"
     span = df["upper"].max() - df["lower"].min()
@@ -355,11 +425,16 @@ def write_brief(project: Path, results, contexts: list[dict], study: dict, env) 
     try:
         from .template_data import template_data  # plain data only, as for the report (a user may override brief.qmd.j2)
 
-        text = env.get_template("brief.qmd.j2").render(**template_data(
-            {"b": brief, "fig": fig, "alt": attribute_text(brief.figure_alt), "title": study["title"], "date": study["date"]}))
+        text = env.get_template("brief.qmd.j2").render(
+            **template_data(
+                {"b": brief, "fig": fig, "alt": attribute_text(brief.figure_alt), "title": study["title"], "date": study["date"]}
+            )
+        )
     except TemplateError as exc:
-        raise RenderError(f"the brief's template failed (brief.qmd.j2, line {getattr(exc, 'lineno', '?')}): {exc}. If report.templates "
-                          "overrides hetreport's templates, check its brief.qmd.j2; otherwise this is a bug in hetreport.") from None
+        raise RenderError(
+            f"the brief's template failed (brief.qmd.j2, line {getattr(exc, 'lineno', '?')}): {exc}. If report.templates "
+            "overrides hetreport's templates, check its brief.qmd.j2; otherwise this is a bug in hetreport."
+        ) from None
     (project / "brief.qmd").write_text(text, encoding="utf-8")
     return brief
 

@@ -25,12 +25,12 @@ from jinja2.sandbox import SandboxedEnvironment
 from markupsafe import Markup
 
 from .. import figures as figs
+from .. import methods as registry
 from .. import outdir
+from ..conformance import report_context as conformance_context
 from ..data import code_key
 from ..errors import RenderError
 from ..facts import CREDIBLE, Facts, compare_models
-from ..conformance import report_context as conformance_context
-from .. import methods as registry
 from ..families import get_family
 from ..resources import quarto_yml, templates_dir
 from ..results import AnalysisResults, StudyResults, _json_default
@@ -38,9 +38,8 @@ from . import format as fmt
 from .brief import attribute_text, headline_analysis, render_documents, write_brief
 from .paper import lighten_heavy_svgs, write_paper
 from .questions import analysis_questions, loo_context
-from .render import RenderOutcome, describe_route, render_project
+from .render import RenderOutcome, describe_route
 from .template_data import Kept, View, template_data  # noqa: F401 (View, template_data: re-exported for callers and tests)
-
 
 #: the report's name of every approach, from the method registry
 METHOD_NAMES = {m.name: m.title for m in registry.REGISTRY.values()}
@@ -75,19 +74,40 @@ class _InsideLoader(FileSystemLoader):
         source, filename, uptodate = super().get_source(environment, template)
         real = os.path.realpath(filename)
         if not any(real.startswith(os.path.realpath(root) + os.sep) for root in self.searchpath):
-            raise TemplateError(f"template '{template}' is '{filename}', which leads out of its folder to '{real}' "
-                                f"(a symbolic link); templates are read only from inside their folder")
+            raise TemplateError(
+                f"template '{template}' is '{filename}', which leads out of its folder to '{real}' "
+                f"(a symbolic link); templates are read only from inside their folder"
+            )
         return source, filename, uptodate
 
 
 def environment(user_dir: Path | None = None) -> SandboxedEnvironment:
     loaders = ([_InsideLoader(str(user_dir), followlinks=False)] if user_dir else []) + [_InsideLoader(str(templates_dir()))]
-    env = SandboxedEnvironment(loader=ChoiceLoader(loaders), finalize=fmt.md_finalize, autoescape=False,
-                               undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
-                               # pandoc attributes are written {#id}: Jinja comments use other delimiters
-                               comment_start_string="<#--", comment_end_string="--#>", extensions=[_KeepTextLineEnds])
-    env.filters.update(num=fmt.num, count=fmt.count, pct=fmt.pct, interval=fmt.interval, md=fmt.md,
-                       ci=fmt.ci, yaml_md=fmt.yaml_md, yaml_date=fmt.yaml_date, code=fmt.code, share=fmt.share)
+    env = SandboxedEnvironment(
+        loader=ChoiceLoader(loaders),
+        finalize=fmt.md_finalize,
+        autoescape=False,
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        # pandoc attributes are written {#id}: Jinja comments use other delimiters
+        comment_start_string="<#--",
+        comment_end_string="--#>",
+        extensions=[_KeepTextLineEnds],
+    )
+    env.filters.update(
+        num=fmt.num,
+        count=fmt.count,
+        pct=fmt.pct,
+        interval=fmt.interval,
+        md=fmt.md,
+        ci=fmt.ci,
+        yaml_md=fmt.yaml_md,
+        yaml_date=fmt.yaml_date,
+        code=fmt.code,
+        share=fmt.share,
+    )
     return env
 
 
@@ -107,7 +127,9 @@ def display_effects(a: AnalysisResults, effects: pd.DataFrame) -> pd.DataFrame:
         lookup = {code_key(c): plain(lab) for c, lab in zip(m.levels, m.level_labels)}
         cats = list(dict.fromkeys(plain(lab) for lab in m.level_labels))
         eff[m.name] = pd.Categorical(eff[m.name].map(code_key).map(lookup), categories=cats, ordered=True)
-    drop = [c for c in eff.columns if c not in eff.columns[:3] and eff[c].isna().all() and c not in ("prob_positive", "median", "p_value", "df")]
+    drop = [
+        c for c in eff.columns if c not in eff.columns[:3] and eff[c].isna().all() and c not in ("prob_positive", "median", "p_value", "df")
+    ]
     return eff.drop(columns=[c for c in drop if c not in a.modifier_names and c != "truth"])
 
 
@@ -157,18 +179,27 @@ def write_figures(a: AnalysisResults, effects: pd.DataFrame, facts: Facts, folde
         except Exception:
             width, height = figs.figure_size(kind, G, n_facets)
         figs.save_figure(plot, stem, width, height)
-        out[key] = {"id": Markup(f"fig-{slug}-{key}"), "path": Markup(f"figures/{slug}-{key}"), "caption": caption, "alt": attribute_text(alt),
-                    "paper": Kept((plot, (width, height)))}  # the plot itself for report/paper/, never for templates
+        out[key] = {
+            "id": Markup(f"fig-{slug}-{key}"),
+            "path": Markup(f"figures/{slug}-{key}"),
+            "caption": caption,
+            "alt": attribute_text(alt),
+            "paper": Kept((plot, (width, height))),
+        }  # the plot itself for report/paper/, never for templates
 
     facet = default_facet(a, spec.report.facet)
     facet_label = names[facet]
     n_facets = len(a.modifiers[a.modifier_names.index(facet)].levels)
     shown = registry.figure_methods(eff["method"].unique())
-    cmp_caption = (f"Each group's effect from {join_words([registry.get(m).text for m in shown])}: point estimate and 95% interval, "
-                   f"one panel per level of {facet_label}." + (" Crosses mark the true effects." if facts.has_truth else ""))
-    cmp_alt = (f"Dot-and-interval plot comparing {join_words([registry.get(m).label for m in shown])} estimates for each of the {G} groups; the hierarchical "
-               f"estimates run from {fmt.num(facts.smallest.effect.estimate)} ({(facts.smallest.label)}) to "
-               f"{fmt.num(facts.largest.effect.estimate)} ({(facts.largest.label)}).")
+    cmp_caption = (
+        f"Each group's effect from {join_words([registry.get(m).text for m in shown])}: point estimate and 95% interval, "
+        f"one panel per level of {facet_label}." + (" Crosses mark the true effects." if facts.has_truth else "")
+    )
+    cmp_alt = (
+        f"Dot-and-interval plot comparing {join_words([registry.get(m).label for m in shown])} estimates for each of the {G} groups; the hierarchical "
+        f"estimates run from {fmt.num(facts.smallest.effect.estimate)} ({(facts.smallest.label)}) to "
+        f"{fmt.num(facts.largest.effect.estimate)} ({(facts.largest.label)})."
+    )
     # One row per group: beyond ~60 groups the figure is taller than a page, so it is
     # split by level of the facet modifier into parts that each fit (same x axis).
     parts = figs.comparison_facet_chunks(eff, facet) or [None]
@@ -179,31 +210,63 @@ def write_figures(a: AnalysisResults, effects: pd.DataFrame, facts: Facts, folde
             plot, caption = figs.plot_comparison(eff, facet, names=names), cmp_caption
         else:
             plot = figs.plot_comparison(eff, facet, names=names, facet_levels=levels)
-            caption = (cmp_caption + f" Part {k} of {len(parts)}: {facet_label} {join_words(levels)}; "
-                       "all parts share one horizontal scale.")
+            caption = cmp_caption + f" Part {k} of {len(parts)}: {facet_label} {join_words(levels)}; all parts share one horizontal scale."
         save(key, plot, "comparison", caption, cmp_alt, len(levels) if levels else n_facets)
         cmp_keys.append(key)
     out["comparison_parts"] = [out[key] for key in cmp_keys]
-    save("shrinkage", figs.plot_shrinkage(eff, names=names), "shrinkage",
-         "Partial pooling: each line joins a group's OLS estimate (left) to its hierarchical estimate (right); larger points are larger groups. "
-         "The dashed line is the average hierarchical estimate.", f"Lines from OLS to hierarchical estimates for each group; estimates move by {fmt.num(facts.shrinkage['mean_abs_move'])} "
-         f"on average, toward the average of {fmt.num(facts.shrinkage['centre'])}.")
+    save(
+        "shrinkage",
+        figs.plot_shrinkage(eff, names=names),
+        "shrinkage",
+        "Partial pooling: each line joins a group's OLS estimate (left) to its hierarchical estimate (right); larger points are larger groups. "
+        "The dashed line is the average hierarchical estimate.",
+        f"Lines from OLS to hierarchical estimates for each group; estimates move by {fmt.num(facts.shrinkage['mean_abs_move'])} "
+        f"on average, toward the average of {fmt.num(facts.shrinkage['centre'])}.",
+    )
     draws = a.group_draws()
-    long = pd.DataFrame({"group": np.repeat(np.asarray(a.posterior.posterior["group"].to_numpy(), dtype=object)[None, :], draws.shape[0], axis=0).ravel(),
-                         "draw": np.repeat(np.arange(draws.shape[0]), draws.shape[1]), "value": draws.ravel()})
-    ann = [{"role": role, "label": plain(gf.label), "estimate": gf.effect.estimate, "lower": gf.effect.lower, "upper": gf.effect.upper}
-           for role, gf in (("smallest", facts.smallest), ("median", facts.median), ("largest", facts.largest))]
-    save("distribution", figs.plot_distribution(long, ann, sd_all=facts.sd_all_draws,
-                                                sigma_theta=(facts.sigma_theta.estimate, facts.sigma_theta.lower, facts.sigma_theta.upper), names=names),
-         "distribution", "Posterior distribution of all group effects (draws pooled over groups), with the smallest, median and largest "
-         "group effects marked (posterior mean and 95% interval).", f"Density of all posterior draws of the group effects; their SD is {fmt.num(facts.sd_all_draws)}, "
-         f"the median group's effect {fmt.num(facts.median.effect.estimate)}.")
-    save("by-modifier", figs.plot_by_modifier(eff, a.modifier_names, names=names), "by_modifier",
-         "Hierarchical group effects by level of each modifier: each point is a group; boxes show the median and interquartile range "
-         "of the groups at that level. Every group appears in every panel.", "Box plots of group effects by modifier level" + (
-             f"; the average effect differs most by {(max(facts.modifiers, key=lambda m: m.range_mean).label)}, by "
-             f"{fmt.num(max(facts.modifiers, key=lambda m: m.range_mean).difference.estimate)} between its highest and lowest level."
-             if facts.modifiers else "."), len(a.modifiers))
+    long = pd.DataFrame(
+        {
+            "group": np.repeat(
+                np.asarray(a.posterior.posterior["group"].to_numpy(), dtype=object)[None, :], draws.shape[0], axis=0
+            ).ravel(),
+            "draw": np.repeat(np.arange(draws.shape[0]), draws.shape[1]),
+            "value": draws.ravel(),
+        }
+    )
+    ann = [
+        {"role": role, "label": plain(gf.label), "estimate": gf.effect.estimate, "lower": gf.effect.lower, "upper": gf.effect.upper}
+        for role, gf in (("smallest", facts.smallest), ("median", facts.median), ("largest", facts.largest))
+    ]
+    save(
+        "distribution",
+        figs.plot_distribution(
+            long,
+            ann,
+            sd_all=facts.sd_all_draws,
+            sigma_theta=(facts.sigma_theta.estimate, facts.sigma_theta.lower, facts.sigma_theta.upper),
+            names=names,
+        ),
+        "distribution",
+        "Posterior distribution of all group effects (draws pooled over groups), with the smallest, median and largest "
+        "group effects marked (posterior mean and 95% interval).",
+        f"Density of all posterior draws of the group effects; their SD is {fmt.num(facts.sd_all_draws)}, "
+        f"the median group's effect {fmt.num(facts.median.effect.estimate)}.",
+    )
+    save(
+        "by-modifier",
+        figs.plot_by_modifier(eff, a.modifier_names, names=names),
+        "by_modifier",
+        "Hierarchical group effects by level of each modifier: each point is a group; boxes show the median and interquartile range "
+        "of the groups at that level. Every group appears in every panel.",
+        "Box plots of group effects by modifier level"
+        + (
+            f"; the average effect differs most by {(max(facts.modifiers, key=lambda m: m.range_mean).label)}, by "
+            f"{fmt.num(max(facts.modifiers, key=lambda m: m.range_mean).difference.estimate)} between its highest and lowest level."
+            if facts.modifiers
+            else "."
+        ),
+        len(a.modifiers),
+    )
     x, y, facet_col = heatmap_axes(a, spec.report.heatmap)
     heat = eff.copy()
     if facet_col:
@@ -215,16 +278,29 @@ def write_figures(a: AnalysisResults, effects: pd.DataFrame, facts: Facts, folde
     else:
         names_h = names
     n_f = int(heat[facet_col].nunique()) if facet_col else 1
-    save("heatmap", figs.plot_heatmap(heat, x, y, facet=facet_col, names=names_h), "heatmap",
-         f"Hierarchical group effects (posterior means) over {names[x]} and {names[y]}" + (", one panel per combination of the other modifiers." if facet_col else
-                                                                 "; cells average the groups that share them (weighted by size)."),
-         f"Heat map of group effects over {names_h[x]} and {names_h[y]}, from {fmt.num(facts.smallest.effect.estimate)} to "
-         f"{fmt.num(facts.largest.effect.estimate)}.", n_f)
+    save(
+        "heatmap",
+        figs.plot_heatmap(heat, x, y, facet=facet_col, names=names_h),
+        "heatmap",
+        f"Hierarchical group effects (posterior means) over {names[x]} and {names[y]}"
+        + (
+            ", one panel per combination of the other modifiers."
+            if facet_col
+            else "; cells average the groups that share them (weighted by size)."
+        ),
+        f"Heat map of group effects over {names_h[x]} and {names_h[y]}, from {fmt.num(facts.smallest.effect.estimate)} to "
+        f"{fmt.num(facts.largest.effect.estimate)}.",
+        n_f,
+    )
     n_ppc = len(a.y_ppc)
-    save("ppc", figs.plot_ppc(a.y_ppc, a.y_rep, names={**names, "outcome": plain(a.outcome)}), "ppc",
-         "Posterior predictive check: the observed outcome against outcomes replicated from the fitted hierarchical model"
-         + (f", on a random {fmt.count(n_ppc)} of the {fmt.count(a.n)} rows." if n_ppc < a.n else "."),
-         f"Observed distribution of {(a.outcome)} ({fmt.count(n_ppc)} values{'' if n_ppc == a.n else f' of {fmt.count(a.n)}, drawn at random'}) against replicated draws from the model.")
+    save(
+        "ppc",
+        figs.plot_ppc(a.y_ppc, a.y_rep, names={**names, "outcome": plain(a.outcome)}),
+        "ppc",
+        "Posterior predictive check: the observed outcome against outcomes replicated from the fitted hierarchical model"
+        + (f", on a random {fmt.count(n_ppc)} of the {fmt.count(a.n)} rows." if n_ppc < a.n else "."),
+        f"Observed distribution of {(a.outcome)} ({fmt.count(n_ppc)} values{'' if n_ppc == a.n else f' of {fmt.count(a.n)}, drawn at random'}) against replicated draws from the model.",
+    )
     return out
 
 
@@ -239,35 +315,57 @@ def tables_for(a: AnalysisResults, effects: pd.DataFrame, facts: Facts, slug: st
     eff = effects[effects["analysis"] == a.name]
     t: dict[str, Markup] = {}
     g = a.groups
+
     def flag(r) -> str:  # short words, explained in the caption, so the group names get the width
-        return ("one arm" if r.one_arm else "one-unit arm" if r.singleton_arm else f"arm < {min_arm}" if r.small_arm else "")
+        return "one arm" if r.one_arm else "one-unit arm" if r.singleton_arm else f"arm < {min_arm}" if r.small_arm else ""
 
     rows = [[r.group_label, fmt.count(r.n), fmt.count(r.n_treated), fmt.count(r.n_control), flag(r)] for r in g.itertuples()]
-    t["groups"] = fmt.pipe_table(["Group", "n", "Treated", "Control", "Flag"], rows, "lrrrl",
-                                 "Group sizes by treatment arm. Flags: one arm, people in only one arm (no within-group contrast); "
-                                 f"one-unit arm, an arm of a single unit (no robust SE); arm < {min_arm}, an arm of fewer than {min_arm} units.",
-                                 f"tbl-{slug}-groups", first_wrap=48)
+    t["groups"] = fmt.pipe_table(
+        ["Group", "n", "Treated", "Control", "Flag"],
+        rows,
+        "lrrrl",
+        "Group sizes by treatment arm. Flags: one arm, people in only one arm (no within-group contrast); "
+        f"one-unit arm, an arm of a single unit (no robust SE); arm < {min_arm}, an arm of fewer than {min_arm} units.",
+        f"tbl-{slug}-groups",
+        first_wrap=48,
+    )
     acc = a.accounting
-    rows = [[r.label if r.label != r.variable else r.variable, r.role, fmt.count(r.missing), fmt.count(r.removed)] for r in acc.itertuples()]
+    rows = [
+        [r.label if r.label != r.variable else r.variable, r.role, fmt.count(r.missing), fmt.count(r.removed)] for r in acc.itertuples()
+    ]
     rows.append([Markup("**Rows analysed**"), "", "", Markup(f"**{fmt.count(a.n)}** of {fmt.count(a.n_start)}")])
-    t["accounting"] = fmt.pipe_table(["Variable", "Role", "Missing", "Removed"], rows, "llrr",
-                                     "Rows removed for missing values (listwise deletion), in the order of the variables; a row missing on several variables is counted once, at the first.",
-                                     f"tbl-{slug}-rows")
+    t["accounting"] = fmt.pipe_table(
+        ["Variable", "Role", "Missing", "Removed"],
+        rows,
+        "llrr",
+        "Rows removed for missing values (listwise deletion), in the order of the variables; a row missing on several variables is counted once, at the first.",
+        f"tbl-{slug}-rows",
+    )
     rows = []
     truth = facts.has_truth
     for mf in facts.methods:
-        row = [METHOD_NAMES[mf.method], fmt.count(mf.n_estimable), fmt.num(mf.dispersion), fmt.num(mf.mean_width),
-               fmt.num(mf.dispersion_ratio), fmt.num(mf.width_ratio)]
+        row = [
+            METHOD_NAMES[mf.method],
+            fmt.count(mf.n_estimable),
+            fmt.num(mf.dispersion),
+            fmt.num(mf.mean_width),
+            fmt.num(mf.dispersion_ratio),
+            fmt.num(mf.width_ratio),
+        ]
         if truth:
             row += [fmt.num(mf.rmse, 3), fmt.share(mf.coverage_95), fmt.share(mf.coverage_90)]
         rows.append(row)
     header = ["Approach", "Groups estimated", "SD of estimates", "Mean 95% width", "SD ratio", "Width ratio"]
     if truth:
         header += ["RMSE vs truth", "95% coverage", "90% coverage"]
-    t["methods"] = fmt.pipe_table(header, rows, "l" + "r" * (len(header) - 1),
-                                  "Dispersion of the group estimates and mean width of their 95% intervals, over the groups OLS can estimate; ratios are relative to OLS with full interactions."
-                                  + (" RMSE and coverage against the true group effects." if truth else ""),
-                                  f"tbl-{slug}-methods")
+    t["methods"] = fmt.pipe_table(
+        header,
+        rows,
+        "l" + "r" * (len(header) - 1),
+        "Dispersion of the group estimates and mean width of their 95% intervals, over the groups OLS can estimate; ratios are relative to OLS with full interactions."
+        + (" RMSE and coverage against the true group effects." if truth else ""),
+        f"tbl-{slug}-methods",
+    )
     fam = get_family(a.hierarchical.get("family", "gaussian"))
     columns = registry.table_methods(eff["method"].unique())  # in registry order; the hierarchical model's link column follows it
     by_method = {m: eff[eff["method"] == m].set_index("group") for m in columns}
@@ -282,7 +380,9 @@ def tables_for(a: AnalysisResults, effects: pd.DataFrame, facts: Facts, slug: st
         return fmt.num(o.estimate) + " (no interval)" if o.estimable and np.isfinite(o.estimate) else "not estimable"
 
     def head(m: str) -> str:
-        return "OLS, LPM (95% CI)" if m == registry.BASELINE and fam.name == "bernoulli" else registry.get(m).column or registry.get(m).label
+        return (
+            "OLS, LPM (95% CI)" if m == registry.BASELINE and fam.name == "bernoulli" else registry.get(m).column or registry.get(m).label
+        )
 
     rows = []
     for r in g.itertuples():
@@ -303,40 +403,77 @@ def tables_for(a: AnalysisResults, effects: pd.DataFrame, facts: Facts, slug: st
     header += ["P(effect > 0)"] + (["True"] if truth else [])
     caption = "Effect of the treatment within each group."
     if not fam.identity:
-        caption += (f" Effects are differences in {fam.response}, averaged over the group's members; the "
-                    f"{fam.link_scale} column is the hierarchical model's slope on its linear scale (posterior mean).")
+        caption += (
+            f" Effects are differences in {fam.response}, averaged over the group's members; the "
+            f"{fam.link_scale} column is the hierarchical model's slope on its linear scale (posterior mean)."
+        )
     if sum(registry.get(m).kind == "bayesian" for m in columns) > 1:
         caption += " P(effect > 0) is the hierarchical model's."
     t["effects"] = fmt.pipe_table(header, rows, "l" + "r" * (len(header) - 1), caption, f"tbl-{slug}-effects", first_wrap=40)
     rows = []
     for tf in facts.terms:
-        rows.append([tf["label"], fmt.interval(tf["sd_slope"]), fmt.interval(tf["sd_intercept"]),
-                     fmt.interval(tf["rho"]) if tf["rho"] is not None else "0 (uncorrelated)"])
-    t["terms"] = fmt.pipe_table(["Term", "Slope SD", "Intercept SD", "Correlation"], rows, "lrrr",
-                                "Standard deviations of the varying slopes and intercepts of each term (posterior mean and 95% interval). The last term's slope SD is σθ.",
-                                f"tbl-{slug}-terms")
+        rows.append(
+            [
+                tf["label"],
+                fmt.interval(tf["sd_slope"]),
+                fmt.interval(tf["sd_intercept"]),
+                fmt.interval(tf["rho"]) if tf["rho"] is not None else "0 (uncorrelated)",
+            ]
+        )
+    t["terms"] = fmt.pipe_table(
+        ["Term", "Slope SD", "Intercept SD", "Correlation"],
+        rows,
+        "lrrr",
+        "Standard deviations of the varying slopes and intercepts of each term (posterior mean and 95% interval). The last term's slope SD is σθ.",
+        f"tbl-{slug}-terms",
+    )
     rows = []
     for mf in facts.modifiers:
         for k, lev in enumerate(mf.levels):
             rows.append([mf.label if k == 0 else "", lev["label"], fmt.count(lev["n"]), fmt.interval(lev["effect"])])
-    t["modifiers"] = fmt.pipe_table(["Modifier", "Level", "n", "Average effect (95% interval)"], rows, "llrr",
-                                    "Average hierarchical effect at each level of each modifier (weighted by group size, computed per draw).",
-                                    f"tbl-{slug}-levels")
+    t["modifiers"] = fmt.pipe_table(
+        ["Modifier", "Level", "n", "Average effect (95% interval)"],
+        rows,
+        "llrr",
+        "Average hierarchical effect at each level of each modifier (weighted by group size, computed per draw).",
+        f"tbl-{slug}-levels",
+    )
     d = a.diagnostics
     rows = []
     for var, q in d["quantities"].items():
-        rows.append([var, "reported" if q["kind"] == "reported" else "scale (SD)", f"{q['max_rhat']:.3f}", fmt.count(q["min_ess_bulk"]), fmt.count(q["min_ess_tail"])])
-    t["diagnostics"] = fmt.pipe_table(["Quantity", "Kind", "Max R-hat", "Min bulk ESS", "Min tail ESS"], rows, "llrrr",
-                                      f"Convergence diagnostics (thresholds: R-hat ≤ {d['thresholds']['rhat_max']}, ESS ≥ {d['thresholds']['ess_min']}).",
-                                      f"tbl-{slug}-diagnostics")
+        rows.append(
+            [
+                var,
+                "reported" if q["kind"] == "reported" else "scale (SD)",
+                f"{q['max_rhat']:.3f}",
+                fmt.count(q["min_ess_bulk"]),
+                fmt.count(q["min_ess_tail"]),
+            ]
+        )
+    t["diagnostics"] = fmt.pipe_table(
+        ["Quantity", "Kind", "Max R-hat", "Min bulk ESS", "Min tail ESS"],
+        rows,
+        "llrrr",
+        f"Convergence diagnostics (thresholds: R-hat ≤ {d['thresholds']['rhat_max']}, ESS ≥ {d['thresholds']['ess_min']}).",
+        f"tbl-{slug}-diagnostics",
+    )
     if facts.predictors:
-        t["predictors"] = fmt.pipe_table(["Slope predictor", "Change in the effect per unit (λ, 95% interval)"],
-                                         [[pf["label"], fmt.interval(pf["lambda"])] for pf in facts.predictors], "lr",
-                                         "Slope predictors: how the treatment effect changes with each group characteristic (per unit of its code); "
-                                         "the varying slopes around this line have SD σθ.", f"tbl-{slug}-predictors")
+        t["predictors"] = fmt.pipe_table(
+            ["Slope predictor", "Change in the effect per unit (λ, 95% interval)"],
+            [[pf["label"], fmt.interval(pf["lambda"])] for pf in facts.predictors],
+            "lr",
+            "Slope predictors: how the treatment effect changes with each group characteristic (per unit of its code); "
+            "the varying slopes around this line have SD σθ.",
+            f"tbl-{slug}-predictors",
+        )
     pri = a.hierarchical["priors"]
-    t["priors"] = fmt.pipe_table(["Parameter", "Prior"], [[k, v] for k, v in pri.items()], "ll",
-                                 "Priors used (after scaling defaults to the outcome where the spec gave none).", f"tbl-{slug}-priors")
+    t["priors"] = fmt.pipe_table(
+        ["Parameter", "Prior"],
+        [[k, v] for k, v in pri.items()],
+        "ll",
+        "Priors used (after scaling defaults to the outcome where the spec gave none).",
+        f"tbl-{slug}-priors",
+    )
     return t
 
 
@@ -361,24 +498,50 @@ def analysis_context(a: AnalysisResults, results: StudyResults, figures: dict, t
     n_terms = len(a.hierarchical["terms"])
     cmp = _comparison_words(hier, ols)
     return {
-        "cmp": cmp, "name": a.name, "slug": Markup(slug), "title": a.title, "a": a, "f": facts, "fig": figures, "tbl": tables,
-        "modifier_list": join_words(mods), "n_modifiers": len(mods), "modifiers": a.modifiers,
+        "cmp": cmp,
+        "name": a.name,
+        "slug": Markup(slug),
+        "title": a.title,
+        "a": a,
+        "f": facts,
+        "fig": figures,
+        "tbl": tables,
+        "modifier_list": join_words(mods),
+        "n_modifiers": len(mods),
+        "modifiers": a.modifiers,
         "level_counts": " × ".join(str(len(m.levels)) for m in a.modifiers),
-        "treatment": a.treatment, "outcome": a.outcome, "controls": list(a.controls),
-        "hier": hier, "ols": ols, "methods": {k: v for k, v in ms.items()},
-        "ranked_modifiers": ranked_mods, "n_terms": n_terms, "terms_mode": a.hierarchical["mode"],
-        "correlated": a.hierarchical["correlated"], "formula_bambi": a.hierarchical["formula_bambi"],
-        "formula_brms": a.hierarchical["formula_brms"], "backend": a.hierarchical["backend"],
-        "ols_formula": a.ols[registry.BASELINE]["formula"], "additive_formula": a.ols["ols_additive"]["formula"] if "ols_additive" in a.ols else None,
-        "se_type": a.ols[registry.BASELINE]["se_type"], "credible": CREDIBLE,
+        "treatment": a.treatment,
+        "outcome": a.outcome,
+        "controls": list(a.controls),
+        "hier": hier,
+        "ols": ols,
+        "methods": {k: v for k, v in ms.items()},
+        "ranked_modifiers": ranked_mods,
+        "n_terms": n_terms,
+        "terms_mode": a.hierarchical["mode"],
+        "correlated": a.hierarchical["correlated"],
+        "formula_bambi": a.hierarchical["formula_bambi"],
+        "formula_brms": a.hierarchical["formula_brms"],
+        "backend": a.hierarchical["backend"],
+        "ols_formula": a.ols[registry.BASELINE]["formula"],
+        "additive_formula": a.ols["ols_additive"]["formula"] if "ols_additive" in a.ols else None,
+        "se_type": a.ols[registry.BASELINE]["se_type"],
+        "credible": CREDIBLE,
         "largest_credibly_above": facts.prob_largest_above_smallest >= CREDIBLE,
-        "diag": a.diagnostics, "sampler": a.hierarchical["sampler"], "timings": a.hierarchical["timings"],
-        "notes": list(a.notes), "n_small": facts.n_small,
-        "units": results.spec.report.units, "unit": _singular(results.spec.report.units),
+        "diag": a.diagnostics,
+        "sampler": a.hierarchical["sampler"],
+        "timings": a.hierarchical["timings"],
+        "notes": list(a.notes),
+        "n_small": facts.n_small,
+        "units": results.spec.report.units,
+        "unit": _singular(results.spec.report.units),
         "term_names": [" × ".join(m for m in t.split(":")) for t in a.hierarchical["terms"]],
-        "glm": ms.get("glm_full"), "glm_formula": a.ols.get("glm_full", {}).get("formula"),
-        "likelihood": a.hierarchical.get("likelihood") or {}, **family_words(a.hierarchical.get("family", "gaussian")),
-        "method_notes": method_notes(a), "headline_notes": headline_notes(facts),
+        "glm": ms.get("glm_full"),
+        "glm_formula": a.ols.get("glm_full", {}).get("formula"),
+        "likelihood": a.hierarchical.get("likelihood") or {},
+        **family_words(a.hierarchical.get("family", "gaussian")),
+        "method_notes": method_notes(a),
+        "headline_notes": headline_notes(facts),
         # the comparison figure's methods beyond OLS and the hierarchical model, in words
         "figure_extra": [registry.get(m).text for m in registry.figure_methods(ms) if m not in registry.REQUIRED],
     }
@@ -405,17 +568,26 @@ def headline_notes(facts: Facts) -> list[str]:
             continue
         mf = ms[name]
         if mf.largest != facts.largest.label:
-            out.append(f"{m.text[0].upper() + m.text[1:]} puts the largest effect in another group: {mf.largest} "
-                       f"({fmt.num(mf.largest_estimate)}), where the hierarchical model has {facts.largest.label} "
-                       f"({fmt.num(facts.largest.effect.estimate)}).")
+            out.append(
+                f"{m.text[0].upper() + m.text[1:]} puts the largest effect in another group: {mf.largest} "
+                f"({fmt.num(mf.largest_estimate)}), where the hierarchical model has {facts.largest.label} "
+                f"({fmt.num(facts.largest.effect.estimate)})."
+            )
     return out
 
 
 def family_words(name: str) -> dict:
     """What the numbers of a family's report are: the estimand and the model's linear scale."""
     fam = get_family(name)
-    return {"family": fam.name, "identity": fam.identity, "link": fam.link, "link_scale": fam.link_scale, "linear_scale": fam.linear_scale,
-            "response": fam.response, "probability": fam.name in ("bernoulli", "binomial")}
+    return {
+        "family": fam.name,
+        "identity": fam.identity,
+        "link": fam.link,
+        "link_scale": fam.link_scale,
+        "linear_scale": fam.linear_scale,
+        "response": fam.response,
+        "probability": fam.name in ("bernoulli", "binomial"),
+    }
 
 
 def _singular(units: str) -> str:
@@ -429,11 +601,15 @@ def _comparison_words(hier, ols) -> dict:
     spread = f"{fmt.pct(1 - r_sd)} less spread out" if r_sd < 1 else f"{fmt.pct(r_sd - 1)} more spread out"
     width = f"{fmt.pct(1 - r_w)} narrower" if r_w < 1 else f"{fmt.pct(r_w - 1)} wider"
     if r_sd > 0.9 and r_w > 0.9:
-        meaning = ("Pooling changes little here: the groups are large enough, or their effects different enough, "
-                   "that the model keeps close to the separate estimates.")
+        meaning = (
+            "Pooling changes little here: the groups are large enough, or their effects different enough, "
+            "that the model keeps close to the separate estimates."
+        )
     elif r_sd < 1 and r_w < 1:
-        meaning = ("Partial pooling pulls noisy estimates from small groups toward the overall pattern, so the hierarchical estimates are "
-                   "steadier and more precise; where the two disagree, the extreme OLS estimates are the ones more likely to reflect noise.")
+        meaning = (
+            "Partial pooling pulls noisy estimates from small groups toward the overall pattern, so the hierarchical estimates are "
+            "steadier and more precise; where the two disagree, the extreme OLS estimates are the ones more likely to reflect noise."
+        )
     elif r_sd < 1:
         meaning = "Partial pooling pulls the separate estimates toward the overall pattern, at the price of intervals that also carry the uncertainty about that pattern."
     else:
@@ -448,39 +624,97 @@ def study_context(results: StudyResults, analyses: list[dict], route: str, forma
     for c in analyses:
         f = c["f"]
         model = f"{c['outcome']}, {get_family(c['family']).title}"
-        across.append([c["title"], model, fmt.count(f.n_groups), fmt.interval(f.average), f"{fmt.num(f.smallest.effect.estimate)} to {fmt.num(f.largest.effect.estimate)}",
-                       fmt.interval(f.sigma_theta) + ("" if c["identity"] else f" ({c['linear_scale']})"), "OK" if f.diagnostics_ok else "check"])
-    across_tbl = fmt.pipe_table(["Analysis", "Outcome, model", "Groups", "Average effect (95% interval)", "Range of group effects", "σθ (95% interval)", "Diagnostics"],
-                                across, "llrrrrl", "Headline numbers of every analysis. Effects are on each outcome's own scale; σθ is on the scale on which its model is linear.", "tbl-across")
+        across.append(
+            [
+                c["title"],
+                model,
+                fmt.count(f.n_groups),
+                fmt.interval(f.average),
+                f"{fmt.num(f.smallest.effect.estimate)} to {fmt.num(f.largest.effect.estimate)}",
+                fmt.interval(f.sigma_theta) + ("" if c["identity"] else f" ({c['linear_scale']})"),
+                "OK" if f.diagnostics_ok else "check",
+            ]
+        )
+    across_tbl = fmt.pipe_table(
+        [
+            "Analysis",
+            "Outcome, model",
+            "Groups",
+            "Average effect (95% interval)",
+            "Range of group effects",
+            "σθ (95% interval)",
+            "Diagnostics",
+        ],
+        across,
+        "llrrrrl",
+        "Headline numbers of every analysis. Effects are on each outcome's own scale; σθ is on the scale on which its model is linear.",
+        "tbl-across",
+    )
     titles = {a.name: a.title for a in results.analyses}
-    comparisons = [{"first": titles[m.first], "second": titles[m.second], "m": m, "scale": spec.label(m.scale)}
-                   for m in compare_models(list(results.analyses), dict(spec.data.derive) if spec.data else {})]
+    comparisons = [
+        {"first": titles[m.first], "second": titles[m.second], "m": m, "scale": spec.label(m.scale)}
+        for m in compare_models(list(results.analyses), dict(spec.data.derive) if spec.data else {})
+    ]
     return {
-        "title": spec.title, "subtitle": spec.subtitle, "author": spec.report.author,
+        "title": spec.title,
+        "subtitle": spec.subtitle,
+        "author": spec.report.author,
         "families": list(dict.fromkeys(c["family"] for c in analyses)),
-        "any_link": any(not c["identity"] for c in analyses), "probability": any(c["probability"] for c in analyses),
+        "any_link": any(not c["identity"] for c in analyses),
+        "probability": any(c["probability"] for c in analyses),
         "conformance": conformance_context(man.get("conformance"), {a.name: a.title for a in results.analyses}),  # pre-registration check
-        "date": man.get("created", "")[:10], "analyses": analyses, "across_table": across_tbl, "comparisons": comparisons,
-        "spec_block": fmt.code_block(results.spec.source_text or ""), "manifest": man, "min_arm": spec.report.min_arm,
-        "pagebreak": Markup("{{< pagebreak >}}"), "route": route, "formats": formats,
-        "data_file": man.get("data_file"), "data_sha256": man.get("data_sha256"), "spec_hash": man.get("spec_hash"),
-        "provenance": fmt.pipe_table(["Item", "Value"], [
-            ["Data file", fmt.code_span(man.get("data_file"))],
-            ["Data SHA-256", fmt.code_span(man.get("data_sha256"))],
-            ["Rows read", fmt.count(man.get("rows_read"))],
-            *([["Filter", fmt.code_span(spec.data.filter)], ["Rows after the filter", fmt.count(man.get("rows_after_filter"))]] if spec.data.filter else []),
-            ["Spec hash (canonical form, SHA-256)", fmt.code_span(man.get("spec_hash"))],
-            ["Random seed", str(man.get("seed"))],
-            ["Fitted", man.get("created", "")],
-            *([["Sampler code compiled for (CPU)", fmt.code_span(man["compiled_for"])]] if man.get("compiled_for") else []),
-            ["Rendered with", route],
-        ], "ll", "Provenance of this report.", "tbl-provenance"),
-        "versions": fmt.pipe_table(["Package", "Version"], [[k, v] for k, v in versions.items()], "ll", "Package versions used for the fit.", "tbl-versions"),
-        "seed": man.get("seed"), "rows_read": man.get("rows_read"), "rows_after_filter": man.get("rows_after_filter"),
-        "filter": spec.data.filter, "derive": spec.data.derive,
-        "timings": fmt.pipe_table(["Analysis", "Compile (s)", "Sampling (s)", "Total (s)"],
-                                  [[k, fmt.num(v.get("compile_s"), 1), fmt.num(v.get("sampling_s"), 1), fmt.num(v.get("total_s"), 1)] for k, v in man.get("timings", {}).items()],
-                                  "lrrr", "Wall-clock time of the fit.", "tbl-timings"),
+        "date": man.get("created", "")[:10],
+        "analyses": analyses,
+        "across_table": across_tbl,
+        "comparisons": comparisons,
+        "spec_block": fmt.code_block(results.spec.source_text or ""),
+        "manifest": man,
+        "min_arm": spec.report.min_arm,
+        "pagebreak": Markup("{{< pagebreak >}}"),
+        "route": route,
+        "formats": formats,
+        "data_file": man.get("data_file"),
+        "data_sha256": man.get("data_sha256"),
+        "spec_hash": man.get("spec_hash"),
+        "provenance": fmt.pipe_table(
+            ["Item", "Value"],
+            [
+                ["Data file", fmt.code_span(man.get("data_file"))],
+                ["Data SHA-256", fmt.code_span(man.get("data_sha256"))],
+                ["Rows read", fmt.count(man.get("rows_read"))],
+                *(
+                    [["Filter", fmt.code_span(spec.data.filter)], ["Rows after the filter", fmt.count(man.get("rows_after_filter"))]]
+                    if spec.data.filter
+                    else []
+                ),
+                ["Spec hash (canonical form, SHA-256)", fmt.code_span(man.get("spec_hash"))],
+                ["Random seed", str(man.get("seed"))],
+                ["Fitted", man.get("created", "")],
+                *([["Sampler code compiled for (CPU)", fmt.code_span(man["compiled_for"])]] if man.get("compiled_for") else []),
+                ["Rendered with", route],
+            ],
+            "ll",
+            "Provenance of this report.",
+            "tbl-provenance",
+        ),
+        "versions": fmt.pipe_table(
+            ["Package", "Version"], [[k, v] for k, v in versions.items()], "ll", "Package versions used for the fit.", "tbl-versions"
+        ),
+        "seed": man.get("seed"),
+        "rows_read": man.get("rows_read"),
+        "rows_after_filter": man.get("rows_after_filter"),
+        "filter": spec.data.filter,
+        "derive": spec.data.derive,
+        "timings": fmt.pipe_table(
+            ["Analysis", "Compile (s)", "Sampling (s)", "Total (s)"],
+            [
+                [k, fmt.num(v.get("compile_s"), 1), fmt.num(v.get("sampling_s"), 1), fmt.num(v.get("total_s"), 1)]
+                for k, v in man.get("timings", {}).items()
+            ],
+            "lrrr",
+            "Wall-clock time of the fit.",
+            "tbl-timings",
+        ),
     }
 
 
@@ -510,7 +744,9 @@ def build_project(results: StudyResults, project: Path, route: str = "auto", for
         user_dir = Path(spec.report.templates)
         user_dir = user_dir if user_dir.is_absolute() else Path(spec.base_dir) / user_dir
         if not user_dir.is_dir():
-            raise RenderError(f"report.templates points at '{user_dir}', which is not a folder. Give a folder whose files override hetreport's templates by name.")
+            raise RenderError(
+                f"report.templates points at '{user_dir}', which is not a folder. Give a folder whose files override hetreport's templates by name."
+            )
         _check_user_templates(user_dir, Path(spec.base_dir))
     contexts = []
     with warnings.catch_warnings():
@@ -541,8 +777,10 @@ def build_project(results: StudyResults, project: Path, route: str = "auto", for
         text = env.get_template("report.qmd.j2").render(**template_data(ctx))
     except TemplateError as exc:
         where = f"{getattr(exc, 'name', None) or 'a template'}, line {getattr(exc, 'lineno', '?')}"
-        raise RenderError(f"the report template failed ({where}): {exc}. If report.templates overrides hetreport's templates, check that file; "
-                          "otherwise this is a bug in hetreport.") from None
+        raise RenderError(
+            f"the report template failed ({where}): {exc}. If report.templates overrides hetreport's templates, check that file; "
+            "otherwise this is a bug in hetreport."
+        ) from None
     (project / "report.qmd").write_text(text, encoding="utf-8")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -558,13 +796,21 @@ def _check_user_templates(user_dir: Path, spec_dir: Path) -> None:
     ours = {p.relative_to(templates_dir()).as_posix() for p in templates_dir().rglob("*.j2")}
     theirs = {p.relative_to(user_dir).as_posix() for p in user_dir.rglob("*.j2")}
     if not theirs & ours:
-        warnings.warn(HetreportWarning(
-            f"report.templates '{user_dir}' overrides none of hetreport's templates (its files are matched by name: "
-            f"{', '.join(sorted(ours)[:4])}, ...); the report is the standard one."))
+        warnings.warn(
+            HetreportWarning(
+                f"report.templates '{user_dir}' overrides none of hetreport's templates (its files are matched by name: "
+                f"{', '.join(sorted(ours)[:4])}, ...); the report is the standard one."
+            ),
+            stacklevel=2,
+        )
     real, base = os.path.realpath(user_dir), os.path.realpath(spec_dir)
     if real != base and not real.startswith(base + os.sep):
-        warnings.warn(HetreportWarning(
-            f"report.templates '{user_dir}' lies outside the spec's folder '{spec_dir}'; templates are usually kept with the spec."))
+        warnings.warn(
+            HetreportWarning(
+                f"report.templates '{user_dir}' lies outside the spec's folder '{spec_dir}'; templates are usually kept with the spec."
+            ),
+            stacklevel=2,
+        )
 
 
 def render_atomically(out_dir: Path, build, formats, route: str = "auto", log=None) -> RenderOutcome:
@@ -624,8 +870,10 @@ def render_atomically(out_dir: Path, build, formats, route: str = "auto", log=No
 
 def _build_and_render_in(project: Path, out_dir: Path, build, formats, route, say) -> RenderOutcome:
     if not outdir.visible_path(project, out_dir):
-        raise RenderError(f"the report would be rendered in '{project}', a path Quarto ignores (a part starts with '.' or '_'); "
-                          "give an output folder whose name starts with a letter or digit.")
+        raise RenderError(
+            f"the report would be rendered in '{project}', a path Quarto ignores (a part starts with '.' or '_'); "
+            "give an output folder whose name starts with a letter or digit."
+        )
     build(project)
     outdir.fault("report-built")
     say(f"rendering {', '.join(formats)} ({describe_route(route)})")

@@ -105,14 +105,20 @@ def ci(lower, upper) -> str:
     return f"{num(lower)} to {num(upper)}"
 
 
-def pipe_table(header: list[str], rows: list[list], align: str | None = None, caption: str | None = None,
-               label: str | None = None, first_wrap: int = 28) -> Markup:
+def pipe_table(
+    header: list[str],
+    rows: list[list],
+    align: str | None = None,
+    caption: str | None = None,
+    label: str | None = None,
+    first_wrap: int = 28,
+) -> Markup:
     """A pandoc pipe table. Cells are escaped unless already Markup; ``align`` is one of
     'l', 'r', 'c' per column; the first column's long cells wrap within ``first_wrap`` characters
     (the others' within 28): a wide first column of group names keeps a table of hundreds of rows
     to one or two lines a row."""
     align = align or "l" + "r" * (len(header) - 1)
-    esc = lambda v: (v if isinstance(v, Markup) else md(num(v) if isinstance(v, float) else v))  # noqa: E731
+    esc = lambda v: v if isinstance(v, Markup) else md(num(v) if isinstance(v, float) else v)  # noqa: E731
     head = [str(esc(h)) for h in header]
     body = [[str(esc(v)) for v in r] for r in rows]
     # A table too wide for a line wraps its cells, and pandoc (Quarto too) then sizes each column by
@@ -183,7 +189,7 @@ def code_inert(text: str) -> str:
         if k < 0:
             out.append(text[i:].replace("{{<", "{" + _WORD_JOINER + "{<"))
             break
-        out += [text[i:j], "{", text[j:k + 3], "}"]
+        out += [text[i:j], "{", text[j : k + 3], "}"]
         i = k + 3
     return "".join(out)
 

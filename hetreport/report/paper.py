@@ -29,8 +29,13 @@ COLUMN_IN = 3.5  # a journal column
 PAGE_IN = 7.0  # a full page width
 DPI = 300
 
-METHOD_COLUMNS = {"ols_full": "OLS", "glm_full": "GLM AME", "ols_additive": "OLS additive",
-                  "subgroup": "Subgroup", "hierarchical": "Hierarchical"}
+METHOD_COLUMNS = {
+    "ols_full": "OLS",
+    "glm_full": "GLM AME",
+    "ols_additive": "OLS additive",
+    "subgroup": "Subgroup",
+    "hierarchical": "Hierarchical",
+}
 
 
 # --------------------------------------------------------------------------- tables
@@ -54,20 +59,55 @@ def paper_tables(a, effects: pd.DataFrame, facts: Facts) -> dict[str, tuple[pd.D
             row[f"{name} upper 95%"] = float(e["upper_95"]) if ok else np.nan
         rows.append(row)
     groups = pd.DataFrame(rows)
-    levels = pd.DataFrame([{"modifier": mf.label, "level": lev["label"], "n": lev["n"], "estimate": lev["effect"].estimate,
-                            "lower 95%": lev["effect"].lower, "upper 95%": lev["effect"].upper}
-                           for mf in facts.modifiers for lev in mf.levels])
-    sds = [{"quantity": "σθ (SD of the group slopes of the last term)", "estimate": facts.sigma_theta.estimate,
-            "lower 95%": facts.sigma_theta.lower, "upper 95%": facts.sigma_theta.upper}]
+    levels = pd.DataFrame(
+        [
+            {
+                "modifier": mf.label,
+                "level": lev["label"],
+                "n": lev["n"],
+                "estimate": lev["effect"].estimate,
+                "lower 95%": lev["effect"].lower,
+                "upper 95%": lev["effect"].upper,
+            }
+            for mf in facts.modifiers
+            for lev in mf.levels
+        ]
+    )
+    sds = [
+        {
+            "quantity": "σθ (SD of the group slopes of the last term)",
+            "estimate": facts.sigma_theta.estimate,
+            "lower 95%": facts.sigma_theta.lower,
+            "upper 95%": facts.sigma_theta.upper,
+        }
+    ]
     for t in facts.terms:
-        sds.append({"quantity": f"Slope SD: {t['label']}", "estimate": t["sd_slope"].estimate,
-                    "lower 95%": t["sd_slope"].lower, "upper 95%": t["sd_slope"].upper})
-    sds.append({"quantity": "SD of the group effects across groups", "estimate": facts.sd_between_groups.estimate,
-                "lower 95%": facts.sd_between_groups.lower, "upper 95%": facts.sd_between_groups.upper})
+        sds.append(
+            {
+                "quantity": f"Slope SD: {t['label']}",
+                "estimate": t["sd_slope"].estimate,
+                "lower 95%": t["sd_slope"].lower,
+                "upper 95%": t["sd_slope"].upper,
+            }
+        )
+    sds.append(
+        {
+            "quantity": "SD of the group effects across groups",
+            "estimate": facts.sd_between_groups.estimate,
+            "lower 95%": facts.sd_between_groups.lower,
+            "upper 95%": facts.sd_between_groups.upper,
+        }
+    )
     return {
         "group-effects": (groups, f"{a.title}: the effect of the treatment within each group by approach (estimate and 95% interval)."),
-        "modifiers": (levels, f"{a.title}: average hierarchical effect at each level of each modifier (weighted by group size, 95% interval)."),
-        "variation": (pd.DataFrame(sds), f"{a.title}: standard deviations of the treatment effect across groups (posterior mean and 95% interval)."),
+        "modifiers": (
+            levels,
+            f"{a.title}: average hierarchical effect at each level of each modifier (weighted by group size, 95% interval).",
+        ),
+        "variation": (
+            pd.DataFrame(sds),
+            f"{a.title}: standard deviations of the treatment effect across groups (posterior mean and 95% interval).",
+        ),
     }
 
 
@@ -102,9 +142,25 @@ def _display(df: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
-_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "−": "$-$",
-                  "σ": r"$\sigma$", "θ": r"$\theta$", "×": r"$\times$", "—": "---", "<": r"\textless{}", ">": r"\textgreater{}"}
+_LATEX_SPECIAL = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "−": "$-$",
+    "σ": r"$\sigma$",
+    "θ": r"$\theta$",
+    "×": r"$\times$",
+    "—": "---",
+    "<": r"\textless{}",
+    ">": r"\textgreater{}",
+}
 
 
 def latex_escape(text: str) -> str:
@@ -114,9 +170,17 @@ def latex_escape(text: str) -> str:
 
 def latex_table(header: list[str], rows: list[list[str]], caption: str, label: str) -> str:
     align = "l" + "r" * (len(header) - 1)
-    lines = [r"% needs \usepackage{booktabs}", r"\begin{table}[htbp]", r"\centering", rf"\caption{{{latex_escape(caption)}}}",
-             rf"\label{{tab:{label}}}", rf"\begin{{tabular}}{{{align}}}", r"\toprule",
-             " & ".join(latex_escape(h) for h in header) + r" \\", r"\midrule"]
+    lines = [
+        r"% needs \usepackage{booktabs}",
+        r"\begin{table}[htbp]",
+        r"\centering",
+        rf"\caption{{{latex_escape(caption)}}}",
+        rf"\label{{tab:{label}}}",
+        rf"\begin{{tabular}}{{{align}}}",
+        r"\toprule",
+        " & ".join(latex_escape(h) for h in header) + r" \\",
+        r"\midrule",
+    ]
     lines += [" & ".join(latex_escape(c) for c in row) + r" \\" for row in rows]
     lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}", ""]
     return "\n".join(lines)
@@ -192,13 +256,15 @@ def references_bib(spec, manifest: dict) -> str:
     if cite:
         entries.append(f"@misc{{data,\n  title = {{{_bib_escape(cite)}}},\n  note = {{{_bib_escape(note)}}}\n}}")
     else:
-        entries.append(f"@misc{{data,\n  title = {{{_bib_escape(spec.title)}: data}},\n  howpublished = {{{_bib_escape(data_file)}}},\n"
-                       f"  note = {{{_bib_escape(note)}. Replace this entry by the data's own citation (report.data\\_citation in the spec)}}\n}}")
+        entries.append(
+            f"@misc{{data,\n  title = {{{_bib_escape(spec.title)}: data}},\n  howpublished = {{{_bib_escape(data_file)}}},\n"
+            f"  note = {{{_bib_escape(note)}. Replace this entry by the data's own citation (report.data\\_citation in the spec)}}\n}}"
+        )
     return "\n\n".join(entries) + "\n"
 
 
 def methods_markdown(results, contexts: list[dict]) -> str:
-    spec, man = results.spec, results.manifest
+    man = results.manifest
     v = man.get("packages", {})
     parts = [
         "Following @alley2024, we estimate the treatment effect within every group, a combination of the modifiers, "
@@ -214,13 +280,17 @@ def methods_markdown(results, contexts: list[dict]) -> str:
         a = c["a"]
         pri = "; ".join(f"{k}: {val}" for k, val in a.hierarchical["priors"].items())
         s = a.hierarchical["sampler"]
-        parts.append(f"*{a.title}* ({c['family']} likelihood): in brms, `{a.hierarchical['formula_brms']}`; in bambi, "
-                     f"`{a.hierarchical['formula_bambi']}`. Priors: {pri}. Sampled with {s.get('chains', '?')} chains of "
-                     f"{s.get('draws', '?')} draws after {s.get('tune', '?')} tuning steps.")
-    parts.append(f"The models were fitted with hetreport {v.get('hetreport', '?')}, bambi {v.get('bambi', '?')} [@capretto2022bambi], "
-                 f"PyMC {v.get('pymc', '?')} [@abrilpla2023pymc] and the nutpie sampler {v.get('nutpie', '?')} [@nutpie]; "
-                 f"diagnostics with ArviZ {v.get('arviz', '?')} [@kumar2019arviz] and OLS with statsmodels {v.get('statsmodels', '?')} "
-                 f"[@seabold2010statsmodels]. The data are @data.")
+        parts.append(
+            f"*{a.title}* ({c['family']} likelihood): in brms, `{a.hierarchical['formula_brms']}`; in bambi, "
+            f"`{a.hierarchical['formula_bambi']}`. Priors: {pri}. Sampled with {s.get('chains', '?')} chains of "
+            f"{s.get('draws', '?')} draws after {s.get('tune', '?')} tuning steps."
+        )
+    parts.append(
+        f"The models were fitted with hetreport {v.get('hetreport', '?')}, bambi {v.get('bambi', '?')} [@capretto2022bambi], "
+        f"PyMC {v.get('pymc', '?')} [@abrilpla2023pymc] and the nutpie sampler {v.get('nutpie', '?')} [@nutpie]; "
+        f"diagnostics with ArviZ {v.get('arviz', '?')} [@kumar2019arviz] and OLS with statsmodels {v.get('statsmodels', '?')} "
+        f"[@seabold2010statsmodels]. The data are @data."
+    )
     return "\n\n".join(parts) + "\n"
 
 
@@ -245,8 +315,10 @@ def write_paper(project: Path, results, contexts: list[dict]) -> Path:
             header, rows = _display(df)
             stem.with_suffix(".tex").write_text(latex_table(header, rows, caption, f"{slug}-{name}"), encoding="utf-8")
             stem.with_suffix(".md").write_text(markdown_table(header, rows, caption), encoding="utf-8")
-            _pandoc([stem.with_suffix(".md").name, "--from", "markdown", "--to", "docx", "--output", stem.with_suffix(".docx").name],
-                    stem.parent)
+            _pandoc(
+                [stem.with_suffix(".md").name, "--from", "markdown", "--to", "docx", "--output", stem.with_suffix(".docx").name],
+                stem.parent,
+            )
     (root / "references.bib").write_text(references_bib(results.spec, results.manifest), encoding="utf-8")
     (root / "methods.md").write_text(methods_markdown(results, contexts), encoding="utf-8")
     _pandoc(["methods.md", "--from", "markdown", "--to", "latex", "--natbib", "--output", "methods.tex"], root)
@@ -306,9 +378,11 @@ def lighten_heavy_svgs(folder: Path, dpi: int = SCREEN_DPI) -> list[Path]:
         unit = w.group(2) or ""
         picture = _screen_png(png, float(w.group(1)) * _PT[unit], dpi)
         data = base64.b64encode(picture).decode("ascii")
-        text = (f'<svg xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink" width="{w.group(1)}{unit}" '
-                f'height="{h.group(1)}{h.group(2) or ""}" viewBox="0 0 {w.group(1)} {h.group(1)}">'
-                f'<image width="{w.group(1)}" height="{h.group(1)}" xlink:href="data:image/png;base64,{data}"/></svg>\n')
+        text = (
+            f'<svg xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink" width="{w.group(1)}{unit}" '
+            f'height="{h.group(1)}{h.group(2) or ""}" viewBox="0 0 {w.group(1)} {h.group(1)}">'
+            f'<image width="{w.group(1)}" height="{h.group(1)}" xlink:href="data:image/png;base64,{data}"/></svg>\n'
+        )
         if len(text.encode("utf-8")) >= svg.stat().st_size:
             continue
         svg.write_text(text, encoding="utf-8")

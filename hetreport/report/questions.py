@@ -12,10 +12,10 @@ import pandas as pd
 from markupsafe import Markup
 
 from .. import figures as figs
-from ..figures import questions as qfigs
 from ..contrasts import analysis_contrasts, resolve
 from ..data import code_key
 from ..figures import METHOD_LABELS
+from ..figures import questions as qfigs
 from . import format as fmt
 
 
@@ -68,10 +68,12 @@ def contrasts_context(a, results, folder: Path) -> dict:
         label = c.label or c.name
         direction = "larger" if h["estimate"] >= 0 else "smaller"
         p_dir = h["prob_positive"] if h["estimate"] >= 0 else 1 - h["prob_positive"]
-        sentence = (f"{label}: the average effect among {wa} ({fmt.count(h['n_a'])} {results.spec.report.units}) is "
-                    f"{fmt.num(abs(h['estimate']))} {direction} than among {wb} ({fmt.count(h['n_b'])}), "
-                    f"95% interval {fmt.num(h['lower_95'])} to {fmt.num(h['upper_95'])} for the difference "
-                    f"(probability {fmt.pct(p_dir)} that it is {direction})")
+        sentence = (
+            f"{label}: the average effect among {wa} ({fmt.count(h['n_a'])} {results.spec.report.units}) is "
+            f"{fmt.num(abs(h['estimate']))} {direction} than among {wb} ({fmt.count(h['n_b'])}), "
+            f"95% interval {fmt.num(h['lower_95'])} to {fmt.num(h['upper_95'])} for the difference "
+            f"(probability {fmt.pct(p_dir)} that it is {direction})"
+        )
         freq = []
         for r, what in ((o, "OLS with fully crossed interactions"), (g, "the fully crossed GLM")):
             if r is None:
@@ -79,8 +81,10 @@ def contrasts_context(a, results, folder: Path) -> dict:
             if np.isfinite(r["estimate"]):
                 part = f"{what}: {fmt.num(r['estimate'])} ({fmt.num(r['lower_95'])} to {fmt.num(r['upper_95'])}, p = {_p(r['p_value'])})"
                 if r["n_groups_a"] < h["n_groups_a"] or r["n_groups_b"] < h["n_groups_b"]:
-                    part += (f", averaging only the groups it can estimate ({int(r['n_groups_a'])} of {int(h['n_groups_a'])} on the first side, "
-                             f"{int(r['n_groups_b'])} of {int(h['n_groups_b'])} on the second)")
+                    part += (
+                        f", averaging only the groups it can estimate ({int(r['n_groups_a'])} of {int(h['n_groups_a'])} on the first side, "
+                        f"{int(r['n_groups_b'])} of {int(h['n_groups_b'])} on the second)"
+                    )
                 freq.append(part)
             else:
                 freq.append(f"{what}: no estimate ({r['note']})")
@@ -90,28 +94,46 @@ def contrasts_context(a, results, folder: Path) -> dict:
             if r is None:
                 continue
             prob = fmt.pct(r["prob_positive"]) if r["method"] == "hierarchical" else "—"
-            rows.append([label if r["method"] == "hierarchical" else "", METHOD_LABELS[r["method"]],
-                         f"{fmt.num(r['estimate'])} ({fmt.ci(r['lower_95'], r['upper_95'])})", fmt.num(r["std_error"]), prob,
-                         _p(r["p_value"]), f"{fmt.count(r['n_a'])} / {fmt.count(r['n_b'])}"])
-    tbl = fmt.pipe_table(["Comparison (A against B)", "Method", "Difference (95% interval)", "SD / SE", "P(A>B)", "p", "Units A / B"], rows,
-                         "llrrrrr", "Named comparisons: the average effect of the groups on side A minus that of side B, each average weighted by "
-                         "group size. Hierarchical: posterior mean, SD and equal-tailed interval of the difference computed draw by draw. "
-                         "OLS / GLM: the same combination of the fully crossed fit's group estimates with its robust standard error.",
-                         f"tbl-{slug}-contrasts")
+            rows.append(
+                [
+                    label if r["method"] == "hierarchical" else "",
+                    METHOD_LABELS[r["method"]],
+                    f"{fmt.num(r['estimate'])} ({fmt.ci(r['lower_95'], r['upper_95'])})",
+                    fmt.num(r["std_error"]),
+                    prob,
+                    _p(r["p_value"]),
+                    f"{fmt.count(r['n_a'])} / {fmt.count(r['n_b'])}",
+                ]
+            )
+    tbl = fmt.pipe_table(
+        ["Comparison (A against B)", "Method", "Difference (95% interval)", "SD / SE", "P(A>B)", "p", "Units A / B"],
+        rows,
+        "llrrrrr",
+        "Named comparisons: the average effect of the groups on side A minus that of side B, each average weighted by "
+        "group size. Hierarchical: posterior mean, SD and equal-tailed interval of the difference computed draw by draw. "
+        "OLS / GLM: the same combination of the fully crossed fit's group estimates with its robust standard error.",
+        f"tbl-{slug}-contrasts",
+    )
     plot = qfigs.plot_contrasts(table, effect_name=f"Difference in average effect on {a.outcome}")
     stem = folder / f"{slug}-contrasts"
     w, hgt = plot.theme.getp("figure_size")
     figs.save_figure(plot, stem, w, hgt)
-    fig = {"id": Markup(f"fig-{slug}-contrasts"), "path": Markup(f"figures/{slug}-contrasts"),
-           "caption": "Named comparisons: the difference between the two sets' average effects, by method.",
-           "alt": Markup("Dot-and-interval plot of each named comparison by method.")}
+    fig = {
+        "id": Markup(f"fig-{slug}-contrasts"),
+        "path": Markup(f"figures/{slug}-contrasts"),
+        "caption": "Named comparisons: the difference between the two sets' average effects, by method.",
+        "alt": Markup("Dot-and-interval plot of each named comparison by method."),
+    }
     return {"any": True, "entries": items, "table": tbl, "fig": fig}
 
 
 def analysis_questions(a, results, folder: Path) -> dict:
     """Everything the questions partials of one analysis need (``c.q`` in the templates)."""
-    return {"contrasts": contrasts_context(a, results, folder), "targeting": targeting_context(a, results, folder),
-            "sensitivity": sensitivity_context(a)}
+    return {
+        "contrasts": contrasts_context(a, results, folder),
+        "targeting": targeting_context(a, results, folder),
+        "sensitivity": sensitivity_context(a),
+    }
 
 
 def _share_iv(q) -> str:
@@ -128,31 +150,63 @@ def targeting_context(a, results, folder: Path) -> dict:
     t = targeting_of(a, results.effects, spec_t.budget, spec_t.groups)
     units = results.spec.report.units
     unit = units[:-1] if units.endswith("s") and not units.endswith("ss") else units
-    q = {(r.version, r.quantity): {"estimate": r.estimate, "lower_95": r.lower_95, "upper_95": r.upper_95, "prob_positive": r.prob_positive}
-         for r in t.summary.itertuples(index=False)}
+    q = {
+        (r.version, r.quantity): {"estimate": r.estimate, "lower_95": r.lower_95, "upper_95": r.upper_95, "prob_positive": r.prob_positive}
+        for r in t.summary.itertuples(index=False)
+    }
     ins, rep = (lambda name: q[("in_sample", name)]), (lambda name: q[("replicate", name)])
-    asked = (f"the groups with the largest estimated effects, up to {fmt.share(spec_t.budget)} of the {units}" if spec_t.budget is not None
-             else f"the {spec_t.groups} groups with the largest estimated effects")
+    asked = (
+        f"the groups with the largest estimated effects, up to {fmt.share(spec_t.budget)} of the {units}"
+        if spec_t.budget is not None
+        else f"the {spec_t.groups} groups with the largest estimated effects"
+    )
     p3 = ", ".join(f"{fmt.pct(p)}" for p in t.prob_top3)
     certain = all(p >= 0.8 for p in t.prob_top3)
-    brief = (f"Treating the {'group' if t.k == 1 else plural_word(t.k, 'group')} ranked highest first reaches {fmt.share(ins('reach')['estimate'])} of the {units} and "
-             f"{_share_iv(ins('share_of_effect'))} of the total effect; their average effect is {fmt.num(ins('mean_treated')['estimate'])} against "
-             f"{fmt.num(ins('average')['estimate'])} for everyone, {fmt.num(ins('gain_vs_random')['estimate'])} more per treated {unit} than a random "
-             f"choice of the same size (95% interval {fmt.num(ins('gain_vs_random')['lower_95'])} to {fmt.num(ins('gain_vs_random')['upper_95'])}). "
-             f"These numbers rank and evaluate the groups on the same data, which flatters the ranking; a new study of this size choosing its own "
-             f"top groups would gain {fmt.num(rep('gain_vs_random')['estimate'])} per treated {unit} (95% interval {fmt.num(rep('gain_vs_random')['lower_95'])} "
-             f"to {fmt.num(rep('gain_vs_random')['upper_95'])}). "
-             + (f"The ranking of the top three is {'fairly secure' if certain else 'uncertain'}: the probability that each is truly among the three "
-                f"largest effects is {p3}, and {fmt.pct(t.prob_top3_set)} that all three are." if len(t.prob_top3) == 3 else ""))
+    brief = (
+        f"Treating the {'group' if t.k == 1 else plural_word(t.k, 'group')} ranked highest first reaches {fmt.share(ins('reach')['estimate'])} of the {units} and "
+        f"{_share_iv(ins('share_of_effect'))} of the total effect; their average effect is {fmt.num(ins('mean_treated')['estimate'])} against "
+        f"{fmt.num(ins('average')['estimate'])} for everyone, {fmt.num(ins('gain_vs_random')['estimate'])} more per treated {unit} than a random "
+        f"choice of the same size (95% interval {fmt.num(ins('gain_vs_random')['lower_95'])} to {fmt.num(ins('gain_vs_random')['upper_95'])}). "
+        f"These numbers rank and evaluate the groups on the same data, which flatters the ranking; a new study of this size choosing its own "
+        f"top groups would gain {fmt.num(rep('gain_vs_random')['estimate'])} per treated {unit} (95% interval {fmt.num(rep('gain_vs_random')['lower_95'])} "
+        f"to {fmt.num(rep('gain_vs_random')['upper_95'])}). "
+        + (
+            f"The ranking of the top three is {'fairly secure' if certain else 'uncertain'}: the probability that each is truly among the three "
+            f"largest effects is {p3}, and {fmt.pct(t.prob_top3_set)} that all three are."
+            if len(t.prob_top3) == 3
+            else ""
+        )
+    )
     show = t.groups.head(max(t.k + 3, 8))
-    g_rows = [[str(r.rank), r.group_label, fmt.count(r.n), fmt.share(r.cumulative_share), fmt.num(r.estimate), fmt.ci(r.lower_95, r.upper_95),
-               fmt.pct(r.prob_top_k), "yes" if r.treated else ""] for r in show.itertuples()]
-    g_tbl = fmt.pipe_table(["Rank", "Group", "Units", "Cumulative share", "Effect", "95% interval", f"P(top {t.k})", "Treated"], g_rows, "rlrrrrrl",
-                           f"The groups in order of their posterior mean effect (the first {len(show)} of {len(t.groups)}). P(top {t.k}): the posterior "
-                           f"probability that the group is among the {t.k} largest effects.", f"tbl-{slug}-targeting-groups")
-    names = {"reach": "Share of the population treated", "mean_treated": "Average effect among the treated", "average": "Average effect, everyone treated",
-             "gain_vs_random": f"Gain per treated {unit} over a random choice", "gain_per_person": f"Gain per {unit} of the population over a random choice",
-             "share_of_effect": "Share of the total effect reached"}
+    g_rows = [
+        [
+            str(r.rank),
+            r.group_label,
+            fmt.count(r.n),
+            fmt.share(r.cumulative_share),
+            fmt.num(r.estimate),
+            fmt.ci(r.lower_95, r.upper_95),
+            fmt.pct(r.prob_top_k),
+            "yes" if r.treated else "",
+        ]
+        for r in show.itertuples()
+    ]
+    g_tbl = fmt.pipe_table(
+        ["Rank", "Group", "Units", "Cumulative share", "Effect", "95% interval", f"P(top {t.k})", "Treated"],
+        g_rows,
+        "rlrrrrrl",
+        f"The groups in order of their posterior mean effect (the first {len(show)} of {len(t.groups)}). P(top {t.k}): the posterior "
+        f"probability that the group is among the {t.k} largest effects.",
+        f"tbl-{slug}-targeting-groups",
+    )
+    names = {
+        "reach": "Share of the population treated",
+        "mean_treated": "Average effect among the treated",
+        "average": "Average effect, everyone treated",
+        "gain_vs_random": f"Gain per treated {unit} over a random choice",
+        "gain_per_person": f"Gain per {unit} of the population over a random choice",
+        "share_of_effect": "Share of the total effect reached",
+    }
     pct_rows = {"reach", "share_of_effect"}
 
     s_rows = []
@@ -167,18 +221,26 @@ def targeting_context(a, results, folder: Path) -> dict:
             else:
                 row.append(f"{fmt.num(v['estimate'])} ({fmt.ci(v['lower_95'], v['upper_95'])})")
         s_rows.append(row)
-    s_tbl = fmt.pipe_table(["Quantity", "Ranked and evaluated on the same data (flatters)", "A new study of the same size (honest)"], s_rows, "lrr",
-                           "What treating the top groups first achieves (posterior mean and 95% interval). Left: the ranking chosen from the posterior "
-                           "means and evaluated on the same posterior. Right: for each posterior draw, a new study of the same size estimates every "
-                           "group with its OLS standard error, shrinks the estimates as a hierarchical model would, picks its top groups within the "
-                           "same budget, and is evaluated on that draw's effects, which it did not see.", f"tbl-{slug}-targeting")
+    s_tbl = fmt.pipe_table(
+        ["Quantity", "Ranked and evaluated on the same data (flatters)", "A new study of the same size (honest)"],
+        s_rows,
+        "lrr",
+        "What treating the top groups first achieves (posterior mean and 95% interval). Left: the ranking chosen from the posterior "
+        "means and evaluated on the same posterior. Right: for each posterior draw, a new study of the same size estimates every "
+        "group with its OLS standard error, shrinks the estimates as a hierarchical model would, picks its top groups within the "
+        "same budget, and is evaluated on that draw's effects, which it did not see.",
+        f"tbl-{slug}-targeting",
+    )
     plot = qfigs.plot_targeting(t.curve, float(t.groups.loc[t.groups["treated"], "cumulative_share"].max()))
     w, hgt = plot.theme.getp("figure_size")
     figs.save_figure(plot, folder / f"{slug}-targeting", w, hgt)
-    fig = {"id": Markup(f"fig-{slug}-targeting"), "path": Markup(f"figures/{slug}-targeting"),
-           "caption": "Targeting curve: treating groups in order of their estimated effect, the share of the population reached against the "
-                      "share of the total effect reached (posterior mean and 95% interval).",
-           "alt": Markup("Curve of the share of the total effect against the share of the population treated.")}
+    fig = {
+        "id": Markup(f"fig-{slug}-targeting"),
+        "path": Markup(f"figures/{slug}-targeting"),
+        "caption": "Targeting curve: treating groups in order of their estimated effect, the share of the population reached against the "
+        "share of the total effect reached (posterior mean and 95% interval).",
+        "alt": Markup("Curve of the share of the total effect against the share of the population treated."),
+    }
     return {"any": True, "asked": asked, "brief": brief, "groups_table": g_tbl, "table": s_tbl, "fig": fig, "k": t.k}
 
 
@@ -198,24 +260,51 @@ def loo_context(results) -> dict:
         close = abs(c["elpd_diff"]) < 2 * c["se_diff"]
         ks = [f"{fmt.md(x.title)}: {r['n_high_k']} of {r['n']} rows" for x, r in ((b, c["best_loo"]), (o, c["other_loo"])) if r["n_high_k"]]
         bt, ot = Markup(f"*{fmt.md(b.title)}*"), Markup(f"*{fmt.md(o.title)}*")
-        text = (f"{bt} and {ot} model the same outcome on the same {fmt.count(c['n'])} rows. By PSIS-LOO, {bt} predicts a left-out "
-                f"row better: its expected log predictive density is higher by {fmt.num(c['elpd_diff'], 1)} (standard error {fmt.num(c['se_diff'], 1)}), "
-                + ("less than two standard errors, so the data do not clearly prefer either model. " if close else
-                   "more than two standard errors, so the data prefer it. ")
-                + (f"Pareto k is above {c['best_loo']['k_threshold']} for {'; '.join(ks)}, so for those rows the estimate is unreliable and "
-                   "the difference should be read with care. " if ks else f"Every Pareto k is below {c['best_loo']['k_threshold']}, so the estimates are reliable. "))
+        text = (
+            f"{bt} and {ot} model the same outcome on the same {fmt.count(c['n'])} rows. By PSIS-LOO, {bt} predicts a left-out "
+            f"row better: its expected log predictive density is higher by {fmt.num(c['elpd_diff'], 1)} (standard error {fmt.num(c['se_diff'], 1)}), "
+            + (
+                "less than two standard errors, so the data do not clearly prefer either model. "
+                if close
+                else "more than two standard errors, so the data prefer it. "
+            )
+            + (
+                f"Pareto k is above {c['best_loo']['k_threshold']} for {'; '.join(ks)}, so for those rows the estimate is unreliable and "
+                "the difference should be read with care. "
+                if ks
+                else f"Every Pareto k is below {c['best_loo']['k_threshold']}, so the estimates are reliable. "
+            )
+        )
         items.append(Markup(text))  # the titles are escaped above; the rest is hetreport's text and numbers
         for x, r in ((b, c["best_loo"]), (o, c["other_loo"])):
             if x.name in seen:
                 continue
             seen.add(x.name)
             diff = "0 (best)" if x is b else f"{fmt.num(-c['elpd_diff'], 1)} ({fmt.num(c['se_diff'], 1)})"
-            rows.append([x.title, f"{fmt.num(r['elpd_loo'], 1)} ({fmt.num(r['se'], 1)})", fmt.num(r["p_loo"], 1), diff,
-                         f"{r['n_high_k']} (max {fmt.num(r['max_k'])})"])
-    tbl = fmt.pipe_table(["Analysis", "elpd LOO (SE)", "p LOO", "Difference to the best (SE)", f"Rows with Pareto k > {pairs[0]['best_loo']['k_threshold']}"],
-                         rows, "lrrrr", "PSIS-LOO of the hierarchical models that share an outcome and rows: the expected log predictive density "
-                         "of a left-out row (higher is better), the effective number of parameters, and the difference to the best model with its "
-                         "standard error (from the rows' paired differences).", "tbl-loo")
+            rows.append(
+                [
+                    x.title,
+                    f"{fmt.num(r['elpd_loo'], 1)} ({fmt.num(r['se'], 1)})",
+                    fmt.num(r["p_loo"], 1),
+                    diff,
+                    f"{r['n_high_k']} (max {fmt.num(r['max_k'])})",
+                ]
+            )
+    tbl = fmt.pipe_table(
+        [
+            "Analysis",
+            "elpd LOO (SE)",
+            "p LOO",
+            "Difference to the best (SE)",
+            f"Rows with Pareto k > {pairs[0]['best_loo']['k_threshold']}",
+        ],
+        rows,
+        "lrrrr",
+        "PSIS-LOO of the hierarchical models that share an outcome and rows: the expected log predictive density "
+        "of a left-out row (higher is better), the effective number of parameters, and the difference to the best model with its "
+        "standard error (from the rows' paired differences).",
+        "tbl-loo",
+    )
     return {"any": True, "entries": items, "table": tbl}
 
 
@@ -227,19 +316,31 @@ def sensitivity_context(a, label: str | None = None) -> dict:
         return {"any": False}
     slug = _slug(a.name)
     has_lik = any(np.isfinite(r["likelihood"]) for r in rows)
-    table = fmt.pipe_table(["Quantity", "Prior sensitivity", "Likelihood sensitivity", "Diagnosis"],
-                           [[r["quantity"], fmt.num(r["prior"], 3), fmt.num(r["likelihood"], 3), r["diagnosis"]] for r in rows], "lrrl",
-                           "Power-scaling sensitivity (Kallioinen et al. 2024, arviz-stats psense): how much each posterior changes "
-                           "when the joint prior of the model's parameters" + (" or the likelihood" if has_lik else "") + " is raised to a power "
-                           f"near 1 (the gradient of the CJS distance, from Pareto-smoothed importance weights; no refit). {PSENSE_THRESHOLD} or more "
-                           "counts as sensitive.", label or f"tbl-{slug}-sensitivity")
+    table = fmt.pipe_table(
+        ["Quantity", "Prior sensitivity", "Likelihood sensitivity", "Diagnosis"],
+        [[r["quantity"], fmt.num(r["prior"], 3), fmt.num(r["likelihood"], 3), r["diagnosis"]] for r in rows],
+        "lrrl",
+        "Power-scaling sensitivity (Kallioinen et al. 2024, arviz-stats psense): how much each posterior changes "
+        "when the joint prior of the model's parameters" + (" or the likelihood" if has_lik else "") + " is raised to a power "
+        f"near 1 (the gradient of the CJS distance, from Pareto-smoothed importance weights; no refit). {PSENSE_THRESHOLD} or more "
+        "counts as sensitive.",
+        label or f"tbl-{slug}-sensitivity",
+    )
     sens = [r["quantity"] for r in rows if r["prior"] >= PSENSE_THRESHOLD]
     if sens:
-        words = ("The posterior of " + ", ".join(sens) + " moves when the priors are made slightly stronger or weaker, so "
-                 "these estimates lean on the priors as well as on the data" + (
-                     "; where the likelihood sensitivity is also high, prior and data pull in different directions (a possible prior-data conflict), "
-                     "and where it is low, the data say little about the quantity." if has_lik else "."))
+        words = (
+            "The posterior of " + ", ".join(sens) + " moves when the priors are made slightly stronger or weaker, so "
+            "these estimates lean on the priors as well as on the data"
+            + (
+                "; where the likelihood sensitivity is also high, prior and data pull in different directions (a possible prior-data conflict), "
+                "and where it is low, the data say little about the quantity."
+                if has_lik
+                else "."
+            )
+        )
     else:
-        words = ("None of these posteriors moves noticeably when the priors are made slightly stronger or weaker: the estimates are "
-                 "driven by the data, whatever the priors allow on their own.")
+        words = (
+            "None of these posteriors moves noticeably when the priors are made slightly stronger or weaker: the estimates are "
+            "driven by the data, whatever the priors allow on their own."
+        )
     return {"any": True, "table": table, "words": words, "label": Markup(label or f"tbl-{slug}-sensitivity")}

@@ -245,13 +245,11 @@ def _resolve_route(route: str) -> _Route:
             return _Route("quarto", f"quarto {version}", quarto)
         if route == "quarto":
             if quarto is None:
-                raise RenderError("Rendering with Quarto was asked for, but no Quarto executable was found. "
-                                  + _QUARTO_INSTALL_HINT)
+                raise RenderError("Rendering with Quarto was asked for, but no Quarto executable was found. " + _QUARTO_INSTALL_HINT)
             found = f"version {version}" if version else "a program that did not answer `quarto --version`"
             raise RenderError(
                 f"Rendering with Quarto was asked for, but {quarto} is {found}; hetreport needs Quarto "
-                f"{'.'.join(map(str, QUARTO_MIN_VERSION))} or later (for its Typst PDF format). "
-                + _QUARTO_INSTALL_HINT
+                f"{'.'.join(map(str, QUARTO_MIN_VERSION))} or later (for its Typst PDF format). " + _QUARTO_INSTALL_HINT
             )
     missing = [str(p) for p in (LUA_FILTER, HTML_CSS, TYPST_TEMPLATE) if not p.is_file()]
     if missing:
@@ -292,10 +290,7 @@ def _load_quarto_yml(project: Path) -> dict:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
-        raise RenderError(
-            f"{path} could not be read as YAML ({exc}). Fix the file, or copy hetreport's "
-            "_quarto.yml over it."
-        ) from exc
+        raise RenderError(f"{path} could not be read as YAML ({exc}). Fix the file, or copy hetreport's _quarto.yml over it.") from exc
     return data if isinstance(data, dict) else {}
 
 
@@ -386,7 +381,8 @@ def _header_includes(options: dict, work: Path, suffix: str) -> list[str]:
             if path is None or not path.is_relative_to(work.resolve()) or not path.is_file():
                 raise RenderError(
                     f"_quarto.yml's include-in-header entry {entry!r} is neither `text: ...` nor a file inside the "
-                    "project folder. Write the header text inline (`- text: |`), or name a file next to _quarto.yml.")
+                    "project folder. Write the header text inline (`- text: |`), or name a file next to _quarto.yml."
+                )
         args += ["--include-in-header", str(path)]
     return args
 
@@ -436,8 +432,7 @@ class _StepFailed(Exception):
 def _run(cmd: list[str], cwd: Path, deadline: float, tool: str, hint: str) -> subprocess.CompletedProcess:
     remaining = deadline - time.monotonic()
     if remaining <= 0:
-        raise _StepFailed(tool, "the time limit was used up before this step started",
-                          "Raise render_project's timeout.")
+        raise _StepFailed(tool, "the time limit was used up before this step started", "Raise render_project's timeout.")
     try:
         # A session of its own, so that a time-out ends the whole tree the
         # tool started (Quarto runs deno, pandoc and typst underneath).
@@ -510,8 +505,7 @@ def _check_missing_resources(stderr: str, tool: str) -> None:
     if match:
         raise _StepFailed(
             tool,
-            f"a file the document refers to could not be embedded ({match.group(1).strip() or 'see the log'}): "
-            f"{_tail(stderr)}",
+            f"a file the document refers to could not be embedded ({match.group(1).strip() or 'see the log'}): {_tail(stderr)}",
             _MISSING_FIGURE_HINT,
         )
 
@@ -526,8 +520,7 @@ def _render_quarto(quarto: Path, work: Path, document: str, fmt: str, deadline: 
         work,
         deadline,
         "quarto",
-        "Run `quarto check` to see whether Quarto and its Typst are working, "
-        "or render with route='builtin'.",
+        "Run `quarto check` to see whether Quarto and its Typst are working, or render with route='builtin'.",
     )
     if fmt == "html":
         _check_missing_resources(proc.stderr, "quarto")
@@ -544,19 +537,32 @@ def _render_quarto(quarto: Path, work: Path, document: str, fmt: str, deadline: 
 # --- builtin: pandoc (+ typst) -------------------------------------------
 
 
-_PANDOC_HINT = (
-    "The message names the problem (a missing figure, or markdown pandoc cannot read); "
-    "fix report.qmd or the files it refers to."
-)
+_PANDOC_HINT = "The message names the problem (a missing figure, or markdown pandoc cannot read); fix report.qmd or the files it refers to."
 
 
-def _pandoc_command(document: str, to: str, output: str, options: dict, default_ext: str, writer_args: list[str],
-                    toc_depth_args) -> list[str]:
+def _pandoc_command(
+    document: str, to: str, output: str, options: dict, default_ext: str, writer_args: list[str], toc_depth_args
+) -> list[str]:
     """pandoc's argument list for the builtin route: the same reader, Lua filter and _quarto.yml
     options (image extension, toc, numbering) for every writer."""
-    cmd = [str(_pandoc_path()), document, "--from", _PANDOC_FROM, "--to", to, "--standalone", *writer_args,
-           "--lua-filter", str(LUA_FILTER), "--default-image-extension", _image_extension(options, default_ext),
-           "--resource-path", ".", "--output", output]
+    cmd = [
+        str(_pandoc_path()),
+        document,
+        "--from",
+        _PANDOC_FROM,
+        "--to",
+        to,
+        "--standalone",
+        *writer_args,
+        "--lua-filter",
+        str(LUA_FILTER),
+        "--default-image-extension",
+        _image_extension(options, default_ext),
+        "--resource-path",
+        ".",
+        "--output",
+        output,
+    ]
     if _truthy(options.get("toc", True)):
         cmd.append("--toc")
         depth = _toc_depth(options)
@@ -570,9 +576,15 @@ def _pandoc_command(document: str, to: str, output: str, options: dict, default_
 def _render_builtin_html(work: Path, document: str, deadline: float) -> Path:
     options = _document_options(work, document, "html")
     output = work / (Path(document).stem + ".html")
-    cmd = _pandoc_command(document, "html5", output.name, options, "svg",
-                          ["--embed-resources", "--mathml", "--css", str(HTML_CSS), *_header_includes(options, work, ".html")],
-                          lambda depth: ["--toc-depth", depth])
+    cmd = _pandoc_command(
+        document,
+        "html5",
+        output.name,
+        options,
+        "svg",
+        ["--embed-resources", "--mathml", "--css", str(HTML_CSS), *_header_includes(options, work, ".html")],
+        lambda depth: ["--toc-depth", depth],
+    )
     proc = _run(cmd, work, deadline, "pandoc", _PANDOC_HINT)
     _check_missing_resources(proc.stderr, "pandoc")
     if not output.exists():
@@ -585,8 +597,7 @@ def _render_builtin_docx(work: Path, document: str, deadline: float) -> Path:
     figures (PNG) embedded with their alt text."""
     options = _document_options(work, document, "docx")
     output = work / (Path(document).stem + ".docx")
-    cmd = _pandoc_command(document, "docx", output.name, options, "png", [],
-                          lambda depth: ["--toc-depth", depth])
+    cmd = _pandoc_command(document, "docx", output.name, options, "png", [], lambda depth: ["--toc-depth", depth])
     proc = _run(cmd, work, deadline, "pandoc", _PANDOC_HINT)
     _check_missing_resources(proc.stderr, "pandoc")
     if not output.exists():
@@ -620,9 +631,15 @@ def _render_builtin_pdf(work: Path, document: str, deadline: float) -> Path:
     stem = Path(document).stem
     typ_path = work / f"{stem}.typ"
     pdf_path = work / f"{stem}.pdf"
-    cmd = _pandoc_command(document, "typst", typ_path.name, options, "png",
-                          ["--template", str(TYPST_TEMPLATE), *_header_includes(options, work, ".typ")],
-                          lambda depth: ["--variable", f"toc-depth={depth}"])
+    cmd = _pandoc_command(
+        document,
+        "typst",
+        typ_path.name,
+        options,
+        "png",
+        ["--template", str(TYPST_TEMPLATE), *_header_includes(options, work, ".typ")],
+        lambda depth: ["--variable", f"toc-depth={depth}"],
+    )
     if _truthy(options.get("number-sections", True)):
         numbering = str(options.get("section-numbering") or "1.1.1")
         if not _NUMBERING.match(numbering):
@@ -643,8 +660,7 @@ def _render_builtin_pdf(work: Path, document: str, deadline: float) -> Path:
 
     _run(cmd, work, deadline, "pandoc", _PANDOC_HINT)
     if time.monotonic() > deadline:
-        raise _StepFailed("typst", "the time limit was used up before Typst started",
-                          "Raise render_project's timeout.")
+        raise _StepFailed("typst", "the time limit was used up before Typst started", "Raise render_project's timeout.")
     try:
         typst.compile(str(typ_path), output=str(pdf_path), root=str(work))
     except Exception as exc:  # typst.TypstError, or RuntimeError from older wheels
@@ -673,16 +689,11 @@ def _normalise_formats(formats: Sequence[str] | str) -> list[str]:
     for fmt in formats:
         name = str(fmt).strip().lower()
         if name not in SUPPORTED_FORMATS:
-            raise RenderError(
-                f"Unknown output format '{fmt}'. The supported formats are: "
-                f"{', '.join(SUPPORTED_FORMATS)}."
-            )
+            raise RenderError(f"Unknown output format '{fmt}'. The supported formats are: {', '.join(SUPPORTED_FORMATS)}.")
         if name not in wanted:
             wanted.append(name)
     if not wanted:
-        raise RenderError(
-            f"No output format was asked for. Pass one or more of: {', '.join(SUPPORTED_FORMATS)}."
-        )
+        raise RenderError(f"No output format was asked for. Pass one or more of: {', '.join(SUPPORTED_FORMATS)}.")
     return wanted
 
 
@@ -735,9 +746,7 @@ def render_project(
             "(it writes _quarto.yml, report.qmd and figures/ there), or pass the right folder."
         )
     if Path(document).name != document:
-        raise RenderError(
-            f"The document to render must be a file name inside the project folder, not '{document}'."
-        )
+        raise RenderError(f"The document to render must be a file name inside the project folder, not '{document}'.")
     if not (project / document).is_file():
         raise RenderError(
             f"{project / document} does not exist, so there is nothing to render. Build the report "

@@ -49,8 +49,22 @@ class View(Mapping):
         return f"View({self._data!r})"
 
 
-_ANALYSIS_FIELDS = ("name", "title", "modifiers", "outcome", "treatment", "controls", "groups", "accounting", "diagnostics",
-                    "hierarchical", "ols", "n", "n_start", "notes")
+_ANALYSIS_FIELDS = (
+    "name",
+    "title",
+    "modifiers",
+    "outcome",
+    "treatment",
+    "controls",
+    "groups",
+    "accounting",
+    "diagnostics",
+    "hierarchical",
+    "ols",
+    "n",
+    "n_start",
+    "notes",
+)
 
 
 class Kept:
@@ -90,5 +104,3 @@ def template_data(obj):
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"{type(obj).__module__}.{type(obj).__name__} is not template data")
-
-

@@ -30,8 +30,12 @@ APPROACHES = registry.simulation_names()
 #: the default set: the registry's default methods the simulation study runs
 DEFAULT_APPROACHES = tuple(a for a in APPROACHES if a in registry.default_names())
 ApproachName = Literal[APPROACHES]
-PAPER_MODIFIERS = ({"name": "m1", "probability": 0.3}, {"name": "m2", "probability": 0.4},
-                   {"name": "m3", "probability": 0.5}, {"name": "m4", "probability": 0.6})
+PAPER_MODIFIERS = (
+    {"name": "m1", "probability": 0.3},
+    {"name": "m2", "probability": 0.4},
+    {"name": "m3", "probability": 0.5},
+    {"name": "m4", "probability": 0.6},
+)
 
 
 class _Strict(BaseModel):
@@ -49,8 +53,10 @@ class Modifier(_Strict):
     @model_validator(mode="after")
     def _one_kind(self) -> Modifier:
         if (self.probability is None) == (self.levels is None):
-            raise ValueError(f"give modifier '{self.name}' either 'probability' (binary: the share of 1s, e.g. 0.3) "
-                             "or 'levels' (categorical: each level's probability, e.g. {low: 0.5, mid: 0.3, high: 0.2})")
+            raise ValueError(
+                f"give modifier '{self.name}' either 'probability' (binary: the share of 1s, e.g. 0.3) "
+                "or 'levels' (categorical: each level's probability, e.g. {low: 0.5, mid: 0.3, high: 0.2})"
+            )
         if self.levels is not None:
             if len(self.levels) < 2:
                 raise _LocatedError(("levels",), "a categorical modifier needs at least two levels")
@@ -132,8 +138,10 @@ class SimDesign(_Strict):
     def _check(self) -> SimDesign:
         for name, raw in self.method_options.items():
             if name not in self.approaches:
-                raise _LocatedError(("method_options", name), f"'{name}' is not among this design's approaches {self.approaches}; "
-                                    "add it to 'approaches' or remove its options")
+                raise _LocatedError(
+                    ("method_options", name),
+                    f"'{name}' is not among this design's approaches {self.approaches}; add it to 'approaches' or remove its options",
+                )
             registry.get(name).parse_options(raw)
         for a in self.approaches:
             registry.get(a).check_available()
@@ -159,7 +167,9 @@ class SimDesign(_Strict):
         if self.ols.se_type == "cluster":
             raise _LocatedError(("ols", "se_type"), "simulated data have no clusters; use HC0, HC1, HC2 or HC3")
         if self.scheduler and self.executor != "dask":
-            raise _LocatedError(("scheduler",), "a scheduler address is given but executor is not 'dask'; set executor: dask or remove 'scheduler'")
+            raise _LocatedError(
+                ("scheduler",), "a scheduler address is given but executor is not 'dask'; set executor: dask or remove 'scheduler'"
+            )
         return self
 
     # ------------------------------------------------------------------ helpers
@@ -224,8 +234,10 @@ def parse_design(raw, base_dir: Path | str = ".", source: str = "simulation", so
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise SpecError(f"{source} must be a YAML mapping with keys such as sample_sizes, heterogeneity_sds, modifiers, replications; "
-                        f"got {type(raw).__name__}.")
+        raise SpecError(
+            f"{source} must be a YAML mapping with keys such as sample_sizes, heterogeneity_sds, modifiers, replications; "
+            f"got {type(raw).__name__}."
+        )
     if "priors" in raw:
         raw = {**raw, "priors": _rejoin_flow_priors(raw["priors"], source)}
     try:
@@ -246,8 +258,10 @@ def load_design(path: str | Path) -> SimDesign:
     design = parse_design(raw, base_dir=path.parent.resolve(), source=path.name, source_text=text)
     sp = design.study_spec_path()
     if sp is not None and not sp.is_file():
-        raise SpecError(f"the study spec '{sp}' does not exist; study.spec is read relative to the simulation file's folder.",
-                        where=f"{path.name}: study.spec")
+        raise SpecError(
+            f"the study spec '{sp}' does not exist; study.spec is read relative to the simulation file's folder.",
+            where=f"{path.name}: study.spec",
+        )
     return design
 
 

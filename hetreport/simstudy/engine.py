@@ -56,10 +56,28 @@ DATA_NAMES = ("cell_n", "cell_sy", "cell_sx", "xx", "xy", "yy", "n_obs")
 def analysis_inputs(design: SimDesign, sim: SimData):
     """The simulated frame through hetreport's own data path (spec -> AnalysisData -> Groups)."""
     analysis = {"name": "sim", "modifiers": list(sim.modifiers), "controls": list(sim.controls), "categorical": list(sim.categorical)}
-    spec = parse_spec({"title": "simulated", "data": {"path": "simulated.csv"}, "outcome": "y", "treatment": "treat",
-                       "analyses": [analysis], "ols": design.ols.model_dump(), "report": {"truth": "true_effect"}})
-    ds = Dataset(frame=sim.frame, path=Path("simulated.csv"), sha256="", format="csv", n_read=len(sim.frame), n_filtered_out=0,
-                 n_filter_missing=0, variable_labels={}, value_labels={})
+    spec = parse_spec(
+        {
+            "title": "simulated",
+            "data": {"path": "simulated.csv"},
+            "outcome": "y",
+            "treatment": "treat",
+            "analyses": [analysis],
+            "ols": design.ols.model_dump(),
+            "report": {"truth": "true_effect"},
+        }
+    )
+    ds = Dataset(
+        frame=sim.frame,
+        path=Path("simulated.csv"),
+        sha256="",
+        format="csv",
+        n_read=len(sim.frame),
+        n_filtered_out=0,
+        n_filter_missing=0,
+        variable_labels={},
+        value_labels={},
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         adata = prepare_analysis(spec, ds, spec.analyses[0])
@@ -135,8 +153,9 @@ def cell_reference(design: SimDesign, cell: Cell, study=None, cache: WorkerCache
         adata0, groups0 = analysis_inputs(design, sim0)
         resolved = resolve_priors(design.priors, adata0)
         d0 = build_design(adata0, groups0, "all")
-        cache.references[key] = CellReference(resolved, _control_prior_sds(resolved, adata0), float(adata0.y.mean()),
-                                              tuple(groups0.keys), _signature(d0, groups0, adata0))
+        cache.references[key] = CellReference(
+            resolved, _control_prior_sds(resolved, adata0), float(adata0.y.mean()), tuple(groups0.keys), _signature(d0, groups0, adata0)
+        )
     return cache.references[key]
 
 
@@ -150,8 +169,15 @@ def recentred_design(adata, groups, shift: float):
 
 
 def design_data(d) -> dict[str, np.ndarray]:
-    return {"cell_n": d.cell_n, "cell_sy": d.cell_sy, "cell_sx": d.cell_sx, "xx": d.xx, "xy": d.xy,
-            "yy": np.asarray(d.yy, dtype=float), "n_obs": np.asarray(float(d.n))}
+    return {
+        "cell_n": d.cell_n,
+        "cell_sy": d.cell_sy,
+        "cell_sx": d.cell_sx,
+        "xx": d.xx,
+        "xy": d.xy,
+        "yy": np.asarray(d.yy, dtype=float),
+        "n_obs": np.asarray(float(d.n)),
+    }
 
 
 def compile_model(d, ref: CellReference, adata, groups):
@@ -179,9 +205,18 @@ def sample_compiled(compiled, sampler, seed: int, cores: int = 1):
     import nutpie
 
     t0 = time.perf_counter()
-    idata = nutpie.sample(compiled, draws=sampler.draws, tune=sampler.tune, chains=sampler.chains, seed=seed,
-                          target_accept=sampler.target_accept, maxdepth=sampler.max_treedepth, progress_bar=False,
-                          save_warmup=False, cores=cores)
+    idata = nutpie.sample(
+        compiled,
+        draws=sampler.draws,
+        tune=sampler.tune,
+        chains=sampler.chains,
+        seed=seed,
+        target_accept=sampler.target_accept,
+        maxdepth=sampler.max_treedepth,
+        progress_bar=False,
+        save_warmup=False,
+        cores=cores,
+    )
     return idata, time.perf_counter() - t0
 
 
@@ -203,8 +238,17 @@ def cached_compiled(cache: WorkerCache, key: tuple, ref: CellReference, sig: tup
     return compiled, info
 
 
-def fit_hierarchical_cached(design: SimDesign, cell: Cell, adata, groups, seed: int, study=None, cache: WorkerCache = CACHE,
-                            force_compile: bool = False, cores: int | None = None):
+def fit_hierarchical_cached(
+    design: SimDesign,
+    cell: Cell,
+    adata,
+    groups,
+    seed: int,
+    study=None,
+    cache: WorkerCache = CACHE,
+    force_compile: bool = False,
+    cores: int | None = None,
+):
     """Sample the hierarchical model for one replication, reusing the cell's compiled model.
 
     Returns (HierarchicalFit, info) where info has compile ('compile', 'swap' or 'fallback'),
@@ -217,17 +261,31 @@ def fit_hierarchical_cached(design: SimDesign, cell: Cell, adata, groups, seed: 
     ref = cell_reference(design, cell, study, cache)
     d = recentred_design(adata, groups, ref.shift)
     key = (design.design_hash(), cell.index)
-    compiled, info = cached_compiled(cache, key, ref, _signature(d, groups, adata), force_compile,
-                                     swap=lambda c: swap_data(c, d), compile=lambda: compile_model(d, ref, adata, groups))
+    compiled, info = cached_compiled(
+        cache,
+        key,
+        ref,
+        _signature(d, groups, adata),
+        force_compile,
+        swap=lambda c: swap_data(c, d),
+        compile=lambda: compile_model(d, ref, adata, groups),
+    )
     cores = cores or int(os.environ.get("HETREPORT_SIM_CORES", "1"))
     idata, info["sampling_s"] = sample_compiled(compiled, design.sampler, seed, cores)
     post = idata.posterior
     post = post[[v for v in HIER_VARS + ["beta"] if v in post]]
     idata = az.InferenceData(posterior=post, sample_stats=idata.sample_stats)
     bambi_f, brms_f = formulas(adata, groups, "all", True)
-    fit = HierarchicalFit(idata=idata, terms=tuple(d.term_names), formula_bambi=bambi_f, formula_brms=brms_f,
-                          priors={k: str(v) for k, v in ref.resolved.items() if not k.startswith("_")}, correlated=True,
-                          backend=f"nutpie {nutpie.__version__}", timings=info)
+    fit = HierarchicalFit(
+        idata=idata,
+        terms=tuple(d.term_names),
+        formula_bambi=bambi_f,
+        formula_brms=brms_f,
+        priors={k: str(v) for k, v in ref.resolved.items() if not k.startswith("_")},
+        correlated=True,
+        backend=f"nutpie {nutpie.__version__}",
+        timings=info,
+    )
     object.__setattr__(fit, "diagnostics", diagnose(fit))
     return fit, info
 
@@ -249,9 +307,18 @@ def hierarchical_fitted(fit, adata, groups) -> np.ndarray:
 def run_replication(design: SimDesign, cell: Cell, rep: int, study=None, cache: WorkerCache = CACHE) -> list[dict]:
     """Every approach on replication ``rep`` of ``cell``: one row per approach (errors recorded, never raised)."""
     unit_seed, coef_seed, sampler_seed = seeds(design, cell, rep)
-    base = {"cell": cell.id, "cell_index": cell.index, "n": cell.n, "sd": cell.sd, "rep": rep, "unit_seed": unit_seed,
-            "coef_seed": coef_seed, "sampler_seed": sampler_seed, "worker": f"{socket.gethostname()}:{os.getpid()}",
-            "design_hash": design.design_hash()[:16]}
+    base = {
+        "cell": cell.id,
+        "cell_index": cell.index,
+        "n": cell.n,
+        "sd": cell.sd,
+        "rep": rep,
+        "unit_seed": unit_seed,
+        "coef_seed": coef_seed,
+        "sampler_seed": sampler_seed,
+        "worker": f"{socket.gethostname()}:{os.getpid()}",
+        "design_hash": design.design_hash()[:16],
+    }
     approaches = [a for a in APPROACHES if a in design.approaches]
     try:
         sim = simulate(design, cell, rep, study)
@@ -274,8 +341,14 @@ def run_replication(design: SimDesign, cell: Cell, rep: int, study=None, cache: 
                     fitted = hierarchical_fitted(fit, adata, groups)
                     dg = fit.diagnostics
                     q = dg["quantities"].get("group_effect", {})
-                    info = {**info, "fit_s": info["compile_s"] + info["sampling_s"], "divergences": dg["divergences"],
-                            "treedepth_hits": dg["max_treedepth_hits"], "max_rhat": q.get("max_rhat"), "min_ess_bulk": q.get("min_ess_bulk")}
+                    info = {
+                        **info,
+                        "fit_s": info["compile_s"] + info["sampling_s"],
+                        "divergences": dg["divergences"],
+                        "treedepth_hits": dg["max_treedepth_hits"],
+                        "max_rhat": q.get("max_rhat"),
+                        "min_ess_bulk": q.get("min_ess_bulk"),
+                    }
                 else:
                     table, fitted, info = fit_approach(a, design, adata, groups, sampler_seed)
             tables[a] = table

@@ -22,7 +22,7 @@ import os
 import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -118,10 +118,19 @@ class Progress:
     def __enter__(self):
         if self.enabled and self.total:
             from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+            from rich.progress import Progress as RichProgress
 
-            self._bar = RichProgress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                                     TextColumn("ETA"), TimeRemainingColumn(), console=Console(stderr=True), transient=False)
+            self._bar = RichProgress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TextColumn("ETA"),
+                TimeRemainingColumn(),
+                console=Console(stderr=True),
+                transient=False,
+            )
             self._bar.start()
             self._cells = self._bar.add_task("cells", total=self.n_cells, completed=self.cells_done)
             self._reps = self._bar.add_task("replications", total=self.total)
@@ -142,13 +151,18 @@ class Progress:
         if self.left[cell_index] == 0:
             self.cells_done += 1
         if self._bar is not None:
-            self._bar.update(self._reps, completed=self.done, description=f"replications{f' ({self.failed} failed)' if self.failed else ''}")
+            self._bar.update(
+                self._reps, completed=self.done, description=f"replications{f' ({self.failed} failed)' if self.failed else ''}"
+            )
             self._bar.update(self._cells, completed=self.cells_done)
         elif time.monotonic() - self._last_log > 15 or self.done == self.total:
             self._last_log = time.monotonic()
             eta = self.eta()
-            self.log(f"{self.done}/{self.total} replications, {self.cells_done}/{self.n_cells} cells done"
-                     + (f", {self.failed} failed" if self.failed else "") + (f", ETA {eta / 60:.1f} min" if eta == eta else ""))
+            self.log(
+                f"{self.done}/{self.total} replications, {self.cells_done}/{self.n_cells} cells done"
+                + (f", {self.failed} failed" if self.failed else "")
+                + (f", ETA {eta / 60:.1f} min" if eta == eta else "")
+            )
 
 
 # --------------------------------------------------------------------------- local processes
@@ -172,8 +186,21 @@ def _local_task(cell_index: int, rep: int) -> list[dict]:
 
 def _error_rows(design: SimDesign, cell, rep: int, exc: BaseException) -> list[dict]:
     msg = f"{type(exc).__name__}: {str(exc)[:400]}"
-    return [{"cell": cell.id, "cell_index": cell.index, "n": cell.n, "sd": cell.sd, "rep": rep, "approach": a,
-             "status": "error", "error": msg, "design_hash": design.design_hash()[:16]} for a in APPROACHES if a in design.approaches]
+    return [
+        {
+            "cell": cell.id,
+            "cell_index": cell.index,
+            "n": cell.n,
+            "sd": cell.sd,
+            "rep": rep,
+            "approach": a,
+            "status": "error",
+            "error": msg,
+            "design_hash": design.design_hash()[:16],
+        }
+        for a in APPROACHES
+        if a in design.approaches
+    ]
 
 
 def _run_local(design, tasks, grid, workers, on_rows):
@@ -206,9 +233,11 @@ def _run_dask(design, tasks, grid, scheduler, client, on_rows):
         try:
             client = Client(scheduler, timeout="30s")
         except Exception as exc:
-            raise SimulationError(f"could not connect to the Dask scheduler at '{scheduler}' ({type(exc).__name__}: {exc}). "
-                                  "Start one (`dask scheduler` and `dask worker ADDRESS`) or check the address; without --scheduler "
-                                  "the grid runs on local processes.") from None
+            raise SimulationError(
+                f"could not connect to the Dask scheduler at '{scheduler}' ({type(exc).__name__}: {exc}). "
+                "Start one (`dask scheduler` and `dask worker ADDRESS`) or check the address; without --scheduler "
+                "the grid runs on local processes."
+            ) from None
     try:
         dfut = client.scatter(design, broadcast=True, hash=False)  # a key of its own: never shared with (and released by) another run
         futures = {}
@@ -234,15 +263,33 @@ def _run_dask(design, tasks, grid, scheduler, client, on_rows):
 def _meta(design: SimDesign, grid, executor: str, where: str) -> dict:
     from ..versions import package_versions
 
-    return {"design_hash": design.design_hash(), "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "cells": [{"index": c.index, "id": c.id, "n": c.n, "sd": c.sd} for c in grid], "replications": design.replications,
-            "executor": executor, "where": where, "design": design.canonical(), "source_text": design.source_text,
-            "packages": package_versions()}
+    return {
+        "design_hash": design.design_hash(),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "cells": [{"index": c.index, "id": c.id, "n": c.n, "sd": c.sd} for c in grid],
+        "replications": design.replications,
+        "executor": executor,
+        "where": where,
+        "design": design.canonical(),
+        "source_text": design.source_text,
+        "packages": package_versions(),
+    }
 
 
-def run_grid(design: SimDesign, out_dir: str | Path, *, scheduler: str | None = None, workers: int | None = None,
-             resume: bool = False, progress: bool | None = None, log=None, client=None, executor: str | None = None,
-             flush_every: float = 2.0, max_tasks: int | None = None) -> pd.DataFrame:
+def run_grid(
+    design: SimDesign,
+    out_dir: str | Path,
+    *,
+    scheduler: str | None = None,
+    workers: int | None = None,
+    resume: bool = False,
+    progress: bool | None = None,
+    log=None,
+    client=None,
+    executor: str | None = None,
+    flush_every: float = 2.0,
+    max_tasks: int | None = None,
+) -> pd.DataFrame:
     """Run every replication of every cell not yet in ``out_dir/results.parquet``; returns all results.
 
     ``scheduler`` (or ``client``, a ``distributed.Client``) runs the tasks on Dask, else on
@@ -256,8 +303,10 @@ def run_grid(design: SimDesign, out_dir: str | Path, *, scheduler: str | None = 
     scheduler = scheduler or design.scheduler
     kind = executor or ("dask" if (scheduler or client is not None) else design.executor)
     if kind == "dask" and scheduler is None and client is None:
-        raise SpecError("executor is 'dask' but no scheduler address is given; add scheduler: tcp://host:port to the file or pass --scheduler.",
-                        where="executor")
+        raise SpecError(
+            "executor is 'dask' but no scheduler address is given; add scheduler: tcp://host:port to the file or pass --scheduler.",
+            where="executor",
+        )
     meta_path = out / META
     store_exists = (out / RESULTS).exists()
     if store_exists and not resume:
@@ -265,8 +314,10 @@ def run_grid(design: SimDesign, out_dir: str | Path, *, scheduler: str | None = 
     if resume and meta_path.exists():
         old = json.loads(meta_path.read_text())
         if old.get("design_hash") != design.design_hash():
-            raise SimulationError(f"{out} holds a run of a different design (the grid, modifiers, seed, sampler or priors changed). "
-                                  "Resume with the same SIM.yml, or choose another --out folder.")
+            raise SimulationError(
+                f"{out} holds a run of a different design (the grid, modifiers, seed, sampler or priors changed). "
+                "Resume with the same SIM.yml, or choose another --out folder."
+            )
     store = ResultStore(out, flush_every)
     done = store.done()
     tasks = [(c.index, r) for c in grid for r in range(design.replications) if (c.index, r) not in done]
@@ -278,7 +329,7 @@ def run_grid(design: SimDesign, out_dir: str | Path, *, scheduler: str | None = 
     meta = _meta(design, grid, kind, where)
     if resume and meta_path.exists():
         meta["created"] = json.loads(meta_path.read_text()).get("created", meta["created"])
-        meta["resumed"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        meta["resumed"] = datetime.now(UTC).isoformat(timespec="seconds")
     meta_path.write_text(json.dumps(meta, indent=2, default=str))
     if done:
         say(f"resuming: {len(done)} replications already done, {len(tasks)} to run")
@@ -286,9 +337,11 @@ def run_grid(design: SimDesign, out_dir: str | Path, *, scheduler: str | None = 
     per_cell = {c.index: sum(1 for ci, _ in tasks if ci == c.index) for c in grid}
     t0 = time.monotonic()
     with Progress(len(tasks), per_cell, len(grid), progress, say) as bar:
+
         def on_rows(c, rows):
             store.add(rows)
             bar.update(c, all(r.get("status") == "ok" for r in rows))
+
         try:
             if not tasks:
                 pass

@@ -60,12 +60,14 @@ def _base(d: pd.DataFrame, approaches, ylab: str, caption: str | None):
     ns = sorted(d["n"].unique())
     width = 0.06 * (max(ns) - min(ns)) if len(ns) > 1 else 10.0
     dodge = position_dodge(width=width)
-    p = (ggplot(d, aes("n", "value", color="Approach", shape="Approach", linetype="Approach", group="Approach"))
-         + geom_line(position=dodge, size=0.6)
-         + geom_errorbar(aes(ymin="lo", ymax="hi"), position=dodge, width=width * 0.8, linetype="solid", size=0.4)
-         + geom_point(position=dodge, size=2.0, fill="white")
-         + scale_x_continuous(breaks=ns, labels=[f"{n:,}" for n in ns])
-         + labs(x="Sample size (N)", y=ylab, color="", shape="", linetype="", caption=hf._caption(caption)))
+    p = (
+        ggplot(d, aes("n", "value", color="Approach", shape="Approach", linetype="Approach", group="Approach"))
+        + geom_line(position=dodge, size=0.6)
+        + geom_errorbar(aes(ymin="lo", ymax="hi"), position=dodge, width=width * 0.8, linetype="solid", size=0.4)
+        + geom_point(position=dodge, size=2.0, fill="white")
+        + scale_x_continuous(breaks=ns, labels=[f"{n:,}" for n in ns])
+        + labs(x="Sample size (N)", y=ylab, color="", shape="", linetype="", caption=hf._caption(caption))
+    )
     for s in hf._method_scales(approaches):
         p = p + s
     if len(approaches) > 2:  # four labels do not fit one row of a 6.5 in page
@@ -73,8 +75,17 @@ def _base(d: pd.DataFrame, approaches, ylab: str, caption: str | None):
     return p
 
 
-def plot_metric(summary: pd.DataFrame, metric: str, ylab: str, *, nominal: float | None = None, zero: bool = False,
-                caption: str | None = None, approaches: list[str] | None = None, free_y: bool = True):
+def plot_metric(
+    summary: pd.DataFrame,
+    metric: str,
+    ylab: str,
+    *,
+    nominal: float | None = None,
+    zero: bool = False,
+    caption: str | None = None,
+    approaches: list[str] | None = None,
+    free_y: bool = True,
+):
     """One metric by N, a panel per heterogeneity SD (the paper's RMSE figure when metric='rmse')."""
     s = summary if approaches is None else summary[summary["approach"].isin(approaches)]
     d, appr = _long(s, {metric: ylab})
@@ -90,11 +101,17 @@ def plot_coverage(summary: pd.DataFrame, caption: str | None = None, approaches:
     """90% and 95% coverage by N: a row per level, a column per heterogeneity SD, dashed nominal lines."""
     s = summary if approaches is None else summary[summary["approach"].isin(approaches)]
     d, appr = _long(s, {"coverage_90": "90% intervals", "coverage_95": "95% intervals"})
-    nominal = pd.DataFrame({"metric": pd.Categorical(["90% intervals", "95% intervals"], categories=list(d["metric"].cat.categories), ordered=True),
-                            "nominal": [0.90, 0.95]})
-    p = (_base(d, appr, "Coverage of the true group effects", caption)
-         + geom_hline(nominal, aes(yintercept="nominal"), linetype="dashed", color="#7F7F7F")
-         + facet_grid("metric ~ panel", scales="free_y"))
+    nominal = pd.DataFrame(
+        {
+            "metric": pd.Categorical(["90% intervals", "95% intervals"], categories=list(d["metric"].cat.categories), ordered=True),
+            "nominal": [0.90, 0.95],
+        }
+    )
+    p = (
+        _base(d, appr, "Coverage of the true group effects", caption)
+        + geom_hline(nominal, aes(yintercept="nominal"), linetype="dashed", color="#7F7F7F")
+        + facet_grid("metric ~ panel", scales="free_y")
+    )
     return hf._finish(p, (hf.PAGE_WIDTH, 5.0)) + theme(subplots_adjust={"wspace": 0.3}, axis_text_x=element_text(rotation=30, ha="right"))
 
 
@@ -107,14 +124,16 @@ def plot_difference(paired: pd.DataFrame, ylab: str, caption: str | None = None)
     d["panel"] = pd.Categorical(d["sd"].map(_sd_label), categories=[_sd_label(s) for s in sds], ordered=True)
     ns = sorted(d["n"].unique())
     width = 0.05 * (max(ns) - min(ns)) if len(ns) > 1 else 10.0
-    p = (ggplot(d, aes("n", "value"))
-         + geom_hline(yintercept=0, linetype="dashed", color="#7F7F7F")
-         + geom_line(color=hf.METHOD_COLORS["hierarchical"], size=0.6)
-         + geom_errorbar(aes(ymin="lo", ymax="hi"), width=width, color=hf.METHOD_COLORS["hierarchical"], size=0.4)
-         + geom_point(color=hf.METHOD_COLORS["hierarchical"], size=2.0)
-         + scale_x_continuous(breaks=ns, labels=[f"{n:,}" for n in ns])
-         + facet_wrap("~panel", nrow=1, scales="free_y")
-         + labs(x="Sample size (N)", y=ylab, caption=hf._caption(caption)))
+    p = (
+        ggplot(d, aes("n", "value"))
+        + geom_hline(yintercept=0, linetype="dashed", color="#7F7F7F")
+        + geom_line(color=hf.METHOD_COLORS["hierarchical"], size=0.6)
+        + geom_errorbar(aes(ymin="lo", ymax="hi"), width=width, color=hf.METHOD_COLORS["hierarchical"], size=0.4)
+        + geom_point(color=hf.METHOD_COLORS["hierarchical"], size=2.0)
+        + scale_x_continuous(breaks=ns, labels=[f"{n:,}" for n in ns])
+        + facet_wrap("~panel", nrow=1, scales="free_y")
+        + labs(x="Sample size (N)", y=ylab, caption=hf._caption(caption))
+    )
     return hf._finish(p, (hf.PAGE_WIDTH, 3.1)) + theme(subplots_adjust={"wspace": 0.35}, axis_text_x=element_text(rotation=30, ha="right"))
 
 

@@ -29,8 +29,8 @@ from functools import lru_cache
 import numpy as np
 import pandas as pd
 
-from .paper import simulate_study
 from .design import Cell, SimDesign
+from .paper import simulate_study
 
 
 def derived_seed(*parts: int) -> int:
@@ -98,8 +98,16 @@ def _truth_table(coefs: dict, modifiers: list[str], all_levels: dict[str, list])
     return pd.DataFrame(rows)
 
 
-def _outcome(frame: pd.DataFrame, modifiers: list[str], all_levels: dict[str, list], design: SimDesign, cell: Cell,
-             coef_rng, unit_rng, extra_mu: np.ndarray | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _outcome(
+    frame: pd.DataFrame,
+    modifiers: list[str],
+    all_levels: dict[str, list],
+    design: SimDesign,
+    cell: Cell,
+    coef_rng,
+    unit_rng,
+    extra_mu: np.ndarray | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     variables = [("treat", (1,))] + [(m, tuple(all_levels[m][1:])) for m in modifiers]
     coefs = _coefficients(variables, design.base_effect, design.coefficient_mean, cell.sd, coef_rng)
     mu = _cell_means(coefs, frame, ["treat", *modifiers])
@@ -123,14 +131,25 @@ def simulate(design: SimDesign, cell: Cell, rep: int, study=None) -> SimData:
     mods = design.modifier_list
     names = [m.name for m in mods]
     if all(m.binary for m in mods):
-        sim = simulate_study(n=cell.n, sd=cell.sd, probs=tuple(m.probability for m in mods), base_effect=design.base_effect,
-                             coef_mean=design.coefficient_mean, outcome_sd=design.outcome_sd,
-                             p_treat=0.5 if p_treat is None else p_treat, seed=unit_seed, coef_seed=coef_seed)
+        sim = simulate_study(
+            n=cell.n,
+            sd=cell.sd,
+            probs=tuple(m.probability for m in mods),
+            base_effect=design.base_effect,
+            coef_mean=design.coefficient_mean,
+            outcome_sd=design.outcome_sd,
+            p_treat=0.5 if p_treat is None else p_treat,
+            seed=unit_seed,
+            coef_seed=coef_seed,
+        )
         frame = sim.data.rename(columns={f"m{k + 1}": m for k, m in enumerate(names)})
         truth = sim.truth.rename(columns={f"m{k + 1}": m for k, m in enumerate(names)})
         # the true mean of each unit's outcome, from the same coefficients (keys are variable names, all at 1)
-        frame["mu"] = _cell_means({tuple((v, 1) for v in key): c for key, c in sim.coefficients.items()},
-                                  sim.data, ["treat", *[f"m{k + 1}" for k in range(len(names))]])
+        frame["mu"] = _cell_means(
+            {tuple((v, 1) for v in key): c for key, c in sim.coefficients.items()},
+            sim.data,
+            ["treat", *[f"m{k + 1}" for k in range(len(names))]],
+        )
         return SimData(frame, tuple(names), (), (), truth, unit_seed, coef_seed)
     rng = np.random.default_rng([unit_seed, 1])
     frame = pd.DataFrame({"treat": rng.binomial(1, 0.5 if p_treat is None else p_treat, cell.n)})
@@ -138,8 +157,11 @@ def simulate(design: SimDesign, cell: Cell, rep: int, study=None) -> SimData:
     for m in mods:
         codes = [k for k, _ in m.level_probs] if not m.binary else [0, 1]
         probs = np.array([p for _, p in m.level_probs])
-        frame[m.name] = np.asarray(codes, dtype=object)[rng.choice(len(codes), size=cell.n, p=probs / probs.sum())] if not m.binary \
+        frame[m.name] = (
+            np.asarray(codes, dtype=object)[rng.choice(len(codes), size=cell.n, p=probs / probs.sum())]
+            if not m.binary
             else rng.binomial(1, m.probability, cell.n)
+        )
         all_levels[m.name] = codes
     frame, truth = _outcome(frame, names, all_levels, design, cell, np.random.default_rng(coef_seed), rng)
     return SimData(frame[["y", "treat", *names, "true_effect", "mu"]], tuple(names), (), (), truth, unit_seed, coef_seed)
@@ -177,9 +199,17 @@ def _load_study_cached(spec_path: str, analysis: str | None) -> StudyRows:
     frame = adata.frame[keep].reset_index(drop=True)
     used_controls = tuple(c for c in adata.controls if any(col == c or col.startswith(f"{c}[") for col in adata.control_columns))
     categorical = tuple(c for c in used_controls if any(col.startswith(f"{c}[") for col in adata.control_columns))
-    return StudyRows(frame=frame, modifiers=mods, levels={m.name: list(m.levels) for m in adata.modifiers},
-                     controls=used_controls, categorical=categorical, control_matrix=adata.control_matrix,
-                     p_treat=float(adata.t.mean()), n=adata.n, title=adata.title)
+    return StudyRows(
+        frame=frame,
+        modifiers=mods,
+        levels={m.name: list(m.levels) for m in adata.modifiers},
+        controls=used_controls,
+        categorical=categorical,
+        control_matrix=adata.control_matrix,
+        p_treat=float(adata.t.mean()),
+        n=adata.n,
+        title=adata.title,
+    )
 
 
 def load_study(design: SimDesign) -> StudyRows | None:

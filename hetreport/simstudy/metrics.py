@@ -35,7 +35,11 @@ def group_metrics(table: pd.DataFrame, truth: np.ndarray, mask: np.ndarray) -> d
     err = est - tr
     out = {"n_compared": int(mask.sum())}
     if err.size == 0:
-        return {**out, **{k: np.nan for k in ("rmse", "bias", "mae", "coverage_90", "coverage_95", "width_90", "width_95")}, "n_intervals": 0}
+        return {
+            **out,
+            **{k: np.nan for k in ("rmse", "bias", "mae", "coverage_90", "coverage_95", "width_90", "width_95")},
+            "n_intervals": 0,
+        }
     out.update(rmse=float(np.sqrt(np.mean(err**2))), bias=float(np.mean(err)), mae=float(np.mean(np.abs(err))))
     n_int = 0
     for level in (90, 95):
@@ -100,7 +104,18 @@ def paired(results: pd.DataFrame, metric: str, a: str, b: str) -> pd.DataFrame:
         d = (grp[a] - grp[b]).dropna()
         mean, se, r = _mc(d)
         ratio = float(grp[a].mean() / grp[b].mean()) if grp[b].mean() else np.nan
-        rows.append({"cell": key[0], "cell_index": key[1], "n": key[2], "sd": key[3], "diff": mean, "diff_se": se, "replications": r, "ratio": ratio})
+        rows.append(
+            {
+                "cell": key[0],
+                "cell_index": key[1],
+                "n": key[2],
+                "sd": key[3],
+                "diff": mean,
+                "diff_se": se,
+                "replications": r,
+                "ratio": ratio,
+            }
+        )
     return pd.DataFrame(rows).sort_values("cell_index").reset_index(drop=True)
 
 

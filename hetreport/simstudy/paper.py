@@ -40,9 +40,17 @@ def true_group_effects(coefs: dict[tuple[str, ...], float], modifiers: list[str]
     return pd.DataFrame(rows)
 
 
-def simulate_study(n: int = 2500, sd: float = 0.25, probs=PAPER_PROBS, base_effect: float = 0.5,
-                   coef_mean: float = 0.5, outcome_sd: float = 0.25, p_treat: float = 0.5,
-                   seed: int = 0, coef_seed: int | None = None) -> SimulatedStudy:
+def simulate_study(
+    n: int = 2500,
+    sd: float = 0.25,
+    probs=PAPER_PROBS,
+    base_effect: float = 0.5,
+    coef_mean: float = 0.5,
+    outcome_sd: float = 0.25,
+    p_treat: float = 0.5,
+    seed: int = 0,
+    coef_seed: int | None = None,
+) -> SimulatedStudy:
     """One simulated data set. ``coef_seed`` fixes the coefficients (the truth) separately
     from the sampling of units, so replications of one design share a truth."""
     rng_coef = np.random.default_rng(seed if coef_seed is None else coef_seed)

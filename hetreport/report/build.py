@@ -769,6 +769,8 @@ def build_project(results: StudyResults, project: Path, route: str = "auto", for
         c["is_headline"] = c["name"] == head
         add_extreme_words(c, spec.report.min_arm)
     ctx["summary_order"] = sorted(contexts, key=lambda c: not c["is_headline"])
+    # approaches beyond the two every analysis has (e.g. the causal forest), named once in the introduction
+    ctx["extra_methods"] = list(dict.fromkeys(m for c in contexts for m in c["figure_extra"]))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         brief = write_brief(project, results, contexts, ctx, env)

@@ -58,3 +58,11 @@ def test_document_digits_from_the_outcome_or_the_spec(small_study):
     assert document_digits(dollars) == 0
     spec = res.spec.model_copy(update={"report": res.spec.report.model_copy(update={"digits": 3})})
     assert document_digits(replace(res, spec=spec)) == 3
+
+
+def test_settings_and_ratios_keep_two_decimals_whatever_the_outcome_scale():
+    """Only effect-scale numbers follow the document's decimals: a float printed as it is (a sampler
+    setting, a diagnostic) keeps 2."""
+    with fmt.using_digits(0):
+        assert str(fmt.md_finalize(0.85)).replace("\\", "") == "0.85"
+        assert fmt.num(0.85) == "1"

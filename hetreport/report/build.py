@@ -349,8 +349,8 @@ def tables_for(a: AnalysisResults, effects: pd.DataFrame, facts: Facts, slug: st
             fmt.count(mf.n_estimable),
             fmt.num(mf.dispersion),
             fmt.num(mf.mean_width),
-            fmt.num(mf.dispersion_ratio),
-            fmt.num(mf.width_ratio),
+            fmt.num(mf.dispersion_ratio, 2),  # ratios: not on the outcome's scale
+            fmt.num(mf.width_ratio, 2),
         ]
         if truth:
             row += [fmt.num(mf.rmse, 3), fmt.share(mf.coverage_95), fmt.share(mf.coverage_90)]

@@ -51,8 +51,8 @@ def md_finalize(value):
     """Jinja ``finalize``: every value printed by a template is escaped unless marked safe."""
     if isinstance(value, Markup):
         return value
-    if isinstance(value, float):
-        return md(num(value))
+    if isinstance(value, float):  # a setting or a diagnostic printed as it is, not an effect: 2 decimals
+        return md(num(value, 2))
     return md(value)
 
 
@@ -146,7 +146,7 @@ def pipe_table(
     (the others' within 28): a wide first column of group names keeps a table of hundreds of rows
     to one or two lines a row."""
     align = align or "l" + "r" * (len(header) - 1)
-    esc = lambda v: v if isinstance(v, Markup) else md(num(v) if isinstance(v, float) else v)  # noqa: E731
+    esc = lambda v: v if isinstance(v, Markup) else md(num(v, 2) if isinstance(v, float) else v)  # noqa: E731
     head = [str(esc(h)) for h in header]
     body = [[str(esc(v)) for v in r] for r in rows]
     # A table too wide for a line wraps its cells, and pandoc (Quarto too) then sizes each column by

@@ -363,6 +363,8 @@ class ReportOptions(_Strict):
     headline: Text | None = None
     #: the data's citation, for report/paper/references.bib (free text, e.g. the replication file's reference)
     data_citation: Text | None = Field(default=None, max_length=1000)
+    #: decimals of effects in the text and tables; default: from the outcome's scale (format.digits_for_scale)
+    digits: int | None = Field(default=None, ge=0, le=6)
 
 
 class Limits(_Strict):
@@ -510,7 +512,7 @@ class Spec(_Strict):
         for a in out["analyses"]:
             if a.get("methods") is None:
                 a.pop("methods", None)
-        for key in ("headline", "data_citation"):  # likewise for these report keys
+        for key in ("headline", "data_citation", "digits"):  # likewise for these report keys
             if out.get("report", {}).get(key) is None:
                 out.get("report", {}).pop(key, None)
         return out

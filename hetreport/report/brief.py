@@ -77,12 +77,12 @@ def _have(n: int) -> str:
     return "has" if n == 1 else "have"
 
 
-def _scale(family: str) -> tuple[str, int]:
+def _scale(family: str) -> tuple[str, int | None]:
     """How the effect is said (unit words) and the digits for it, from the outcome's family."""
     fam = get_family(family)
     if fam.name in ("bernoulli", "binomial"):
         return "percentage points", 1
-    return "", 2
+    return "", None  # the document's decimals (report.digits or the outcome's scale)
 
 
 def _effect(x: float, family: str) -> str:

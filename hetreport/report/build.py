@@ -349,8 +349,8 @@ def tables_for(a: AnalysisResults, effects: pd.DataFrame, facts: Facts, slug: st
             fmt.count(mf.n_estimable),
             fmt.num(mf.dispersion),
             fmt.num(mf.mean_width),
-            fmt.num(mf.dispersion_ratio),
-            fmt.num(mf.width_ratio),
+            fmt.num(mf.dispersion_ratio, 2),  # ratios: not on the outcome's scale
+            fmt.num(mf.width_ratio, 2),
         ]
         if truth:
             row += [fmt.num(mf.rmse, 3), fmt.share(mf.coverage_95), fmt.share(mf.coverage_90)]
@@ -732,8 +732,24 @@ def add_extreme_words(c: dict, min_arm: int) -> None:
 # --------------------------------------------------------------------------- build + render
 
 
+def document_digits(results: StudyResults) -> int:
+    """Decimals of effects in this study's documents: ``report.digits`` when the spec sets it, else from the
+    outcomes' scale (``format.digits_for_scale`` of each analysis's outcome SD; the most any analysis needs, so
+    no analysis loses precision)."""
+    if results.spec.report.digits is not None:
+        return results.spec.report.digits
+    sds = [float(np.std(np.asarray(a.y, dtype=float))) for a in results.analyses if len(a.y) > 1]
+    return max((fmt.digits_for_scale(sd) for sd in sds), default=2)
+
+
 def build_project(results: StudyResults, project: Path, route: str = "auto", formats=None, log=None) -> Path:
-    """Write the Quarto project (report.qmd, _quarto.yml, figures/) into ``project``."""
+    """Write the Quarto project (report.qmd, _quarto.yml, figures/) into ``project``; effects are written
+    with ``document_digits`` decimals."""
+    with fmt.using_digits(document_digits(results)):
+        return _build_project(results, project, route, formats, log)
+
+
+def _build_project(results: StudyResults, project: Path, route: str = "auto", formats=None, log=None) -> Path:
     say = log or (lambda m: None)
     spec = results.spec
     formats = list(formats or spec.report.formats)

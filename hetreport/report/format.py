@@ -15,6 +15,8 @@ no longer count.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 import re
 
@@ -49,8 +51,8 @@ def md_finalize(value):
     """Jinja ``finalize``: every value printed by a template is escaped unless marked safe."""
     if isinstance(value, Markup):
         return value
-    if isinstance(value, float):
-        return md(num(value))
+    if isinstance(value, float):  # a setting or a diagnostic printed as it is, not an effect: 2 decimals
+        return md(num(value, 2))
     return md(value)
 
 
@@ -61,14 +63,40 @@ def _isnan(x) -> bool:
         return False
 
 
-def num(x, digits: int = 2) -> str:
-    """An effect-scale number: 2 decimals, a real minus sign, '—' for missing."""
+#: decimals of an effect-scale number while a document is built (``using_digits``); 2 outside one
+EFFECT_DIGITS: contextvars.ContextVar[int] = contextvars.ContextVar("effect_digits", default=2)
+
+
+def digits_for_scale(sd: float) -> int:
+    """Decimals for effects on an outcome whose standard deviation is ``sd``: 2 for outcomes whose SD lies
+    between 0.1 and 10 (probabilities, 1-7 scales, standardised outcomes), one fewer per factor of ten above
+    (an outcome in dollars with SD 2,000: whole dollars), one more per factor of ten below, at most 4."""
+    if _isnan(sd) or float(sd) <= 0:
+        return 2
+    power = math.floor(math.log10(float(sd)))
+    return int(min(4, max(0, 2 - max(power, 0) + max(-power - 1, 0))))
+
+
+@contextlib.contextmanager
+def using_digits(digits: int):
+    """Effect-scale numbers formatted without explicit digits use ``digits`` inside the block."""
+    token = EFFECT_DIGITS.set(int(digits))
+    try:
+        yield
+    finally:
+        EFFECT_DIGITS.reset(token)
+
+
+def num(x, digits: int | None = None) -> str:
+    """An effect-scale number: the document's decimals (2 unless the outcome's scale or report.digits
+    says otherwise), a real minus sign, '—' for missing."""
     if _isnan(x):
         return "—"
+    digits = EFFECT_DIGITS.get() if digits is None else digits
     s = f"{float(x):,.{digits}f}"
     if s.startswith("-"):
         s = MINUS + s[1:]
-    if s in (f"{MINUS}0." + "0" * digits,):
+    if s.startswith(MINUS) and float(s[1:].replace(",", "")) == 0:  # no "−0.00"
         s = s[1:]
     return s
 
@@ -118,7 +146,7 @@ def pipe_table(
     (the others' within 28): a wide first column of group names keeps a table of hundreds of rows
     to one or two lines a row."""
     align = align or "l" + "r" * (len(header) - 1)
-    esc = lambda v: v if isinstance(v, Markup) else md(num(v) if isinstance(v, float) else v)  # noqa: E731
+    esc = lambda v: v if isinstance(v, Markup) else md(num(v, 2) if isinstance(v, float) else v)  # noqa: E731
     head = [str(esc(h)) for h in header]
     body = [[str(esc(v)) for v in r] for r in rows]
     # A table too wide for a line wraps its cells, and pandoc (Quarto too) then sizes each column by

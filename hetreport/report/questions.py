@@ -287,7 +287,7 @@ def loo_context(results) -> dict:
                     f"{fmt.num(r['elpd_loo'], 1)} ({fmt.num(r['se'], 1)})",
                     fmt.num(r["p_loo"], 1),
                     diff,
-                    f"{r['n_high_k']} (max {fmt.num(r['max_k'])})",
+                    f"{r['n_high_k']} (max {fmt.num(r['max_k'], 2)})",
                 ]
             )
     tbl = fmt.pipe_table(

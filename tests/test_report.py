@@ -107,8 +107,12 @@ def test_truth_is_shown_for_simulated_studies(rendered):
     assert "Against the known truth" in html and "RMSE vs truth" in html
 
 
-def test_rerender_from_saved_results_without_refitting(rendered):
-    out, results, outcome = rendered
+def test_rerender_from_saved_results_without_refitting(rendered, tmp_path):
+    import shutil
+
+    src, results, outcome = rendered
+    out = tmp_path / "out"  # a copy: rendering only html here replaces the shared report (its PDF with it)
+    shutil.copytree(src, out)
     loaded = load_results(out)
     pd.testing.assert_frame_equal(loaded.effects.reset_index(drop=True), pd.read_csv(out / "effects.csv"))
     np.testing.assert_array_equal(loaded.analyses[0].group_draws(), results.analyses[0].group_draws())

@@ -37,6 +37,10 @@ class ResolvedPriors:
             raise KeyError(name)
         return getattr(self, name)
 
+    def get(self, name: str, default: Prior | None = None) -> Prior | None:
+        """The prior called ``name`` (None where it does not apply), or ``default`` for a name that is not a prior."""
+        return getattr(self, name) if name in PRIOR_NAMES else default
+
     def items(self) -> Iterator[tuple[str, Prior | None]]:
         """(name, prior) for the priors that apply to the family (gaussian: no alpha or cutpoints)."""
         for name in PRIOR_NAMES[:5] if self.gaussian else PRIOR_NAMES:

@@ -54,6 +54,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from ..models.priors import ResolvedPriors
 from ..simstudy.engine import WorkerCache
 from .plan import Plan, derived_seed, simulate_frame
 
@@ -173,7 +174,7 @@ def _planned_scale(plan: Plan, family: str = "gaussian") -> PlannedScale:
     return PlannedScale(y=np.array([m - s, m + s]), family="gaussian", n=2, control_matrix=np.zeros((2, 0)))
 
 
-def resolved_priors(plan: Plan, analysis: str | None = None) -> dict:
+def resolved_priors(plan: Plan, analysis: str | None = None) -> ResolvedPriors:
     """The priors an analysis will use (the spec's, with the analysis's own written over them), defaults
     scaled to the design: the planned outcome SD (gaussian) or on the log-odds scale with the intercept
     centred at the logit of the planned share of 1s (bernoulli). Without ``analysis``: the spec's own."""

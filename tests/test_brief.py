@@ -292,3 +292,25 @@ def layer_data(plot, i):
     from hetreport.figures import layer_data as ld
 
     return ld(plot, i)
+
+
+def test_introduction_names_the_approaches_beyond_the_two(brief_and_ctx, tmp_path):
+    """Page one's first paragraph names an approach some analysis adds (the causal forest), and says nothing
+    more when none does."""
+    from hetreport.report.build import add_extreme_words, environment, join_words, plural, template_data
+    from hetreport.report.questions import analysis_questions
+
+    _, ctx, results = brief_and_ctx
+    c = {**ctx, "is_headline": False, "q": analysis_questions(ctx["a"], results, tmp_path)}
+    add_extreme_words(c, results.spec.report.min_arm)
+    env = environment()
+    env.globals.update(plural=plural, join_words=join_words)
+    render = lambda extra: re.sub(  # noqa: E731
+        r"\s+",
+        " ",
+        env.from_string('{% include "_summary.qmd.j2" %}')
+        .render(**template_data({"summary_order": [c], "min_arm": 5, "brief_figure": None, "extra_methods": extra}))
+        .replace("\\", ""),
+    )
+    assert "the Bayesian causal forest is shown beside them where an analysis asks for it." in render(["the Bayesian causal forest"])
+    assert "shown beside them" not in render([])

@@ -325,6 +325,15 @@ def test_comparison_three_methods(effects):
     assert "Subgroup difference in means" in all_text(p.draw())
 
 
+def test_comparison_legend_takes_two_rows_from_three_approaches():
+    """One row of three labels overran the page width ("Bayesian causal fo..." was cut off); the figure's
+    height already leaves room for the second row."""
+    two = F.plot_comparison(make_effects(methods=("ols_full", "hierarchical")), "intl")
+    three = F.plot_comparison(make_effects(methods=("ols_full", "hierarchical", "bcf")), "intl")
+    assert getattr(two.guides.color, "nrow", None) is None
+    assert [getattr(three.guides, a).nrow for a in ("color", "shape", "linetype")] == [2, 2, 2]
+
+
 # --------------------------------------------------------------------------
 # Shrinkage
 # --------------------------------------------------------------------------

@@ -53,6 +53,34 @@ class LinearFit:
         return float(c @ self.beta), (np.sqrt(var) if var >= 0 else np.nan), True
 
 
+def _sandwich(X, bread, n: int, r: int, se_type: str, e2, leverage, score, cluster) -> tuple[np.ndarray, float]:
+    """The robust covariance (HC0-HC3 or CR1) and its df, from design rows ``X`` that are units or cells:
+    ``e2`` each row's sum of squared residuals, ``leverage`` its hat value (one unit's), ``score`` its sum of
+    residuals and ``cluster`` its cluster label (cluster-robust only); ``n`` units, rank ``r``."""
+    if se_type == "cluster":
+        if cluster is None:
+            raise ValueError("cluster-robust SEs need cluster labels")
+        codes, inv = np.unique(cluster, return_inverse=True)
+        scores = np.zeros((len(codes), X.shape[1]))
+        np.add.at(scores, inv.reshape(-1), X * score[:, None])
+        meat = scores.T @ scores
+        G = len(codes)
+        factor = G / (G - 1) * (n - 1) / (n - r) if G > 1 and n > r else np.nan
+        return factor * bread @ meat @ bread, G - 1
+    one = leverage > 1 - 1e-10  # such rows are fitted exactly (residual 0); their 0/0 weight is set to 0
+    if se_type == "HC0":
+        w = e2
+    elif se_type == "HC1":
+        w = e2 * n / max(n - r, 1)
+    elif se_type == "HC2":
+        w = np.where(one, 0.0, e2 / np.where(one, 1.0, 1 - leverage))
+    elif se_type == "HC3":
+        w = np.where(one, 0.0, e2 / np.where(one, 1.0, 1 - leverage) ** 2)
+    else:
+        raise ValueError(f"unknown se_type {se_type}")
+    return bread @ ((X * w[:, None]).T @ X) @ bread, n - r
+
+
 def fit_linear(X: np.ndarray, y: np.ndarray, se_type: str = "HC2", cluster: np.ndarray | None = None) -> LinearFit:
     """Least squares with a robust sandwich covariance; tolerates rank deficiency (pseudo-inverse)."""
     n = X.shape[0]
@@ -64,33 +92,7 @@ def fit_linear(X: np.ndarray, y: np.ndarray, se_type: str = "HC2", cluster: np.n
     resid = y - X @ beta
     leverage = np.einsum("ij,ij->i", Ur, Ur)
     bread = Vr @ np.diag(1.0 / sr**2) @ Vr.T  # (X'X)^+
-    if se_type == "cluster":
-        if cluster is None:
-            raise ValueError("cluster-robust SEs need cluster labels")
-        codes, inv = np.unique(cluster, return_inverse=True)
-        scores = np.zeros((len(codes), X.shape[1]))
-        np.add.at(scores, inv, X * resid[:, None])
-        meat = scores.T @ scores
-        G = len(codes)
-        factor = G / (G - 1) * (n - 1) / (n - r) if G > 1 and n > r else np.nan
-        vcov = factor * bread @ meat @ bread
-        df = G - 1
-    else:
-        e2 = resid**2
-        one = leverage > 1 - 1e-10  # such rows are fitted exactly (residual 0); their 0/0 weight is set to 0
-        if se_type == "HC0":
-            w = e2
-        elif se_type == "HC1":
-            w = e2 * n / max(n - r, 1)
-        elif se_type == "HC2":
-            w = np.where(one, 0.0, e2 / np.where(one, 1.0, 1 - leverage))
-        elif se_type == "HC3":
-            w = np.where(one, 0.0, e2 / np.where(one, 1.0, 1 - leverage) ** 2)
-        else:
-            raise ValueError(f"unknown se_type {se_type}")
-        meat = (X * w[:, None]).T @ X
-        vcov = bread @ meat @ bread
-        df = n - r
+    vcov, df = _sandwich(X, bread, n, r, se_type, resid**2, leverage, resid, cluster)
     return LinearFit(beta, vcov, float(df), r, Vr, leverage, resid)
 
 
@@ -135,34 +137,9 @@ def fit_cells(Xc: np.ndarray, inv: np.ndarray, y: np.ndarray, se_type: str = "HC
     f = Xc @ beta
     h = np.einsum("ij,ij->i", Ur, Ur) / n_c
     bread = Vr @ np.diag(1.0 / sr**2) @ Vr.T
-    if se_type == "cluster":
-        if cluster is None:
-            raise ValueError("cluster-robust SEs need cluster labels")
-        first = np.unique(inv, return_index=True)[1]
-        codes, cinv = np.unique(np.asarray(cluster)[first], return_inverse=True)
-        scores = np.zeros((len(codes), Xc.shape[1]))
-        np.add.at(scores, cinv.reshape(-1), Xc * (n_c * (ybar - f))[:, None])
-        meat = scores.T @ scores
-        G = len(codes)
-        factor = G / (G - 1) * (n - 1) / (n - r) if G > 1 and n > r else np.nan
-        vcov = factor * bread @ meat @ bread
-        df = G - 1
-    else:
-        e2 = W + n_c * (ybar - f) ** 2
-        one = h > 1 - 1e-10
-        if se_type == "HC0":
-            w = e2
-        elif se_type == "HC1":
-            w = e2 * n / max(n - r, 1)
-        elif se_type == "HC2":
-            w = np.where(one, 0.0, e2 / np.where(one, 1.0, 1 - h))
-        elif se_type == "HC3":
-            w = np.where(one, 0.0, e2 / np.where(one, 1.0, 1 - h) ** 2)
-        else:
-            raise ValueError(f"unknown se_type {se_type}")
-        meat = (Xc * w[:, None]).T @ Xc
-        vcov = bread @ meat @ bread
-        df = n - r
+    first = np.unique(inv, return_index=True)[1]
+    labels = None if cluster is None else np.asarray(cluster)[first]  # the cells lie within clusters
+    vcov, df = _sandwich(Xc, bread, n, r, se_type, W + n_c * (ybar - f) ** 2, h, n_c * (ybar - f), labels)
     return LinearFit(beta, vcov, float(df), r, Vr, h[inv], y - f[inv])
 
 

@@ -54,6 +54,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from .. import methods as registry
 from ..models.priors import ResolvedPriors
 from ..simstudy.engine import WorkerCache
 from .plan import Plan, derived_seed, simulate_frame
@@ -203,17 +204,12 @@ def _reference(plan: Plan, cell: Cell, key: tuple, cache: WorkerCache):
 
 def fit_hierarchical_cell(plan: Plan, cell: Cell, adata, groups, seed: int, cache: WorkerCache | None = None, force_compile: bool = False):
     """Sample the hierarchical model of one replication, reusing the cell's compiled model. Returns (posterior, info)."""
-    from dataclasses import replace
-
-    from ..models.hierarchical import build_design
-    from ..simstudy.engine import _signature, cached_compiled, compile_model, sample_compiled, swap_data
+    from ..simstudy.engine import _signature, cached_compiled, compile_model, recentred_design, sample_compiled, swap_data
 
     cache = cache or CACHE
     key = (plan.spec.spec_hash(), cell.index)
     ref = _reference(plan, cell, key, cache)
-    d = build_design(adata, groups, plan.analysis(cell.analysis).mode)
-    delta = d.y_mean - ref.shift
-    d = replace(d, cell_sy=d.cell_sy + delta * d.cell_n, yy=float(d.yy + d.n * delta**2), y_mean=float(ref.shift))
+    d = recentred_design(adata, groups, ref.shift, plan.analysis(cell.analysis).mode)
     compiled, info = cached_compiled(
         cache,
         key,
@@ -424,7 +420,7 @@ def run_replication(plan: Plan, cell: Cell, rep: int, cache: WorkerCache | None 
                 "group": key,
                 "truth": tr[g],
                 "n_g": n_g,
-                "method": "hierarchical",
+                "method": registry.REFERENCE,
                 "estimate": h_est[g],
                 "lower_95": h_lo[g],
                 "upper_95": h_hi[g],
@@ -438,7 +434,7 @@ def run_replication(plan: Plan, cell: Cell, rep: int, cache: WorkerCache | None 
                     "group": key,
                     "truth": tr[g],
                     "n_g": n_g,
-                    "method": "ols_full",
+                    "method": registry.BASELINE,
                     "estimate": float(o["estimate"].iat[g]),
                     "lower_95": float(o["lower_95"].iat[g]),
                     "upper_95": float(o["upper_95"].iat[g]),
@@ -641,11 +637,11 @@ def per_cell(sim: SimulationResult, plan: Plan) -> pd.DataFrame:
         sc, ok = ok_rows(c)
         reps = len(ok)
         thr = thresholds.get((c.analysis, c.n), float("nan"))
-        for method in ("ols_full", "hierarchical"):
+        for method in (registry.BASELINE, registry.REFERENCE):
             sub = pg[(pg["cell_index"] == c.index) & (pg["method"] == method)] if len(pg) else pg
             g = sim.groups
             gg = g[(g["cell_index"] == c.index) & (g["method"] == method)] if len(g) else g
-            if method == "hierarchical":
+            if method == registry.REFERENCE:
                 hits = ok["sd_between_mean"] > thr if reps and np.isfinite(thr) else None
             else:
                 hits = ok["detect_ols"] if reps else None
@@ -670,9 +666,9 @@ def per_cell(sim: SimulationResult, plan: Plan) -> pd.DataFrame:
                     "groups_estimated": float(sub["replications"].sum() / max(reps, 1)) if len(sub) else 0.0,
                     "detect": detect,
                     "detect_se": float(np.sqrt(detect * (1 - detect) / reps)) if reps else float("nan"),
-                    "threshold": thr if method == "hierarchical" else float("nan"),
+                    "threshold": thr if method == registry.REFERENCE else float("nan"),
                     "calibration": c.calibration,
-                    "divergences": float(ok["divergences"].mean()) if reps and method == "hierarchical" else float("nan"),
+                    "divergences": float(ok["divergences"].mean()) if reps and method == registry.REFERENCE else float("nan"),
                 }
             )
     out = pd.DataFrame(rows)

@@ -159,11 +159,11 @@ def cell_reference(design: SimDesign, cell: Cell, study=None, cache: WorkerCache
     return cache.references[key]
 
 
-def recentred_design(adata, groups, shift: float):
+def recentred_design(adata, groups, shift: float, mode: str = "all"):
     """``build_design`` with y centred at ``shift`` instead of its own mean (same likelihood)."""
     from ..models.hierarchical import build_design
 
-    d = build_design(adata, groups, "all")
+    d = build_design(adata, groups, mode)
     delta = d.y_mean - shift
     return replace(d, cell_sy=d.cell_sy + delta * d.cell_n, yy=float(d.yy + d.n * delta**2), y_mean=float(shift))
 

@@ -76,3 +76,19 @@ def test_prereg_truth_is_the_shared_truth_and_the_data_contrast(plan):
     units = frame
     mu = cell_means(coefs, units)
     np.testing.assert_allclose(mu, plan.outcome_mean + group_effects(coefs, units) * units["treat"], atol=1e-12)
+
+
+def test_contrast_figure_takes_its_methods_from_the_registry():
+    """The named-comparisons figure lists the hierarchical model first, then every registered method of the table in
+    registry order, each under its registry label (no method name of its own)."""
+    from hetreport import methods as registry
+    from hetreport.figures.questions import plot_contrasts
+
+    rows = []
+    for m in ("bcf", "glm_full", "hierarchical", "ols_full"):
+        rows.append(
+            {"label": "women vs men", "method": m, "estimate": 0.1, "lower_90": 0.0, "upper_90": 0.2, "lower_95": -0.1, "upper_95": 0.3}
+        )
+    p = plot_contrasts(pd.DataFrame(rows))
+    want = [registry.REFERENCE] + [m for m in registry.REGISTRY if m in {"bcf", "glm_full", "ols_full"}]
+    assert list(p.data["Method"].cat.categories) == [registry.label(m) for m in want]

@@ -92,3 +92,15 @@ def test_contrast_figure_takes_its_methods_from_the_registry():
     p = plot_contrasts(pd.DataFrame(rows))
     want = [registry.REFERENCE] + [m for m in registry.REGISTRY if m in {"bcf", "glm_full", "ols_full"}]
     assert list(p.data["Method"].cat.categories) == [registry.label(m) for m in want]
+
+
+def test_a_modifier_named_treat_is_not_the_treatment():
+    """The coefficients' keys name the treatment by the spec's treatment column, so a modifier called "treat" (with
+    the treatment called T) is a modifier: the data's contrast per group is still the truth."""
+    raw = yaml.safe_load(DESIGN.replace("treatment: treat", "treatment: T").replace("female", "treat"))
+    plan = resolve_plan(parse_spec(raw, source="design.yml"))
+    frame, truth = simulate_frame(plan, 4000, 0.4, 11)
+    frame["group"] = [group_key(("treat", "age"), r) for r in frame[["treat", "age"]].itertuples(index=False, name=None)]
+    means = frame.groupby(["group", "T"])["y"].mean().unstack()
+    np.testing.assert_allclose((means[1] - means[0]).reindex(truth.index), truth, atol=1e-5)
+    assert truth.std() > 0.1

@@ -26,7 +26,6 @@ from ..data import canonical_code, code_key, read_table
 from ..errors import SpecError, suggest
 from ..groups import terms
 from ..simstudy.dgp import (
-    TREAT,
     bernoulli_outcome,
     cell_means,
     draw_binary,
@@ -456,7 +455,9 @@ def _coefficients(plan: Plan, analysis: str, sd: float, rng: np.random.Generator
     """The analysis's coefficients in the shared generator's form (:func:`hetreport.simstudy.dgp.term_coefficients`):
     the intercept ``outcome_mean``, the treatment's average effect and one treatment deviation per term level."""
     a = plan.analysis(analysis)
-    return term_coefficients(a.groups, a.term_list, sd, plan.average_effect, rng, plan.outcome_mean, a.groups["share"])
+    return term_coefficients(
+        a.groups, a.term_list, sd, plan.average_effect, rng, plan.outcome_mean, a.groups["share"], treat=plan.spec.treatment
+    )
 
 
 def true_effects(plan: Plan, analysis: str, sd: float, rng: np.random.Generator) -> pd.Series:
@@ -467,7 +468,8 @@ def true_effects(plan: Plan, analysis: str, sd: float, rng: np.random.Generator)
     average by about ``sd / 2`` from one draw to the next: a mock report then showed an average of
     0.28 for an assumed 0.10.)"""
     a = plan.analysis(analysis)
-    return pd.Series(group_effects(_coefficients(plan, analysis, sd, rng), a.groups), index=a.groups["group"].to_numpy())
+    coefs = _coefficients(plan, analysis, sd, rng)
+    return pd.Series(group_effects(coefs, a.groups, plan.spec.treatment), index=a.groups["group"].to_numpy())
 
 
 def probabilities(plan: Plan, effects) -> tuple[float, np.ndarray]:
@@ -508,18 +510,20 @@ def simulate_frame(
     a = plan.analysis(analysis)
     rng = np.random.default_rng([seed, 1])
     coefs = _coefficients(plan, analysis, sd, np.random.default_rng([seed, 2]))
-    truth = pd.Series(group_effects(coefs, a.groups), index=a.groups["group"].to_numpy())
+    # the treatment's name in the coefficients' keys is the spec's: no modifier has it (one may be called "treat")
+    tname = spec.treatment
+    truth = pd.Series(group_effects(coefs, a.groups, tname), index=a.groups["group"].to_numpy())
     treat = draw_binary(rng, plan.p_treat, n)
     drawn = {
         name: _draw(var, n, rng) for name, var in plan.variables.items()
     }  # all drawn: a column does not change with the others asked for
     wanted = columns or list(plan.variables)
     frame = pd.DataFrame({name: values for name, values in drawn.items() if name in wanted}, index=range(n))
-    units = pd.DataFrame({TREAT: treat, **{m: drawn[m] for m in a.modifiers}})
+    units = pd.DataFrame({tname: treat, **{m: drawn[m] for m in a.modifiers}})
     if plan.outcome_family == "bernoulli":
         p_control, p_treated = probabilities(plan, truth)
         truth = pd.Series(p_treated - p_control, index=truth.index)
-        effect = np.clip(plan.base_rate + group_effects(coefs, units), P_MIN, P_MAX) - p_control
+        effect = np.clip(plan.base_rate + group_effects(coefs, units, tname), P_MIN, P_MAX) - p_control
         y = bernoulli_outcome(p_control + effect * treat, rng)
     else:
         y = gaussian_outcome(cell_means(coefs, units), plan.outcome_sd, rng)

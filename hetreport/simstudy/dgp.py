@@ -67,15 +67,18 @@ def crossed_coefficients(variables: list[tuple[str, tuple]], base_effect: float,
     return coefs
 
 
-def term_coefficients(groups: pd.DataFrame, term_list, sd: float, average: float, rng, intercept: float = 0.0, weights=None) -> dict:
+def term_coefficients(
+    groups: pd.DataFrame, term_list, sd: float, average: float, rng, intercept: float = 0.0, weights=None, treat: str = TREAT
+) -> dict:
     """Pre-registration's model of heterogeneity: for every random-effect term (a tuple of modifiers) one
     N(0, s) treatment deviation per level combination of the term that occurs in ``groups`` (in the
     order of first appearance), s = ``sd`` / sqrt(number of terms), so the group effects spread with SD
     ``sd``. The deviations are centred on their average over ``groups`` weighted by ``weights`` (the
     planned shares), which goes into the treatment's own coefficient: the weighted average group effect
-    is exactly ``average``. ``intercept`` is the control arm's mean."""
+    is exactly ``average``. ``intercept`` is the control arm's mean; ``treat`` the treatment's name in the keys
+    (one no modifier has)."""
     s = sd / np.sqrt(len(term_list)) if len(term_list) else 0.0
-    coefs: dict[tuple, float] = {(): float(intercept), ((TREAT, 1),): float(average)}
+    coefs: dict[tuple, float] = {(): float(intercept), ((treat, 1),): float(average)}
     deviation = np.zeros(len(groups))
     for term in term_list:
         rows = list(groups[list(term)].itertuples(index=False, name=None))
@@ -84,10 +87,10 @@ def term_coefficients(groups: pd.DataFrame, term_list, sd: float, average: float
         uniq = list(first)
         dev = dict(zip(uniq, rng.normal(0.0, s, len(uniq)) if s > 0 else np.zeros(len(uniq))))
         for k in uniq:
-            coefs[((TREAT, 1), *zip(term, first[k]))] = float(dev[k])
+            coefs[((treat, 1), *zip(term, first[k]))] = float(dev[k])
         deviation = deviation + np.array([dev[k] for k in keys])
     w = np.ones(len(groups)) if weights is None else np.asarray(weights, dtype=float)
-    coefs[((TREAT, 1),)] -= float(np.sum(w * deviation) / w.sum()) if len(groups) else 0.0
+    coefs[((treat, 1),)] -= float(np.sum(w * deviation) / w.sum()) if len(groups) else 0.0
     return coefs
 
 
@@ -113,11 +116,11 @@ def cell_means(coefs: dict, frame: pd.DataFrame) -> np.ndarray:
     return mu
 
 
-def group_effects(coefs: dict, frame: pd.DataFrame) -> np.ndarray:
+def group_effects(coefs: dict, frame: pd.DataFrame, treat: str = TREAT) -> np.ndarray:
     """Each row's true treatment effect (``frame`` holds the modifiers' codes): the sum of the
-    coefficients that involve the treatment and whose other levels the row has."""
+    coefficients that involve the treatment (named ``treat`` in the keys) and whose other levels the row has."""
     n = len(frame)
-    treat_keys = [(tuple(p for p in key if p[0] != TREAT), c) for key, c in coefs.items() if (TREAT, 1) in key]
+    treat_keys = [(tuple(p for p in key if p[0] != treat), c) for key, c in coefs.items() if (treat, 1) in key]
     values = {c: frame[c].to_numpy() for c in {v for key, _ in treat_keys for v, _ in key}}
     effect = np.zeros(n)
     for key, c in treat_keys:

@@ -234,6 +234,13 @@ def test_appendix_has_every_section(appendix):
     assert "halfnormal" in text and "at least 95%" in text  # priors table, decision rule
     assert "These priors allow very large effects" in text  # the defaults put >10% of group effects beyond 2 SDs
     assert "Probability of detecting heterogeneity" in text or "P(detect)" in text
+    # the detection table names each approach by the method registry's label (no list of its own)
+    from hetreport import methods as registry
+
+    table = next(t for t in html.find_all("table") if "P(detect)" in t.get_text(" "))
+    col = [th.get_text(" ", strip=True) for th in table.find_all("th")].index("Approach")
+    approaches = {tr.find_all("td")[col].get_text(" ", strip=True) for tr in table.find_all("tr") if tr.find_all("td")}
+    assert approaches == {registry.label(registry.BASELINE), registry.label(registry.REFERENCE)}, approaches
     imgs = [i["src"] for i in html.find_all("img")]
     assert len(imgs) >= 5  # two prior figures, detection, width and RMSE per group
     pdf = "\n".join(p.extract_text() for p in PdfReader(done["appendix"]["pdf"]).pages)

@@ -128,3 +128,26 @@ def test_report_renders_on_the_builtin_route(tmp_path):
     assert outcome.outputs["pdf"].stat().st_size > 20_000
     qmd = (tmp_path / "report" / "report.qmd").read_text()
     assert "{{" not in qmd.replace("{{< pagebreak >}}", "")
+    # build_simulation_project starts from the study report's start_project: hetreport's own _quarto.yml
+    from hetreport.resources import quarto_yml
+
+    assert (tmp_path / "report" / "_quarto.yml").read_bytes() == quarto_yml().read_bytes()
+
+
+def test_simulation_project_is_written_by_the_report_builders_parts(tmp_path):
+    """The simulation report's project is written by the study report's parts: start_project (hetreport's
+    _quarto.yml) and write_document, whose template errors are one paragraph naming the template and line, and
+    write no report.qmd. (The slow builtin-route test renders a whole build_simulation_project.)"""
+    from hetreport.errors import RenderError
+    from hetreport.report.build import document_environment, start_project, write_document
+    from hetreport.resources import quarto_yml
+    from hetreport.simstudy.report import TEMPLATE
+
+    project = start_project(tmp_path / "project")
+    assert (project / "_quarto.yml").read_bytes() == quarto_yml().read_bytes()
+    broken = tmp_path / "templates"
+    (broken / TEMPLATE).parent.mkdir(parents=True)
+    (broken / TEMPLATE).write_text("fine\n{{ undefined_name.attr }}\n")
+    with pytest.raises(RenderError, match=rf"the simulation report template failed \({TEMPLATE}, line 2\).*This is a bug in hetreport"):
+        write_document(project, document_environment(broken), TEMPLATE, {}, "the simulation report template", "This is a bug in hetreport.")
+    assert not (project / "report.qmd").exists()

@@ -48,7 +48,9 @@ def plot_contrasts(table: pd.DataFrame, *, effect_name: str = "Difference in ave
     rows["row"] = pd.Categorical(
         rows["label"].astype(str).map(wrapped), categories=[wrapped[lab] for lab in reversed(labels)], ordered=True
     )
-    methods = [m for m in (_registry.REFERENCE, _registry.BASELINE, "glm_full") if m in set(rows["method"])]
+    # the hierarchical model first, then the other methods contrasts.csv holds, in registry order
+    present = [m for m in _registry.ordered(rows["method"]) if m in _registry.REGISTRY]
+    methods = sorted(present, key=lambda m: m != _registry.REFERENCE)
     rows["Method"] = pd.Categorical(rows["method"].map(METHOD_LABELS), categories=[METHOD_LABELS[m] for m in methods], ordered=True)
     colors = {METHOD_LABELS[m]: METHOD_COLORS[m] for m in methods}
     shapes = {METHOD_LABELS[m]: METHOD_SHAPES[m] for m in methods}

@@ -529,7 +529,7 @@ def appendix_context(spec: Spec, plan: Plan, sim: SimulationResult, mock, record
                 r.analysis + (" (bernoulli)" if fam == "bernoulli" else ""),
                 fmt.count(r.n),
                 f"{r.sd:g}" + (" (null)" if r.sd == 0 else ""),
-                {"ols_full": "OLS, full interactions", "hierarchical": "Hierarchical"}[r.method],
+                registry.label(r.method),
                 fmt.num(r.groups_estimated, 1),
                 fmt.num(r.rmse, 3),
                 fmt.num(r.width, 3),

@@ -5,7 +5,8 @@ spec or the pilot file happens here, before anything is written): each modifier'
 shares (from ``design.modifiers`` or the pilot file's marginals), each control's distribution,
 the outcome's scale, and per analysis the full crossing of its modifiers with every group's
 expected share. :func:`expected_sizes` gives the expected group-size table for a planned N;
-:func:`simulate_frame` draws one data set of the planned design with a known truth.
+:func:`simulate_frame` draws one data set of the planned design with a known truth, through the
+simulation study's generator (:mod:`hetreport.simstudy.dgp`).
 
 Families: gaussian, and bernoulli (a 0/1 outcome with ``design.base_rate``, the expected share of 1s
 in the control arm; effects are differences in probability). Analyses with other families, or with
@@ -24,6 +25,16 @@ from scipy import stats
 from ..data import canonical_code, code_key, read_table
 from ..errors import SpecError, suggest
 from ..groups import terms
+from ..simstudy.dgp import (
+    bernoulli_outcome,
+    cell_means,
+    draw_binary,
+    draw_levels,
+    gaussian_outcome,
+    group_effects,
+    term_coefficients,
+)
+from ..simstudy.generate import derived_seed
 from ..spec import Spec
 
 #: the families pre-registration can simulate and mock
@@ -440,8 +451,13 @@ def expected_sizes(plan: Plan, analysis: str, n: int) -> pd.DataFrame:
 # --------------------------------------------------------------------------- simulated data
 
 
-def derived_seed(*parts: int) -> int:
-    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
+def _coefficients(plan: Plan, analysis: str, sd: float, rng: np.random.Generator) -> dict:
+    """The analysis's coefficients in the shared generator's form (:func:`hetreport.simstudy.dgp.term_coefficients`):
+    the intercept ``outcome_mean``, the treatment's average effect and one treatment deviation per term level."""
+    a = plan.analysis(analysis)
+    return term_coefficients(
+        a.groups, a.term_list, sd, plan.average_effect, rng, plan.outcome_mean, a.groups["share"], treat=plan.spec.treatment
+    )
 
 
 def true_effects(plan: Plan, analysis: str, sd: float, rng: np.random.Generator) -> pd.Series:
@@ -452,29 +468,20 @@ def true_effects(plan: Plan, analysis: str, sd: float, rng: np.random.Generator)
     average by about ``sd / 2`` from one draw to the next: a mock report then showed an average of
     0.28 for an assumed 0.10.)"""
     a = plan.analysis(analysis)
-    s = sd / np.sqrt(len(a.term_list)) if a.term_list else 0.0
-    deviation = np.zeros(len(a.groups))
-    for term in a.term_list:
-        keys = a.groups[list(term)].astype(str).agg("|".join, axis=1)
-        uniq = list(dict.fromkeys(keys))
-        dev = dict(zip(uniq, rng.normal(0.0, s, len(uniq)) if s > 0 else np.zeros(len(uniq))))
-        deviation = deviation + keys.map(dev).to_numpy()
-    share = a.groups["share"].to_numpy(dtype=float)
-    deviation = deviation - np.sum(share * deviation) / share.sum()
-    return pd.Series(plan.average_effect + deviation, index=a.groups["group"].to_numpy())
+    coefs = _coefficients(plan, analysis, sd, rng)
+    return pd.Series(group_effects(coefs, a.groups, plan.spec.treatment), index=a.groups["group"].to_numpy())
 
 
-def probabilities(plan: Plan, effects: pd.Series) -> tuple[float, np.ndarray]:
+def probabilities(plan: Plan, effects) -> tuple[float, np.ndarray]:
     """A 0/1 outcome's control and treated probabilities per group from effects on the probability
     scale: ``base_rate`` and ``base_rate + effect``, each clipped to [P_MIN, P_MAX]."""
     p_control = float(np.clip(plan.base_rate, P_MIN, P_MAX))
-    return p_control, np.clip(plan.base_rate + effects.to_numpy(dtype=float), P_MIN, P_MAX)
+    return p_control, np.clip(plan.base_rate + np.asarray(effects, dtype=float), P_MIN, P_MAX)
 
 
 def _draw(var, n: int, rng: np.random.Generator) -> np.ndarray:
     if isinstance(var, Categorical):
-        idx = rng.choice(len(var.codes), size=n, p=np.asarray(var.shares) / np.sum(var.shares))
-        codes = np.asarray(var.codes, dtype=object)[idx]
+        codes = draw_levels(rng, var.codes, var.shares, n)
         try:
             return codes.astype(float)
         except (TypeError, ValueError):
@@ -492,30 +499,34 @@ def simulate_frame(
     is Bernoulli with probability ``base_rate`` in the control arm and ``base_rate + theta_g`` in the
     treated arm, both clipped to [P_MIN, P_MAX], and the truth returned is the clipped difference (the
     group's actual effect on the probability scale). Controls do not move the outcome. Returns (frame,
-    truth per group)."""
+    truth per group).
+
+    The draws are the simulation study's generator (:mod:`hetreport.simstudy.dgp`): covariates with
+    ``draw_binary``/``draw_levels`` from ``[seed, 1]``, the coefficients with ``term_coefficients`` from
+    ``[seed, 2]``, the means with ``cell_means`` and the outcome with ``gaussian_outcome`` or
+    ``bernoulli_outcome``."""
     spec = plan.spec
     analysis = analysis or plan.simulated[0]
     a = plan.analysis(analysis)
     rng = np.random.default_rng([seed, 1])
-    truth = true_effects(plan, analysis, sd, np.random.default_rng([seed, 2]))
+    coefs = _coefficients(plan, analysis, sd, np.random.default_rng([seed, 2]))
+    # the treatment's name in the coefficients' keys is the spec's: no modifier has it (one may be called "treat")
+    tname = spec.treatment
+    truth = pd.Series(group_effects(coefs, a.groups, tname), index=a.groups["group"].to_numpy())
+    treat = draw_binary(rng, plan.p_treat, n)
+    drawn = {
+        name: _draw(var, n, rng) for name, var in plan.variables.items()
+    }  # all drawn: a column does not change with the others asked for
+    wanted = columns or list(plan.variables)
+    frame = pd.DataFrame({name: values for name, values in drawn.items() if name in wanted}, index=range(n))
+    units = pd.DataFrame({tname: treat, **{m: drawn[m] for m in a.modifiers}})
     if plan.outcome_family == "bernoulli":
         p_control, p_treated = probabilities(plan, truth)
         truth = pd.Series(p_treated - p_control, index=truth.index)
-    frame = pd.DataFrame(index=range(n))
-    treat = rng.binomial(1, plan.p_treat, n)
-    wanted = columns or list(plan.variables)
-    for name in plan.variables:
-        values = _draw(plan.variables[name], n, rng)  # always drawn, so a column does not change with the others asked for
-        if name in wanted:
-            frame[name] = values
-    from ..groups import group_key
-
-    keys = [group_key(a.modifiers, row) for row in frame[list(a.modifiers)].itertuples(index=False, name=None)]
-    theta = truth.reindex(keys).to_numpy()
-    if plan.outcome_family == "bernoulli":
-        y = (rng.random(n) < p_control + theta * treat).astype(float)  # p_control from probabilities() above
+        effect = np.clip(plan.base_rate + group_effects(coefs, units, tname), P_MIN, P_MAX) - p_control
+        y = bernoulli_outcome(p_control + effect * treat, rng)
     else:
-        y = plan.outcome_mean + theta * treat + rng.normal(0.0, plan.outcome_sd, n)
+        y = gaussian_outcome(cell_means(coefs, units), plan.outcome_sd, rng)
     tv = spec.treated_value
     if tv is None:
         frame.insert(0, spec.treatment, treat)

@@ -742,6 +742,47 @@ def document_digits(results: StudyResults) -> int:
     return max((fmt.digits_for_scale(sd) for sd in sds), default=2)
 
 
+def start_project(project: Path) -> Path:
+    """A Quarto project folder holding hetreport's _quarto.yml (every document's formats, the Typst template and
+    filters that both routes read); the study report and the simulation report both begin here."""
+    project.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(quarto_yml(), project / "_quarto.yml")
+    return project
+
+
+def document_environment(user_dir: Path | None = None, **extra):
+    """The sandboxed template environment with the helpers every report template uses (and ``extra``)."""
+    env = environment(user_dir)
+    env.globals.update(plural=plural, join_words=join_words, md=fmt.md, Markup=Markup, **extra)
+    return env
+
+
+def _template_where(exc: TemplateError, template: str) -> str:
+    """ "<template>, line <n>" of a template error: from a syntax error's own fields, else from the innermost
+    template frame of the traceback (where jinja puts an undefined name's template line)."""
+    name, line = getattr(exc, "name", None), getattr(exc, "lineno", None)
+    if line is None:
+        tb = exc.__traceback__
+        while tb is not None:
+            path = tb.tb_frame.f_code.co_filename
+            if path.endswith(".j2"):
+                name, line = (template if Path(path).as_posix().endswith(template) else Path(path).name), tb.tb_lineno
+            tb = tb.tb_next
+    return f"{name or template}, line {line if line is not None else '?'}"
+
+
+def write_document(project: Path, env, template: str, data: dict, what: str, remedy: str) -> Path:
+    """Render ``template`` with ``data`` into ``project/report.qmd``; a template error is one RenderError
+    paragraph naming ``what`` failed, where, and ``remedy``."""
+    try:
+        text = env.get_template(template).render(**data)
+    except TemplateError as exc:
+        raise RenderError(f"{what} failed ({_template_where(exc, template)}): {exc}. {remedy}") from None
+    path = project / "report.qmd"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
 def build_project(results: StudyResults, project: Path, route: str = "auto", formats=None, log=None) -> Path:
     """Write the Quarto project (report.qmd, _quarto.yml, figures/) into ``project``; effects are written
     with ``document_digits`` decimals."""
@@ -753,8 +794,7 @@ def _build_project(results: StudyResults, project: Path, route: str = "auto", fo
     say = log or (lambda m: None)
     spec = results.spec
     formats = list(formats or spec.report.formats)
-    project.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(quarto_yml(), project / "_quarto.yml")
+    start_project(project)
     user_dir = None
     if spec.report.templates:
         user_dir = Path(spec.report.templates)
@@ -777,8 +817,7 @@ def _build_project(results: StudyResults, project: Path, route: str = "auto", fo
     lighten_heavy_svgs(project / "figures")  # the HTML embeds every figure: each at screen resolution unless its vector drawing is smaller
     ctx = study_context(results, contexts, describe_route(route), formats)
     ctx["loo"] = loo_context(results)  # PSIS-LOO between analyses of the same outcome and rows
-    env = environment(user_dir)
-    env.globals.update(plural=plural, join_words=join_words, md=fmt.md, Markup=Markup, METHOD_NAMES=METHOD_NAMES)
+    env = document_environment(user_dir, METHOD_NAMES=METHOD_NAMES)
     # page one speaks of the headline analysis first (with the brief's figure), the others after it, shorter
     head = headline_analysis(spec, [c["name"] for c in contexts])
     for c in contexts:
@@ -791,15 +830,14 @@ def _build_project(results: StudyResults, project: Path, route: str = "auto", fo
         warnings.simplefilter("ignore")
         brief = write_brief(project, results, contexts, ctx, env)
     ctx["brief_figure"] = {"path": Markup("figures/brief-ranked"), "caption": brief.figure_caption, "alt": attribute_text(brief.figure_alt)}
-    try:
-        text = env.get_template("report.qmd.j2").render(**template_data(ctx))
-    except TemplateError as exc:
-        where = f"{getattr(exc, 'name', None) or 'a template'}, line {getattr(exc, 'lineno', '?')}"
-        raise RenderError(
-            f"the report template failed ({where}): {exc}. If report.templates overrides hetreport's templates, check that file; "
-            "otherwise this is a bug in hetreport."
-        ) from None
-    (project / "report.qmd").write_text(text, encoding="utf-8")
+    write_document(
+        project,
+        env,
+        "report.qmd.j2",
+        template_data(ctx),
+        "the report template",
+        "If report.templates overrides hetreport's templates, check that file; otherwise this is a bug in hetreport.",
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         say("paper/: figures at column and page width, tables, methods, references")

@@ -1,11 +1,12 @@
 """Simulated data sets for one replication of one cell, with their true group effects.
 
-Three sources, one result (:class:`SimData`):
+Two sources, one result (:class:`SimData`), both drawn with the shared generator of
+:mod:`hetreport.simstudy.dgp` (which pre-registration's ``simulate_frame`` uses too):
 
-- the paper's design (every modifier binary, no study spec): :func:`hetreport.simstudy.paper.simulate_study`
-  itself, called with the cell's N and SD;
-- categorical modifiers (level probabilities): the same fully crossed model generalised to
-  levels — a coefficient for every combination of variables and of their non-reference levels;
+- modifiers given by the design (binary with a probability, or categorical with level
+  probabilities): :func:`simulate_levels`, the seed paper's fully crossed model generalised to
+  levels — a coefficient for every combination of variables and of their non-reference levels
+  (:func:`hetreport.simstudy.paper.simulate_study` is this with every modifier binary);
 - a study spec (``study:``): rows of the study's modifiers and controls resampled with
   replacement (so their joint frequencies are the observed ones), a new treatment, and the
   same fully crossed outcome model plus the controls' effects.
@@ -22,7 +23,6 @@ with ``fixed`` every replication of every cell shares one set.
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from .design import Cell, SimDesign
-from .paper import simulate_study
+from .dgp import TREAT, cell_means, crossed_coefficients, draw_binary, draw_levels, gaussian_outcome, truth_table
 
 
 def derived_seed(*parts: int) -> int:
@@ -60,66 +60,65 @@ def seeds(design: SimDesign, cell: Cell, rep: int) -> tuple[int, int, int]:
 # --------------------------------------------------------------------------- the fully crossed model over levels
 
 
-def _coefficients(variables: list[tuple[str, tuple]], base_effect: float, coef_mean: float, sd: float, rng) -> dict:
-    """Coefficient of every combination of variables at non-reference levels.
-
-    ``variables`` is [("treat", (1,)), (modifier, non-reference codes), ...]; keys are tuples of
-    (variable, code) pairs; the treatment alone has ``base_effect``; the intercept is 0."""
-    coefs: dict[tuple, float] = {(): 0.0}
-    names = [v for v, _ in variables]
-    levels = dict(variables)
-    for k in range(1, len(names) + 1):
-        for combo in itertools.combinations(names, k):
-            for codes in itertools.product(*(levels[v] for v in combo)):
-                key = tuple(zip(combo, codes))
-                coefs[key] = base_effect if combo == ("treat",) else float(rng.normal(coef_mean, sd))
-    return coefs
-
-
-def _cell_means(coefs: dict, frame: pd.DataFrame, cols: list[str]) -> np.ndarray:
-    mu = np.zeros(len(frame))
-    values = {c: frame[c].to_numpy() for c in cols}
-    for key, c in coefs.items():
-        if not key:
-            continue
-        on = np.ones(len(frame), dtype=bool)
-        for var, code in key:
-            on &= values[var] == code
-        mu += c * on
-    return mu
-
-
-def _truth_table(coefs: dict, modifiers: list[str], all_levels: dict[str, list]) -> pd.DataFrame:
-    rows = []
-    for combo in itertools.product(*(all_levels[m] for m in modifiers)):
-        have = set(zip(modifiers, combo)) | {("treat", 1)}
-        effect = sum(c for key, c in coefs.items() if ("treat", 1) in key and set(key) <= have)
-        rows.append({**dict(zip(modifiers, combo)), "true_effect": effect})
-    return pd.DataFrame(rows)
-
-
 def _outcome(
     frame: pd.DataFrame,
     modifiers: list[str],
     all_levels: dict[str, list],
-    design: SimDesign,
-    cell: Cell,
+    base_effect: float,
+    coef_mean: float,
+    sd: float,
+    outcome_sd: float,
     coef_rng,
     unit_rng,
     extra_mu: np.ndarray | None = None,
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    variables = [("treat", (1,))] + [(m, tuple(all_levels[m][1:])) for m in modifiers]
-    coefs = _coefficients(variables, design.base_effect, design.coefficient_mean, cell.sd, coef_rng)
-    mu = _cell_means(coefs, frame, ["treat", *modifiers])
+) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """The fully crossed outcome model on ``frame`` (treat and the modifiers' codes): y, mu and each unit's true effect."""
+    variables = [(TREAT, (1,))] + [(m, tuple(all_levels[m][1:])) for m in modifiers]
+    coefs = crossed_coefficients(variables, base_effect, coef_mean, sd, coef_rng)
+    mu = cell_means(coefs, frame)
     if extra_mu is not None:
         mu = mu + extra_mu
-    frame = frame.assign(y=mu + unit_rng.normal(0, design.outcome_sd, len(frame)), mu=mu)
-    truth = _truth_table(coefs, modifiers, all_levels)
+    frame = frame.assign(y=gaussian_outcome(mu, outcome_sd, unit_rng), mu=mu)
+    truth = truth_table(coefs, modifiers, all_levels)
     frame = frame.merge(truth, on=modifiers, how="left")
-    return frame, truth
+    return frame, truth, coefs
 
 
-# --------------------------------------------------------------------------- the three sources
+def simulate_levels(
+    n: int,
+    modifiers: list[tuple[str, float | tuple[list, list]]],
+    *,
+    sd: float,
+    base_effect: float,
+    coef_mean: float,
+    outcome_sd: float,
+    p_treat: float,
+    unit_seed: int,
+    coef_seed: int,
+) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """Units with a treatment and modifiers drawn independently, and the fully crossed outcome.
+
+    ``modifiers`` is [(name, P(1))] for a 0/1 modifier or [(name, (codes, shares))] for a categorical
+    one (the first code is the reference). Units draw from ``[unit_seed, 1]`` (the treatment, then
+    each modifier in order, then the outcome's noise), coefficients from ``coef_seed``. Returns
+    (frame with y, treat, the modifiers, true_effect and mu; the truth table; the coefficients)."""
+    rng = np.random.default_rng([unit_seed, 1])
+    frame = pd.DataFrame({TREAT: draw_binary(rng, p_treat, n)})
+    all_levels = {}
+    for name, spec in modifiers:
+        if isinstance(spec, tuple):
+            codes, shares = spec
+            frame[name] = draw_levels(rng, codes, shares, n)
+            all_levels[name] = list(codes)
+        else:
+            frame[name] = draw_binary(rng, spec, n)
+            all_levels[name] = [0, 1]
+    names = [m for m, _ in modifiers]
+    frame, truth, coefs = _outcome(frame, names, all_levels, base_effect, coef_mean, sd, outcome_sd, np.random.default_rng(coef_seed), rng)
+    return frame[["y", TREAT, *names, "true_effect", "mu"]], truth, coefs
+
+
+# --------------------------------------------------------------------------- the sources
 
 
 def simulate(design: SimDesign, cell: Cell, rep: int, study=None) -> SimData:
@@ -130,41 +129,19 @@ def simulate(design: SimDesign, cell: Cell, rep: int, study=None) -> SimData:
         return _from_study(design, cell, study, unit_seed, coef_seed)
     mods = design.modifier_list
     names = [m.name for m in mods]
-    if all(m.binary for m in mods):
-        sim = simulate_study(
-            n=cell.n,
-            sd=cell.sd,
-            probs=tuple(m.probability for m in mods),
-            base_effect=design.base_effect,
-            coef_mean=design.coefficient_mean,
-            outcome_sd=design.outcome_sd,
-            p_treat=0.5 if p_treat is None else p_treat,
-            seed=unit_seed,
-            coef_seed=coef_seed,
-        )
-        frame = sim.data.rename(columns={f"m{k + 1}": m for k, m in enumerate(names)})
-        truth = sim.truth.rename(columns={f"m{k + 1}": m for k, m in enumerate(names)})
-        # the true mean of each unit's outcome, from the same coefficients (keys are variable names, all at 1)
-        frame["mu"] = _cell_means(
-            {tuple((v, 1) for v in key): c for key, c in sim.coefficients.items()},
-            sim.data,
-            ["treat", *[f"m{k + 1}" for k in range(len(names))]],
-        )
-        return SimData(frame, tuple(names), (), (), truth, unit_seed, coef_seed)
-    rng = np.random.default_rng([unit_seed, 1])
-    frame = pd.DataFrame({"treat": rng.binomial(1, 0.5 if p_treat is None else p_treat, cell.n)})
-    all_levels = {}
-    for m in mods:
-        codes = [k for k, _ in m.level_probs] if not m.binary else [0, 1]
-        probs = np.array([p for _, p in m.level_probs])
-        frame[m.name] = (
-            np.asarray(codes, dtype=object)[rng.choice(len(codes), size=cell.n, p=probs / probs.sum())]
-            if not m.binary
-            else rng.binomial(1, m.probability, cell.n)
-        )
-        all_levels[m.name] = codes
-    frame, truth = _outcome(frame, names, all_levels, design, cell, np.random.default_rng(coef_seed), rng)
-    return SimData(frame[["y", "treat", *names, "true_effect", "mu"]], tuple(names), (), (), truth, unit_seed, coef_seed)
+    levels = [(m.name, m.probability if m.binary else ([k for k, _ in m.level_probs], [p for _, p in m.level_probs])) for m in mods]
+    frame, truth, _ = simulate_levels(
+        cell.n,
+        levels,
+        sd=cell.sd,
+        base_effect=design.base_effect,
+        coef_mean=design.coefficient_mean,
+        outcome_sd=design.outcome_sd,
+        p_treat=0.5 if p_treat is None else p_treat,
+        unit_seed=unit_seed,
+        coef_seed=coef_seed,
+    )
+    return SimData(frame, tuple(names), (), (), truth, unit_seed, coef_seed)
 
 
 @dataclass(frozen=True)
@@ -224,7 +201,7 @@ def _from_study(design: SimDesign, cell: Cell, study: StudyRows, unit_seed: int,
     rows = rng.integers(0, study.n, cell.n)
     frame = study.frame.iloc[rows].reset_index(drop=True)
     p = study.p_treat if design.treatment_probability is None else design.treatment_probability
-    frame.insert(0, "treat", rng.binomial(1, p, cell.n))
+    frame.insert(0, TREAT, draw_binary(rng, p, cell.n))
     coef_rng = np.random.default_rng(coef_seed)
     extra = None
     X = study.control_matrix
@@ -233,6 +210,17 @@ def _from_study(design: SimDesign, cell: Cell, study: StudyRows, unit_seed: int,
         sd[sd == 0] = 1.0
         gamma = np.random.default_rng([coef_seed, 7]).normal(0, design.study.control_effect_sd, X.shape[1]) / sd
         extra = X[rows] @ gamma
-    frame, truth = _outcome(frame, list(study.modifiers), study.levels, design, cell, coef_rng, rng, extra)
+    frame, truth, _ = _outcome(
+        frame,
+        list(study.modifiers),
+        study.levels,
+        design.base_effect,
+        design.coefficient_mean,
+        cell.sd,
+        design.outcome_sd,
+        coef_rng,
+        rng,
+        extra,
+    )
     cols = ["y", "treat", *study.modifiers, *study.controls, "true_effect", "mu"]
     return SimData(frame[cols], study.modifiers, study.controls, study.categorical, truth, unit_seed, coef_seed)

@@ -11,15 +11,19 @@ A group's **true treatment effect** is the treatment coefficient plus every trea
 interaction coefficient whose modifiers the group has (all equal to 1). (The paper's own
 script multiplied the modifier grid element-wise by a recycled coefficient vector, which
 does not give these effects.)
+
+The draws are :func:`hetreport.simstudy.generate.simulate_levels` with every modifier binary (the
+one generator of :mod:`hetreport.simstudy.dgp` that pre-registration uses too).
 """
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
 
-import numpy as np
 import pandas as pd
+
+from .dgp import truth_table
+from .generate import simulate_levels
 
 PAPER_PROBS = (0.3, 0.4, 0.5, 0.6)
 
@@ -32,12 +36,9 @@ class SimulatedStudy:
 
 
 def true_group_effects(coefs: dict[tuple[str, ...], float], modifiers: list[str]) -> pd.DataFrame:
-    rows = []
-    for combo in itertools.product([0, 1], repeat=len(modifiers)):
-        on = {m for m, v in zip(modifiers, combo) if v == 1}
-        effect = sum(c for key, c in coefs.items() if "treat" in key and set(key) - {"treat"} <= on)
-        rows.append({**dict(zip(modifiers, combo)), "true_effect": effect})
-    return pd.DataFrame(rows)
+    """Every group's true effect from coefficients keyed by the variables they multiply."""
+    levels = {tuple((v, 1) for v in key): c for key, c in coefs.items()}
+    return truth_table(levels, list(modifiers), {m: [0, 1] for m in modifiers})
 
 
 def simulate_study(
@@ -53,21 +54,18 @@ def simulate_study(
 ) -> SimulatedStudy:
     """One simulated data set. ``coef_seed`` fixes the coefficients (the truth) separately
     from the sampling of units, so replications of one design share a truth."""
-    rng_coef = np.random.default_rng(seed if coef_seed is None else coef_seed)
-    rng = np.random.default_rng([seed, 1])
     modifiers = [f"m{k + 1}" for k in range(len(probs))]
-    variables = ["treat", *modifiers]
-    coefs: dict[tuple[str, ...], float] = {(): 0.0}
-    for k in range(1, len(variables) + 1):
-        for combo in itertools.combinations(variables, k):
-            coefs[combo] = base_effect if combo == ("treat",) else float(rng_coef.normal(coef_mean, sd))
-    data = pd.DataFrame({"treat": rng.binomial(1, p_treat, n)})
-    for m, p in zip(modifiers, probs):
-        data[m] = rng.binomial(1, p, n)
-    mu = np.zeros(n)
-    for key, c in coefs.items():
-        mu += c * (data[list(key)].prod(axis=1).to_numpy() if key else 1.0)
-    data["y"] = mu + rng.normal(0, outcome_sd, n)
-    truth = true_group_effects(coefs, modifiers)
-    data = data.merge(truth, on=modifiers, how="left")
-    return SimulatedStudy(data=data[["y", "treat", *modifiers, "true_effect"]], truth=truth, coefficients=coefs)
+    frame, truth, coefs = simulate_levels(
+        n,
+        list(zip(modifiers, probs)),
+        sd=sd,
+        base_effect=base_effect,
+        coef_mean=coef_mean,
+        outcome_sd=outcome_sd,
+        p_treat=p_treat,
+        unit_seed=seed,
+        coef_seed=seed if coef_seed is None else coef_seed,
+    )
+    # coefficients keyed by the variables they multiply (every level here is 1)
+    named = {tuple(v for v, _ in key): c for key, c in coefs.items()}
+    return SimulatedStudy(data=frame[["y", "treat", *modifiers, "true_effect"]], truth=truth, coefficients=named)

@@ -10,22 +10,19 @@ only then replaces ``DIR/report``.
 from __future__ import annotations
 
 import json
-import shutil
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from jinja2 import TemplateError
 from markupsafe import Markup
 
 from .. import methods as registry
 from ..errors import RenderError
 from ..report import format as fmt
-from ..report.build import environment, join_words, plural, render_atomically
+from ..report.build import document_environment, join_words, render_atomically, start_project, write_document
 from ..report.render import describe_route
-from ..resources import quarto_yml
 from . import figures as sf
 from .design import SimDesign, parse_design
 from .executor import META, RESULTS
@@ -526,22 +523,21 @@ def context(sim: SimResults, figures: dict, route: str) -> dict:
     }
 
 
-def build_project(sim: SimResults, project: Path, route: str = "auto") -> Path:
-    project.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(quarto_yml(), project / "_quarto.yml")
+def build_simulation_project(sim: SimResults, project: Path, route: str = "auto") -> Path:
+    """Write the simulation report's Quarto project (report.qmd, _quarto.yml, figures/) into ``project``,
+    through the study report's project writing (:func:`hetreport.report.build.start_project`, ``document_environment``,
+    ``write_document``)."""
+    start_project(project)
     figures = write_figures(sim, project / "figures")
-    env = environment()
-    env.globals.update(
-        plural=plural, join_words=join_words, md=fmt.md, Markup=Markup, est_se=est_se, share_se=share_se, code_span=fmt.code_span
+    env = document_environment(est_se=est_se, share_se=share_se, code_span=fmt.code_span)
+    write_document(
+        project,
+        env,
+        TEMPLATE,
+        context(sim, figures, describe_route(route)),
+        "the simulation report template",
+        "This is a bug in hetreport.",
     )
-    try:
-        text = env.get_template(TEMPLATE).render(**context(sim, figures, describe_route(route)))
-    except TemplateError as exc:
-        raise RenderError(
-            f"the simulation report template failed ({getattr(exc, 'name', None) or 'a template'}, line {getattr(exc, 'lineno', '?')}): {exc}. "
-            "This is a bug in hetreport."
-        ) from None
-    (project / "report.qmd").write_text(text, encoding="utf-8")
     return project
 
 
@@ -554,6 +550,6 @@ def render_simulation(out_dir: str | Path, *, design: SimDesign | None = None, f
 
     def build(tmp: Path) -> None:
         say("simulation report: figures and tables")
-        build_project(sim, tmp, route)
+        build_simulation_project(sim, tmp, route)
 
     return render_atomically(out, build, formats, route, log)

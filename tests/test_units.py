@@ -217,3 +217,12 @@ def test_paper_tables_say_the_unit_in_caption_and_header(small_study):
     assert all("dollars" not in cap for _, cap in plain.values())
     with_unit = _display(tables["group-effects"][0], u)[0]
     assert _display(plain["group-effects"][0])[0] == [h.replace(", in dollars", "") for h in with_unit]
+
+
+def test_the_brief_figure_ticks_follow_the_unit():
+    """The brief's y axis writes a currency tick as the text writes the effect; words stay in the axis title."""
+    dollar = fmt.unit_of("$")
+    assert [brief_mod.tick_label(v, dollar) for v in (-1000.0, 0.0, 1500.0)] == [f"{M}$1,000", "$0", "$1,500"]
+    assert brief_mod.tick_label(1500.0, fmt.unit_of("dollars")) == "1,500"
+    scale = brief_mod._ylim(-1000, 1500, dollar)
+    assert scale.limits == (-1000, 1500) and [brief_mod.figs_plain(x) for x in ("$1,500",)] == scale.labels([1500.0])

@@ -384,7 +384,7 @@ def write_brief_figure(ctx: dict, folder: Path, scale: float = 1.0) -> dict:
     folder.mkdir(parents=True, exist_ok=True)
     stem = folder / "brief-ranked"
     span = df["upper"].max() - df["lower"].min()
-    p = p + _ylim(df["lower"].min() - 0.12 * span, df["upper"].max() + 0.12 * span)
+    p = p + _ylim(df["lower"].min() - 0.12 * span, df["upper"].max() + 0.12 * span, None if mult == 100 else eu)
     figs.save_figure(p, stem, 6.5 * scale, 3.0 * scale)
     return {"path": Markup("figures/brief-ranked"), "stem": stem}
 
@@ -393,10 +393,19 @@ def figs_plain(text: str) -> str:
     return str(text).replace("$", r"\$")
 
 
-def _ylim(lo: float, hi: float):
-    from plotnine import ylim
+def _ylim(lo: float, hi: float, unit=None):
+    """The y range; with an outcome's unit the ticks are written as the text writes effects ("$1,500", "−$500")."""
+    from plotnine import scale_y_continuous, ylim
 
-    return ylim(lo, hi)
+    if unit is None:
+        return ylim(lo, hi)
+    return scale_y_continuous(limits=(lo, hi), labels=lambda breaks: [figs_plain(tick_label(b, unit)) for b in breaks])
+
+
+def tick_label(value: float, unit) -> str:
+    """An axis tick in the outcome's unit: a currency symbol before the number, words left to the axis title."""
+    text = fmt.num(value, 0 if float(value).is_integer() else None)
+    return fmt.effect(value, unit, 0 if float(value).is_integer() else None) if unit.prefix else text
 
 
 def _wrap(label: str, width: int = 38) -> str:

@@ -146,11 +146,12 @@ def _page_one(results, c) -> str:
 
 
 def _effect_numbers(text: str) -> list[str]:
-    """Every number on page one or in the brief that is not a count, a percentage or part of a label."""
+    """Every number on page one or in the brief that is not a count, a percentage, a p-value or part of a label."""
     out = []
     for m in re.finditer(NUMBER, text):
         after = text[m.end() : m.end() + 2]
-        if "." not in m.group() or after.startswith("%"):  # counts (people, groups) and probabilities
+        before = text[max(0, m.start() - 5) : m.start()]
+        if "." not in m.group() or after.startswith("%") or re.search(r"p = <?$", before):  # counts, probabilities, p-values
             continue
         out.append((m.start(), m.end()))
     return out
@@ -226,3 +227,21 @@ def test_the_brief_figure_ticks_follow_the_unit():
     assert brief_mod.tick_label(1500.0, fmt.unit_of("dollars")) == "1,500"
     scale = brief_mod._ylim(-1000, 1500, dollar)
     assert scale.limits == (-1000, 1500) and [brief_mod.figs_plain(x) for x in ("$1,500",)] == scale.labels([1500.0])
+
+
+def test_page_one_comparisons_and_targeting_say_the_unit(small_study, tmp_path):
+    """The contrasts and targeting sentences of page one (compare:, report.targeting) carry the unit too."""
+    from hetreport.report.questions import contrasts_context, targeting_context
+    from hetreport.spec import Comparison, Targeting
+
+    _, results = small_study
+    res = _with_units(results, "dollars")
+    a = res.analyses[0]
+    analysis = res.spec.analysis(a.name).model_copy(update={"compare": [Comparison(name="c", a={"m2": 1}, b={"m2": 0})]})
+    report = res.spec.report.model_copy(update={"targeting": Targeting(groups=2)})
+    res = res.__class__(**{**res.__dict__, "spec": res.spec.model_copy(update={"analyses": [analysis], "report": report})})
+    u = fmt.unit_of("dollars")
+    sentence = contrasts_context(a, res, tmp_path)["entries"][0]["sentence"]
+    assert _unit_next_to_every_effect(sentence, u) >= 3  # the hierarchical difference with its interval, OLS's
+    brief = targeting_context(a, res, tmp_path)["brief"]
+    assert _unit_next_to_every_effect(brief, u) >= 5

@@ -245,3 +245,29 @@ def test_page_one_comparisons_and_targeting_say_the_unit(small_study, tmp_path):
     assert _unit_next_to_every_effect(sentence, u) >= 3  # the hierarchical difference with its interval, OLS's
     brief = targeting_context(a, res, tmp_path)["brief"]
     assert _unit_next_to_every_effect(brief, u) >= 5
+
+
+@pytest.mark.slow
+def test_word_documents_say_the_unit_end_to_end(small_study, tmp_path):
+    """The built-in route's report.docx and brief.docx of a study with a symbol unit: page one, the body's
+    sections and the brief say each effect with it (the same text as HTML and PDF)."""
+    docx = pytest.importorskip("docx")
+    from hetreport.report import build_and_render
+
+    _, results = small_study
+    res = _with_units(results, "$")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        outcome = build_and_render(res, tmp_path / "out", formats=["docx"], route="builtin")
+
+    def text(key):
+        return "\n".join(p.text for p in docx.Document(str(outcome.outputs[key])).paragraphs)
+
+    report, brief = text("docx"), text("brief-docx")
+    f = _contexts(res)["f"]
+    u = fmt.unit_of("$")
+    assert f"by {fmt.effect(f.average.estimate, u)} (95% interval {fmt.effect_range(f.average.lower, f.average.upper, u)})" in report
+    assert f"The smallest group effect is {fmt.interval(f.smallest.effect, unit=u)}" in report  # the distribution section
+    assert f"(95% interval {fmt.effect_range(f.average.lower, f.average.upper, u)})," in brief
+    headline = next(p for p in brief.splitlines() if p.startswith("On average"))
+    assert _unit_next_to_every_effect(headline, u) == 3

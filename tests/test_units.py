@@ -271,3 +271,21 @@ def test_word_documents_say_the_unit_end_to_end(small_study, tmp_path):
     assert f"(95% interval {fmt.effect_range(f.average.lower, f.average.upper, u)})," in brief
     headline = next(p for p in brief.splitlines() if p.startswith("On average"))
     assert _unit_next_to_every_effect(headline, u) == 3
+
+
+def test_a_planned_study_simulates_each_analysis_with_its_own_outcomes_unit():
+    """Pre-registration simulates one analysis at a time: a unit for another analysis's outcome is left out of
+    that analysis's simulated spec instead of failing it (labels.units names only the spec's outcomes)."""
+    import yaml
+
+    from hetreport.prereg.plan import resolve_plan
+    from hetreport.prereg.simulate import _analysis_inputs, cells
+    from tests.test_preregister import SMALL
+
+    raw = yaml.safe_load(SMALL)
+    raw["labels"]["units"] = {"y": "dollars", "z": "hours"}
+    raw["analyses"].append({"name": "hours", "modifiers": ["female"], "outcome": "z"})
+    plan = resolve_plan(parse_spec(raw, source="design.yml"))
+    cell = next(c for c in cells(plan) if c.analysis == "people")
+    adata, groups, _ = _analysis_inputs(plan, cell, 1)
+    assert groups.n_groups == 6

@@ -289,3 +289,17 @@ def test_a_planned_study_simulates_each_analysis_with_its_own_outcomes_unit():
     cell = next(c for c in cells(plan) if c.analysis == "people")
     adata, groups, _ = _analysis_inputs(plan, cell, 1)
     assert groups.n_groups == 6
+
+
+def test_the_table_of_every_analysis_gives_each_its_unit(small_study):
+    from hetreport.report.build import study_context
+
+    _, results = small_study
+    res = _with_units(results, "$")
+    c = _contexts(res)
+    table = re.sub(r"\\(.)", r"\1", str(study_context(res, [c], "builtin", ["html"])["across_table"]))
+    f, u = c["f"], fmt.unit_of("$")
+    assert fmt.interval(f.average, unit=u) in table
+    assert fmt.effect_range(f.smallest.effect.estimate, f.largest.effect.estimate, u) in table
+    plain = re.sub(r"\\(.)", r"\1", str(study_context(results, [_contexts(results)], "builtin", ["html"])["across_table"]))
+    assert fmt.interval(f.average) in plain and "$" not in plain

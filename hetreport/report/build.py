@@ -636,8 +636,8 @@ def study_context(results: StudyResults, analyses: list[dict], route: str, forma
                 c["title"],
                 model,
                 fmt.count(f.n_groups),
-                fmt.interval(f.average),
-                f"{fmt.num(f.smallest.effect.estimate)} to {fmt.num(f.largest.effect.estimate)}",
+                fmt.interval(f.average, unit=c["effect_unit"]),  # each outcome in its own unit (labels.units)
+                fmt.effect_range(f.smallest.effect.estimate, f.largest.effect.estimate, c["effect_unit"]),
                 fmt.interval(f.sigma_theta) + ("" if c["identity"] else f" ({c['linear_scale']})"),
                 "OK" if f.diagnostics_ok else "check",
             ]

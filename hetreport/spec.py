@@ -174,6 +174,18 @@ class DataSpec(_Strict):
 class Labels(_Strict):
     variables: dict[str, Text] = Field(default_factory=dict)
     levels: dict[str, dict[Scalar, Text]] = Field(default_factory=dict)
+    #: the unit of an outcome, by outcome column: words written after an effect ("dollars": "812 dollars")
+    #: or a currency symbol written before it ("$": "$812"); see report/format.py ``Unit``
+    units: dict[str, Text] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _units(self) -> Labels:
+        for var, text in self.units.items():
+            if not text.strip():
+                raise _LocatedError(("units", var), "the unit is empty; write it as words (e.g. dollars) or a currency symbol (e.g. $)")
+            if len(text) > 40:
+                raise _LocatedError(("units", var), f"the unit '{shorten(text)}' is longer than 40 characters; write it in a word or two")
+        return self
 
 
 class Comparison(_Strict):
@@ -449,6 +461,7 @@ class Spec(_Strict):
             )
         if self.outcome == self.treatment:
             raise _LocatedError(("treatment",), f"the treatment '{self.treatment}' is also the outcome")
+        self._check_units()
         if not self.trials and any(self.family_of(a) == "binomial" for a in self.analyses):
             raise _LocatedError(
                 ("trials",),
@@ -481,6 +494,30 @@ class Spec(_Strict):
                         raise _LocatedError(("analyses", ai, field, i), f"'{v}' is the outcome; remove it from {field}")
         return self
 
+    def _check_units(self) -> None:
+        """labels.units names outcomes (effects are in the outcome's unit); a probability outcome's effects
+        are always said in percentage points, so a unit there is refused rather than ignored."""
+        outcomes = list(dict.fromkeys(self.outcome_of(a) for a in self.analyses))
+        for var in self.labels.units:
+            if var not in outcomes:
+                raise _LocatedError(
+                    ("labels", "units", var),
+                    f"'{shorten(var)}' is not an outcome of this spec.{suggest(var, outcomes)} A unit is given for an outcome, "
+                    f"since effects are said in the outcome's unit; name an outcome column here: {', '.join(outcomes)}",
+                )
+            prob = [a.name for a in self.analyses if self.outcome_of(a) == var and self.family_of(a) in ("bernoulli", "binomial")]
+            if prob:
+                raise _LocatedError(
+                    ("labels", "units", var),
+                    f"'{var}' is the outcome of analysis '{prob[0]}', whose family ({self.family_of(self.analysis(prob[0]))}) "
+                    "makes its effects differences in a probability, always said in percentage points. Remove labels.units."
+                    f"{var} (or give that analysis another outcome)",
+                )
+
+    def unit_of(self, analysis: Analysis) -> str | None:
+        """The unit of the analysis's outcome from ``labels.units`` (None when not given)."""
+        return self.labels.units.get(self.outcome_of(analysis))
+
     # ------------------------------------------------------------------ helpers
     @property
     def data_path(self) -> Path:
@@ -505,6 +542,8 @@ class Spec(_Strict):
         for a in out.get("analyses", []):  # so do the question keys (compare, report.targeting)
             if not a.get("compare"):
                 a.pop("compare", None)
+        if not out.get("labels", {}).get("units"):  # labels.units too, when not given
+            out.get("labels", {}).pop("units", None)
         if out.get("report", {}).get("targeting") is None:
             out.get("report", {}).pop("targeting", None)
         if not out.get("method_options"):

@@ -105,7 +105,8 @@ def _analysis_inputs(plan: Plan, cell: Cell, seed: int):
         "treatment": spec.treatment,
         "treated_value": spec.treated_value,
         "family": spec.family,
-        "labels": spec.labels.model_dump(mode="json"),
+        # labels.units may name the outcomes of other analyses, which this one-analysis spec does not have
+        "labels": {**spec.labels.model_dump(mode="json"), "units": {k: v for k, v in spec.labels.units.items() if k == spec.outcome_of(a)}},
         "analyses": [a.model_dump(mode="json")],
         "ols": spec.ols.model_dump(mode="json"),
         "report": {"min_arm": plan.min_arm},

@@ -85,23 +85,24 @@ def _scale(family: str) -> tuple[str, int | None]:
     return "", None  # the document's decimals (report.digits or the outcome's scale)
 
 
-def _effect(x: float, family: str) -> str:
-    """An effect in the outcome's units: percentage points for a probability, else the outcome's scale."""
+def _effect(x: float, family: str, unit=None) -> str:
+    """An effect in the outcome's units: percentage points for a probability, else the outcome's unit
+    (``labels.units``: '$812', '812 dollars') or, without one, the bare number."""
     words, digits = _scale(family)
     if words:
         return f"{fmt.num(100 * x, digits)} {words}"
-    return fmt.num(x, digits)
+    return fmt.effect(x, unit, digits)
 
 
-def _interval(iv: Interval, family: str) -> str:
+def _interval(iv: Interval, family: str, unit=None) -> str:
     words, digits = _scale(family)
     if words:
         return f"{fmt.num(100 * iv.lower, digits)} to {fmt.num(100 * iv.upper, digits)} {words}"
-    return f"{fmt.num(iv.lower, digits)} to {fmt.num(iv.upper, digits)}"
+    return fmt.effect_range(iv.lower, iv.upper, unit, digits)
 
 
-def _with_interval(iv: Interval, family: str) -> str:
-    return f"{_effect(iv.estimate, family)} (95% interval {_interval(iv, family)})"
+def _with_interval(iv: Interval, family: str, unit=None) -> str:
+    return f"{_effect(iv.estimate, family, unit)} (95% interval {_interval(iv, family, unit)})"
 
 
 def _small(groups: pd.DataFrame, gf: GroupFact) -> str | None:
@@ -120,9 +121,10 @@ def _small(groups: pd.DataFrame, gf: GroupFact) -> str | None:
     return None
 
 
-def _named(gf: GroupFact, family: str, groups: pd.DataFrame, unit: str, units: str) -> str:
+def _named(gf: GroupFact, family: str, groups: pd.DataFrame, unit: str, units: str, effect_unit=None) -> str:
     text = (
-        f"{gf.label}, at {_effect(gf.effect.estimate, family)} (95% interval {_interval(gf.effect, family)}; {_people(gf.n, unit, units)})"
+        f"{gf.label}, at {_effect(gf.effect.estimate, family, effect_unit)} (95% interval {_interval(gf.effect, family, effect_unit)}; "
+        f"{_people(gf.n, unit, units)})"
     )
     weak = _small(groups, gf)
     return text + (f" — {weak}" if weak else "")
@@ -135,6 +137,7 @@ def brief_for(ctx: dict, others: list[dict], study: dict, spec) -> Brief:
     a = ctx["a"]
     family = ctx["family"]
     unit, units = ctx["unit"], ctx["units"]
+    eu = ctx.get("effect_unit")  # the outcome's unit (labels.units), None for a bare number
     groups = a.groups
     treatment, outcome = ctx["treatment"], ctx["outcome"]
     min_arm = spec.report.min_arm
@@ -142,15 +145,15 @@ def brief_for(ctx: dict, others: list[dict], study: dict, spec) -> Brief:
     d = direction(avg)
     moves = {"positive": "raises", "negative": "lowers", "unclear": "changes"}[d]
     headline = (
-        f"On average, {treatment} {moves} {outcome} by {_effect(abs(avg.estimate) if d != 'unclear' else avg.estimate, family)} "
-        f"(95% interval {_interval(avg, family)}), over {_people(f.n, unit, units)} in {fmt.count(f.n_groups)} groups."
+        f"On average, {treatment} {moves} {outcome} by {_effect(abs(avg.estimate) if d != 'unclear' else avg.estimate, family, eu)} "
+        f"(95% interval {_interval(avg, family, eu)}), over {_people(f.n, unit, units)} in {fmt.count(f.n_groups)} groups."
     )
     if d == "unclear":
         headline += " The interval includes zero, so the data cannot say whether the average effect is positive or negative."
 
     findings = []
-    largest = _named(f.largest, family, groups, unit, units)
-    smallest = _named(f.smallest, family, groups, unit, units)
+    largest = _named(f.largest, family, groups, unit, units, eu)
+    smallest = _named(f.smallest, family, groups, unit, units, eu)
     if f.prob_largest_above_smallest >= CREDIBLE:
         findings.append(
             f"The effect is largest among {largest}, and smallest among {smallest}. The largest exceeds the smallest "
@@ -166,15 +169,15 @@ def brief_for(ctx: dict, others: list[dict], study: dict, spec) -> Brief:
     if best is not None and best.group != f.largest.group:
         findings.append(
             f"Among the groups with at least {fmt.count(min_arm)} people in each arm, the effect is largest among "
-            f"{best.label}, at {_effect(best.effect.estimate, family)} (95% interval {_interval(best.effect, family)}; "
+            f"{best.label}, at {_effect(best.effect.estimate, family, eu)} (95% interval {_interval(best.effect, family, eu)}; "
             f"{_people(best.n, unit, units)})."
         )
     if f.modifiers:
         mf = max(f.modifiers, key=lambda m: m.range_mean)
         if mf.highest != mf.lowest:
             text = (
-                f"By {mf.label}: the effect is {_effect(mf.difference.estimate, family)} larger among {mf.highest} than among "
-                f"{mf.lowest} (95% interval {_interval(mf.difference, family)})."
+                f"By {mf.label}: the effect is {_effect(mf.difference.estimate, family, eu)} larger among {mf.highest} than among "
+                f"{mf.lowest} (95% interval {_interval(mf.difference, family, eu)})."
             )
             if mf.prob_difference >= CREDIBLE:
                 text += f" This difference is clear ({fmt.pct(mf.prob_difference)} probability that it is real)."
@@ -225,8 +228,8 @@ def brief_for(ctx: dict, others: list[dict], study: dict, spec) -> Brief:
     pre = _preregistration(study.get("conformance"))
     alt = (
         f"Dot plot of the {fmt.count(f.n_groups)} groups ranked by their estimated effect of {treatment} on {outcome}, "
-        f"each with its 95% interval: from {_effect(f.smallest.effect.estimate, family)} ({f.smallest.label}) to "
-        f"{_effect(f.largest.effect.estimate, family)} ({f.largest.label}); the average is {_effect(avg.estimate, family)}."
+        f"each with its 95% interval: from {_effect(f.smallest.effect.estimate, family, eu)} ({f.smallest.label}) to "
+        f"{_effect(f.largest.effect.estimate, family, eu)} ({f.largest.label}); the average is {_effect(avg.estimate, family, eu)}."
     )
     caption = (
         "Each dot is one group's estimated effect, ranked from smallest to largest; the line through it is its 95% "
@@ -351,7 +354,8 @@ def write_brief_figure(ctx: dict, folder: Path, scale: float = 1.0) -> dict:
     mult = 100 if _scale(family)[0] else 1
     for c in ("estimate", "lower", "upper"):
         df[c] = df[c] * mult
-    ylab = f"Effect on {ctx['outcome']}" + (" (percentage points)" if mult == 100 else "")
+    eu = ctx.get("effect_unit")
+    ylab = f"Effect on {ctx['outcome']}" + (" (percentage points)" if mult == 100 else f" ({eu.text})" if eu else "")
     G = len(df)
     lo, hi = df.iloc[0], df.iloc[-1]
     p = (
@@ -380,7 +384,7 @@ def write_brief_figure(ctx: dict, folder: Path, scale: float = 1.0) -> dict:
     folder.mkdir(parents=True, exist_ok=True)
     stem = folder / "brief-ranked"
     span = df["upper"].max() - df["lower"].min()
-    p = p + _ylim(df["lower"].min() - 0.12 * span, df["upper"].max() + 0.12 * span)
+    p = p + _ylim(df["lower"].min() - 0.12 * span, df["upper"].max() + 0.12 * span, None if mult == 100 else eu)
     figs.save_figure(p, stem, 6.5 * scale, 3.0 * scale)
     return {"path": Markup("figures/brief-ranked"), "stem": stem}
 
@@ -389,10 +393,19 @@ def figs_plain(text: str) -> str:
     return str(text).replace("$", r"\$")
 
 
-def _ylim(lo: float, hi: float):
-    from plotnine import ylim
+def _ylim(lo: float, hi: float, unit=None):
+    """The y range; with an outcome's unit the ticks are written as the text writes effects ("$1,500", "−$500")."""
+    from plotnine import scale_y_continuous, ylim
 
-    return ylim(lo, hi)
+    if unit is None:
+        return ylim(lo, hi)
+    return scale_y_continuous(limits=(lo, hi), labels=lambda breaks: [figs_plain(tick_label(b, unit)) for b in breaks])
+
+
+def tick_label(value: float, unit) -> str:
+    """An axis tick in the outcome's unit: a currency symbol before the number, words left to the axis title."""
+    text = fmt.num(value, 0 if float(value).is_integer() else None)
+    return fmt.effect(value, unit, 0 if float(value).is_integer() else None) if unit.prefix else text
 
 
 def _wrap(label: str, width: int = 38) -> str:

@@ -101,6 +101,8 @@ def environment(user_dir: Path | None = None) -> SandboxedEnvironment:
         count=fmt.count,
         pct=fmt.pct,
         interval=fmt.interval,
+        effect=fmt.effect,
+        effect_range=fmt.effect_range,
         md=fmt.md,
         ci=fmt.ci,
         yaml_md=fmt.yaml_md,
@@ -311,7 +313,9 @@ def _md_cell(*parts) -> Markup:
     return Markup("").join(p if isinstance(p, Markup) else fmt.md(p) for p in parts)
 
 
-def tables_for(a: AnalysisResults, effects: pd.DataFrame, facts: Facts, slug: str, min_arm: int) -> dict[str, Markup]:
+def tables_for(
+    a: AnalysisResults, effects: pd.DataFrame, facts: Facts, slug: str, min_arm: int, unit: fmt.Unit | None = None
+) -> dict[str, Markup]:
     eff = effects[effects["analysis"] == a.name]
     t: dict[str, Markup] = {}
     g = a.groups
@@ -363,7 +367,8 @@ def tables_for(a: AnalysisResults, effects: pd.DataFrame, facts: Facts, slug: st
         rows,
         "l" + "r" * (len(header) - 1),
         "Dispersion of the group estimates and mean width of their 95% intervals, over the groups OLS can estimate; ratios are relative to OLS with full interactions."
-        + (" RMSE and coverage against the true group effects." if truth else ""),
+        + (" RMSE and coverage against the true group effects." if truth else "")
+        + (f" SDs, widths and RMSE are {fmt.unit_phrase(unit)}." if unit else ""),
         f"tbl-{slug}-methods",
     )
     fam = get_family(a.hierarchical.get("family", "gaussian"))
@@ -401,7 +406,7 @@ def tables_for(a: AnalysisResults, effects: pd.DataFrame, facts: Facts, slug: st
         if m == registry.REFERENCE and link_column:
             header.append("Hierarchical, " + fam.link_scale)
     header += ["P(effect > 0)"] + (["True"] if truth else [])
-    caption = "Effect of the treatment within each group."
+    caption = "Effect of the treatment within each group" + (f", {fmt.unit_phrase(unit)}." if unit else ".")
     if not fam.identity:
         caption += (
             f" Effects are differences in {fam.response}, averaged over the group's members; the "
@@ -432,7 +437,7 @@ def tables_for(a: AnalysisResults, effects: pd.DataFrame, facts: Facts, slug: st
         for k, lev in enumerate(mf.levels):
             rows.append([mf.label if k == 0 else "", lev["label"], fmt.count(lev["n"]), fmt.interval(lev["effect"])])
     t["modifiers"] = fmt.pipe_table(
-        ["Modifier", "Level", "n", "Average effect (95% interval)"],
+        ["Modifier", "Level", "n", f"Average effect (95% interval{', ' + fmt.unit_phrase(unit) if unit else ''})"],
         rows,
         "llrr",
         "Average hierarchical effect at each level of each modifier (weighted by group size, computed per draw).",
@@ -497,6 +502,7 @@ def analysis_context(a: AnalysisResults, results: StudyResults, figures: dict, t
     ranked_mods = sorted(facts.modifiers, key=lambda m: -m.range_mean)
     n_terms = len(a.hierarchical["terms"])
     cmp = _comparison_words(hier, ols)
+    effect_unit = fmt.unit_of(results.spec.unit_of(results.spec.analysis(a.name)))  # labels.units; None: bare numbers
     return {
         "cmp": cmp,
         "name": a.name,
@@ -535,13 +541,14 @@ def analysis_context(a: AnalysisResults, results: StudyResults, figures: dict, t
         "n_small": facts.n_small,
         "units": results.spec.report.units,
         "unit": _singular(results.spec.report.units),
+        "effect_unit": effect_unit,
         "term_names": [" × ".join(m for m in t.split(":")) for t in a.hierarchical["terms"]],
         "glm": ms.get("glm_full"),
         "glm_formula": a.ols.get("glm_full", {}).get("formula"),
         "likelihood": a.hierarchical.get("likelihood") or {},
         **family_words(a.hierarchical.get("family", "gaussian")),
         "method_notes": method_notes(a),
-        "headline_notes": headline_notes(facts),
+        "headline_notes": headline_notes(facts, effect_unit),
         # the comparison figure's methods beyond OLS and the hierarchical model, in words
         "figure_extra": [registry.get(m).text for m in registry.figure_methods(ms) if m not in registry.REQUIRED],
     }
@@ -557,7 +564,7 @@ def method_notes(a: AnalysisResults) -> list[str]:
     return out
 
 
-def headline_notes(facts: Facts) -> list[str]:
+def headline_notes(facts: Facts, unit: fmt.Unit | None = None) -> list[str]:
     """Page one: where an approach marked ``headline`` in the registry puts the largest effect in another
     group than the hierarchical model does."""
     ms = {mf.method: mf for mf in facts.methods}
@@ -570,8 +577,8 @@ def headline_notes(facts: Facts) -> list[str]:
         if mf.largest != facts.largest.label:
             out.append(
                 f"{m.text[0].upper() + m.text[1:]} puts the largest effect in another group: {mf.largest} "
-                f"({fmt.num(mf.largest_estimate)}), where the hierarchical model has {facts.largest.label} "
-                f"({fmt.num(facts.largest.effect.estimate)})."
+                f"({fmt.effect(mf.largest_estimate, unit)}), where the hierarchical model has {facts.largest.label} "
+                f"({fmt.effect(facts.largest.effect.estimate, unit)})."
             )
     return out
 
@@ -629,8 +636,8 @@ def study_context(results: StudyResults, analyses: list[dict], route: str, forma
                 c["title"],
                 model,
                 fmt.count(f.n_groups),
-                fmt.interval(f.average),
-                f"{fmt.num(f.smallest.effect.estimate)} to {fmt.num(f.largest.effect.estimate)}",
+                fmt.interval(f.average, unit=c["effect_unit"]),  # each outcome in its own unit (labels.units)
+                fmt.effect_range(f.smallest.effect.estimate, f.largest.effect.estimate, c["effect_unit"]),
                 fmt.interval(f.sigma_theta) + ("" if c["identity"] else f" ({c['linear_scale']})"),
                 "OK" if f.diagnostics_ok else "check",
             ]
@@ -811,7 +818,9 @@ def _build_project(results: StudyResults, project: Path, route: str = "auto", fo
             say(f"analysis '{a.name}': figures and tables")
             facts = results.facts_of(a.name)  # computed once in fit, carried on the results
             figures = write_figures(a, results.effects, facts, project / "figures", spec)
-            tables = tables_for(a, results.effects, facts, _slug(a.name), spec.report.min_arm)
+            tables = tables_for(
+                a, results.effects, facts, _slug(a.name), spec.report.min_arm, fmt.unit_of(spec.unit_of(spec.analysis(a.name)))
+            )
             contexts.append(analysis_context(a, results, figures, tables, facts))
             contexts[-1]["q"] = analysis_questions(a, results, project / "figures")  # compare:, report.targeting
     lighten_heavy_svgs(project / "figures")  # the HTML embeds every figure: each at screen resolution unless its vector drawing is smaller

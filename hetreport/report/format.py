@@ -19,6 +19,8 @@ import contextlib
 import contextvars
 import math
 import re
+import unicodedata
+from dataclasses import dataclass, field
 
 from markupsafe import Markup
 
@@ -101,6 +103,73 @@ def num(x, digits: int | None = None) -> str:
     return s
 
 
+_PLURAL_ENDINGS_KEPT = ("ss", "us", "is", "ies", "ses", "ches", "shes", "xes", "zes")
+
+
+@dataclass(frozen=True)
+class Unit:
+    """An outcome's unit from ``labels.units``, and how it is written next to an effect.
+
+    A currency symbol, alone or after up to three letters ("$", "€", "£", "US$", "R$"), is written
+    before the number with no space: "$812", "−$812". Anything else is words written after the number:
+    "812 dollars", "0.40 points". After exactly 1 the first regular -s plural among the words loses its s
+    ("1 dollar", "1 hour worked"); other plurals are left as written ("1 inches" is not guessed at).
+
+    Plain fields only (``prefix`` is computed from ``text``), so templates see it whole."""
+
+    text: str
+    prefix: bool = field(init=False)
+
+    def __post_init__(self):
+        t = self.text
+        sym = 1 <= len(t) <= 4 and unicodedata.category(t[-1]) == "Sc" and (t[:-1] == "" or (t[:-1].isascii() and t[:-1].isalpha()))
+        object.__setattr__(self, "prefix", bool(sym))
+
+
+def unit_words(unit, number: str) -> str:
+    """The unit's words after ``number`` (as printed): after exactly 1, the first word that is a regular -s plural
+    loses its s ("1 dollar", "1 hour worked", "1 percentage point", "1 Swiss franc"); other words stay as written."""
+    words = unit.text.split(" ")
+    if number.lstrip(MINUS) == "1":
+        for i, w in enumerate(words):
+            if len(w) > 2 and w.endswith("s") and not w.endswith(_PLURAL_ENDINGS_KEPT):
+                return " ".join(words[:i] + [w[:-1]] + words[i + 1 :])
+    return unit.text
+
+
+def unit_phrase(unit) -> str:
+    """'in dollars', 'in $' (for captions and column headers); '' without a unit."""
+    return f"in {unit.text}" if unit is not None else ""
+
+
+def unit_of(text: str | None) -> Unit | None:
+    """The Unit of a ``labels.units`` entry (None when the spec gives none)."""
+    return Unit(str(text)) if text else None
+
+
+def _with_unit(number: str, unit) -> str:
+    if unit is None or number == "—":
+        return number
+    if unit.prefix:
+        return MINUS + unit.text + number[1:] if number.startswith(MINUS) else unit.text + number
+    return f"{number} {unit_words(unit, number)}"
+
+
+def effect(x, unit: Unit | None = None, digits: int | None = None) -> str:
+    """An effect on the outcome's scale with its unit: '$812', '812 dollars'; without a unit, ``num(x)``."""
+    return _with_unit(num(x, digits), unit)
+
+
+def effect_range(lower, upper, unit: Unit | None = None, digits: int | None = None) -> str:
+    """'$100 to $1,500' (a symbol before each number) or '100 to 1,500 dollars' (words once, after the range)."""
+    lo, hi = num(lower, digits), num(upper, digits)
+    if unit is None:
+        return f"{lo} to {hi}"
+    if unit.prefix:
+        return f"{_with_unit(lo, unit)} to {_with_unit(hi, unit)}"
+    return f"{lo} to {_with_unit(hi, unit)}"
+
+
 def count(n) -> str:
     return "—" if _isnan(n) else f"{int(round(float(n))):,}"
 
@@ -124,8 +193,11 @@ def share(p) -> str:
     return "—" if _isnan(p) else f"{100 * float(p):.0f}%"
 
 
-def interval(iv, sep: str = " to ") -> str:
-    """'0.31 (0.12 to 0.50)' from an Interval-like object."""
+def interval(iv, sep: str = " to ", unit: Unit | None = None) -> str:
+    """'0.31 (0.12 to 0.50)' from an Interval-like object; with a unit, '$812 ($100 to $1,500)' or
+    '812 dollars (100 to 1,500 dollars)'."""
+    if unit is not None:
+        return f"{effect(iv.estimate, unit)} ({effect_range(iv.lower, iv.upper, unit)})"
     return f"{num(iv.estimate)} ({num(iv.lower)}{sep}{num(iv.upper)})"
 
 

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from ..facts import Facts
+from ..families import get_family
 from . import format as fmt
 
 __all__ = ["COLUMN_IN", "PAGE_IN", "latex_table", "markdown_table", "paper_tables", "write_paper"]
@@ -41,8 +42,9 @@ METHOD_COLUMNS = {
 # --------------------------------------------------------------------------- tables
 
 
-def paper_tables(a, effects: pd.DataFrame, facts: Facts) -> dict[str, tuple[pd.DataFrame, str]]:
-    """name -> (numeric table, caption)."""
+def paper_tables(a, effects: pd.DataFrame, facts: Facts, unit: fmt.Unit | None = None) -> dict[str, tuple[pd.DataFrame, str]]:
+    """name -> (numeric table, caption); with the outcome's unit (labels.units) the captions say it."""
+    say = _unit_words(a, unit)
     eff = effects[effects["analysis"] == a.name]
     g = a.groups.set_index("group")
     rows = []
@@ -99,20 +101,39 @@ def paper_tables(a, effects: pd.DataFrame, facts: Facts) -> dict[str, tuple[pd.D
         }
     )
     return {
-        "group-effects": (groups, f"{a.title}: the effect of the treatment within each group by approach (estimate and 95% interval)."),
+        "group-effects": (
+            groups,
+            f"{a.title}: the effect of the treatment within each group by approach (estimate and 95% interval{say['effects']}).",
+        ),
         "modifiers": (
             levels,
-            f"{a.title}: average hierarchical effect at each level of each modifier (weighted by group size, 95% interval).",
+            f"{a.title}: average hierarchical effect at each level of each modifier (weighted by group size, 95% interval{say['effects']}).",
         ),
         "variation": (
             pd.DataFrame(sds),
-            f"{a.title}: standard deviations of the treatment effect across groups (posterior mean and 95% interval).",
+            f"{a.title}: standard deviations of the treatment effect across groups (posterior mean and 95% interval{say['variation']}).",
         ),
     }
 
 
-def _display(df: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
-    """Header and rows as printed: an estimate with its interval in one cell ('0.31 [0.12, 0.50]')."""
+def _unit_words(a, unit: fmt.Unit | None) -> dict[str, str]:
+    """', in dollars' for the captions of tables in the outcome's unit: the effects always, the SDs only for an
+    identity-link model (σθ and the term SDs of a logit or log model are on its linear scale)."""
+    if unit is None:
+        return {"effects": "", "variation": ""}
+    identity = get_family(a.hierarchical.get("family", "gaussian")).identity
+    return {"effects": f", {fmt.unit_phrase(unit)}", "variation": f", {fmt.unit_phrase(unit)}" if identity else ""}
+
+
+def table_unit(a, name: str, unit: fmt.Unit | None) -> fmt.Unit | None:
+    """The unit a paper table's estimate columns are in (None: none to say)."""
+    return unit if _unit_words(a, unit)["variation" if name == "variation" else "effects"] else None
+
+
+def _display(df: pd.DataFrame, unit: fmt.Unit | None = None) -> tuple[list[str], list[list[str]]]:
+    """Header and rows as printed: an estimate with its interval in one cell ('0.31 [0.12, 0.50]'); with a
+    unit, the header says it ('Hierarchical (95% interval, in dollars)')."""
+    in_unit = f", {fmt.unit_phrase(unit)}" if unit is not None else ""
     cols = list(df.columns)
     header, build = [], []
     for c in cols:
@@ -121,7 +142,7 @@ def _display(df: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
         if c.endswith(" estimate") or c == "estimate":
             base = c[: -len("estimate")].strip()
             lo, hi = (f"{base} lower 95%".strip(), f"{base} upper 95%".strip())
-            header.append(f"{base} (95% interval)".strip() if base else "Estimate (95% interval)")
+            header.append(f"{base} (95% interval{in_unit})".strip() if base else f"Estimate (95% interval{in_unit})")
             build.append(("iv", c, lo, hi))
         else:
             header.append(c[:1].upper() + c[1:])
@@ -284,6 +305,7 @@ def methods_markdown(results, contexts: list[dict]) -> str:
             f"*{a.title}* ({c['family']} likelihood): in brms, `{a.hierarchical['formula_brms']}`; in bambi, "
             f"`{a.hierarchical['formula_bambi']}`. Priors: {pri}. Sampled with {s.get('chains', '?')} chains of "
             f"{s.get('draws', '?')} draws after {s.get('tune', '?')} tuning steps."
+            + (f" Effects on {fmt.md(a.outcome)} are in {fmt.md(c['effect_unit'].text)}." if c.get("effect_unit") else "")
         )
     parts.append(
         f"The models were fitted with hetreport {v.get('hetreport', '?')}, bambi {v.get('bambi', '?')} [@capretto2022bambi], "
@@ -309,10 +331,11 @@ def write_paper(project: Path, results, contexts: list[dict]) -> Path:
                 continue
             plot, size = fig["paper"].value
             _paper_figure(plot, root / "figures" / f"{slug}-{key}", size)
-        for name, (df, caption) in paper_tables(c["a"], results.effects, c["f"]).items():
+        unit = c.get("effect_unit")
+        for name, (df, caption) in paper_tables(c["a"], results.effects, c["f"], unit).items():
             stem = root / "tables" / f"{slug}-{name}"
             df.to_csv(stem.with_suffix(".csv"), index=False, float_format="%.6g")
-            header, rows = _display(df)
+            header, rows = _display(df, table_unit(c["a"], name, unit))
             stem.with_suffix(".tex").write_text(latex_table(header, rows, caption, f"{slug}-{name}"), encoding="utf-8")
             stem.with_suffix(".md").write_text(markdown_table(header, rows, caption), encoding="utf-8")
             _pandoc(

@@ -62,6 +62,7 @@ def contrasts_context(a, results, folder: Path) -> dict:
     slug = _slug(a.name)
     table = analysis_contrasts(a, results.effects, compare)
     items, rows = [], []
+    u = fmt.unit_of(results.spec.unit_of(results.spec.analysis(a.name)))  # labels.units: the sentences say it
     for c in compare:
         h, o, g = (_row(table, c.name, m) for m in ("hierarchical", "ols_full", "glm_full"))
         wa, wb = side_words(a, c.a), side_words(a, c.b)
@@ -70,8 +71,8 @@ def contrasts_context(a, results, folder: Path) -> dict:
         p_dir = h["prob_positive"] if h["estimate"] >= 0 else 1 - h["prob_positive"]
         sentence = (
             f"{label}: the average effect among {wa} ({fmt.count(h['n_a'])} {results.spec.report.units}) is "
-            f"{fmt.num(abs(h['estimate']))} {direction} than among {wb} ({fmt.count(h['n_b'])}), "
-            f"95% interval {fmt.num(h['lower_95'])} to {fmt.num(h['upper_95'])} for the difference "
+            f"{fmt.effect(abs(h['estimate']), u)} {direction} than among {wb} ({fmt.count(h['n_b'])}), "
+            f"95% interval {fmt.effect_range(h['lower_95'], h['upper_95'], u)} for the difference "
             f"(probability {fmt.pct(p_dir)} that it is {direction})"
         )
         freq = []
@@ -79,7 +80,9 @@ def contrasts_context(a, results, folder: Path) -> dict:
             if r is None:
                 continue
             if np.isfinite(r["estimate"]):
-                part = f"{what}: {fmt.num(r['estimate'])} ({fmt.num(r['lower_95'])} to {fmt.num(r['upper_95'])}, p = {_p(r['p_value'])})"
+                part = (
+                    f"{what}: {fmt.effect(r['estimate'], u)} ({fmt.effect_range(r['lower_95'], r['upper_95'], u)}, p = {_p(r['p_value'])})"
+                )
                 if r["n_groups_a"] < h["n_groups_a"] or r["n_groups_b"] < h["n_groups_b"]:
                     part += (
                         f", averaging only the groups it can estimate ({int(r['n_groups_a'])} of {int(h['n_groups_a'])} on the first side, "
@@ -149,6 +152,7 @@ def targeting_context(a, results, folder: Path) -> dict:
     slug = _slug(a.name)
     t = targeting_of(a, results.effects, spec_t.budget, spec_t.groups)
     units = results.spec.report.units
+    u = fmt.unit_of(results.spec.unit_of(results.spec.analysis(a.name)))  # labels.units: the sentences say it
     unit = units[:-1] if units.endswith("s") and not units.endswith("ss") else units
     q = {
         (r.version, r.quantity): {"estimate": r.estimate, "lower_95": r.lower_95, "upper_95": r.upper_95, "prob_positive": r.prob_positive}
@@ -164,12 +168,12 @@ def targeting_context(a, results, folder: Path) -> dict:
     certain = all(p >= 0.8 for p in t.prob_top3)
     brief = (
         f"Treating the {'group' if t.k == 1 else plural_word(t.k, 'group')} ranked highest first reaches {fmt.share(ins('reach')['estimate'])} of the {units} and "
-        f"{_share_iv(ins('share_of_effect'))} of the total effect; their average effect is {fmt.num(ins('mean_treated')['estimate'])} against "
-        f"{fmt.num(ins('average')['estimate'])} for everyone, {fmt.num(ins('gain_vs_random')['estimate'])} more per treated {unit} than a random "
-        f"choice of the same size (95% interval {fmt.num(ins('gain_vs_random')['lower_95'])} to {fmt.num(ins('gain_vs_random')['upper_95'])}). "
+        f"{_share_iv(ins('share_of_effect'))} of the total effect; their average effect is {fmt.effect(ins('mean_treated')['estimate'], u)} against "
+        f"{fmt.effect(ins('average')['estimate'], u)} for everyone, {fmt.effect(ins('gain_vs_random')['estimate'], u)} more per treated {unit} "
+        f"than a random choice of the same size (95% interval {fmt.effect_range(ins('gain_vs_random')['lower_95'], ins('gain_vs_random')['upper_95'], u)}). "
         f"These numbers rank and evaluate the groups on the same data, which flatters the ranking; a new study of this size choosing its own "
-        f"top groups would gain {fmt.num(rep('gain_vs_random')['estimate'])} per treated {unit} (95% interval {fmt.num(rep('gain_vs_random')['lower_95'])} "
-        f"to {fmt.num(rep('gain_vs_random')['upper_95'])}). "
+        f"top groups would gain {fmt.effect(rep('gain_vs_random')['estimate'], u)} per treated {unit} "
+        f"(95% interval {fmt.effect_range(rep('gain_vs_random')['lower_95'], rep('gain_vs_random')['upper_95'], u)}). "
         + (
             f"The ranking of the top three is {'fairly secure' if certain else 'uncertain'}: the probability that each is truly among the three "
             f"largest effects is {p3}, and {fmt.pct(t.prob_top3_set)} that all three are."

@@ -232,8 +232,8 @@ def compute_facts(a: AnalysisResults, effects: pd.DataFrame) -> Facts:
             "centre": centre,
             "n_compared": int(len(both)),
         },
-        diagnostics_ok=not diag.get("flags"),
-        flags=list(diag.get("flags", [])),
+        diagnostics_ok=not diag.flags,
+        flags=list(diag.flags),
         has_truth=bool("truth" in eff.columns and eff["truth"].notna().any()),  # a bool, not numpy's (summary.json read it as "True")
         predictors=[
             {"name": z, "label": _mod_label(a, z), "lambda": Interval.from_draws(post["lambda"].sel(predictor=z).to_numpy().ravel())}
@@ -351,7 +351,7 @@ class ModelComparison:
 def _scale_draws(a: AnalysisResults, derive: dict[str, str], target: str | None):
     """The group-effect draws of ``a`` on the scale of outcome ``target`` (its own outcome when None):
     an ordinal model of y also speaks for a binary outcome derived as ``y >= k``."""
-    own = a.hierarchical.get("outcome_name")
+    own = a.hierarchical.outcome_name
     if target is None or target == own:
         return a.group_draws(), own
     m = _AT_LEAST.match(derive.get(target, ""))
@@ -372,13 +372,13 @@ def compare_models(analyses, derive: dict[str, str]) -> list[ModelComparison]:
     out = []
     for i, a in enumerate(analyses):
         for b in analyses[i + 1 :]:
-            if a.modifier_names != b.modifier_names or a.hierarchical.get("outcome_name") is None:
+            if a.modifier_names != b.modifier_names or a.hierarchical.outcome_name is None:
                 continue
             ga = a.posterior.posterior["group"].to_numpy().tolist()
             if ga != b.posterior.posterior["group"].to_numpy().tolist():
                 continue
-            fa, fb = a.hierarchical.get("family", "gaussian"), b.hierarchical.get("family", "gaussian")
-            oa, ob = a.hierarchical.get("outcome_name"), b.hierarchical.get("outcome_name")
+            fa, fb = a.hierarchical.family, b.hierarchical.family
+            oa, ob = a.hierarchical.outcome_name, b.hierarchical.outcome_name
             if oa == ob:
                 da, db, scale = a.group_draws(), b.group_draws(), oa
             elif fa == "ordinal" and fb != "ordinal":

@@ -65,3 +65,64 @@ def test_resolved_priors_are_a_frozen_record():
     given = resolve_priors(Priors(b="normal(0, 3)"), adata)
     assert not given.b_default and control_prior_sds(given, adata) is None
     assert {f.name for f in fields(ResolvedPriors)} >= {"intercept", "b", "sd", "sigma", "cor", "alpha", "cutpoints"}
+
+
+# the keys analysis_<name>.json and diagnostics.json held when these were dicts: the records keep them
+_HIERARCHICAL_KEYS = {
+    "formula_bambi", "formula_brms", "priors", "correlated", "backend", "terms", "mode", "slope_predictors", "family",
+    "likelihood", "outcome_name", "categories", "category_labels", "timings", "sampler", "loo",
+}  # fmt: skip
+_DIAGNOSTICS_KEYS = {"quantities", "divergences", "draws", "max_treedepth_hits", "min_bfmi", "flags", "thresholds"}
+
+
+def test_fit_records_are_frozen_and_round_trip_save_and_load(small_study, tmp_path):
+    from dataclasses import FrozenInstanceError
+
+    from hetreport.results import Diagnostics, HierarchicalInfo, MethodInfo
+
+    _, results = small_study
+    a = results.analyses[0]
+    assert isinstance(a.diagnostics, Diagnostics) and isinstance(a.hierarchical, HierarchicalInfo)
+    assert all(isinstance(m, MethodInfo) for m in [*a.ols.values(), *a.methods.values()])
+    with pytest.raises(FrozenInstanceError):
+        a.hierarchical.family = "bernoulli"
+    results.save(tmp_path / "out")
+    meta = json.loads((tmp_path / "out" / f"analysis_{a.name}.json").read_text())
+    diag = json.loads((tmp_path / "out" / "diagnostics.json").read_text())[a.name]
+    assert set(meta["hierarchical"]) == _HIERARCHICAL_KEYS and set(diag) == _DIAGNOSTICS_KEYS
+    assert set(meta["ols"]["ols_full"]) >= {"formula", "se_type", "effect_vcov", "rank", "df_resid"}  # flat, as before
+    b = load_results(tmp_path / "out").analysis(a.name)
+    assert _same(b.hierarchical.to_dict(), json.loads(json.dumps(a.hierarchical.to_dict(), default=float)))
+    assert _same(b.diagnostics.to_dict(), a.diagnostics.to_dict()) and b.diagnostics.flags == a.diagnostics.flags
+    assert b.ols.keys() == a.ols.keys() and b.methods.keys() == a.methods.keys()
+    for k in a.ols:
+        assert _same(b.ols[k].to_dict(), json.loads(json.dumps(a.ols[k].to_dict(), default=float)))
+    # the second route for the typed views: the worst R-hat / ESS from the per-quantity records by hand
+    q = diag["quantities"].values()
+    assert b.diagnostics.max_rhat == max(v["max_rhat"] for v in q)
+    assert b.diagnostics.min_ess == min(min(v["min_ess_bulk"], v["min_ess_tail"]) for v in q)
+    vcov = np.asarray(b.ols["ols_full"].effect_vcov, dtype=float)
+    assert vcov.shape == (len(a.groups), len(a.groups))
+    np.testing.assert_array_equal(vcov, np.asarray(meta["ols"]["ols_full"]["effect_vcov"], dtype=float))
+
+
+def test_an_output_folder_from_before_the_records_still_loads(small_study, tmp_path):
+    """A folder written when these were dicts and before the optional keys existed: the documented defaults."""
+    _, results = small_study
+    a = results.analyses[0]
+    out = results.save(tmp_path / "old")
+    path = out / f"analysis_{a.name}.json"
+    meta = json.loads(path.read_text())
+    for k in ("slope_predictors", "family", "likelihood", "outcome_name", "categories", "category_labels", "loo"):
+        del meta["hierarchical"][k]
+    del meta["methods"]
+    path.write_text(json.dumps(meta))
+    dpath = out / "diagnostics.json"
+    diag = json.loads(dpath.read_text())
+    del diag[a.name]["thresholds"]["divergences"]
+    dpath.write_text(json.dumps(diag))
+    b = load_results(out).analysis(a.name)
+    h = b.hierarchical
+    assert (h.family, h.outcome_name, h.slope_predictors, h.categories, h.loo, dict(h.likelihood)) == ("gaussian", None, (), (), None, {})
+    assert b.methods == {} and b.diagnostics.thresholds.divergences == 0
+    assert h.formula_brms == a.hierarchical.formula_brms and b.ols["ols_full"].se_type == a.ols["ols_full"].se_type

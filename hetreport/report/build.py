@@ -366,7 +366,7 @@ def tables_for(a: AnalysisResults, effects: pd.DataFrame, facts: Facts, slug: st
         + (" RMSE and coverage against the true group effects." if truth else ""),
         f"tbl-{slug}-methods",
     )
-    fam = get_family(a.hierarchical.get("family", "gaussian"))
+    fam = get_family(a.hierarchical.family)
     columns = registry.table_methods(eff["method"].unique())  # in registry order; the hierarchical model's link column follows it
     by_method = {m: eff[eff["method"] == m].set_index("group") for m in columns}
     hier = by_method[registry.REFERENCE]
@@ -440,21 +440,21 @@ def tables_for(a: AnalysisResults, effects: pd.DataFrame, facts: Facts, slug: st
     )
     d = a.diagnostics
     rows = []
-    for var, q in d["quantities"].items():
+    for var, q in d.quantities.items():
         rows.append(
             [
                 var,
-                "reported" if q["kind"] == "reported" else "scale (SD)",
-                f"{q['max_rhat']:.3f}",
-                fmt.count(q["min_ess_bulk"]),
-                fmt.count(q["min_ess_tail"]),
+                "reported" if q.kind == "reported" else "scale (SD)",
+                f"{q.max_rhat:.3f}",
+                fmt.count(q.min_ess_bulk),
+                fmt.count(q.min_ess_tail),
             ]
         )
     t["diagnostics"] = fmt.pipe_table(
         ["Quantity", "Kind", "Max R-hat", "Min bulk ESS", "Min tail ESS"],
         rows,
         "llrrr",
-        f"Convergence diagnostics (thresholds: R-hat ≤ {d['thresholds']['rhat_max']}, ESS ≥ {d['thresholds']['ess_min']}).",
+        f"Convergence diagnostics (thresholds: R-hat ≤ {d.thresholds.rhat_max}, ESS ≥ {d.thresholds.ess_min}).",
         f"tbl-{slug}-diagnostics",
     )
     if facts.predictors:
@@ -466,7 +466,7 @@ def tables_for(a: AnalysisResults, effects: pd.DataFrame, facts: Facts, slug: st
             "the varying slopes around this line have SD σθ.",
             f"tbl-{slug}-predictors",
         )
-    pri = a.hierarchical["priors"]
+    pri = a.hierarchical.priors
     t["priors"] = fmt.pipe_table(
         ["Parameter", "Prior"],
         [[k, v] for k, v in pri.items()],
@@ -495,7 +495,7 @@ def analysis_context(a: AnalysisResults, results: StudyResults, figures: dict, t
     ms = {mf.method: mf for mf in facts.methods}
     hier, ols = ms.get(registry.REFERENCE), ms.get(registry.BASELINE)
     ranked_mods = sorted(facts.modifiers, key=lambda m: -m.range_mean)
-    n_terms = len(a.hierarchical["terms"])
+    n_terms = len(a.hierarchical.terms)
     cmp = _comparison_words(hier, ols)
     return {
         "cmp": cmp,
@@ -518,28 +518,28 @@ def analysis_context(a: AnalysisResults, results: StudyResults, figures: dict, t
         "methods": {k: v for k, v in ms.items()},
         "ranked_modifiers": ranked_mods,
         "n_terms": n_terms,
-        "terms_mode": a.hierarchical["mode"],
-        "correlated": a.hierarchical["correlated"],
-        "formula_bambi": a.hierarchical["formula_bambi"],
-        "formula_brms": a.hierarchical["formula_brms"],
-        "backend": a.hierarchical["backend"],
-        "ols_formula": a.ols[registry.BASELINE]["formula"],
-        "additive_formula": a.ols["ols_additive"]["formula"] if "ols_additive" in a.ols else None,
-        "se_type": a.ols[registry.BASELINE]["se_type"],
+        "terms_mode": a.hierarchical.mode,
+        "correlated": a.hierarchical.correlated,
+        "formula_bambi": a.hierarchical.formula_bambi,
+        "formula_brms": a.hierarchical.formula_brms,
+        "backend": a.hierarchical.backend,
+        "ols_formula": a.ols[registry.BASELINE].formula,
+        "additive_formula": a.ols["ols_additive"].formula if "ols_additive" in a.ols else None,
+        "se_type": a.ols[registry.BASELINE].se_type,
         "credible": CREDIBLE,
         "largest_credibly_above": facts.prob_largest_above_smallest >= CREDIBLE,
         "diag": a.diagnostics,
-        "sampler": a.hierarchical["sampler"],
-        "timings": a.hierarchical["timings"],
+        "sampler": a.hierarchical.sampler,
+        "timings": a.hierarchical.timings,
         "notes": list(a.notes),
         "n_small": facts.n_small,
         "units": results.spec.report.units,
         "unit": _singular(results.spec.report.units),
-        "term_names": [" × ".join(m for m in t.split(":")) for t in a.hierarchical["terms"]],
+        "term_names": [" × ".join(m for m in t.split(":")) for t in a.hierarchical.terms],
         "glm": ms.get("glm_full"),
-        "glm_formula": a.ols.get("glm_full", {}).get("formula"),
-        "likelihood": a.hierarchical.get("likelihood") or {},
-        **family_words(a.hierarchical.get("family", "gaussian")),
+        "glm_formula": a.ols["glm_full"].formula if "glm_full" in a.ols else None,
+        "likelihood": a.hierarchical.likelihood,
+        **family_words(a.hierarchical.family),
         "method_notes": method_notes(a),
         "headline_notes": headline_notes(facts),
         # the comparison figure's methods beyond OLS and the hierarchical model, in words
@@ -551,7 +551,7 @@ def method_notes(a: AnalysisResults) -> list[str]:
     """One methods-section sentence per approach whose registry entry describes its settings."""
     out = []
     for name in registry.ordered(a.methods):
-        sentence = registry.get(name).sentence(a.methods[name])
+        sentence = registry.get(name).sentence(a.methods[name].settings())
         if sentence:
             out.append(sentence)
     return out

@@ -278,11 +278,11 @@ def methods_markdown(results, contexts: list[dict]) -> str:
     ]
     for c in contexts:
         a = c["a"]
-        pri = "; ".join(f"{k}: {val}" for k, val in a.hierarchical["priors"].items())
-        s = a.hierarchical["sampler"]
+        pri = "; ".join(f"{k}: {val}" for k, val in a.hierarchical.priors.items())
+        s = a.hierarchical.sampler
         parts.append(
-            f"*{a.title}* ({c['family']} likelihood): in brms, `{a.hierarchical['formula_brms']}`; in bambi, "
-            f"`{a.hierarchical['formula_bambi']}`. Priors: {pri}. Sampled with {s.get('chains', '?')} chains of "
+            f"*{a.title}* ({c['family']} likelihood): in brms, `{a.hierarchical.formula_brms}`; in bambi, "
+            f"`{a.hierarchical.formula_bambi}`. Priors: {pri}. Sampled with {s.get('chains', '?')} chains of "
             f"{s.get('draws', '?')} draws after {s.get('tune', '?')} tuning steps."
         )
     parts.append(

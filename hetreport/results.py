@@ -368,9 +368,9 @@ class StudyResults:
             np.savez_compressed(
                 d / f"ppc_{a.name}.npz", y=a.y, t=a.t, y_rep=a.y_rep, **({} if a.ppc_rows is None else {"ppc_rows": a.ppc_rows})
             )
-        from dataclasses import asdict
+        from .facts import facts_to_dict
 
-        summary = {a.name: asdict(self.facts_of(a.name)) for a in self.analyses}  # the headline numbers, machine-readable
+        summary = {a.name: facts_to_dict(self.facts_of(a.name)) for a in self.analyses}  # the headline numbers, machine-readable
         (d / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default))
         (d / "spec.yml").write_text(self.spec.source_text or yaml.safe_dump(self.spec.canonical(), sort_keys=False))
         (d / "manifest.json").write_text(json.dumps(self.manifest, indent=2, default=_json_default))

@@ -2,12 +2,13 @@
 
 import json
 import math
+import re
 from dataclasses import asdict, fields
 
 import numpy as np
 import pytest
 
-from hetreport.facts import Facts, Interval, compute_facts, facts_from_dict
+from hetreport.facts import Facts, Interval, LevelFact, PredictorFact, TermFact, compute_facts, facts_from_dict, facts_to_dict
 from hetreport.models.priors import ResolvedPriors, control_prior_sds, resolve_priors
 from hetreport.results import load_results
 from hetreport.spec import Priors
@@ -33,11 +34,33 @@ def test_fit_carries_facts_and_loading_gives_back_the_same_records(small_study, 
     results.save(tmp_path / "out")
     loaded = load_results(tmp_path / "out").facts[a.name]
     assert isinstance(loaded.average, Interval) and isinstance(loaded.largest.effect, Interval)
-    assert all(isinstance(lev["effect"], Interval) for mf in loaded.modifiers for lev in mf.levels)
-    assert all(isinstance(t["sd_slope"], Interval) for t in loaded.terms)
+    assert all(isinstance(lev, LevelFact) and isinstance(lev.effect, Interval) for mf in loaded.modifiers for lev in mf.levels)
+    assert all(isinstance(t, TermFact) and isinstance(t.sd_slope, Interval) for t in loaded.terms)
+    assert loaded.terms[-1].term == ":".join(a.modifier_names) and loaded.terms == carried.terms  # no NaN in these
     assert _same(asdict(loaded), asdict(carried))
     saved = json.loads((tmp_path / "out" / "summary.json").read_text())[a.name]
-    assert _same(saved, json.loads(json.dumps(asdict(carried), default=float)))
+    assert _same(saved, json.loads(json.dumps(facts_to_dict(carried), default=float)))
+    assert set(saved["terms"][0]) == {"term", "label", "sd_slope", "sd_intercept", "rho"}  # summary.json's keys as before
+
+
+def test_slope_predictor_facts_round_trip_with_the_key_lambda(small_study):
+    """summary.json keeps λ under "lambda" (a Python keyword, so the field is ``lambda_``)."""
+    from dataclasses import replace
+
+    _, results = small_study
+    carried = results.facts[results.analyses[0].name]
+    with_pred = replace(carried, predictors=(PredictorFact("m1", "First modifier", Interval(0.25, 0.1, 0.4)),))
+    saved = json.loads(json.dumps(facts_to_dict(with_pred), default=float))
+    assert saved["predictors"] == [
+        {"name": "m1", "label": "First modifier", "lambda": {"estimate": 0.25, "lower": 0.1, "upper": 0.4, "level": 0.95}}
+    ]
+    back = facts_from_dict(saved)
+    assert back.predictors == with_pred.predictors and back.terms == carried.terms
+    # the report's predictors table reads the record
+    from hetreport.report.build import tables_for
+
+    t = tables_for(results.analyses[0], results.effects, with_pred, "x", results.spec.report.min_arm)
+    assert re.search(r"\| First modifier \| 0\\?\.25 \\?\(0\.10 to 0\.40\\?\) \|", t["predictors"]), t["predictors"]
 
 
 def test_facts_from_an_earlier_version_are_computed_again():

@@ -414,10 +414,10 @@ def tables_for(a: AnalysisResults, effects: pd.DataFrame, facts: Facts, slug: st
     for tf in facts.terms:
         rows.append(
             [
-                tf["label"],
-                fmt.interval(tf["sd_slope"]),
-                fmt.interval(tf["sd_intercept"]),
-                fmt.interval(tf["rho"]) if tf["rho"] is not None else "0 (uncorrelated)",
+                tf.label,
+                fmt.interval(tf.sd_slope),
+                fmt.interval(tf.sd_intercept),
+                fmt.interval(tf.rho) if tf.rho is not None else "0 (uncorrelated)",
             ]
         )
     t["terms"] = fmt.pipe_table(
@@ -430,7 +430,7 @@ def tables_for(a: AnalysisResults, effects: pd.DataFrame, facts: Facts, slug: st
     rows = []
     for mf in facts.modifiers:
         for k, lev in enumerate(mf.levels):
-            rows.append([mf.label if k == 0 else "", lev["label"], fmt.count(lev["n"]), fmt.interval(lev["effect"])])
+            rows.append([mf.label if k == 0 else "", lev.label, fmt.count(lev.n), fmt.interval(lev.effect)])
     t["modifiers"] = fmt.pipe_table(
         ["Modifier", "Level", "n", "Average effect (95% interval)"],
         rows,
@@ -460,7 +460,7 @@ def tables_for(a: AnalysisResults, effects: pd.DataFrame, facts: Facts, slug: st
     if facts.predictors:
         t["predictors"] = fmt.pipe_table(
             ["Slope predictor", "Change in the effect per unit (λ, 95% interval)"],
-            [[pf["label"], fmt.interval(pf["lambda"])] for pf in facts.predictors],
+            [[pf.label, fmt.interval(pf.lambda_)] for pf in facts.predictors],
             "lr",
             "Slope predictors: how the treatment effect changes with each group characteristic (per unit of its code); "
             "the varying slopes around this line have SD σθ.",

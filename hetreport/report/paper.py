@@ -63,11 +63,11 @@ def paper_tables(a, effects: pd.DataFrame, facts: Facts) -> dict[str, tuple[pd.D
         [
             {
                 "modifier": mf.label,
-                "level": lev["label"],
-                "n": lev["n"],
-                "estimate": lev["effect"].estimate,
-                "lower 95%": lev["effect"].lower,
-                "upper 95%": lev["effect"].upper,
+                "level": lev.label,
+                "n": lev.n,
+                "estimate": lev.effect.estimate,
+                "lower 95%": lev.effect.lower,
+                "upper 95%": lev.effect.upper,
             }
             for mf in facts.modifiers
             for lev in mf.levels
@@ -84,10 +84,10 @@ def paper_tables(a, effects: pd.DataFrame, facts: Facts) -> dict[str, tuple[pd.D
     for t in facts.terms:
         sds.append(
             {
-                "quantity": f"Slope SD: {t['label']}",
-                "estimate": t["sd_slope"].estimate,
-                "lower 95%": t["sd_slope"].lower,
-                "upper 95%": t["sd_slope"].upper,
+                "quantity": f"Slope SD: {t.label}",
+                "estimate": t.sd_slope.estimate,
+                "lower 95%": t.sd_slope.lower,
+                "upper 95%": t.sd_slope.upper,
             }
         )
     sds.append(

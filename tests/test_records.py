@@ -149,3 +149,26 @@ def test_an_output_folder_from_before_the_records_still_loads(small_study, tmp_p
     assert (h.family, h.outcome_name, h.slope_predictors, h.categories, h.loo, dict(h.likelihood)) == ("gaussian", None, (), (), None, {})
     assert b.methods == {} and b.diagnostics.thresholds.divergences == 0
     assert h.formula_brms == a.hierarchical.formula_brms and b.ols["ols_full"].se_type == a.ols["ols_full"].se_type
+
+
+def test_the_analysis_context_is_a_frozen_record_templates_see_as_plain_data(small_study):
+    from dataclasses import FrozenInstanceError, fields, replace
+
+    from hetreport.report.build import AnalysisContext, View, analysis_context, tables_for, template_data
+
+    _, results = small_study
+    a = results.analyses[0]
+    facts = results.facts[a.name]
+    c = analysis_context(a, results, {}, tables_for(a, results.effects, facts, "x", results.spec.report.min_arm), facts)
+    assert isinstance(c, AnalysisContext)
+    with pytest.raises(FrozenInstanceError):
+        c.title = "changed"
+    names = [f.name for f in fields(AnalysisContext)]
+    assert list(c) == names and c["f"] is c.f and c["diag"] is a.diagnostics  # the read-only mapping view
+    with pytest.raises(KeyError):
+        c["nothing"]
+    assert c.se_type == a.ols["ols_full"].se_type and c.n_terms == len(a.hierarchical.terms) == len(facts.terms)
+    view = template_data(replace(c, is_headline=True))
+    assert isinstance(view, View) and list(view) == names and view.is_headline is True
+    assert isinstance(view.a, View) and isinstance(view.diag, View) and view.diag.thresholds.rhat_max == a.diagnostics.thresholds.rhat_max
+    assert "posterior" not in view.a  # the draws stay out of a template's reach

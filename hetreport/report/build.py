@@ -14,7 +14,8 @@ import re
 import secrets
 import shutil
 import warnings
-from dataclasses import replace
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -30,10 +31,10 @@ from .. import outdir
 from ..conformance import report_context as conformance_context
 from ..data import code_key
 from ..errors import RenderError
-from ..facts import CREDIBLE, Facts, compare_models
+from ..facts import CREDIBLE, Facts, MethodFact, ModifierFact, compare_models
 from ..families import get_family
 from ..resources import quarto_yml, templates_dir
-from ..results import AnalysisResults, StudyResults, _json_default
+from ..results import AnalysisResults, Diagnostics, Modifier, StudyResults, _json_default
 from . import format as fmt
 from .brief import attribute_text, headline_analysis, render_documents, write_brief
 from .paper import lighten_heavy_svgs, write_paper
@@ -489,7 +490,88 @@ def join_words(items: list[str]) -> str:
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
-def analysis_context(a: AnalysisResults, results: StudyResults, figures: dict, tables: dict, facts: Facts) -> dict:
+@dataclass(frozen=True)
+class AnalysisContext(Mapping):
+    """What the templates of one analysis read (``c`` in the partials): the records and the words built
+    from them. Frozen: the build adds the page-one parts (``q``, ``is_headline``, ``weak``,
+    ``best_measured``) with ``dataclasses.replace``. Templates see it through ``template_data`` (plain,
+    read-only data); it also reads as a read-only mapping (``c["f"]``) for code written against the
+    dict it replaced (report/brief.py)."""
+
+    cmp: Mapping[str, str]  # the comparison of spread and widths in words: spread_words, width_words, meaning
+    name: str
+    slug: Markup
+    title: str
+    a: AnalysisResults
+    f: Facts
+    fig: Mapping[str, Mapping]  # figure key -> {"id", "path", "caption", "alt", ...}
+    tbl: Mapping[str, Markup]  # table key -> the pipe table
+    modifier_list: str
+    n_modifiers: int
+    modifiers: tuple[Modifier, ...]
+    level_counts: str
+    treatment: str
+    outcome: str
+    controls: list[str]
+    hier: MethodFact | None
+    ols: MethodFact | None
+    methods: Mapping[str, MethodFact]
+    ranked_modifiers: list[ModifierFact]
+    n_terms: int
+    terms_mode: str
+    correlated: bool
+    formula_bambi: str
+    formula_brms: str
+    backend: str
+    ols_formula: str
+    additive_formula: str | None
+    se_type: str | None
+    credible: float
+    largest_credibly_above: bool
+    diag: Diagnostics
+    sampler: Mapping
+    timings: Mapping[str, float]
+    notes: list[str]
+    n_small: int
+    units: str
+    unit: str
+    term_names: list[str]
+    glm: MethodFact | None
+    glm_formula: str | None
+    likelihood: Mapping
+    # family_words: the estimand and the model's linear scale
+    family: str
+    identity: bool
+    link: str
+    link_scale: str
+    linear_scale: str
+    response: str
+    probability: bool
+    method_notes: list[str]
+    headline_notes: list[str]
+    figure_extra: list[str]  # the comparison figure's approaches beyond OLS and the hierarchical model, in words
+    # added by the build once every analysis has its context
+    q: Mapping | None = None  # the questions partials' contexts (report/questions.analysis_questions)
+    is_headline: bool = False
+    weak: Mapping | None = None  # why page one's largest / smallest group is weakly measured (or None)
+    best_measured: object = None  # the largest effect among well-measured groups (a GroupFact), when it differs
+
+    def __getitem__(self, key: str):
+        if key not in _CONTEXT_FIELDS:
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __iter__(self):
+        return iter(_CONTEXT_FIELDS)
+
+    def __len__(self):
+        return len(_CONTEXT_FIELDS)
+
+
+_CONTEXT_FIELDS = tuple(f.name for f in fields(AnalysisContext))
+
+
+def analysis_context(a: AnalysisResults, results: StudyResults, figures: dict, tables: dict, facts: Facts) -> AnalysisContext:
     slug = _slug(a.name)
     mods = [m.label for m in a.modifiers]
     ms = {mf.method: mf for mf in facts.methods}
@@ -497,7 +579,7 @@ def analysis_context(a: AnalysisResults, results: StudyResults, figures: dict, t
     ranked_mods = sorted(facts.modifiers, key=lambda m: -m.range_mean)
     n_terms = len(a.hierarchical.terms)
     cmp = _comparison_words(hier, ols)
-    return {
+    context = {
         "cmp": cmp,
         "name": a.name,
         "slug": Markup(slug),
@@ -545,6 +627,7 @@ def analysis_context(a: AnalysisResults, results: StudyResults, figures: dict, t
         # the comparison figure's methods beyond OLS and the hierarchical model, in words
         "figure_extra": [registry.get(m).text for m in registry.figure_methods(ms) if m not in registry.REQUIRED],
     }
+    return AnalysisContext(**context)
 
 
 def method_notes(a: AnalysisResults) -> list[str]:
@@ -617,21 +700,21 @@ def _comparison_words(hier, ols) -> dict:
     return {"spread_words": spread, "width_words": width, "meaning": meaning}
 
 
-def study_context(results: StudyResults, analyses: list[dict], route: str, formats: list[str]) -> dict:
+def study_context(results: StudyResults, analyses: list[AnalysisContext], route: str, formats: list[str]) -> dict:
     spec, man = results.spec, results.manifest
     versions = man.get("packages", {})
     across = []
     for c in analyses:
-        f = c["f"]
-        model = f"{c['outcome']}, {get_family(c['family']).title}"
+        f = c.f
+        model = f"{c.outcome}, {get_family(c.family).title}"
         across.append(
             [
-                c["title"],
+                c.title,
                 model,
                 fmt.count(f.n_groups),
                 fmt.interval(f.average),
                 f"{fmt.num(f.smallest.effect.estimate)} to {fmt.num(f.largest.effect.estimate)}",
-                fmt.interval(f.sigma_theta) + ("" if c["identity"] else f" ({c['linear_scale']})"),
+                fmt.interval(f.sigma_theta) + ("" if c.identity else f" ({c.linear_scale})"),
                 "OK" if f.diagnostics_ok else "check",
             ]
         )
@@ -659,9 +742,9 @@ def study_context(results: StudyResults, analyses: list[dict], route: str, forma
         "title": spec.title,
         "subtitle": spec.subtitle,
         "author": spec.report.author,
-        "families": list(dict.fromkeys(c["family"] for c in analyses)),
-        "any_link": any(not c["identity"] for c in analyses),
-        "probability": any(c["probability"] for c in analyses),
+        "families": list(dict.fromkeys(c.family for c in analyses)),
+        "any_link": any(not c.identity for c in analyses),
+        "probability": any(c.probability for c in analyses),
         "conformance": conformance_context(man.get("conformance"), {a.name: a.title for a in results.analyses}),  # pre-registration check
         "date": man.get("created", "")[:10],
         "analyses": analyses,
@@ -718,15 +801,15 @@ def study_context(results: StudyResults, analyses: list[dict], route: str, forma
     }
 
 
-def add_extreme_words(c: dict, min_arm: int) -> None:
-    """Page one's words on a largest or smallest group whose estimate is weak (one arm, or an arm under
-    ``min_arm``), and the largest effect among groups with at least ``min_arm`` per arm."""
+def add_extreme_words(c: AnalysisContext, min_arm: int) -> AnalysisContext:
+    """``c`` with page one's words on a largest or smallest group whose estimate is weak (one arm, or an arm
+    under ``min_arm``), and the largest effect among groups with at least ``min_arm`` per arm."""
     from .brief import _largest_well_measured, _small
 
-    g = c["a"].groups
-    c["weak"] = {"largest": _small(g, c["f"].largest), "smallest": _small(g, c["f"].smallest)}
+    g = c.a.groups
+    weak = {"largest": _small(g, c.f.largest), "smallest": _small(g, c.f.smallest)}
     best = _largest_well_measured(c, min_arm)
-    c["best_measured"] = best if best is not None and best.group != c["f"].largest.group else None
+    return replace(c, weak=weak, best_measured=best if best is not None and best.group != c.f.largest.group else None)
 
 
 # --------------------------------------------------------------------------- build + render
@@ -772,21 +855,19 @@ def _build_project(results: StudyResults, project: Path, route: str = "auto", fo
             facts = results.facts_of(a.name)  # computed once in fit, carried on the results
             figures = write_figures(a, results.effects, facts, project / "figures", spec)
             tables = tables_for(a, results.effects, facts, _slug(a.name), spec.report.min_arm)
-            contexts.append(analysis_context(a, results, figures, tables, facts))
-            contexts[-1]["q"] = analysis_questions(a, results, project / "figures")  # compare:, report.targeting
+            questions = analysis_questions(a, results, project / "figures")  # compare:, report.targeting
+            contexts.append(replace(analysis_context(a, results, figures, tables, facts), q=questions))
     lighten_heavy_svgs(project / "figures")  # the HTML embeds every figure: each at screen resolution unless its vector drawing is smaller
+    # page one speaks of the headline analysis first (with the brief's figure), the others after it, shorter
+    head = headline_analysis(spec, [c.name for c in contexts])
+    contexts = [add_extreme_words(replace(c, is_headline=c.name == head), spec.report.min_arm) for c in contexts]
     ctx = study_context(results, contexts, describe_route(route), formats)
     ctx["loo"] = loo_context(results)  # PSIS-LOO between analyses of the same outcome and rows
     env = environment(user_dir)
     env.globals.update(plural=plural, join_words=join_words, md=fmt.md, Markup=Markup, METHOD_NAMES=METHOD_NAMES)
-    # page one speaks of the headline analysis first (with the brief's figure), the others after it, shorter
-    head = headline_analysis(spec, [c["name"] for c in contexts])
-    for c in contexts:
-        c["is_headline"] = c["name"] == head
-        add_extreme_words(c, spec.report.min_arm)
-    ctx["summary_order"] = sorted(contexts, key=lambda c: not c["is_headline"])
+    ctx["summary_order"] = sorted(contexts, key=lambda c: not c.is_headline)
     # approaches beyond the two every analysis has (e.g. the causal forest), named once in the introduction
-    ctx["extra_methods"] = list(dict.fromkeys(m for c in contexts for m in c["figure_extra"]))
+    ctx["extra_methods"] = list(dict.fromkeys(m for c in contexts for m in c.figure_extra))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         brief = write_brief(project, results, contexts, ctx, env)

@@ -263,7 +263,7 @@ def references_bib(spec, manifest: dict) -> str:
     return "\n\n".join(entries) + "\n"
 
 
-def methods_markdown(results, contexts: list[dict]) -> str:
+def methods_markdown(results, contexts: list) -> str:  # build.AnalysisContext records
     man = results.manifest
     v = man.get("packages", {})
     parts = [
@@ -277,11 +277,11 @@ def methods_markdown(results, contexts: list[dict]) -> str:
         "$\\theta_g = \\beta_T + \\sum_S \\theta_{S[g]}$.",
     ]
     for c in contexts:
-        a = c["a"]
+        a = c.a
         pri = "; ".join(f"{k}: {val}" for k, val in a.hierarchical.priors.items())
         s = a.hierarchical.sampler
         parts.append(
-            f"*{a.title}* ({c['family']} likelihood): in brms, `{a.hierarchical.formula_brms}`; in bambi, "
+            f"*{a.title}* ({c.family} likelihood): in brms, `{a.hierarchical.formula_brms}`; in bambi, "
             f"`{a.hierarchical.formula_bambi}`. Priors: {pri}. Sampled with {s.get('chains', '?')} chains of "
             f"{s.get('draws', '?')} draws after {s.get('tune', '?')} tuning steps."
         )
@@ -297,19 +297,19 @@ def methods_markdown(results, contexts: list[dict]) -> str:
 # --------------------------------------------------------------------------- writing
 
 
-def write_paper(project: Path, results, contexts: list[dict]) -> Path:
+def write_paper(project: Path, results, contexts: list) -> Path:  # build.AnalysisContext records
     """Write ``project/paper/`` (see the module docstring)."""
     root = project / "paper"
     (root / "figures").mkdir(parents=True, exist_ok=True)
     (root / "tables").mkdir(parents=True, exist_ok=True)
     for c in contexts:
-        slug = str(c["slug"])
-        for key, fig in c["fig"].items():
+        slug = str(c.slug)
+        for key, fig in c.fig.items():
             if not isinstance(fig, dict) or "paper" not in fig:
                 continue
             plot, size = fig["paper"].value
             _paper_figure(plot, root / "figures" / f"{slug}-{key}", size)
-        for name, (df, caption) in paper_tables(c["a"], results.effects, c["f"]).items():
+        for name, (df, caption) in paper_tables(c.a, results.effects, c.f).items():
             stem = root / "tables" / f"{slug}-{name}"
             df.to_csv(stem.with_suffix(".csv"), index=False, float_format="%.6g")
             header, rows = _display(df)

@@ -78,7 +78,7 @@ def fit(spec: Spec | str | Path, *, progress: bool = False, log=None, preregistr
     from .methods import REGISTRY, FitRequest
     from .modelcheck import loo_record
     from .models.hierarchical import posterior_predictive
-    from .results import AnalysisResults, Modifier, StudyResults
+    from .results import AnalysisResults, Diagnostics, HierarchicalInfo, MethodInfo, Modifier, StudyResults
 
     frames, analyses, timings = [], [], {}
     method_seconds: dict[tuple[str, str], float] = {}
@@ -135,28 +135,28 @@ def fit(spec: Spec | str | Path, *, progress: bool = False, log=None, preregistr
                 groups=group_table,
                 accounting=adata.accounting,
                 posterior=hfit.idata,
-                diagnostics=hfit.diagnostics,
-                hierarchical={
-                    "formula_bambi": hfit.formula_bambi,
-                    "formula_brms": hfit.formula_brms,
-                    "priors": hfit.priors,
-                    "correlated": hfit.correlated,
-                    "backend": hfit.backend,
-                    "terms": list(hfit.terms),
-                    "mode": analysis.terms,
-                    "slope_predictors": list(analysis.slope_predictors),
-                    "family": adata.family,
-                    "likelihood": hfit.likelihood,
-                    "outcome_name": adata.outcome.name,
-                    "categories": list(adata.categories),
-                    "category_labels": list(adata.category_labels),
-                    "timings": hfit.timings,
-                    "sampler": sampler.model_dump(),
-                    "loo": loo_record(hfit.idata, adata, groups),
-                },  # PSIS-LOO per row (gaussian, bernoulli)
-                ols={k: {"formula": f.formula, **f.details} for k, f in fits.items() if REGISTRY[k].kind == "frequentist"},
+                diagnostics=Diagnostics.from_dict(hfit.diagnostics),
+                hierarchical=HierarchicalInfo(
+                    formula_bambi=hfit.formula_bambi,
+                    formula_brms=hfit.formula_brms,
+                    priors=dict(hfit.priors),
+                    correlated=hfit.correlated,
+                    backend=hfit.backend,
+                    terms=tuple(hfit.terms),
+                    mode=analysis.terms,
+                    slope_predictors=tuple(analysis.slope_predictors),
+                    family=adata.family,
+                    likelihood=hfit.likelihood,
+                    outcome_name=adata.outcome.name,
+                    categories=tuple(adata.categories),
+                    category_labels=tuple(adata.category_labels),
+                    timings=hfit.timings,
+                    sampler=sampler.model_dump(),
+                    loo=loo_record(hfit.idata, adata, groups),  # PSIS-LOO per row (gaussian, bernoulli)
+                ),
+                ols={k: MethodInfo.of_fit(f.formula, f.details) for k, f in fits.items() if REGISTRY[k].kind == "frequentist"},
                 methods={
-                    k: {"formula": f.formula, **f.details}
+                    k: MethodInfo.of_fit(f.formula, f.details)
                     for k, f in fits.items()
                     if k != "hierarchical" and REGISTRY[k].kind != "frequentist"
                 },

@@ -164,7 +164,7 @@ def _freq_row(a, effects: pd.DataFrame, method: str, wa: np.ndarray, wb: np.ndar
     rows = rows.set_index("group").reindex(a.groups["group"])
     est = rows["estimate"].to_numpy(dtype=float)
     n = a.groups["n"].to_numpy(dtype=float)
-    vcov = (a.ols.get(method) or {}).get("effect_vcov")
+    vcov = a.ols[method].effect_vcov if method in a.ols else None
     empty = {k: np.nan for k in ("estimate", "std_error", "lower_90", "upper_90", "lower_95", "upper_95", "p_value")}
     if vcov is None:
         return {**empty, "prob_positive": np.nan, "note": "the fit did not produce a covariance of the group effects"}

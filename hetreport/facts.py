@@ -9,7 +9,7 @@ they never compute.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -49,10 +49,39 @@ class GroupFact:
 
 
 @dataclass(frozen=True)
+class LevelFact:
+    """The average effect at one level of a modifier (weighted by group size, per draw)."""
+
+    label: str
+    n: int
+    effect: Interval
+
+
+@dataclass(frozen=True)
+class TermFact:
+    """One varying term's standard deviations (and intercept-slope correlation)."""
+
+    term: str  # "m1:m2" for a crossing
+    label: str  # the modifiers' labels joined by " × "
+    sd_slope: Interval
+    sd_intercept: Interval
+    rho: Interval | None  # None: uncorrelated intercepts and slopes
+
+
+@dataclass(frozen=True)
+class PredictorFact:
+    """A slope predictor's coefficient: how the treatment effect changes per unit of its code."""
+
+    name: str
+    label: str
+    lambda_: Interval  # λ (``lambda`` is Python's keyword); summary.json keeps the key "lambda"
+
+
+@dataclass(frozen=True)
 class ModifierFact:
     name: str
     label: str
-    levels: list[dict]  # {"label", "n", "effect": Interval}
+    levels: tuple[LevelFact, ...]
     highest: str
     lowest: str
     difference: Interval  # highest-level minus lowest-level average effect, per draw
@@ -95,14 +124,21 @@ class Facts:
     sd_between_groups: Interval  # SD of the group effects across groups, per draw
     sigma_theta: Interval
     share_unexplained: Interval  # per draw: var over groups of the crossing term's slopes / var of effects
-    terms: list[dict]  # {"term", "sd_slope": Interval, "sd_intercept": Interval, "rho": Interval | None}
+    terms: tuple[TermFact, ...]
     modifiers: list[ModifierFact]
     methods: list[MethodFact]
     shrinkage: dict  # mean absolute move from OLS to hierarchical; share moved toward the mean
     diagnostics_ok: bool
     flags: list[str] = field(default_factory=list)
     has_truth: bool = False
-    predictors: list[dict] = field(default_factory=list)  # {"name", "label", "lambda": Interval}
+    predictors: tuple[PredictorFact, ...] = ()
+
+
+def facts_to_dict(f: Facts) -> dict:
+    """The record as summary.json holds it (``dataclasses.asdict``, a predictor's λ under "lambda")."""
+    d = asdict(f)
+    d["predictors"] = [{("lambda" if k == "lambda_" else k): v for k, v in p.items()} for p in d["predictors"]]
+    return d
 
 
 def facts_from_dict(d: dict) -> Facts | None:
@@ -118,10 +154,18 @@ def facts_from_dict(d: dict) -> Facts | None:
                 "median": _group_fact(d["median"]),
                 "largest": _group_fact(d["largest"]),
                 "modifiers": [
-                    ModifierFact(**{**m, "levels": _interval_tree(m["levels"]), "difference": Interval(**m["difference"])})
+                    ModifierFact(
+                        **{
+                            **m,
+                            "levels": tuple(LevelFact(lev["label"], lev["n"], Interval(**lev["effect"])) for lev in m["levels"]),
+                            "difference": Interval(**m["difference"]),
+                        }
+                    )
                     for m in d["modifiers"]
                 ],
                 "methods": [MethodFact(**m) for m in d["methods"]],
+                "terms": tuple(TermFact(**_interval_tree(t)) for t in d["terms"]),
+                "predictors": tuple(PredictorFact(p["name"], p["label"], Interval(**p["lambda"])) for p in d["predictors"]),
             }
         )
     except (TypeError, KeyError):
@@ -187,13 +231,13 @@ def compute_facts(a: AnalysisResults, effects: pd.DataFrame) -> Facts:
     for _k, term in enumerate(post["term"].to_numpy().tolist()):
         sel = {"term": term}
         terms.append(
-            {
-                "term": term,
-                "label": " × ".join(_mod_label(a, m) for m in term.split(":")),
-                "sd_slope": Interval.from_draws(post["sd_slope"].sel(sel).to_numpy().ravel()),
-                "sd_intercept": Interval.from_draws(post["sd_intercept"].sel(sel).to_numpy().ravel()),
-                "rho": Interval.from_draws(post["rho"].sel(sel).to_numpy().ravel()) if "rho" in post else None,
-            }
+            TermFact(
+                term=term,
+                label=" × ".join(_mod_label(a, m) for m in term.split(":")),
+                sd_slope=Interval.from_draws(post["sd_slope"].sel(sel).to_numpy().ravel()),
+                sd_intercept=Interval.from_draws(post["sd_intercept"].sel(sel).to_numpy().ravel()),
+                rho=Interval.from_draws(post["rho"].sel(sel).to_numpy().ravel()) if "rho" in post else None,
+            )
         )
     modifiers = [_modifier_fact(a, m, hier, draws, n_w) for m in a.modifiers]
     methods = _method_facts(eff)
@@ -223,7 +267,7 @@ def compute_facts(a: AnalysisResults, effects: pd.DataFrame) -> Facts:
         sd_between_groups=sd_between,
         sigma_theta=Interval.from_draws(a.draws("sigma_theta")),
         share_unexplained=share,
-        terms=terms,
+        terms=tuple(terms),
         modifiers=modifiers,
         methods=methods,
         shrinkage={
@@ -232,13 +276,13 @@ def compute_facts(a: AnalysisResults, effects: pd.DataFrame) -> Facts:
             "centre": centre,
             "n_compared": int(len(both)),
         },
-        diagnostics_ok=not diag.get("flags"),
-        flags=list(diag.get("flags", [])),
+        diagnostics_ok=not diag.flags,
+        flags=list(diag.flags),
         has_truth=bool("truth" in eff.columns and eff["truth"].notna().any()),  # a bool, not numpy's (summary.json read it as "True")
-        predictors=[
-            {"name": z, "label": _mod_label(a, z), "lambda": Interval.from_draws(post["lambda"].sel(predictor=z).to_numpy().ravel())}
+        predictors=tuple(
+            PredictorFact(z, _mod_label(a, z), Interval.from_draws(post["lambda"].sel(predictor=z).to_numpy().ravel()))
             for z in (post["predictor"].to_numpy().tolist() if "lambda" in post else [])
-        ],
+        ),
     )
 
 
@@ -259,7 +303,7 @@ def _modifier_fact(a, m, hier: pd.DataFrame, draws: np.ndarray, n_w: np.ndarray)
         w = n_w[sel] / n_w[sel].sum()
         d = draws[:, sel] @ w
         level_draws.append(d)
-        levels.append({"label": label, "n": int(n_w[sel].sum()), "effect": Interval.from_draws(d)})
+        levels.append(LevelFact(label, int(n_w[sel].sum()), Interval.from_draws(d)))
     stacked = np.column_stack(level_draws)
     means = stacked.mean(axis=0)
     hi, lo = int(np.argmax(means)), int(np.argmin(means))
@@ -267,9 +311,9 @@ def _modifier_fact(a, m, hier: pd.DataFrame, draws: np.ndarray, n_w: np.ndarray)
     return ModifierFact(
         name=m.name,
         label=m.label,
-        levels=levels,
-        highest=levels[hi]["label"],
-        lowest=levels[lo]["label"],
+        levels=tuple(levels),
+        highest=levels[hi].label,
+        lowest=levels[lo].label,
         difference=Interval.from_draws(diff),
         prob_difference=float((diff > 0).mean()),
         range_mean=float((stacked.max(axis=1) - stacked.min(axis=1)).mean()),
@@ -351,7 +395,7 @@ class ModelComparison:
 def _scale_draws(a: AnalysisResults, derive: dict[str, str], target: str | None):
     """The group-effect draws of ``a`` on the scale of outcome ``target`` (its own outcome when None):
     an ordinal model of y also speaks for a binary outcome derived as ``y >= k``."""
-    own = a.hierarchical.get("outcome_name")
+    own = a.hierarchical.outcome_name
     if target is None or target == own:
         return a.group_draws(), own
     m = _AT_LEAST.match(derive.get(target, ""))
@@ -372,13 +416,13 @@ def compare_models(analyses, derive: dict[str, str]) -> list[ModelComparison]:
     out = []
     for i, a in enumerate(analyses):
         for b in analyses[i + 1 :]:
-            if a.modifier_names != b.modifier_names or a.hierarchical.get("outcome_name") is None:
+            if a.modifier_names != b.modifier_names or a.hierarchical.outcome_name is None:
                 continue
             ga = a.posterior.posterior["group"].to_numpy().tolist()
             if ga != b.posterior.posterior["group"].to_numpy().tolist():
                 continue
-            fa, fb = a.hierarchical.get("family", "gaussian"), b.hierarchical.get("family", "gaussian")
-            oa, ob = a.hierarchical.get("outcome_name"), b.hierarchical.get("outcome_name")
+            fa, fb = a.hierarchical.family, b.hierarchical.family
+            oa, ob = a.hierarchical.outcome_name, b.hierarchical.outcome_name
             if oa == ob:
                 da, db, scale = a.group_draws(), b.group_draws(), oa
             elif fa == "ordinal" and fb != "ordinal":

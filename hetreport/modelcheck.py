@@ -111,7 +111,7 @@ def compare_loo(analyses) -> list[dict]:
     its SE, the per-analysis totals and Pareto k warnings. Sorted best first within each set of rows."""
     by_rows: dict[str, list] = {}
     for a in analyses:
-        rec = (a.hierarchical or {}).get("loo")
+        rec = a.hierarchical.loo
         if rec and "pointwise" in rec:
             by_rows.setdefault(rec["rows"], []).append((a, rec))
     out = []
@@ -173,8 +173,8 @@ def log_prior_draws(a) -> np.ndarray | None:
     from .spec import Prior
 
     post = a.posterior.posterior
-    used = dict((a.hierarchical or {}).get("priors") or {})
-    if not used or a.hierarchical.get("correlated") is False:
+    used = dict(a.hierarchical.priors)
+    if not used or a.hierarchical.correlated is False:
         return None
 
     def term(var: str, text: str, index=None) -> np.ndarray:
@@ -271,7 +271,7 @@ def sensitivity_of(a) -> list[dict] | None:
         q["Average effect"] = post["average_effect"].transpose("chain", "draw").to_numpy()
     q[f"Smallest group effect ({labels.get(gkeys[lo], gkeys[lo])})"] = ge.to_numpy()[..., lo]
     q[f"Largest group effect ({labels.get(gkeys[hi], gkeys[hi])})"] = ge.to_numpy()[..., hi]
-    rec = (a.hierarchical or {}).get("loo") or {}
+    rec = a.hierarchical.loo or {}
     ll = np.asarray(rec["loglik_draws"], dtype=float) if rec.get("loglik_draws") else None
     if ll is not None and ll.shape != lp.shape:
         ll = None

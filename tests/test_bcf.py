@@ -173,4 +173,4 @@ def test_bcf_through_fit_facts_and_the_report_tables(tmp_path):
         check_dtype=False,
         atol=1e-12,
     )
-    assert back.analyses[0].methods["bcf"]["num_mcmc"] == 60
+    assert back.analyses[0].methods["bcf"].details["num_mcmc"] == 60 and back.analyses[0].methods["bcf"] == res.analyses[0].methods["bcf"]

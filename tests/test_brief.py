@@ -209,8 +209,9 @@ def test_singular_agreement_in_generated_sentences(brief_and_ctx, tmp_path):
     b, ctx, results = brief_and_ctx
     f = replace(ctx["f"], n_one_arm=1, n_credibly_positive=1, n_credibly_negative=1)
     ols = replace(ctx["ols"], n_estimable=f.n_groups - 1)
-    c = {**ctx, "f": f, "ols": ols, "is_headline": True, "q": analysis_questions(ctx["a"], results, tmp_path)}
-    add_extreme_words(c, results.spec.report.min_arm)
+    c = add_extreme_words(
+        replace(ctx, f=f, ols=ols, is_headline=True, q=analysis_questions(ctx.a, results, tmp_path)), results.spec.report.min_arm
+    )
     env = environment()
     env.globals.update(plural=plural, join_words=join_words)
     text = env.from_string('{% include "_summary.qmd.j2" %}').render(
@@ -276,8 +277,7 @@ def test_one_rule_for_what_ols_estimates(brief_and_ctx, tmp_path):
     drawn = {int(i): len(layer_data(plot, i)) for i in range(len(plot.layers))}
     assert expected in drawn.values() and f"{G - expected} by OLS" in plot.labels.get("caption", "")
     # page one
-    c = {**c, "is_headline": True, "q": analysis_questions(a, results, tmp_path)}
-    add_extreme_words(c, results.spec.report.min_arm)
+    c = add_extreme_words(replace(c, is_headline=True, q=analysis_questions(a, results, tmp_path)), results.spec.report.min_arm)
     env = environment()
     env.globals.update(plural=plural, join_words=join_words)
     text = env.from_string('{% include "_summary.qmd.j2" %}').render(
@@ -301,8 +301,7 @@ def test_introduction_names_the_approaches_beyond_the_two(brief_and_ctx, tmp_pat
     from hetreport.report.questions import analysis_questions
 
     _, ctx, results = brief_and_ctx
-    c = {**ctx, "is_headline": False, "q": analysis_questions(ctx["a"], results, tmp_path)}
-    add_extreme_words(c, results.spec.report.min_arm)
+    c = add_extreme_words(replace(ctx, is_headline=False, q=analysis_questions(ctx.a, results, tmp_path)), results.spec.report.min_arm)
     env = environment()
     env.globals.update(plural=plural, join_words=join_words)
     render = lambda extra: re.sub(  # noqa: E731

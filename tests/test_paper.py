@@ -65,15 +65,15 @@ def test_word_tables_are_real_tables(paper):
     d = docx.Document(str(root / "tables" / f"{a.name}-variation.docx"))
     assert len(d.tables) == 1
     rows = d.tables[0].rows
-    assert len(rows) == 1 + 1 + len(a.hierarchical["terms"]) + 1  # header, σθ, one per term, SD across groups
+    assert len(rows) == 1 + 1 + len(a.hierarchical.terms) + 1  # header, σθ, one per term, SD across groups
 
 
 def test_methods_and_references(paper):
     root, results = paper
     a = results.analyses[0]
     methods = (root / "methods.md").read_text()
-    assert a.hierarchical["formula_brms"] in methods and a.hierarchical["formula_bambi"] in methods
-    for k in a.hierarchical["priors"]:
+    assert a.hierarchical.formula_brms in methods and a.hierarchical.formula_bambi in methods
+    for k in a.hierarchical.priors:
         assert f"{k}:" in methods
     versions = results.manifest["packages"]
     assert f"bambi {versions['bambi']}" in methods and f"PyMC {versions['pymc']}" in methods

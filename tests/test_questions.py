@@ -155,7 +155,7 @@ def test_loo_against_arviz_on_a_loglik_computed_by_hand(fitted):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             ref = az.loo(data, pointwise=True)
-        rec = a.hierarchical["loo"]
+        rec = a.hierarchical.loo
         assert rec["elpd_loo"] == pytest.approx(float(ref["elpd_loo"]), rel=1e-9)
         assert rec["se"] == pytest.approx(float(ref["se"]), rel=1e-9)
         np.testing.assert_allclose(rec["pareto_k"], np.asarray(ref.pareto_k), rtol=1e-8, atol=1e-10)
@@ -174,7 +174,7 @@ def test_loo_is_only_compared_on_the_same_rows(fitted):
     from dataclasses import replace
 
     a, b = res.analyses
-    b2 = replace(b, hierarchical={**b.hierarchical, "loo": {**b.hierarchical["loo"], "rows": "other"}})
+    b2 = replace(b, hierarchical=replace(b.hierarchical, loo={**b.hierarchical.loo, "rows": "other"}))
     assert compare_loo([a, b2]) == []
 
 
@@ -225,7 +225,7 @@ def test_log_prior_of_the_fit_against_pymc(fitted):
     _, res, _ = fitted
     for a in res.analyses:
         post = a.posterior.posterior
-        pri = {k: Prior.parse(v, k) for k, v in a.hierarchical["priors"].items()}
+        pri = {k: Prior.parse(v, k) for k, v in a.hierarchical.priors.items()}
 
         def logp(prior, x):
             if prior.family == "lkj":  # the 2x2 LKJ marginal: (rho + 1) / 2 ~ Beta(eta, eta)
@@ -257,7 +257,7 @@ def test_log_prior_of_the_fit_against_pymc(fitted):
 def test_the_per_draw_loglik_sums_the_rows(fitted):
     frame, res, _ = fitted
     for a in res.analyses:
-        np.testing.assert_allclose(np.asarray(a.hierarchical["loo"]["loglik_draws"]), _loglik_by_hand(a, frame).sum(-1), rtol=1e-9)
+        np.testing.assert_allclose(np.asarray(a.hierarchical.loo["loglik_draws"]), _loglik_by_hand(a, frame).sum(-1), rtol=1e-9)
 
 
 def test_sensitivity_rows_for_the_fit(fitted):
@@ -279,5 +279,5 @@ def test_loo_is_skipped_with_a_reason_when_the_loglik_would_be_too_large(monkeyp
     adata = SimpleNamespace(family="gaussian", n=3, y=np.zeros(3), t=np.zeros(3), outcome=SimpleNamespace(name="y"))
     rec = modelcheck.loo_record(idata, adata, None)
     assert "3 rows x 10 draws" in rec["skipped"]
-    a = SimpleNamespace(hierarchical={"loo": rec})
+    a = SimpleNamespace(hierarchical=SimpleNamespace(loo=rec))
     assert modelcheck.compare_loo([a, a]) == []

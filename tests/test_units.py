@@ -3,6 +3,7 @@ from labels"): the brief, page one, the report's and the paper's table captions 
 
 import re
 import warnings
+from dataclasses import replace
 
 import pytest
 
@@ -128,10 +129,8 @@ def _contexts(results):
         warnings.simplefilter("ignore")
         tables = tables_for(a, results.effects, facts, "x", results.spec.report.min_arm, unit)
         c = analysis_context(a, results, {}, tables, facts)
-    c["is_headline"] = True
-    c["q"] = {"contrasts": {"any": False}, "targeting": {"any": False}}
-    add_extreme_words(c, results.spec.report.min_arm)
-    return c
+    c = replace(c, is_headline=True, q={"contrasts": {"any": False}, "targeting": {"any": False}})
+    return add_extreme_words(c, results.spec.report.min_arm)
 
 
 def _page_one(results, c) -> str:

@@ -494,7 +494,7 @@ def appendix_context(spec: Spec, plan: Plan, sim: SimulationResult, mock, record
             tbl, n_small, n_one = _size_table(plan, ap.name, n, slug)
             size_tables.append({"n": fmt.count(n), "table": tbl, "n_small": n_small, "n_one": n_one})
         ma = mock.analysis(ap.name)
-        f_bambi, f_brms = ma.hierarchical["formula_bambi"], ma.hierarchical["formula_brms"]
+        f_bambi, f_brms = ma.hierarchical.formula_bambi, ma.hierarchical.formula_brms
         analyses.append(
             {
                 "name": ap.name,
@@ -510,14 +510,14 @@ def appendix_context(spec: Spec, plan: Plan, sim: SimulationResult, mock, record
                 "filter": a.filter,
                 "formula_bambi": f_bambi,
                 "formula_brms": f_brms,
-                "ols_formula": ma.ols[registry.BASELINE]["formula"],
-                "additive_formula": ma.ols["ols_additive"]["formula"],
+                "ols_formula": ma.ols[registry.BASELINE].formula,
+                "additive_formula": ma.ols["ols_additive"].formula,
                 "size_tables": size_tables,
                 "simulated": ap.name in plan.simulated,
                 "figures": figures.get(ap.name, {}),
                 "family": ap.family,
                 "bernoulli": ap.family == "bernoulli",
-                "glm_formula": ma.ols.get("glm_full", {}).get("formula"),
+                "glm_formula": ma.ols["glm_full"].formula if "glm_full" in ma.ols else None,
                 "priors_table": _priors_table(plan, ap.name) if _own_priors(plan, ap.name) else None,
             }
         )

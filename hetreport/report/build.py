@@ -14,7 +14,8 @@ import re
 import secrets
 import shutil
 import warnings
-from dataclasses import replace
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -30,10 +31,10 @@ from .. import outdir
 from ..conformance import report_context as conformance_context
 from ..data import code_key
 from ..errors import RenderError
-from ..facts import CREDIBLE, Facts, compare_models
+from ..facts import CREDIBLE, Facts, MethodFact, ModifierFact, compare_models
 from ..families import get_family
 from ..resources import quarto_yml, templates_dir
-from ..results import AnalysisResults, StudyResults, _json_default
+from ..results import AnalysisResults, Diagnostics, Modifier, StudyResults, _json_default
 from . import format as fmt
 from .brief import attribute_text, headline_analysis, render_documents, write_brief
 from .paper import lighten_heavy_svgs, write_paper
@@ -371,7 +372,7 @@ def tables_for(
         + (f" SDs, widths and RMSE are {fmt.unit_phrase(unit)}." if unit else ""),
         f"tbl-{slug}-methods",
     )
-    fam = get_family(a.hierarchical.get("family", "gaussian"))
+    fam = get_family(a.hierarchical.family)
     columns = registry.table_methods(eff["method"].unique())  # in registry order; the hierarchical model's link column follows it
     by_method = {m: eff[eff["method"] == m].set_index("group") for m in columns}
     hier = by_method[registry.REFERENCE]
@@ -419,10 +420,10 @@ def tables_for(
     for tf in facts.terms:
         rows.append(
             [
-                tf["label"],
-                fmt.interval(tf["sd_slope"]),
-                fmt.interval(tf["sd_intercept"]),
-                fmt.interval(tf["rho"]) if tf["rho"] is not None else "0 (uncorrelated)",
+                tf.label,
+                fmt.interval(tf.sd_slope),
+                fmt.interval(tf.sd_intercept),
+                fmt.interval(tf.rho) if tf.rho is not None else "0 (uncorrelated)",
             ]
         )
     t["terms"] = fmt.pipe_table(
@@ -435,7 +436,7 @@ def tables_for(
     rows = []
     for mf in facts.modifiers:
         for k, lev in enumerate(mf.levels):
-            rows.append([mf.label if k == 0 else "", lev["label"], fmt.count(lev["n"]), fmt.interval(lev["effect"])])
+            rows.append([mf.label if k == 0 else "", lev.label, fmt.count(lev.n), fmt.interval(lev.effect)])
     t["modifiers"] = fmt.pipe_table(
         ["Modifier", "Level", "n", f"Average effect (95% interval{', ' + fmt.unit_phrase(unit) if unit else ''})"],
         rows,
@@ -445,33 +446,33 @@ def tables_for(
     )
     d = a.diagnostics
     rows = []
-    for var, q in d["quantities"].items():
+    for var, q in d.quantities.items():
         rows.append(
             [
                 var,
-                "reported" if q["kind"] == "reported" else "scale (SD)",
-                f"{q['max_rhat']:.3f}",
-                fmt.count(q["min_ess_bulk"]),
-                fmt.count(q["min_ess_tail"]),
+                "reported" if q.kind == "reported" else "scale (SD)",
+                f"{q.max_rhat:.3f}",
+                fmt.count(q.min_ess_bulk),
+                fmt.count(q.min_ess_tail),
             ]
         )
     t["diagnostics"] = fmt.pipe_table(
         ["Quantity", "Kind", "Max R-hat", "Min bulk ESS", "Min tail ESS"],
         rows,
         "llrrr",
-        f"Convergence diagnostics (thresholds: R-hat ≤ {d['thresholds']['rhat_max']}, ESS ≥ {d['thresholds']['ess_min']}).",
+        f"Convergence diagnostics (thresholds: R-hat ≤ {d.thresholds.rhat_max}, ESS ≥ {d.thresholds.ess_min}).",
         f"tbl-{slug}-diagnostics",
     )
     if facts.predictors:
         t["predictors"] = fmt.pipe_table(
             ["Slope predictor", "Change in the effect per unit (λ, 95% interval)"],
-            [[pf["label"], fmt.interval(pf["lambda"])] for pf in facts.predictors],
+            [[pf.label, fmt.interval(pf.lambda_)] for pf in facts.predictors],
             "lr",
             "Slope predictors: how the treatment effect changes with each group characteristic (per unit of its code); "
             "the varying slopes around this line have SD σθ.",
             f"tbl-{slug}-predictors",
         )
-    pri = a.hierarchical["priors"]
+    pri = a.hierarchical.priors
     t["priors"] = fmt.pipe_table(
         ["Parameter", "Prior"],
         [[k, v] for k, v in pri.items()],
@@ -494,16 +495,98 @@ def join_words(items: list[str]) -> str:
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
-def analysis_context(a: AnalysisResults, results: StudyResults, figures: dict, tables: dict, facts: Facts) -> dict:
+@dataclass(frozen=True)
+class AnalysisContext(Mapping):
+    """What the templates of one analysis read (``c`` in the partials): the records and the words built
+    from them. Frozen: the build adds the page-one parts (``q``, ``is_headline``, ``weak``,
+    ``best_measured``) with ``dataclasses.replace``. Templates see it through ``template_data`` (plain,
+    read-only data); it also reads as a read-only mapping (``c["f"]``) for code written against the
+    dict it replaced (report/brief.py)."""
+
+    cmp: Mapping[str, str]  # the comparison of spread and widths in words: spread_words, width_words, meaning
+    name: str
+    slug: Markup
+    title: str
+    a: AnalysisResults
+    f: Facts
+    fig: Mapping[str, Mapping]  # figure key -> {"id", "path", "caption", "alt", ...}
+    tbl: Mapping[str, Markup]  # table key -> the pipe table
+    modifier_list: str
+    n_modifiers: int
+    modifiers: tuple[Modifier, ...]
+    level_counts: str
+    treatment: str
+    outcome: str
+    controls: list[str]
+    hier: MethodFact | None
+    ols: MethodFact | None
+    methods: Mapping[str, MethodFact]
+    ranked_modifiers: list[ModifierFact]
+    n_terms: int
+    terms_mode: str
+    correlated: bool
+    formula_bambi: str
+    formula_brms: str
+    backend: str
+    ols_formula: str
+    additive_formula: str | None
+    se_type: str | None
+    credible: float
+    largest_credibly_above: bool
+    diag: Diagnostics
+    sampler: Mapping
+    timings: Mapping[str, float]
+    notes: list[str]
+    n_small: int
+    units: str
+    unit: str
+    effect_unit: fmt.Unit | None  # the outcome's unit (labels.units); None: bare numbers
+    term_names: list[str]
+    glm: MethodFact | None
+    glm_formula: str | None
+    likelihood: Mapping
+    # family_words: the estimand and the model's linear scale
+    family: str
+    identity: bool
+    link: str
+    link_scale: str
+    linear_scale: str
+    response: str
+    probability: bool
+    method_notes: list[str]
+    headline_notes: list[str]
+    figure_extra: list[str]  # the comparison figure's approaches beyond OLS and the hierarchical model, in words
+    # added by the build once every analysis has its context
+    q: Mapping | None = None  # the questions partials' contexts (report/questions.analysis_questions)
+    is_headline: bool = False
+    weak: Mapping | None = None  # why page one's largest / smallest group is weakly measured (or None)
+    best_measured: object = None  # the largest effect among well-measured groups (a GroupFact), when it differs
+
+    def __getitem__(self, key: str):
+        if key not in _CONTEXT_FIELDS:
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __iter__(self):
+        return iter(_CONTEXT_FIELDS)
+
+    def __len__(self):
+        return len(_CONTEXT_FIELDS)
+
+
+_CONTEXT_FIELDS = tuple(f.name for f in fields(AnalysisContext))
+
+
+def analysis_context(a: AnalysisResults, results: StudyResults, figures: dict, tables: dict, facts: Facts) -> AnalysisContext:
     slug = _slug(a.name)
     mods = [m.label for m in a.modifiers]
     ms = {mf.method: mf for mf in facts.methods}
     hier, ols = ms.get(registry.REFERENCE), ms.get(registry.BASELINE)
     ranked_mods = sorted(facts.modifiers, key=lambda m: -m.range_mean)
-    n_terms = len(a.hierarchical["terms"])
+    n_terms = len(a.hierarchical.terms)
     cmp = _comparison_words(hier, ols)
     effect_unit = fmt.unit_of(results.spec.unit_of(results.spec.analysis(a.name)))  # labels.units; None: bare numbers
-    return {
+    context = {
         "cmp": cmp,
         "name": a.name,
         "slug": Markup(slug),
@@ -524,41 +607,42 @@ def analysis_context(a: AnalysisResults, results: StudyResults, figures: dict, t
         "methods": {k: v for k, v in ms.items()},
         "ranked_modifiers": ranked_mods,
         "n_terms": n_terms,
-        "terms_mode": a.hierarchical["mode"],
-        "correlated": a.hierarchical["correlated"],
-        "formula_bambi": a.hierarchical["formula_bambi"],
-        "formula_brms": a.hierarchical["formula_brms"],
-        "backend": a.hierarchical["backend"],
-        "ols_formula": a.ols[registry.BASELINE]["formula"],
-        "additive_formula": a.ols["ols_additive"]["formula"] if "ols_additive" in a.ols else None,
-        "se_type": a.ols[registry.BASELINE]["se_type"],
+        "terms_mode": a.hierarchical.mode,
+        "correlated": a.hierarchical.correlated,
+        "formula_bambi": a.hierarchical.formula_bambi,
+        "formula_brms": a.hierarchical.formula_brms,
+        "backend": a.hierarchical.backend,
+        "ols_formula": a.ols[registry.BASELINE].formula,
+        "additive_formula": a.ols["ols_additive"].formula if "ols_additive" in a.ols else None,
+        "se_type": a.ols[registry.BASELINE].se_type,
         "credible": CREDIBLE,
         "largest_credibly_above": facts.prob_largest_above_smallest >= CREDIBLE,
         "diag": a.diagnostics,
-        "sampler": a.hierarchical["sampler"],
-        "timings": a.hierarchical["timings"],
+        "sampler": a.hierarchical.sampler,
+        "timings": a.hierarchical.timings,
         "notes": list(a.notes),
         "n_small": facts.n_small,
         "units": results.spec.report.units,
         "unit": _singular(results.spec.report.units),
         "effect_unit": effect_unit,
-        "term_names": [" × ".join(m for m in t.split(":")) for t in a.hierarchical["terms"]],
+        "term_names": [" × ".join(m for m in t.split(":")) for t in a.hierarchical.terms],
         "glm": ms.get("glm_full"),
-        "glm_formula": a.ols.get("glm_full", {}).get("formula"),
-        "likelihood": a.hierarchical.get("likelihood") or {},
-        **family_words(a.hierarchical.get("family", "gaussian")),
+        "glm_formula": a.ols["glm_full"].formula if "glm_full" in a.ols else None,
+        "likelihood": a.hierarchical.likelihood,
+        **family_words(a.hierarchical.family),
         "method_notes": method_notes(a),
         "headline_notes": headline_notes(facts, effect_unit),
         # the comparison figure's methods beyond OLS and the hierarchical model, in words
         "figure_extra": [registry.get(m).text for m in registry.figure_methods(ms) if m not in registry.REQUIRED],
     }
+    return AnalysisContext(**context)
 
 
 def method_notes(a: AnalysisResults) -> list[str]:
     """One methods-section sentence per approach whose registry entry describes its settings."""
     out = []
     for name in registry.ordered(a.methods):
-        sentence = registry.get(name).sentence(a.methods[name])
+        sentence = registry.get(name).sentence(a.methods[name].settings())
         if sentence:
             out.append(sentence)
     return out
@@ -624,21 +708,21 @@ def _comparison_words(hier, ols) -> dict:
     return {"spread_words": spread, "width_words": width, "meaning": meaning}
 
 
-def study_context(results: StudyResults, analyses: list[dict], route: str, formats: list[str]) -> dict:
+def study_context(results: StudyResults, analyses: list[AnalysisContext], route: str, formats: list[str]) -> dict:
     spec, man = results.spec, results.manifest
     versions = man.get("packages", {})
     across = []
     for c in analyses:
-        f = c["f"]
-        model = f"{c['outcome']}, {get_family(c['family']).title}"
+        f = c.f
+        model = f"{c.outcome}, {get_family(c.family).title}"
         across.append(
             [
-                c["title"],
+                c.title,
                 model,
                 fmt.count(f.n_groups),
-                fmt.interval(f.average, unit=c["effect_unit"]),  # each outcome in its own unit (labels.units)
-                fmt.effect_range(f.smallest.effect.estimate, f.largest.effect.estimate, c["effect_unit"]),
-                fmt.interval(f.sigma_theta) + ("" if c["identity"] else f" ({c['linear_scale']})"),
+                fmt.interval(f.average, unit=c.effect_unit),  # each outcome in its own unit (labels.units)
+                fmt.effect_range(f.smallest.effect.estimate, f.largest.effect.estimate, c.effect_unit),
+                fmt.interval(f.sigma_theta) + ("" if c.identity else f" ({c.linear_scale})"),
                 "OK" if f.diagnostics_ok else "check",
             ]
         )
@@ -666,9 +750,9 @@ def study_context(results: StudyResults, analyses: list[dict], route: str, forma
         "title": spec.title,
         "subtitle": spec.subtitle,
         "author": spec.report.author,
-        "families": list(dict.fromkeys(c["family"] for c in analyses)),
-        "any_link": any(not c["identity"] for c in analyses),
-        "probability": any(c["probability"] for c in analyses),
+        "families": list(dict.fromkeys(c.family for c in analyses)),
+        "any_link": any(not c.identity for c in analyses),
+        "probability": any(c.probability for c in analyses),
         "conformance": conformance_context(man.get("conformance"), {a.name: a.title for a in results.analyses}),  # pre-registration check
         "date": man.get("created", "")[:10],
         "analyses": analyses,
@@ -725,15 +809,15 @@ def study_context(results: StudyResults, analyses: list[dict], route: str, forma
     }
 
 
-def add_extreme_words(c: dict, min_arm: int) -> None:
-    """Page one's words on a largest or smallest group whose estimate is weak (one arm, or an arm under
-    ``min_arm``), and the largest effect among groups with at least ``min_arm`` per arm."""
+def add_extreme_words(c: AnalysisContext, min_arm: int) -> AnalysisContext:
+    """``c`` with page one's words on a largest or smallest group whose estimate is weak (one arm, or an arm
+    under ``min_arm``), and the largest effect among groups with at least ``min_arm`` per arm."""
     from .brief import _largest_well_measured, _small
 
-    g = c["a"].groups
-    c["weak"] = {"largest": _small(g, c["f"].largest), "smallest": _small(g, c["f"].smallest)}
+    g = c.a.groups
+    weak = {"largest": _small(g, c.f.largest), "smallest": _small(g, c.f.smallest)}
     best = _largest_well_measured(c, min_arm)
-    c["best_measured"] = best if best is not None and best.group != c["f"].largest.group else None
+    return replace(c, weak=weak, best_measured=best if best is not None and best.group != c.f.largest.group else None)
 
 
 # --------------------------------------------------------------------------- build + render
@@ -821,20 +905,18 @@ def _build_project(results: StudyResults, project: Path, route: str = "auto", fo
             tables = tables_for(
                 a, results.effects, facts, _slug(a.name), spec.report.min_arm, fmt.unit_of(spec.unit_of(spec.analysis(a.name)))
             )
-            contexts.append(analysis_context(a, results, figures, tables, facts))
-            contexts[-1]["q"] = analysis_questions(a, results, project / "figures")  # compare:, report.targeting
+            questions = analysis_questions(a, results, project / "figures")  # compare:, report.targeting
+            contexts.append(replace(analysis_context(a, results, figures, tables, facts), q=questions))
     lighten_heavy_svgs(project / "figures")  # the HTML embeds every figure: each at screen resolution unless its vector drawing is smaller
+    # page one speaks of the headline analysis first (with the brief's figure), the others after it, shorter
+    head = headline_analysis(spec, [c.name for c in contexts])
+    contexts = [add_extreme_words(replace(c, is_headline=c.name == head), spec.report.min_arm) for c in contexts]
     ctx = study_context(results, contexts, describe_route(route), formats)
     ctx["loo"] = loo_context(results)  # PSIS-LOO between analyses of the same outcome and rows
     env = document_environment(user_dir, METHOD_NAMES=METHOD_NAMES)
-    # page one speaks of the headline analysis first (with the brief's figure), the others after it, shorter
-    head = headline_analysis(spec, [c["name"] for c in contexts])
-    for c in contexts:
-        c["is_headline"] = c["name"] == head
-        add_extreme_words(c, spec.report.min_arm)
-    ctx["summary_order"] = sorted(contexts, key=lambda c: not c["is_headline"])
+    ctx["summary_order"] = sorted(contexts, key=lambda c: not c.is_headline)
     # approaches beyond the two every analysis has (e.g. the causal forest), named once in the introduction
-    ctx["extra_methods"] = list(dict.fromkeys(m for c in contexts for m in c["figure_extra"]))
+    ctx["extra_methods"] = list(dict.fromkeys(m for c in contexts for m in c.figure_extra))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         brief = write_brief(project, results, contexts, ctx, env)

@@ -65,11 +65,11 @@ def paper_tables(a, effects: pd.DataFrame, facts: Facts, unit: fmt.Unit | None =
         [
             {
                 "modifier": mf.label,
-                "level": lev["label"],
-                "n": lev["n"],
-                "estimate": lev["effect"].estimate,
-                "lower 95%": lev["effect"].lower,
-                "upper 95%": lev["effect"].upper,
+                "level": lev.label,
+                "n": lev.n,
+                "estimate": lev.effect.estimate,
+                "lower 95%": lev.effect.lower,
+                "upper 95%": lev.effect.upper,
             }
             for mf in facts.modifiers
             for lev in mf.levels
@@ -86,10 +86,10 @@ def paper_tables(a, effects: pd.DataFrame, facts: Facts, unit: fmt.Unit | None =
     for t in facts.terms:
         sds.append(
             {
-                "quantity": f"Slope SD: {t['label']}",
-                "estimate": t["sd_slope"].estimate,
-                "lower 95%": t["sd_slope"].lower,
-                "upper 95%": t["sd_slope"].upper,
+                "quantity": f"Slope SD: {t.label}",
+                "estimate": t.sd_slope.estimate,
+                "lower 95%": t.sd_slope.lower,
+                "upper 95%": t.sd_slope.upper,
             }
         )
     sds.append(
@@ -121,7 +121,7 @@ def _unit_words(a, unit: fmt.Unit | None) -> dict[str, str]:
     identity-link model (σθ and the term SDs of a logit or log model are on its linear scale)."""
     if unit is None:
         return {"effects": "", "variation": ""}
-    identity = get_family(a.hierarchical.get("family", "gaussian")).identity
+    identity = get_family(a.hierarchical.family).identity
     return {"effects": f", {fmt.unit_phrase(unit)}", "variation": f", {fmt.unit_phrase(unit)}" if identity else ""}
 
 
@@ -284,7 +284,7 @@ def references_bib(spec, manifest: dict) -> str:
     return "\n\n".join(entries) + "\n"
 
 
-def methods_markdown(results, contexts: list[dict]) -> str:
+def methods_markdown(results, contexts: list) -> str:  # build.AnalysisContext records
     man = results.manifest
     v = man.get("packages", {})
     parts = [
@@ -298,14 +298,14 @@ def methods_markdown(results, contexts: list[dict]) -> str:
         "$\\theta_g = \\beta_T + \\sum_S \\theta_{S[g]}$.",
     ]
     for c in contexts:
-        a = c["a"]
-        pri = "; ".join(f"{k}: {val}" for k, val in a.hierarchical["priors"].items())
-        s = a.hierarchical["sampler"]
+        a = c.a
+        pri = "; ".join(f"{k}: {val}" for k, val in a.hierarchical.priors.items())
+        s = a.hierarchical.sampler
         parts.append(
-            f"*{a.title}* ({c['family']} likelihood): in brms, `{a.hierarchical['formula_brms']}`; in bambi, "
-            f"`{a.hierarchical['formula_bambi']}`. Priors: {pri}. Sampled with {s.get('chains', '?')} chains of "
+            f"*{a.title}* ({c.family} likelihood): in brms, `{a.hierarchical.formula_brms}`; in bambi, "
+            f"`{a.hierarchical.formula_bambi}`. Priors: {pri}. Sampled with {s.get('chains', '?')} chains of "
             f"{s.get('draws', '?')} draws after {s.get('tune', '?')} tuning steps."
-            + (f" Effects on {fmt.md(a.outcome)} are in {fmt.md(c['effect_unit'].text)}." if c.get("effect_unit") else "")
+            + (f" Effects on {fmt.md(a.outcome)} are in {fmt.md(c.effect_unit.text)}." if c.effect_unit else "")
         )
     parts.append(
         f"The models were fitted with hetreport {v.get('hetreport', '?')}, bambi {v.get('bambi', '?')} [@capretto2022bambi], "
@@ -319,23 +319,23 @@ def methods_markdown(results, contexts: list[dict]) -> str:
 # --------------------------------------------------------------------------- writing
 
 
-def write_paper(project: Path, results, contexts: list[dict]) -> Path:
+def write_paper(project: Path, results, contexts: list) -> Path:  # build.AnalysisContext records
     """Write ``project/paper/`` (see the module docstring)."""
     root = project / "paper"
     (root / "figures").mkdir(parents=True, exist_ok=True)
     (root / "tables").mkdir(parents=True, exist_ok=True)
     for c in contexts:
-        slug = str(c["slug"])
-        for key, fig in c["fig"].items():
+        slug = str(c.slug)
+        for key, fig in c.fig.items():
             if not isinstance(fig, dict) or "paper" not in fig:
                 continue
             plot, size = fig["paper"].value
             _paper_figure(plot, root / "figures" / f"{slug}-{key}", size)
-        unit = c.get("effect_unit")
-        for name, (df, caption) in paper_tables(c["a"], results.effects, c["f"], unit).items():
+        unit = c.effect_unit
+        for name, (df, caption) in paper_tables(c.a, results.effects, c.f, unit).items():
             stem = root / "tables" / f"{slug}-{name}"
             df.to_csv(stem.with_suffix(".csv"), index=False, float_format="%.6g")
-            header, rows = _display(df, table_unit(c["a"], name, unit))
+            header, rows = _display(df, table_unit(c.a, name, unit))
             stem.with_suffix(".tex").write_text(latex_table(header, rows, caption, f"{slug}-{name}"), encoding="utf-8")
             stem.with_suffix(".md").write_text(markdown_table(header, rows, caption), encoding="utf-8")
             _pandoc(

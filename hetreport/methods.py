@@ -164,6 +164,7 @@ REGISTRY: dict[str, Method] = {
             in_table=True,
             simulation=False,
             column="GLM AME (95% CI)",
+            short="GLM AME",
         ),
         Method(
             "ols_additive",

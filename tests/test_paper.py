@@ -118,3 +118,24 @@ def test_heavy_svgs_become_a_screen_resolution_png_for_html(tmp_path):
     assert (tmp_path / "big.png").read_bytes()[:4] == b"\x89PNG" and Image.open(tmp_path / "big.png").width == 1300  # PDF's: untouched
     assert "<path" in small.read_text()  # smaller as a vector drawing: untouched
     assert lighten_heavy_svgs(tmp_path) == []  # a second pass changes nothing
+
+
+def test_group_table_has_a_column_for_every_fitted_approach(small_study):
+    """The paper's group table takes its approaches from the registry: one the analysis added (here the forest's
+    rows, copied from the hierarchical ones) gets its own columns under its registry name, in registry order."""
+    from hetreport import methods as registry
+    from hetreport.facts import compute_facts
+    from hetreport.report.paper import paper_tables
+
+    _, results = small_study
+    a = results.analyses[0]
+    eff = results.effects[results.effects["analysis"] == a.name]
+    forest = eff[eff["method"] == "hierarchical"].assign(method="bcf")
+    both = pd.concat([eff, forest], ignore_index=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        table, _ = paper_tables(a, both, compute_facts(a, eff))["group-effects"]
+    names = [registry.get(m).short or registry.get(m).label for m in registry.ordered(both["method"].unique())]
+    heads = [c[: -len(" estimate")] for c in table.columns if c.endswith(" estimate")]
+    assert heads == names and registry.get("bcf").short in heads
+    assert np.allclose(table[f"{registry.get('bcf').short} estimate"], table["Hierarchical estimate"], equal_nan=True)

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .. import methods as registry
 from ..facts import Facts
 from ..families import get_family
 from . import format as fmt
@@ -30,14 +31,6 @@ COLUMN_IN = 3.5  # a journal column
 PAGE_IN = 7.0  # a full page width
 DPI = 300
 
-METHOD_COLUMNS = {
-    "ols_full": "OLS",
-    "glm_full": "GLM AME",
-    "ols_additive": "OLS additive",
-    "subgroup": "Subgroup",
-    "hierarchical": "Hierarchical",
-}
-
 
 # --------------------------------------------------------------------------- tables
 
@@ -47,10 +40,14 @@ def paper_tables(a, effects: pd.DataFrame, facts: Facts, unit: fmt.Unit | None =
     say = _unit_words(a, unit)
     eff = effects[effects["analysis"] == a.name]
     g = a.groups.set_index("group")
+    # every approach the analysis fitted, in the registry's order, under its short name
+    columns = [
+        (m, registry.get(m).short or registry.get(m).label) for m in registry.ordered(eff["method"].unique()) if m in registry.REGISTRY
+    ]
     rows = []
     for group in g.index:
         row = {"group": str(g.loc[group, "group_label"]), "n": int(g.loc[group, "n"])}
-        for method, name in METHOD_COLUMNS.items():
+        for method, name in columns:
             e = eff[(eff["method"] == method) & (eff["group"] == group)]
             if e.empty:
                 continue

@@ -28,6 +28,7 @@ from plotnine import (
 )
 
 from .. import figures as hf
+from .. import methods as registry
 
 Z = 1.96
 
@@ -127,9 +128,9 @@ def plot_difference(paired: pd.DataFrame, ylab: str, caption: str | None = None)
     p = (
         ggplot(d, aes("n", "value"))
         + geom_hline(yintercept=0, linetype="dashed", color="#7F7F7F")
-        + geom_line(color=hf.METHOD_COLORS["hierarchical"], size=0.6)
-        + geom_errorbar(aes(ymin="lo", ymax="hi"), width=width, color=hf.METHOD_COLORS["hierarchical"], size=0.4)
-        + geom_point(color=hf.METHOD_COLORS["hierarchical"], size=2.0)
+        + geom_line(color=hf.METHOD_COLORS[registry.REFERENCE], size=0.6)
+        + geom_errorbar(aes(ymin="lo", ymax="hi"), width=width, color=hf.METHOD_COLORS[registry.REFERENCE], size=0.4)
+        + geom_point(color=hf.METHOD_COLORS[registry.REFERENCE], size=2.0)
         + scale_x_continuous(breaks=ns, labels=[f"{n:,}" for n in ns])
         + facet_wrap("~panel", nrow=1, scales="free_y")
         + labs(x="Sample size (N)", y=ylab, caption=hf._caption(caption))

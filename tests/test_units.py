@@ -302,3 +302,20 @@ def test_the_table_of_every_analysis_gives_each_its_unit(small_study):
     assert fmt.effect_range(f.smallest.effect.estimate, f.largest.effect.estimate, u) in table
     plain = re.sub(r"\\(.)", r"\1", str(study_context(results, [_contexts(results)], "builtin", ["html"])["across_table"]))
     assert fmt.interval(f.average) in plain and "$" not in plain
+
+
+@pytest.mark.parametrize("unit", ["dollars", "$", None])
+def test_the_figures_effect_axis_says_the_unit(small_study, tmp_path, unit):
+    """The report's figures name the unit on their effect axis (the comparison figure's x, the by-modifier
+    figure's y); a dollar sign is escaped for matplotlib's math text."""
+    from hetreport.report.build import write_figures
+
+    _, results = small_study
+    res = _with_units(results, unit)
+    a = res.analyses[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        figures = write_figures(a, res.effects, compute_facts(a, res.effects), tmp_path, res.spec)
+    want = f"Effect of {a.treatment} on {a.outcome}" + ("" if unit is None else f" ({unit.replace('$', chr(92) + '$')})")
+    assert figures["comparison"]["paper"].value[0].labels.x == want
+    assert figures["by-modifier"]["paper"].value[0].labels.y == want

@@ -136,9 +136,11 @@ def display_effects(a: AnalysisResults, effects: pd.DataFrame) -> pd.DataFrame:
     return eff.drop(columns=[c for c in drop if c not in a.modifier_names and c != "truth"])
 
 
-def names_for(a: AnalysisResults) -> dict[str, str]:
+def names_for(a: AnalysisResults, unit: fmt.Unit | None = None) -> dict[str, str]:
+    """Axis and legend names of one analysis's figures; the effect axis says the outcome's unit when
+    ``labels.units`` gives one ("Effect of Alliance on Earnings ($)")."""
     out = {m.name: plain(m.label) for m in a.modifiers}
-    out["estimate"] = plain(f"Effect of {a.treatment} on {a.outcome}")
+    out["estimate"] = plain(f"Effect of {a.treatment} on {a.outcome}" + (f" ({unit.text})" if unit is not None else ""))
     out["y"] = plain(a.outcome)
     return out
 
@@ -171,7 +173,7 @@ def write_figures(a: AnalysisResults, effects: pd.DataFrame, facts: Facts, folde
     folder.mkdir(parents=True, exist_ok=True)
     slug = _slug(a.name)
     eff = display_effects(a, effects)
-    names = names_for(a)
+    names = names_for(a, fmt.unit_of(spec.unit_of(spec.analysis(a.name))))
     G = len(a.groups)
     out: dict[str, dict] = {}
 

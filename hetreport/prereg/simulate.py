@@ -38,7 +38,8 @@ heterogeneity (SD 0, the null cell; added when the design does not list 0). Hete
   controls) rejects at 5%; its false-positive rate is measured in the null cell and reported
   next to it, since robust SEs of small groups can make it anti-conservative.
 
-Runs on local processes (spawned, one replication per process at a time) or on a Dask cluster.
+Runs on local processes (spawned, one replication per process at a time) or on a Dask cluster, through
+:mod:`hetreport.executor`.
 """
 
 from __future__ import annotations
@@ -46,7 +47,6 @@ from __future__ import annotations
 import os
 import time
 import warnings
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -476,18 +476,6 @@ def run_replication(plan: Plan, cell: Cell, rep: int, cache: WorkerCache | None 
 
 # --------------------------------------------------------------------------- executors
 
-_WORKER_PLAN: Plan | None = None
-
-
-def _init_worker(plan: Plan) -> None:
-    global _WORKER_PLAN
-    _WORKER_PLAN = plan
-    warnings.simplefilter("ignore")
-
-
-def _local_task(cell_index: int, rep: int) -> dict:
-    return run_task(_WORKER_PLAN, cell_index, rep)
-
 
 def run_task(plan: Plan, cell_index: int, rep: int) -> dict:
     """The unit of work an executor runs."""
@@ -525,62 +513,31 @@ def run_simulation(plan: Plan, *, scheduler: str | None = None, workers: int | N
                 + (f", about {el / done[0] * (len(tasks) - done[0]) / 60:.1f} min left)" if done[0] < len(tasks) else ")")
             )
 
+    from .. import executor as runner
+
     if scheduler or client is not None:
-        from distributed import Client, as_completed
-
-        from ..errors import HetreportError
-
-        own = client is None
-        if own:
-            try:
-                client = Client(scheduler, timeout="30s")
-            except Exception as exc:
-                raise HetreportError(
-                    f"could not connect to the Dask scheduler at '{scheduler}' ({type(exc).__name__}: {exc}). Start one "
-                    "(`dask scheduler` and `dask worker ADDRESS`) or check the address; without --scheduler the simulation "
-                    "runs on local processes. Nothing was written."
-                ) from None
         where = f"Dask scheduler {scheduler or client.scheduler.address}"
-        try:
-            pfut = client.scatter(plan, broadcast=True, hash=False)
-            futures = [
-                client.submit(run_task, pfut, c, r, pure=False, key=f"hetreport-prereg-{plan.seed}-{c}-{r}-{os.getpid()}") for c, r in tasks
-            ]
-            for fut in as_completed(futures):
-                try:
-                    collect(fut.result())
-                except Exception as exc:
-                    collect({"summary": {"status": "error", "error": f"{type(exc).__name__}: {exc}"}, "groups": []})
-                fut.release()
-        finally:
-            if own:
-                client.close()
     else:
-        import multiprocessing as mp
-
-        workers = max(1, min(workers or os.cpu_count() or 1, len(tasks)))
-        where = f"{workers} local process{'es' if workers > 1 else ''}"
+        workers = max(1, min(workers or runner.cores(), len(tasks)))
+        where = runner.describe(workers=workers)
         say(f"simulation: {len(grid)} cell(s) x {plan.replications} replications on {where}")
-        pool = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"), initializer=_init_worker, initargs=(plan,))
-        try:
-            pending = {pool.submit(_local_task, c, r): (c, r) for c, r in tasks}
-            while pending:
-                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for fut in finished:
-                    c, r = pending.pop(fut)
-                    try:
-                        collect(fut.result())
-                    except Exception as exc:  # the worker died
-                        collect(
-                            {
-                                "summary": {"cell_index": c, "rep": r, "status": "error", "error": f"{type(exc).__name__}: {exc}"},
-                                "groups": [],
-                            }
-                        )
-        except BaseException:
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
-        pool.shutdown(wait=True)  # every task is done: let the workers exit
+
+    def failed(task, exc):
+        c, r = task
+        return {"summary": {"cell_index": c, "rep": r, "status": "error", "error": f"{type(exc).__name__}: {exc}"}, "groups": []}
+
+    runner.run(
+        run_task,
+        tasks,
+        lambda task, res: collect(res),
+        payload=plan,
+        workers=workers,
+        scheduler=scheduler,
+        client=client,
+        on_error=failed,
+        key=lambda task: f"hetreport-prereg-{plan.seed}-{task[0]}-{task[1]}",
+        local_note="the simulation runs on local processes. Nothing was written.",
+    )
     summary = pd.DataFrame([r["summary"] for r in results])
     groups = pd.DataFrame([g for r in results for g in r["groups"]])
     if len(summary) and "cell_index" in summary:

@@ -234,7 +234,7 @@ def sample_density(d, collapse, resolved, control_sds, adata, groups, sampler, s
     for the replication (its data and the cell's priors are a flat buffer; ``compile_s`` is the buffer's packing),
     then the collapsed coefficients are drawn exactly (``draw_collapsed``), as ``fit_hierarchical`` does. Returns
     (posterior with the graph route's variables, info); the same posterior as :func:`compile_model`'s graph
-    (tests/test_simstudy_engine.py compares the two on one replication)."""
+    (tests/test_prereg_density.py compares the two on one replication)."""
     import nutpie
     from threadpoolctl import threadpool_limits
 
@@ -300,14 +300,13 @@ def fit_hierarchical_cached(
     cache: WorkerCache = CACHE,
     force_compile: bool = False,
     cores: int | None = None,
-    density: bool = False,
 ):
-    """Sample the hierarchical model for one replication, reusing the cell's compiled model (the PyMC graph; with
-    ``density=True`` the log density compiled once per machine, ``sample_density``). The graph stays the grid's
-    route: on the paper's design (16 groups, every draw at the maximum tree depth) the collapsed density costs
-    about 3x the CPU per replication (measured in benchmarks/README.md), so it would make the grid slower.
+    """Sample the hierarchical model for one replication, reusing the cell's compiled model (the PyMC graph).
+    The graph stays the grid's route: on the paper's design (16 groups, every draw at the maximum tree depth)
+    the collapsed density of :func:`sample_density` cost about 3x the CPU per replication (23 against 7 CPU-s,
+    measured this session), though with 12x the group effects' ESS, so it would make the grid slower.
 
-    Returns (HierarchicalFit, info) where info has compile ('compile', 'swap' or 'fallback'; 'density'),
+    Returns (HierarchicalFit, info) where info has compile ('compile', 'swap' or 'fallback'),
     compile_s, sampling_s."""
     import arviz as az
     import nutpie
@@ -318,23 +317,16 @@ def fit_hierarchical_cached(
     d = recentred_design(adata, groups, ref.shift)
     key = (design.design_hash(), cell.index)
     cores = cores or int(os.environ.get("HETREPORT_SIM_CORES", "1"))
-    if density:
-        collapse = density_route(d, ref.resolved)
-        if collapse is None:
-            raise ValueError("density=True needs normal priors on the intercept and b and an SD prior the compiled density knows")
-        idata, info = sample_density(d, collapse, ref.resolved, ref.control_sds, adata, groups, design.sampler, seed, cores)
-        cache.counts["density"] += 1
-    else:
-        compiled, info = cached_compiled(
-            cache,
-            key,
-            ref,
-            _signature(d, groups, adata),
-            force_compile,
-            swap=lambda c: swap_data(c, d),
-            compile=lambda: compile_model(d, ref, adata, groups),
-        )
-        idata, info["sampling_s"] = sample_compiled(compiled, design.sampler, seed, cores)
+    compiled, info = cached_compiled(
+        cache,
+        key,
+        ref,
+        _signature(d, groups, adata),
+        force_compile,
+        swap=lambda c: swap_data(c, d),
+        compile=lambda: compile_model(d, ref, adata, groups),
+    )
+    idata, info["sampling_s"] = sample_compiled(compiled, design.sampler, seed, cores)
     post = idata.posterior
     post = post[[v for v in HIER_VARS + ["beta"] if v in post]]
     idata = az.InferenceData(posterior=post, sample_stats=idata.sample_stats)

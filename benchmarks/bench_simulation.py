@@ -144,7 +144,9 @@ def compare(rev: str, n_cells: int, reps: int, workers: int) -> None:
     print(f"  {rev[:12]}: {old['wall_s']:.1f} s ({old['failed']} failed rows); {load()}", flush=True)
     new = run_in(_root, code)
     print(f"  this checkout: {new['wall_s']:.1f} s ({new['failed']} failed rows); {load()}", flush=True)
-    print(f"old / new: {old['wall_s'] / new['wall_s']:.2f}x")
+    print(
+        f"old / new: {old['wall_s'] / new['wall_s']:.2f}x wall, {old['cpu_s'] / new['cpu_s']:.2f}x CPU ({old['cpu_s']:.0f} / {new['cpu_s']:.0f} CPU-s)"
+    )
     for k in old["metrics"]:
         if k in ("cell_index", "rep", "approach"):
             continue

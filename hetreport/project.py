@@ -1,7 +1,7 @@
 """Many studies in one Quarto project: ``hetreport run A.yml B.yml ... --out SITE``.
 
 Each study spec is fitted and its full report rendered by a worker (local processes, or
-a Dask cluster with ``scheduler=``), exactly as ``hetreport run SPEC`` does for one study;
+a Dask cluster with ``scheduler=``; :mod:`hetreport.executor`), exactly as ``hetreport run SPEC`` does for one study;
 the main process then writes an index page with every study's headline numbers side by
 side and links to each study's HTML page and PDF. The layout of ``SITE``::
 
@@ -273,70 +273,19 @@ def run_study(fit, spec_path: str, slug: str, formats=None, route: str = "auto",
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _init_local_worker() -> None:
-    import warnings
-
-    warnings.simplefilter("ignore")
-
-
-def _run_local(tasks: list[tuple], workers: int, on_result) -> None:
-    import multiprocessing as mp
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-
-    ctx = mp.get_context("spawn")  # no fork of a process holding threads (numba, PyTensor)
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_local_worker)
-    try:
-        pending = {pool.submit(run_study, *t): t[2] for t in tasks}
-        while pending:
-            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for fut in finished:
-                slug = pending.pop(fut)
-                try:
-                    res = fut.result()
-                except Exception as exc:  # the worker process died (e.g. out of memory)
-                    res = {
-                        "status": "error",
-                        "error_kind": "Worker error",
-                        "error": f"the process fitting this study stopped ({type(exc).__name__}: {exc}); "
-                        "it may have run out of memory. Run this spec on its own, or with fewer --workers.",
-                    }
-                on_result(slug, res)
-    finally:
-        pool.shutdown(wait=False, cancel_futures=True)
-
-
-def _run_dask(tasks: list[tuple], scheduler: str | None, client, on_result) -> None:
-    from distributed import Client, as_completed
-
-    own = client is None
-    if own:
-        try:
-            client = Client(scheduler, timeout="30s")
-        except Exception as exc:
-            raise HetreportError(
-                f"could not connect to the Dask scheduler at '{scheduler}' ({type(exc).__name__}: {exc}). "
-                "Start one (`dask scheduler` and `dask worker ADDRESS`) or check the address; without --scheduler "
-                "the studies run on local processes."
-            ) from None
-    try:
-        stamp = f"{os.getpid()}-{time.time_ns()}"
-        futures = {client.submit(run_study, *t, key=f"hetreport-study-{t[2]}-{stamp}", pure=False, retries=0): t[2] for t in tasks}
-        for fut in as_completed(list(futures)):
-            slug = futures[fut]
-            try:
-                res = fut.result()
-            except Exception as exc:
-                res = {
-                    "status": "error",
-                    "error_kind": "Worker error",
-                    "error": f"the Dask task fitting this study failed ({type(exc).__name__}: {exc}). Check that every worker "
-                    "has hetreport installed and can read the spec and data files at the same paths.",
-                }
-            on_result(slug, res)
-            fut.release()
-    finally:
-        if own:
-            client.close()
+def _worker_failed(task: tuple, exc: BaseException, dask: bool) -> dict:
+    """What the index says of a study whose worker stopped (local) or whose Dask task failed."""
+    if dask:
+        why = (
+            f"the Dask task fitting this study failed ({type(exc).__name__}: {exc}). Check that every worker "
+            "has hetreport installed and can read the spec and data files at the same paths."
+        )
+    else:
+        why = (
+            f"the process fitting this study stopped ({type(exc).__name__}: {exc}); "
+            "it may have run out of memory. Run this spec on its own, or with fewer --workers."
+        )
+    return {"status": "error", "error_kind": "Worker error", "error": why}
 
 
 # --------------------------------------------------------------------------- the index page
@@ -565,8 +514,9 @@ def _run_project_in(fit, guard, paths, slugs, out, formats, route, scheduler, wo
     route_text = describe_route(route)  # fails now, not after the fits, if Quarto is asked for and missing
     tasks = [(fit, str(p.resolve()), slug, list(formats) if formats else None, route, verbose) for p, slug in zip(paths, slugs)]
     use_dask = scheduler is not None or client is not None
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    workers = max(1, min(len(tasks), workers or cores))
+    from .executor import cores
+
+    workers = max(1, min(len(tasks), workers or cores()))
     where = (
         (f"Dask scheduler {scheduler}" if scheduler else "a Dask client")
         if use_dask
@@ -591,10 +541,19 @@ def _run_project_in(fit, guard, paths, slugs, out, formats, route, scheduler, wo
                 )
             results[slug] = res
 
-        if use_dask:
-            _run_dask(tasks, scheduler, client, on_result)
-        else:
-            _run_local(tasks, workers, on_result)
+        from . import executor as runner
+
+        runner.run(
+            run_study,
+            tasks,
+            lambda task, res: on_result(task[2], res),
+            workers=workers,
+            scheduler=scheduler,
+            client=client,
+            on_error=lambda task, exc: _worker_failed(task, exc, use_dask),
+            key=lambda task: f"hetreport-study-{task[2]}",
+            local_note="the studies run on local processes.",
+        )
         studies = []
         for p, slug in zip(paths, slugs):
             res = results.get(slug, {"status": "error", "error_kind": "Worker error", "error": "the study did not return a result."})

@@ -625,6 +625,7 @@ def appendix_context(spec: Spec, plan: Plan, sim: SimulationResult, mock, record
         "failed_examples": [str(e) for e in failed.get("error", pd.Series(dtype=str)).head(3)],
         "compiles": compiles,
         "swaps": int((ok["compile"] == "swap").sum()) if len(ok) and "compile" in ok else 0,
+        "densities": int((ok["compile"] == "density").sum()) if len(ok) and "compile" in ok else 0,
         "mark": MARK,
         "route": route,
         "record_file": RECORD,

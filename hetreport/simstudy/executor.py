@@ -1,5 +1,7 @@
 """Running the grid: replications are independent tasks, run by local processes or a Dask cluster.
 
+Both routes are :mod:`hetreport.executor`'s (the one executor hetreport has):
+
 - **local** (default): ``concurrent.futures.ProcessPoolExecutor`` with one process per core;
   each process receives the design once (its initializer) and keeps a cache of compiled models,
   so it compiles each cell's model once and then only samples.
@@ -21,7 +23,6 @@ import json
 import os
 import sys
 import time
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -165,23 +166,7 @@ class Progress:
             )
 
 
-# --------------------------------------------------------------------------- local processes
-
-_WORKER_DESIGN: SimDesign | None = None
-
-
-def _init_worker(design: SimDesign) -> None:
-    global _WORKER_DESIGN
-    _WORKER_DESIGN = design
-    import warnings
-
-    warnings.simplefilter("ignore")
-
-
-def _local_task(cell_index: int, rep: int) -> list[dict]:
-    from .engine import run_task
-
-    return run_task(_WORKER_DESIGN, cell_index, rep)
+# --------------------------------------------------------------------------- failures
 
 
 def _error_rows(design: SimDesign, cell, rep: int, exc: BaseException) -> list[dict]:
@@ -201,60 +186,6 @@ def _error_rows(design: SimDesign, cell, rep: int, exc: BaseException) -> list[d
         for a in APPROACHES
         if a in design.approaches
     ]
-
-
-def _run_local(design, tasks, grid, workers, on_rows):
-    import multiprocessing as mp
-
-    ctx = mp.get_context("spawn")  # no fork of a process holding threads (numba, PyTensor)
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(design,))
-    try:
-        pending = {pool.submit(_local_task, c, r): (c, r) for c, r in tasks}
-        while pending:
-            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for fut in finished:
-                c, r = pending.pop(fut)
-                try:
-                    rows = fut.result()
-                except Exception as exc:  # the worker process died (e.g. out of memory)
-                    rows = _error_rows(design, grid[c], r, exc)
-                on_rows(c, rows)
-    finally:
-        pool.shutdown(wait=False, cancel_futures=True)
-
-
-def _run_dask(design, tasks, grid, scheduler, client, on_rows):
-    from distributed import Client, as_completed
-
-    from .engine import run_task
-
-    own = client is None
-    if own:
-        try:
-            client = Client(scheduler, timeout="30s")
-        except Exception as exc:
-            raise SimulationError(
-                f"could not connect to the Dask scheduler at '{scheduler}' ({type(exc).__name__}: {exc}). "
-                "Start one (`dask scheduler` and `dask worker ADDRESS`) or check the address; without --scheduler "
-                "the grid runs on local processes."
-            ) from None
-    try:
-        dfut = client.scatter(design, broadcast=True, hash=False)  # a key of its own: never shared with (and released by) another run
-        futures = {}
-        for c, r in tasks:
-            fut = client.submit(run_task, dfut, c, r, key=f"hetreport-sim-{design.design_hash()[:12]}-{c}-{r}", pure=False, retries=0)
-            futures[fut] = (c, r)
-        for fut in as_completed(list(futures)):
-            c, r = futures[fut]
-            try:
-                rows = fut.result()
-            except Exception as exc:
-                rows = _error_rows(design, grid[c], r, exc)
-            on_rows(c, rows)
-            fut.release()
-    finally:
-        if own:
-            client.close()
 
 
 # --------------------------------------------------------------------------- the entry point
@@ -343,12 +274,22 @@ def run_grid(
             bar.update(c, all(r.get("status") == "ok" for r in rows))
 
         try:
-            if not tasks:
-                pass
-            elif kind == "dask":
-                _run_dask(design, tasks, grid, scheduler, client, on_rows)
-            else:
-                _run_local(design, tasks, grid, workers, on_rows)
+            from .. import executor as runner
+            from .engine import run_task
+
+            runner.run(
+                run_task,
+                tasks,
+                lambda task, rows: on_rows(task[0], rows),
+                payload=design,
+                workers=workers,
+                scheduler=scheduler if kind == "dask" else None,
+                client=client if kind == "dask" else None,
+                on_error=lambda task, exc: _error_rows(design, grid[task[0]], task[1], exc),
+                key=lambda task: f"hetreport-sim-{design.design_hash()[:12]}-{task[0]}-{task[1]}",
+                error_type=SimulationError,
+                local_note="the grid runs on local processes.",
+            )
         finally:
             store.flush()
     if tasks:

@@ -137,6 +137,92 @@ def pos_logp(fam, a1, a2, x):
 
 
 @njit(cache=True, error_model="numpy")
+def scales_logp(x, grad, i_sa, T, sdf, sd1, sd2, eta, sa, sb, rho, crho, drho_dx):
+    """The group-level scales, shared by every family's compiled density: x[i_sa : i_sa + 3T] holds
+    log sd_intercept (T), log sd_slope (T) and logit rho_raw (T). Their priors (the SD prior family
+    sdf with parameters sd1, sd2; rho_raw ~ Beta(eta, eta), the 2x2 LKJ marginal) plus the log Jacobians,
+    returned; their gradients added to grad; sa, sb, rho, sqrt(1 - rho^2) and d rho / d x filled in."""
+    i_sb, i_rho = i_sa + T, i_sa + 2 * T
+    lp = 0.0
+    betaln_eta = 2 * math.lgamma(eta) - math.lgamma(2 * eta)
+    for k in range(T):
+        u = x[i_sa + k]
+        sa[k] = math.exp(u)
+        l1, g1 = pos_logp(sdf, sd1, sd2, sa[k])
+        lp += l1 + u
+        grad[i_sa + k] += g1 * sa[k] + 1.0
+        u = x[i_sb + k]
+        sb[k] = math.exp(u)
+        l1, g1 = pos_logp(sdf, sd1, sd2, sb[k])
+        lp += l1 + u
+        grad[i_sb + k] += g1 * sb[k] + 1.0
+        xr = x[i_rho + k]
+        lu, l1u = -softplus(-xr), -softplus(xr)
+        uu = math.exp(lu)
+        lp += eta * lu + eta * l1u - betaln_eta
+        grad[i_rho + k] += eta * (1 - uu) - eta * uu
+        rho[k] = 2 * uu - 1
+        crho[k] = math.sqrt(1 - rho[k] ** 2)
+        drho_dx[k] = 2 * uu * (1 - uu)
+    return lp
+
+
+@njit(cache=True, error_model="numpy")
+def levels_forward(x, grad, i_z, buf, o_lt, o_gl, Lr, G, Tk, sa, sb, rho, crho, a_r, b_r, A, B):
+    """The sampled (non-centred) level effects, shared by every family: z = x[i_z : i_z + 2 Lr] ~ N(0, 1),
+    level l of term k has intercept a_l = sa_k z_l0 and slope b_l = sb_k (rho_k z_l0 + sqrt(1 - rho_k^2) z_l1)
+    (buf[o_lt + l] = k); group g sums its Tk levels (buf[o_gl + g Tk + j]) into A_g, B_g. Returns the log prior of z."""
+    lp = 0.0
+    for l in range(Lr):
+        k = int(buf[o_lt + l])
+        z0, z1 = x[i_z + 2 * l], x[i_z + 2 * l + 1]
+        lp += -0.5 * (z0 * z0 + z1 * z1) - math.log(2 * math.pi)
+        grad[i_z + 2 * l] -= z0
+        grad[i_z + 2 * l + 1] -= z1
+        a_r[l] = sa[k] * z0
+        b_r[l] = sb[k] * (rho[k] * z0 + crho[k] * z1)
+    for g in range(G):
+        A[g] = 0.0
+        B[g] = 0.0
+        for j in range(Tk):
+            l = int(buf[o_gl + g * Tk + j])
+            A[g] += a_r[l]
+            B[g] += b_r[l]
+    return lp
+
+
+@njit(cache=True, error_model="numpy")
+def levels_backward(x, grad, i_z, buf, o_lt, o_gl, Lr, G, Tk, sa, sb, rho, crho, gA, gB, dsa, dsb, drho):
+    """The chain rule of ``levels_forward``: given d lp / d A_g and d lp / d B_g, add the gradient in z to
+    grad and the derivatives in sa, sb, rho (natural scale) to dsa, dsb, drho."""
+    ga = np.zeros(Lr)
+    gb = np.zeros(Lr)
+    for g in range(G):
+        for j in range(Tk):
+            l = int(buf[o_gl + g * Tk + j])
+            ga[l] += gA[g]
+            gb[l] += gB[g]
+    for l in range(Lr):
+        k = int(buf[o_lt + l])
+        z0, z1 = x[i_z + 2 * l], x[i_z + 2 * l + 1]
+        c = crho[k]
+        dsa[k] += ga[l] * z0
+        grad[i_z + 2 * l] += ga[l] * sa[k] + gb[l] * sb[k] * rho[k]
+        dsb[k] += gb[l] * (rho[k] * z0 + c * z1)
+        drho[k] += gb[l] * sb[k] * (z0 - rho[k] / c * z1)
+        grad[i_z + 2 * l + 1] += gb[l] * sb[k] * c
+
+
+@njit(cache=True, error_model="numpy")
+def scales_backward(grad, i_sa, T, sa, sb, drho_dx, dsa, dsb, drho):
+    """The chain rule to the unconstrained scales (log SDs, logit rho_raw) of ``scales_logp``."""
+    for k in range(T):
+        grad[i_sa + k] += dsa[k] * sa[k]
+        grad[i_sa + T + k] += dsb[k] * sb[k]
+        grad[i_sa + 2 * T + k] += drho[k] * drho_dx[k]
+
+
+@njit(cache=True, error_model="numpy")
 def pinv(Li, d, a, b):
     """entry (a, b) of P^-1 = Linv' Linv"""
     s = 0.0
@@ -174,26 +260,7 @@ def logp_grad(x, buf, grad, expand):
     rho = np.empty(T)
     drho_dx = np.empty(T)
     crho = np.empty(T)
-    betaln_eta = 2 * math.lgamma(eta) - math.lgamma(2 * eta)
-    for k in range(T):
-        u = x[i_sa + k]
-        sa[k] = math.exp(u)
-        l1, g1 = pos_logp(sdf, sd1, sd2, sa[k])
-        lp += l1 + u
-        grad[i_sa + k] += g1 * sa[k] + 1.0
-        u = x[i_sb + k]
-        sb[k] = math.exp(u)
-        l1, g1 = pos_logp(sdf, sd1, sd2, sb[k])
-        lp += l1 + u
-        grad[i_sb + k] += g1 * sb[k] + 1.0
-        xr = x[i_rho + k]
-        lu, l1u = -softplus(-xr), -softplus(xr)
-        uu = math.exp(lu)
-        lp += eta * lu + eta * l1u - betaln_eta
-        grad[i_rho + k] += eta * (1 - uu) - eta * uu
-        rho[k] = 2 * uu - 1
-        crho[k] = math.sqrt(1 - rho[k] ** 2)
-        drho_dx[k] = 2 * uu * (1 - uu)
+    lp += scales_logp(x, grad, i_sa, T, sdf, sd1, sd2, eta, sa, sb, rho, crho, drho_dx)
     u = x[i_sig]
     sig = math.exp(u)
     l1, g1 = pos_logp(sgf, sg1, sg2, sig)
@@ -202,21 +269,9 @@ def logp_grad(x, buf, grad, expand):
     # rest levels (non-centred) -> A, B
     a_r = np.empty(Lr)
     b_r = np.empty(Lr)
-    for l in range(Lr):
-        k = int(buf[o_lt + l])
-        z0, z1 = x[i_z + 2 * l], x[i_z + 2 * l + 1]
-        lp += -0.5 * (z0 * z0 + z1 * z1) - math.log(2 * math.pi)
-        grad[i_z + 2 * l] -= z0
-        grad[i_z + 2 * l + 1] -= z1
-        a_r[l] = sa[k] * z0
-        b_r[l] = sb[k] * (rho[k] * z0 + crho[k] * z1)
     A = np.zeros(G)
     B = np.zeros(G)
-    for g in range(G):
-        for j in range(Tk):
-            l = int(buf[o_gl + g * Tk + j])
-            A[g] += a_r[l]
-            B[g] += b_r[l]
+    lp += levels_forward(x, grad, i_z, buf, o_lt, o_gl, Lr, G, Tk, sa, sb, rho, crho, a_r, b_r, A, B)
     # likelihood through the sufficient statistics
     r = np.empty(G2)
     for g in range(G):
@@ -416,26 +471,8 @@ def logp_grad(x, buf, grad, expand):
         for k in range(p):
             s += 2 * buf[o_xx + j * p + k] * beta[k]
         grad[j] += -s / (2 * s2)
-    ga = np.zeros(Lr)
-    gb = np.zeros(Lr)
-    for g in range(G):
-        for j in range(Tk):
-            l = int(buf[o_gl + g * Tk + j])
-            ga[l] += gA[g]
-            gb[l] += gB[g]
-    for l in range(Lr):
-        k = int(buf[o_lt + l])
-        z0, z1 = x[i_z + 2 * l], x[i_z + 2 * l + 1]
-        c = crho[k]
-        dsa[k] += ga[l] * z0
-        grad[i_z + 2 * l] += ga[l] * sa[k] + gb[l] * sb[k] * rho[k]
-        dsb[k] += gb[l] * (rho[k] * z0 + c * z1)
-        drho[k] += gb[l] * sb[k] * (z0 - rho[k] / c * z1)
-        grad[i_z + 2 * l + 1] += gb[l] * sb[k] * c
-    for k in range(T):
-        grad[i_sa + k] += dsa[k] * sa[k]
-        grad[i_sb + k] += dsb[k] * sb[k]
-        grad[i_rho + k] += drho[k] * drho_dx[k]
+    levels_backward(x, grad, i_z, buf, o_lt, o_gl, Lr, G, Tk, sa, sb, rho, crho, gA, gB, dsa, dsb, drho)
+    scales_backward(grad, i_sa, T, sa, sb, drho_dx, dsa, dsb, drho)
     return lp
 
 
@@ -528,6 +565,8 @@ def _make_class():
         shape_list: tuple
         _coords: dict
         seed_init: Any = None
+        #: the callbacks' module function returning (logp_grad, c_logp, c_expand): the Gaussian ones, or another family's
+        kernels: Any = None
 
         @property
         def n_dim(self):
@@ -545,7 +584,7 @@ def _make_class():
             return _lib.PySampler.from_pymc(settings, cores, self._make_model(init_mean), progress_type, store)
 
         def _make_model(self, init_mean):
-            _, c_logp, c_expand = _kernels()
+            _, c_logp, c_expand = (self.kernels or _kernels)()
             n_exp = int(sum(int(np.prod(s)) for s in self.shape_list))
             expand_fn = _lib.ExpandFunc(self.n_dim, n_exp, c_expand.address, self.buf.ctypes.data, self)
             logp_fn = _lib.LogpFunc(c_logp.address, self.buf.ctypes.data, self)
@@ -561,13 +600,18 @@ def _make_class():
 _MODEL_CLASS = None
 
 
-def compile_collapsed(design, resolved: dict, control_sds, collapse, coords: dict):
-    """The nutpie model for one study: the cached callbacks and this study's buffer (no compilation after
-    the first use on a machine)."""
+def model_class():
+    """The nutpie model class (made once: it subclasses nutpie's CompiledModel, imported on first use)."""
     global _MODEL_CLASS
     if _MODEL_CLASS is None:
         _MODEL_CLASS = _make_class()
-    _kernels()
+    return _MODEL_CLASS
+
+
+def compile_collapsed(design, resolved: dict, control_sds, collapse, coords: dict):
+    """The nutpie model for one study: the cached callbacks and this study's buffer (no compilation after
+    the first use on a machine)."""
+    cls = model_class()
     buf, sizes = pack(design, resolved, control_sds, collapse)
     stored = _stored(sizes)
     names = tuple(s[0] for s in stored)
@@ -585,7 +629,7 @@ def compile_collapsed(design, resolved: dict, control_sds, collapse, coords: dic
         return x0 + rng.uniform(-1, 1, size=x0.size)
 
     used = {k: v for k, v in coords.items() if k in {"term", "group", "control", "collapsed"}}
-    return _MODEL_CLASS(dims=dims, buf=buf, sizes=sizes, names=names, shape_list=tuple(s[1] for s in stored), _coords=used, seed_init=init)
+    return cls(dims=dims, buf=buf, sizes=sizes, names=names, shape_list=tuple(s[1] for s in stored), _coords=used, seed_init=init)
 
 
 def _typical_scale(prior) -> float:

@@ -593,9 +593,10 @@ def fit_hierarchical(
     compiled: bool = True,
     retry: bool = True,
 ) -> HierarchicalFit:
-    """Fit the hierarchical model. ``compiled``: sample the collapsed Gaussian model through the log density
-    compiled once per machine (``fastlogp``; the same posterior as the PyMC graph, checked point by point in
-    tests/test_fastlogp.py); False samples the PyMC graph, compiled for this study. ``retry``: when the first
+    """Fit the hierarchical model. ``compiled``: sample the collapsed Gaussian model, and the bernoulli, binomial
+    and poisson models without slope predictors, through a log density compiled once per machine (``fastlogp``,
+    ``fastglm``; the same posterior as the PyMC graph, checked point by point in tests/test_fastlogp.py and
+    tests/test_fastglm.py); False samples the PyMC graph, compiled for this study. ``retry``: when the first
     diagnosis fails on a full-size run (``needs_retry``), sample once more with a longer warm-up
     (``retry_sampler``) and report that fit; ``diagnostics["retry"]`` records why, the first fit's figures and
     the settings used."""
@@ -680,19 +681,27 @@ def _fit_once(
             keep = [v for v in keep if v not in ("sigma", "group_effect", "Intercept")] + ["group_slope"]
             keep += ["cutpoints"] if family == "ordinal" else ["Intercept"]
             keep += ["alpha"] if family == "negativebinomial" else []
-            model = build_glm_model(
-                design,
-                ut,
-                family,
-                resolved,
-                control_sds,
-                adata.control_columns,
-                groups.keys,
-                Z,
-                predictors,
-                default_cutpoints(adata) if family == "ordinal" else None,
-            )
-            stored = keep
+            from . import fastglm
+
+            if compiled and sampler.backend == "nutpie" and fastglm.supported(family, resolved, Z):
+                # the log density compiled once per machine (fastglm; the PyMC graph's, point by point)
+                model, stored = None, None
+                coords = {"term": list(design.term_names), "group": list(groups.keys), "control": list(adata.control_columns)}
+                fast = lambda: fastglm.compile_glm(design, ut, family, resolved, control_sds, coords)  # noqa: E731
+            else:
+                model = build_glm_model(
+                    design,
+                    ut,
+                    family,
+                    resolved,
+                    control_sds,
+                    adata.control_columns,
+                    groups.keys,
+                    Z,
+                    predictors,
+                    default_cutpoints(adata) if family == "ordinal" else None,
+                )
+                stored = keep
         elif collapse is None:
             model, stored = build_model(design, resolved, control_sds, adata.control_columns, groups.keys, Z, predictors), keep
         elif compiled and _fast_supported(resolved):

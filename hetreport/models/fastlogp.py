@@ -29,6 +29,8 @@ import numba
 import numpy as np
 from numba import njit, types
 
+from .collapse import collapse_design
+
 #: prior families of the SDs (and sigma) the compiled density knows; others use the PyMC graph
 SD_FAMILIES = {"halfnormal": 0, "halfstudent_t": 1, "halfcauchy": 2, "exponential": 3}
 
@@ -60,9 +62,7 @@ def _prior_code(prior) -> tuple[float, float, float]:
 
 def pack(design, resolved: dict, control_sds, collapse) -> tuple[np.ndarray, dict]:
     """The study as one flat float64 buffer (header of sizes and offsets, then the arrays), and the sizes."""
-    from .hierarchical import _collapse_design
-
-    k_idx, r_idx, kept, member, D, H, gl_rest = _collapse_design(design, collapse)
+    k_idx, r_idx, kept, member, D, H, gl_rest = collapse_design(design, collapse)
     lt = design.level_term
     G, T, p = design.group_levels.shape[0], len(design.term_names), design.xx.shape[0]
     LK, Lr = len(k_idx), len(r_idx)

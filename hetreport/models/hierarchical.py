@@ -37,6 +37,7 @@ from ..errors import HetreportWarning, SpecError
 from ..groups import Groups, term_levels, terms  # noqa: F401 (formulas: pure, in groups.py)
 from ..groups import model_formulas as formulas
 from ..spec import Prior, Priors, Sampler
+from .collapse import collapse_design as _collapse_design
 from .priors import ResolvedPriors, _r, control_prior_sds, resolve_priors  # noqa: F401 (re-exported)
 
 _control_prior_sds = control_prior_sds  # the name the simulation study and pre-registration import
@@ -329,26 +330,6 @@ def collapsed_terms(design: Design, resolved: dict) -> tuple[int, ...] | None:
         chosen.append(k)
         total += sizes[k]
     return tuple(sorted(chosen))
-
-
-def _collapse_design(design: Design, collapse: tuple[int, ...]):
-    """Collapsed levels, kept terms, each group's membership in the collapsed levels (G, LK), the
-    incidence D of gamma = (alpha, b_treat, a_K, b_K) in the cell means (2G, d), and H = D'ND."""
-    lt, gl = design.level_term, design.group_levels
-    in_k = np.isin(lt, collapse)
-    k_idx, r_idx = np.flatnonzero(in_k), np.flatnonzero(~in_k)
-    kept = [k for k in range(len(design.term_names)) if k not in collapse]
-    pos = np.full(len(lt), -1)
-    pos[k_idx] = np.arange(len(k_idx))
-    member = np.zeros((gl.shape[0], len(k_idx)))
-    for k in collapse:
-        member[np.arange(gl.shape[0]), pos[gl[:, k]]] = 1.0
-    one, zero = np.ones((gl.shape[0], 1)), np.zeros((gl.shape[0], 1))
-    D = np.stack([np.hstack([one, zero, member, 0 * member]), np.hstack([one, one, member, member])], axis=1).reshape(2 * gl.shape[0], -1)
-    H = D.T @ (design.cell_n.reshape(-1, 1) * D)
-    rest_pos = np.full(len(lt), -1)
-    rest_pos[r_idx] = np.arange(len(r_idx))
-    return k_idx, r_idx, kept, member, D, H, rest_pos[gl[:, kept]]
 
 
 def build_collapsed_model(

@@ -129,7 +129,9 @@ def fit_process(code: str, spec: Path, out: Path) -> dict:
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""), "BENCH_SAMPLE_STAMP": str(stamp)}
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0, start = time.perf_counter(), time.time()
-    proc = subprocess.run([sys.executable, "-c", STAMP + code, "fit", str(spec), "--out", str(out)], env=env, capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", STAMP + code, "fit", str(spec), "--out", str(out)], env=env, capture_output=True, text=True
+    )
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode:

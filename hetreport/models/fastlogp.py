@@ -244,7 +244,7 @@ def logp_grad(x, buf, grad, expand):
     o_xx, o_xy, o_D, o_H, o_bmu, o_bsd = int(buf[27]), int(buf[28]), int(buf[29]), int(buf[30]), int(buf[31]), int(buf[32])
     d = 2 + 2 * LK
     G2 = 2 * G
-    i_sa, i_sb, i_rho, i_sig, i_z = p, p + T, p + 2 * T, p + 3 * T, p + 3 * T + 1
+    i_sa, i_sig, i_z = p, p + 3 * T, p + 3 * T + 1
     for i in range(grad.size):
         grad[i] = 0.0
     lp = 0.0
@@ -514,6 +514,132 @@ def c_expand(dim, n_expanded, x_, out_, data_):
 
 def _kernels():
     return logp_grad, c_logp, c_expand
+
+
+# --------------------------------------------------------------------------- the non-Gaussian kernels (fastglm)
+# here, not in fastglm.py: numba's disk cache is invalidated per source file, so the kernels that call the
+# shared group-level functions above live in their file and are recompiled whenever those change
+
+
+@njit(cache=True, error_model="numpy")
+def glm_logp_grad(x, buf, grad, expand):
+    """Log density at x (unconstrained), its gradient into grad; expand (or an empty array) gets the stored
+    values: Intercept, b_treat, beta, sd_intercept, sd_slope, rho, group_intercept, group_slope, crossing_slope."""
+    G, L, T, p, R, fam = int(buf[1]), int(buf[2]), int(buf[3]), int(buf[4]), int(buf[5]), buf[6]
+    mu_a, s_a, mu_b, s_b, eta_lkj = buf[7], buf[8], buf[9], buf[10], buf[11]
+    sdf, sd1, sd2, const = buf[12], buf[13], buf[14], buf[15]
+    o_lt, o_gl, o_rg, o_rt, o_rx = int(buf[16]), int(buf[17]), int(buf[18]), int(buf[19]), int(buf[20])
+    o_ry, o_rn, o_rw, o_bmu, o_bsd = int(buf[21]), int(buf[22]), int(buf[23]), int(buf[24]), int(buf[25])
+    i_beta, i_sa, i_z = 2, 2 + p, 2 + p + 3 * T
+    for i in range(grad.size):
+        grad[i] = 0.0
+    half_log_2pi = 0.5 * math.log(2 * math.pi)
+    a0, bt = x[0], x[1]
+    lp = -0.5 * ((a0 - mu_a) / s_a) ** 2 - math.log(s_a) - half_log_2pi
+    lp += -0.5 * ((bt - mu_b) / s_b) ** 2 - math.log(s_b) - half_log_2pi
+    grad[0] = -(a0 - mu_a) / (s_a * s_a)
+    grad[1] = -(bt - mu_b) / (s_b * s_b)
+    for j in range(p):
+        mu, s = buf[o_bmu + j], buf[o_bsd + j]
+        lp += -0.5 * ((x[i_beta + j] - mu) / s) ** 2 - math.log(s) - half_log_2pi
+        grad[i_beta + j] = -(x[i_beta + j] - mu) / (s * s)
+    sa = np.empty(T)
+    sb = np.empty(T)
+    rho = np.empty(T)
+    crho = np.empty(T)
+    drho_dx = np.empty(T)
+    lp += scales_logp(x, grad, i_sa, T, sdf, sd1, sd2, eta_lkj, sa, sb, rho, crho, drho_dx)
+    a_l = np.empty(L)
+    b_l = np.empty(L)
+    A = np.empty(G)
+    B = np.empty(G)
+    lp += levels_forward(x, grad, i_z, buf, o_lt, o_gl, L, G, T, sa, sb, rho, crho, a_l, b_l, A, B)
+    if expand.size:
+        expand[0] = a0
+        expand[1] = bt
+        e = 2
+        for j in range(p):
+            expand[e] = x[i_beta + j]
+            e += 1
+        for k in range(T):
+            expand[e + k] = sa[k]
+            expand[e + T + k] = sb[k]
+            expand[e + 2 * T + k] = rho[k]
+        e += 3 * T
+        for g in range(G):
+            expand[e + g] = a0 + A[g]
+            expand[e + G + g] = bt + B[g]
+            expand[e + 2 * G + g] = b_l[int(buf[o_gl + g * T + T - 1])]
+        return lp
+    # the likelihood over the unit table's rows, and d lp / d eta per row into the groups and controls
+    gA = np.zeros(G)
+    gB = np.zeros(G)
+    ll = const
+    for r in range(R):
+        g = int(buf[o_rg + r])
+        t = buf[o_rt + r]
+        e = a0 + A[g] + (bt + B[g]) * t
+        for j in range(p):
+            e += buf[o_rx + r * p + j] * x[i_beta + j]
+        y, n, w = buf[o_ry + r], buf[o_rn + r], buf[o_rw + r]
+        if fam == 0.0:
+            # log(1 + e^eta) and the logistic function, stable on both sides
+            if e > 0:
+                ee = math.exp(-e)
+                sp = e + math.log1p(ee)
+                h = 1.0 / (1.0 + ee)
+            else:
+                ee = math.exp(e)
+                sp = math.log1p(ee)
+                h = ee / (1.0 + ee)
+            ll += w * (y * e - n * sp)
+            ge = w * (y - n * h)
+        else:
+            mu = math.exp(e)
+            ll += w * (y * e - n * mu)
+            ge = w * (y - n * mu)
+        gA[g] += ge
+        gB[g] += ge * t
+        for j in range(p):
+            grad[i_beta + j] += ge * buf[o_rx + r * p + j]
+    lp += ll
+    for g in range(G):
+        grad[0] += gA[g]
+        grad[1] += gB[g]
+    dsa = np.zeros(T)
+    dsb = np.zeros(T)
+    drho = np.zeros(T)
+    levels_backward(x, grad, i_z, buf, o_lt, o_gl, L, G, T, sa, sb, rho, crho, gA, gB, dsa, dsb, drho)
+    scales_backward(grad, i_sa, T, sa, sb, drho_dx, dsa, dsb, drho)
+    return lp
+
+
+@numba.cfunc(c_logp_sig, cache=True, error_model="numpy")
+def c_glm_logp(dim, x_, out_, logp_, data_):
+    head = numba.carray(data_, (1,), np.float64)
+    buf = numba.carray(data_, (int(head[0]),), np.float64)
+    x = numba.carray(x_, (dim,))
+    out = numba.carray(out_, (dim,))
+    logp = numba.carray(logp_, (1,))
+    val = glm_logp_grad(x, buf, out, np.empty(0))
+    logp[0] = val
+    if not np.isfinite(val):
+        return 4
+    for i in range(dim):
+        if not np.isfinite(out[i]):
+            return 3
+    return 0
+
+
+@numba.cfunc(c_expand_sig, cache=True, error_model="numpy")
+def c_glm_expand(dim, n_expanded, x_, out_, data_):
+    head = numba.carray(data_, (1,), np.float64)
+    buf = numba.carray(data_, (int(head[0]),), np.float64)
+    x = numba.carray(x_, (dim,))
+    out = numba.carray(out_, (n_expanded,))
+    grad = np.empty(dim)
+    glm_logp_grad(x, buf, grad, out)
+    return 0
 
 
 def logp_and_grad(x: np.ndarray, buf: np.ndarray) -> tuple[float, np.ndarray]:

@@ -306,7 +306,7 @@ def main(argv=None) -> int:
         choices=("patterns", "compiled"),
         default="patterns",
         help="patterns: per-unit likelihood (baseline) against covariate patterns; compiled: the PyTensor graph nutpie "
-        "compiles per study (baseline) against fastglm's cached numba density (bernoulli only; ordinal has no numba density yet)",
+        "compiles per study (baseline) against fastglm's cached numba density",
     )
     p.add_argument(
         "--controls",

@@ -2,8 +2,8 @@
 
 At random points of the sampler's (unconstrained) space the two log densities agree (no constant dropped:
 the binomial coefficients and log y! are in both) and so do their gradients (PyTensor's symbolic gradient
-of ``build_glm_model``, and a central finite difference of the numba value), for bernoulli, binomial and
-poisson outcomes, with the likelihood on cells, on covariate patterns and per unit; and a small fit of each
+of ``build_glm_model``, and a central finite difference of the numba value), for bernoulli, binomial,
+poisson and ordinal outcomes, with the likelihood on cells, on covariate patterns and per unit; and a small fit of each
 route gives the same posterior means within Monte Carlo error."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import pytest
 from test_glm_patterns import OUTCOME, pattern_frame
 
 from hetreport.models import fastglm
-from hetreport.models.families import unit_table
+from hetreport.models.families import default_cutpoints, unit_table
 from hetreport.models.hierarchical import _control_prior_sds, build_design, build_glm_model, fit_hierarchical, resolve_priors
 from hetreport.spec import Sampler
 from tests.conftest import make_analysis
@@ -50,9 +50,10 @@ def _check(tmp_path, family, controls=("c1", "c2"), aggregate=True, priors=None,
     sds = _control_prior_sds(resolved, adata)
     ut = unit_table(adata, groups, aggregate=aggregate)
     assert fastglm.supported(family, resolved)
-    model = build_glm_model(design, ut, family, resolved, sds, adata.control_columns, groups.keys)
+    cut = default_cutpoints(adata) if family == "ordinal" else None
+    model = build_glm_model(design, ut, family, resolved, sds, adata.control_columns, groups.keys, cut_mu=cut)
     logp, dlogp = model.compile_logp(jacobian=True), model.compile_dlogp(jacobian=True)
-    buf, sizes = fastglm.pack(design, ut, family, resolved, sds)
+    buf, sizes = fastglm.pack(design, ut, family, resolved, sds, cut)
     n_dim = sum(int(np.prod(model.initial_point()[v.name].shape)) for v in model.value_vars)
     assert sizes["n_dim"] == n_dim
     rng = np.random.default_rng(seed)
@@ -104,20 +105,31 @@ def test_logp_and_gradient_equal_pymc_graph_poisson_on_cells_without_controls(tm
     assert ut.aggregated and sizes["p"] == 0 and ut.trials.max() > 1
 
 
+def test_logp_and_gradient_equal_pymc_graph_ordinal_on_pattern_value_rows(tmp_path):
+    ut, sizes = _check(tmp_path, "ordinal", seed=4)
+    assert ut.aggregated and sizes["n_cut"] == 4 and ut.weight.max() > 1
+
+
+def test_logp_and_gradient_equal_pymc_graph_ordinal_cutpoint_prior_per_unit(tmp_path):
+    ut, sizes = _check(tmp_path, "ordinal", aggregate=False, priors={"cutpoints": "normal(0, 3)"}, seed=5)
+    assert not ut.aggregated and sizes["n_cut"] == 4
+
+
 def test_unsupported_cases_keep_the_pymc_graph(tmp_path):
     spec, adata, groups = _analysis(tmp_path, "bernoulli", priors={"intercept": "student_t(3, 0, 2.5)"})
     assert not fastglm.supported("bernoulli", resolve_priors(spec.priors, adata))
-    assert not fastglm.supported("ordinal", resolve_priors(spec.priors, adata))
+    assert not fastglm.supported("negativebinomial", resolve_priors(spec.priors, adata))
     assert not fastglm.supported("bernoulli", resolve_priors(spec.priors, adata), np.zeros((4, 1)))
 
 
 @pytest.mark.slow
-def test_compiled_route_gives_the_pymc_routes_posterior(tmp_path):
-    """Same data, both routes sampled (bernoulli on covariate patterns): the posterior means of the
-    response-scale group effects, the control coefficients and the SDs agree within Monte Carlo error."""
+@pytest.mark.parametrize("family", ["bernoulli"])  # ordinal passes too, but its PyMC route takes ~2.5 min
+def test_compiled_route_gives_the_pymc_routes_posterior(tmp_path, family):
+    """Same data, both routes sampled (on covariate patterns): the posterior means of the response-scale
+    group effects, the control coefficients and the SDs agree within Monte Carlo error."""
     import arviz as az
 
-    spec, adata, groups = _analysis(tmp_path, "bernoulli")
+    spec, adata, groups = _analysis(tmp_path, family)
     sampler = Sampler(draws=400, tune=400, chains=2, seed=3)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -125,7 +137,7 @@ def test_compiled_route_gives_the_pymc_routes_posterior(tmp_path):
         old = fit_hierarchical(adata, groups, spec.priors, sampler, compiled=False)
     assert "numba" in fast.backend and "numba" not in old.backend
     assert fast.likelihood == old.likelihood
-    for var in ("group_effect", "beta", "sd_slope", "Intercept", "b_treat"):
+    for var in ("group_effect", "beta", "sd_slope", "b_treat") + (("cutpoints",) if family == "ordinal" else ("Intercept",)):
         pa, pu = fast.idata.posterior[var], old.idata.posterior[var]
         diff = np.ravel((pa.mean(("chain", "draw")) - pu.mean(("chain", "draw"))).to_numpy())
         mcse = np.ravel(np.sqrt(az.mcse(pa.to_dataset())[var].to_numpy() ** 2 + az.mcse(pu.to_dataset())[var].to_numpy() ** 2))

@@ -10,10 +10,10 @@ machine and loaded from numba's disk cache by every later study of the class. Th
 (``glm_logp_grad``, ``c_glm_logp``, ``c_glm_expand``) are in fastlogp.py, next to the group-level functions
 they call: numba invalidates its cache per source file, so they must be recompiled when those change.
 
-Families: bernoulli and binomial (logit link) and poisson (log link), correlated varying intercepts and
-slopes for every term, controls or not, without slope predictors; the intercept, the common slope and the
-controls with normal priors and the SDs with one of ``fastlogp.SD_FAMILIES``. Other cases (ordinal,
-negative binomial, slope predictors, other priors) keep the PyMC graph. The group-level part (the SDs'
+Families: bernoulli and binomial (logit link), poisson (log link) and ordinal (cumulative logit), correlated
+varying intercepts and slopes for every term, controls or not, without slope predictors; the intercept (or
+the cutpoints), the common slope and the controls with normal priors and the SDs with one of
+``fastlogp.SD_FAMILIES``. Other cases (negative binomial, slope predictors, other priors) keep the PyMC graph. The group-level part (the SDs'
 and correlations' priors, the non-centred level effects, their chain rule) is ``fastlogp``'s, shared with
 the Gaussian density.
 
@@ -25,8 +25,13 @@ log sd_slope (T), logit rho_raw (T), z (L x 2). The likelihood sums over the row
     binomial:  w_r [y_r eta_r - n_r log(1 + e^eta_r) + log C(n_r, y_r)]
     poisson:   w_r [y_r (eta_r + log n_r) - n_r e^eta_r - log y_r!]   (n_r: units in the cell, 1 per unit)
 
+    ordinal:   w_r log(F(c_k - eta_r) - F(c_(k-1) - eta_r)), k = y_r, F logistic, c_(-1), c_K = -+1000
+               (the rows: (pattern, category) with frequency weights; the intercept is in the cutpoints)
+
 and d/d eta_r = w_r (y_r - n_r h(eta_r)), h the inverse link; the constants (binomial coefficients,
-log y!) are summed once into the buffer, so the value equals PyMC's ``logp`` exactly.
+log y!) are summed once into the buffer, so the value equals PyMC's ``logp`` exactly. For ordinal
+outcomes the parameter vector starts with the cutpoints on PyMC's ordered transform in place of the
+Intercept.
 tests/test_fastglm.py checks value and gradient against PyTensor's at random points.
 """
 
@@ -41,12 +46,13 @@ from . import fastlogp
 from .fastlogp import SD_FAMILIES, _prior_code, _typical_scale, model_class
 
 #: the families the compiled density covers, and their code in the buffer
-FAMILY_CODES = {"bernoulli": 0, "binomial": 0, "poisson": 1}
+FAMILY_CODES = {"bernoulli": 0, "binomial": 0, "poisson": 1, "ordinal": 2}
 
 # header slots of the flat buffer
 _H_LEN, _H_G, _H_L, _H_T, _H_P, _H_R, _H_FAM = range(7)
 _H_MUA, _H_SA, _H_MUB, _H_SB, _H_ETA, _H_SDF, _H_SD1, _H_SD2, _H_CONST = range(7, 16)
 _O_LT, _O_GL, _O_RG, _O_RT, _O_RX, _O_RY, _O_RN, _O_RW, _O_BMU, _O_BSD = range(16, 26)
+_H_NH, _O_CMU, _O_CSD = 26, 27, 28
 _HEADER = 32
 
 
@@ -58,11 +64,13 @@ def supported(family: str, resolved, predictors=None) -> bool:
         and resolved["intercept"].family == "normal"
         and resolved["b"].family == "normal"
         and resolved["sd"].family in SD_FAMILIES
+        and (family != "ordinal" or resolved["cutpoints"] is None or resolved["cutpoints"].family == "normal")
     )
 
 
-def pack(design, ut, family: str, resolved, control_sds) -> tuple[np.ndarray, dict]:
-    """The study as one flat float64 buffer (header of sizes and offsets, then the arrays), and the sizes."""
+def pack(design, ut, family: str, resolved, control_sds, cut_mu=None) -> tuple[np.ndarray, dict]:
+    """The study as one flat float64 buffer (header of sizes and offsets, then the arrays), and the sizes.
+    Ordinal: ``cut_mu`` the default cutpoint prior's centres (normal(cut_mu, 2.5), as build_glm_model)."""
     G, T, p = design.group_levels.shape[0], len(design.term_names), design.xx.shape[0]
     L = len(design.level_term)
     R = ut.n_rows
@@ -75,10 +83,16 @@ def pack(design, ut, family: str, resolved, control_sds) -> tuple[np.ndarray, di
     y = np.asarray(ut.y, dtype=float)
     n = np.asarray(ut.trials, dtype=float) if ut.trials is not None else np.ones(R)
     w = np.asarray(ut.weight, dtype=float)
+    nh, c_mu, c_sd = 1, np.zeros(0), np.zeros(0)
     if FAMILY_CODES[family] == 0:
         const = float(np.sum(w * (gammaln(n + 1) - gammaln(y + 1) - gammaln(n - y + 1))))
-    else:
+    elif FAMILY_CODES[family] == 1:
         const = float(np.sum(w * (y * np.log(n) - gammaln(y + 1))))
+    else:  # ordinal: log P(y = k) has no constant
+        const, nh = 0.0, len(cut_mu)
+        cp = resolved["cutpoints"]
+        c_mu = np.asarray(cut_mu, dtype=float) if cp is None else np.full(nh, cp.kwargs()["mu"])
+        c_sd = np.full(nh, 2.5 if cp is None else cp.kwargs()["sigma"])
     arrays = [
         design.level_term,
         design.group_levels.reshape(-1),
@@ -90,19 +104,22 @@ def pack(design, ut, family: str, resolved, control_sds) -> tuple[np.ndarray, di
         w,
         b_mu,
         b_sd,
+        c_mu,
+        c_sd,
     ]
     header = np.zeros(_HEADER)
     header[[_H_G, _H_L, _H_T, _H_P, _H_R, _H_FAM]] = G, L, T, p, R, FAMILY_CODES[family]
     header[[_H_MUA, _H_SA, _H_MUB, _H_SB, _H_ETA]] = ip["mu"], ip["sigma"], bp["mu"], bp["sigma"], eta
     header[[_H_SDF, _H_SD1, _H_SD2]] = _prior_code(resolved["sd"])
     header[_H_CONST] = const
+    header[_H_NH] = nh
     off = _HEADER
-    for slot, arr in zip(range(_O_LT, _O_BSD + 1), arrays):
+    for slot, arr in zip([*range(_O_LT, _O_BSD + 1), _O_CMU, _O_CSD], arrays):
         header[slot] = off
         off += np.asarray(arr).size
     header[_H_LEN] = off
     buf = np.ascontiguousarray(np.concatenate([header] + [np.asarray(a, dtype=float).reshape(-1) for a in arrays]))
-    sizes = dict(G=G, T=T, p=p, L=L, R=R, n_dim=2 + p + 3 * T + 2 * L)
+    sizes = dict(G=G, T=T, p=p, L=L, R=R, n_cut=nh if family == "ordinal" else 0, n_dim=nh + 1 + p + 3 * T + 2 * L)
     return buf, sizes
 
 
@@ -129,8 +146,9 @@ def expand_values(x: np.ndarray, buf: np.ndarray, n_expanded: int) -> np.ndarray
 def stored(sizes: dict) -> list[tuple[str, tuple[int, ...], tuple[str, ...]]]:
     """The values recorded per draw, in the order ``glm_logp_grad`` writes them: (name, shape, dims)."""
     G, T, p = sizes["G"], sizes["T"], sizes["p"]
+    head = [("cutpoints", (sizes["n_cut"],), ("cutpoint",))] if sizes.get("n_cut") else [("Intercept", (), ())]
     return [
-        ("Intercept", (), ()),
+        *head,
         ("b_treat", (), ()),
         *([("beta", (p,), ("control",))] if p else []),
         ("sd_intercept", (T,), ("term",)),
@@ -142,27 +160,31 @@ def stored(sizes: dict) -> list[tuple[str, tuple[int, ...], tuple[str, ...]]]:
     ]
 
 
-def compile_glm(design, ut, family: str, resolved, control_sds, coords: dict):
+def compile_glm(design, ut, family: str, resolved, control_sds, coords: dict, cut_mu=None):
     """The nutpie model for one study: the cached callbacks and this study's buffer (no compilation after
     the first use on a machine)."""
     cls = model_class()
-    buf, sizes = pack(design, ut, family, resolved, control_sds)
+    buf, sizes = pack(design, ut, family, resolved, control_sds, cut_mu)
     rows = stored(sizes)
     names = tuple(s[0] for s in rows)
     dims = {s[0]: s[2] for s in rows}
-    T, p = sizes["T"], sizes["p"]
+    T, p, nh = sizes["T"], sizes["p"], int(buf[_H_NH])
     start = np.zeros(sizes["n_dim"])
-    start[0] = resolved["intercept"].kwargs()["mu"]
-    start[1] = resolved["b"].kwargs()["mu"]
-    start[2 : 2 + p] = buf[int(buf[_O_BMU]) : int(buf[_O_BMU]) + p]
-    start[2 + p : 2 + p + 2 * T] = math.log(_typical_scale(resolved["sd"]))
+    if family == "ordinal":  # PyMC's initval, the sorted centres, on the ordered transform's scale
+        c0 = np.sort(np.asarray(cut_mu, dtype=float))
+        start[0], start[1:nh] = c0[0], np.log(np.maximum(np.diff(c0), 1e-6))
+    else:
+        start[0] = resolved["intercept"].kwargs()["mu"]
+    start[nh] = resolved["b"].kwargs()["mu"]
+    start[nh + 1 : nh + 1 + p] = buf[int(buf[_O_BMU]) : int(buf[_O_BMU]) + p]
+    start[nh + 1 + p : nh + 1 + p + 2 * T] = math.log(_typical_scale(resolved["sd"]))
 
     def init(seed):
         # PyMC's start (support point, jitter U(-1, 1) on the unconstrained scale), written out
         rng = np.random.default_rng(seed)
         return start + rng.uniform(-1, 1, size=start.size)
 
-    used = {k: v for k, v in coords.items() if k in {"term", "group", "control"}}
+    used = {k: v for k, v in coords.items() if k in {"term", "group", "control", "cutpoint"}}
     return cls(
         dims=dims,
         buf=buf,

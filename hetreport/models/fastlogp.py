@@ -524,21 +524,42 @@ def _kernels():
 @njit(cache=True, error_model="numpy")
 def glm_logp_grad(x, buf, grad, expand):
     """Log density at x (unconstrained), its gradient into grad; expand (or an empty array) gets the stored
-    values: Intercept, b_treat, beta, sd_intercept, sd_slope, rho, group_intercept, group_slope, crossing_slope."""
+    values: Intercept (ordinal: the cutpoints), b_treat, beta, sd_intercept, sd_slope, rho, group_intercept,
+    group_slope, crossing_slope. Family codes: 0 binomial (logit), 1 poisson (log), 2 ordinal (cumulative
+    logit, P(y <= k) = logistic(c_k - eta); the cutpoints under PyMC's ordered transform, c_0 = x_0,
+    c_j = c_(j-1) + exp(x_j), and the intercept absorbed by them)."""
     G, L, T, p, R, fam = int(buf[1]), int(buf[2]), int(buf[3]), int(buf[4]), int(buf[5]), buf[6]
     mu_a, s_a, mu_b, s_b, eta_lkj = buf[7], buf[8], buf[9], buf[10], buf[11]
     sdf, sd1, sd2, const = buf[12], buf[13], buf[14], buf[15]
     o_lt, o_gl, o_rg, o_rt, o_rx = int(buf[16]), int(buf[17]), int(buf[18]), int(buf[19]), int(buf[20])
     o_ry, o_rn, o_rw, o_bmu, o_bsd = int(buf[21]), int(buf[22]), int(buf[23]), int(buf[24]), int(buf[25])
-    i_beta, i_sa, i_z = 2, 2 + p, 2 + p + 3 * T
+    nh, o_cmu, o_csd = int(buf[26]), int(buf[27]), int(buf[28])  # head parameters: 1 intercept, or the cutpoints
+    ordinal = fam == 2.0
+    i_bt = nh
+    i_beta, i_sa, i_z = nh + 1, nh + 1 + p, nh + 1 + p + 3 * T
     for i in range(grad.size):
         grad[i] = 0.0
     half_log_2pi = 0.5 * math.log(2 * math.pi)
-    a0, bt = x[0], x[1]
-    lp = -0.5 * ((a0 - mu_a) / s_a) ** 2 - math.log(s_a) - half_log_2pi
+    bt = x[i_bt]
+    cut = np.empty(nh)
+    gcut = np.zeros(nh)
+    if ordinal:
+        a0 = 0.0
+        lp = 0.0
+        for j in range(nh):
+            cut[j] = x[0] if j == 0 else cut[j - 1] + math.exp(x[j])
+            if j > 0:
+                lp += x[j]  # log Jacobian of the ordered transform
+                grad[j] = 1.0
+            mu, s = buf[o_cmu + j], buf[o_csd + j]
+            lp += -0.5 * ((cut[j] - mu) / s) ** 2 - math.log(s) - half_log_2pi
+            gcut[j] = -(cut[j] - mu) / (s * s)
+    else:
+        a0 = x[0]
+        lp = -0.5 * ((a0 - mu_a) / s_a) ** 2 - math.log(s_a) - half_log_2pi
+        grad[0] = -(a0 - mu_a) / (s_a * s_a)
     lp += -0.5 * ((bt - mu_b) / s_b) ** 2 - math.log(s_b) - half_log_2pi
-    grad[0] = -(a0 - mu_a) / (s_a * s_a)
-    grad[1] = -(bt - mu_b) / (s_b * s_b)
+    grad[i_bt] = -(bt - mu_b) / (s_b * s_b)
     for j in range(p):
         mu, s = buf[o_bmu + j], buf[o_bsd + j]
         lp += -0.5 * ((x[i_beta + j] - mu) / s) ** 2 - math.log(s) - half_log_2pi
@@ -555,9 +576,13 @@ def glm_logp_grad(x, buf, grad, expand):
     B = np.empty(G)
     lp += levels_forward(x, grad, i_z, buf, o_lt, o_gl, L, G, T, sa, sb, rho, crho, a_l, b_l, A, B)
     if expand.size:
-        expand[0] = a0
-        expand[1] = bt
-        e = 2
+        if ordinal:
+            for j in range(nh):
+                expand[j] = cut[j]
+        else:
+            expand[0] = a0
+        expand[nh] = bt
+        e = nh + 1
         for j in range(p):
             expand[e] = x[i_beta + j]
             e += 1
@@ -594,18 +619,42 @@ def glm_logp_grad(x, buf, grad, expand):
                 h = ee / (1.0 + ee)
             ll += w * (y * e - n * sp)
             ge = w * (y - n * h)
-        else:
+        elif fam == 1.0:
             mu = math.exp(e)
             ll += w * (y * e - n * mu)
             ge = w * (y - n * mu)
+        else:
+            # log P(y = k) = log(F(u) - F(l)), u = c_k - eta, l = c_(k-1) - eta (the PyMC graph's +-1000 beyond
+            # the ends), written as -softplus(-u) - softplus(l) + log(1 - e^(l - u)); its derivatives in u and l
+            # are logistic(-u) + 1 / expm1(u - l) and -logistic(l) - 1 / expm1(u - l)
+            k = int(y)
+            u = (cut[k] if k < nh else 1e3) - e
+            lo = (cut[k - 1] if k > 0 else -1e3) - e
+            dx = lo - u
+            l1m = math.log(-math.expm1(dx)) if dx > -0.6931471805599453 else math.log1p(-math.exp(dx))
+            ll += w * (-softplus(-u) - softplus(lo) + l1m)
+            q = 1.0 / math.expm1(u - lo)
+            fu = (math.exp(-u) / (1.0 + math.exp(-u)) if u > 0 else 1.0 / (1.0 + math.exp(u))) + q
+            fl = -(1.0 / (1.0 + math.exp(-lo)) if lo > 0 else math.exp(lo) / (1.0 + math.exp(lo))) - q
+            if k < nh:
+                gcut[k] += w * fu
+            if k > 0:
+                gcut[k - 1] += w * fl
+            ge = -w * (fu + fl)
         gA[g] += ge
         gB[g] += ge * t
         for j in range(p):
             grad[i_beta + j] += ge * buf[o_rx + r * p + j]
     lp += ll
     for g in range(G):
-        grad[0] += gA[g]
-        grad[1] += gB[g]
+        if not ordinal:
+            grad[0] += gA[g]
+        grad[i_bt] += gB[g]
+    if ordinal:  # through the ordered transform: d c_j / d x_0 = 1, d c_j / d x_i = exp(x_i) for 1 <= i <= j
+        tail = 0.0
+        for j in range(nh - 1, -1, -1):
+            tail += gcut[j]
+            grad[j] += tail if j == 0 else tail * math.exp(x[j])
     dsa = np.zeros(T)
     dsb = np.zeros(T)
     drho = np.zeros(T)

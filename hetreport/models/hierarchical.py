@@ -574,8 +574,8 @@ def fit_hierarchical(
     compiled: bool = True,
     retry: bool = True,
 ) -> HierarchicalFit:
-    """Fit the hierarchical model. ``compiled``: sample the collapsed Gaussian model, and the bernoulli, binomial
-    and poisson models without slope predictors, through a log density compiled once per machine (``fastlogp``,
+    """Fit the hierarchical model. ``compiled``: sample the collapsed Gaussian model, and the bernoulli, binomial,
+    poisson and ordinal models without slope predictors, through a log density compiled once per machine (``fastlogp``,
     ``fastglm``; the same posterior as the PyMC graph, checked point by point in tests/test_fastlogp.py and
     tests/test_fastglm.py); False samples the PyMC graph, compiled for this study. ``retry``: when the first
     diagnosis fails on a full-size run (``needs_retry``), sample once more with a longer warm-up
@@ -668,7 +668,10 @@ def _fit_once(
                 # the log density compiled once per machine (fastglm; the PyMC graph's, point by point)
                 model, stored = None, None
                 coords = {"term": list(design.term_names), "group": list(groups.keys), "control": list(adata.control_columns)}
-                fast = lambda: fastglm.compile_glm(design, ut, family, resolved, control_sds, coords)  # noqa: E731
+                cut_mu = default_cutpoints(adata) if family == "ordinal" else None
+                if cut_mu is not None:
+                    coords["cutpoint"] = [f"{k + 1}|{k + 2}" for k in range(len(cut_mu))]
+                fast = lambda: fastglm.compile_glm(design, ut, family, resolved, control_sds, coords, cut_mu)  # noqa: E731
             else:
                 model = build_glm_model(
                     design,

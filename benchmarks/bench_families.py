@@ -31,6 +31,8 @@ the posterior means of the response-scale group effects in units of their combin
     python benchmarks/bench_families.py                         # both families, 4 x (1000 + 1000)
     python benchmarks/bench_families.py --family ordinal --draws 500 --tune 500
     python benchmarks/bench_families.py --modifiers white male  # few patterns: the pattern route applies
+    python benchmarks/bench_families.py --routes compiled --family bernoulli --controls   # the bundled example's
+                                                                # respondents_logit: PyTensor graph against fastglm
     python benchmarks/bench_families.py --in-process            # the older check: no controls,
                                                                 # cells against units, one process
 """
@@ -71,17 +73,41 @@ BASELINE = (
     "import sys, hetreport.models.families as f; f.AGGREGATE_MAX_SHARE = 0.0; from hetreport.cli import main; sys.exit(main(sys.argv[1:]))"
 )
 DEFAULT = "import sys; from hetreport.cli import main; sys.exit(main(sys.argv[1:]))"
+#: --routes compiled: the baseline is the PyTensor graph nutpie compiles per study (fastglm switched off, the
+#: route hetreport took before fastglm), against fastglm's numba density loaded from the disk cache
+PYTENSOR = (
+    "import sys, hetreport.models.fastglm as f; f.supported = lambda *a, **k: False; "
+    "from hetreport.cli import main; sys.exit(main(sys.argv[1:]))"
+)
+#: every process notes the wall-clock time at which nutpie's sampler is called (time to first draw)
+STAMP = (
+    "import os, time, nutpie; _s = nutpie.sample\n"
+    "def _stamped(*a, **k):\n"
+    "    open(os.environ['BENCH_SAMPLE_STAMP'], 'a').write(f'{time.time()}\\n')\n"
+    "    return _s(*a, **k)\n"
+    "nutpie.sample = _stamped\n"
+)
 
 
 def write_spec(
-    folder: Path, family: str, draws: int, tune: int, chains: int, seed: int, all_methods: bool, modifiers=tuple(MODIFIERS)
+    folder: Path,
+    family: str,
+    draws: int,
+    tune: int,
+    chains: int,
+    seed: int,
+    all_methods: bool,
+    modifiers=tuple(MODIFIERS),
+    controls=tuple(CONTROLS),
 ) -> Path:
     import yaml
 
     base = yaml.safe_load(SPEC.read_text())
     data = dict(base["data"])
     data["path"] = str((SPEC.parent / data["path"]).resolve())  # absolute: the spec lives in a temporary folder
-    analysis = {**ANALYSES[family], "modifiers": list(modifiers), "controls": CONTROLS, "categorical": ["region"]}
+    analysis = {**ANALYSES[family], "modifiers": list(modifiers), "controls": list(controls)}
+    if "region" in controls:
+        analysis["categorical"] = ["region"]
     if not all_methods:
         analysis["methods"] = ["ols_full", "hierarchical"]
     spec = {
@@ -99,10 +125,13 @@ def write_spec(
 
 def fit_process(code: str, spec: Path, out: Path) -> dict:
     """One fresh ``hetreport fit`` process: wall and CPU seconds, and what it wrote."""
-    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    stamp = out.with_name(out.name + ".stamp")
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""), "BENCH_SAMPLE_STAMP": str(stamp)}
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", code, "fit", str(spec), "--out", str(out)], env=env, capture_output=True, text=True)
+    t0, start = time.perf_counter(), time.time()
+    proc = subprocess.run(
+        [sys.executable, "-c", STAMP + code, "fit", str(spec), "--out", str(out)], env=env, capture_output=True, text=True
+    )
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode:
@@ -123,6 +152,8 @@ def fit_process(code: str, spec: Path, out: Path) -> dict:
         "max_rhat": max(v["max_rhat"] for v in q),
         "out": out,
         "name": name,
+        # seconds from the process's start to nutpie's sampler being called (data read, model built or loaded)
+        "first_draw": float(stamp.read_text().split()[0]) - start if stamp.exists() else float("nan"),
     }
 
 
@@ -140,11 +171,14 @@ def fresh_main(args) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         for family in families:
-            spec = write_spec(tmp, family, args.draws, args.tune, args.chains, args.seed, args.all_methods, args.modifiers)
-            routes = (("per unit (baseline)", BASELINE), ("patterns (hetreport)", DEFAULT))
+            spec = write_spec(tmp, family, args.draws, args.tune, args.chains, args.seed, args.all_methods, args.modifiers, args.controls)
+            if args.routes == "compiled":
+                routes = (("PyTensor graph (baseline)", PYTENSOR), ("numba fastglm (hetreport)", DEFAULT))
+            else:
+                routes = (("per unit (baseline)", BASELINE), ("patterns (hetreport)", DEFAULT))
             if not args.no_warmup:
                 (tmp / "warm").mkdir(exist_ok=True)
-                small = write_spec(tmp / "warm", family, 50, 50, 2, args.seed, args.all_methods, args.modifiers)
+                small = write_spec(tmp / "warm", family, 50, 50, 2, args.seed, args.all_methods, args.modifiers, args.controls)
                 for label, code in routes:
                     w = fit_process(code, small, tmp / f"warm-{family}-{label[:5]}")
                     print(
@@ -157,7 +191,8 @@ def fresh_main(args) -> int:
                 runs[label] = r
                 t, lik = r["timings"], r["likelihood"]
                 print(
-                    f"{family:9s} {label:22s} wall {r['wall']:6.1f} s  CPU {r['cpu']:6.1f} s  compile {t.get('compile_s', float('nan')):5.1f} s  "
+                    f"{family:9s} {label:22s} wall {r['wall']:6.1f} s  first draw at {r['first_draw']:5.1f} s  CPU {r['cpu']:6.1f} s  "
+                    f"compile {t.get('compile_s', float('nan')):5.1f} s  "
                     f"sampling {t.get('sampling_s', float('nan')):6.1f} s  rows {lik['rows']:5d}  divergences {r['divergences']:3d}  "
                     f"min ESS bulk {r['min_ess_bulk']:6.0f} tail {r['min_ess_tail']:6.0f}  max R-hat {r['max_rhat']:.3f}",
                     flush=True,
@@ -167,7 +202,8 @@ def fresh_main(args) -> int:
             b, a = runs.values()
             z = np.abs(mb - ma) / np.sqrt(sb**2 + sa**2)
             print(
-                f"{family:9s} ratio wall baseline/patterns {b['wall'] / a['wall']:.2f}x, CPU {b['cpu'] / a['cpu']:.2f}x, "
+                f"{family:9s} ratio wall baseline/hetreport {b['wall'] / a['wall']:.2f}x, first draw {b['first_draw'] / a['first_draw']:.2f}x, "
+                f"CPU {b['cpu'] / a['cpu']:.2f}x, "
                 f"sampling {b['timings']['sampling_s'] / a['timings']['sampling_s']:.2f}x; same posterior: max |difference of "
                 f"group-effect means| {np.abs(mb - ma).max():.4f} ({z.max():.1f} MC standard errors)",
                 flush=True,
@@ -264,6 +300,19 @@ def main(argv=None) -> int:
         default=MODIFIERS,
         help="the analysis' modifiers (default white male intl hawk_r: 100 groups, 1,009 patterns among 1,200 "
         "units, so the pattern route falls back to per unit; white male: 4 groups, 244 patterns)",
+    )
+    p.add_argument(
+        "--routes",
+        choices=("patterns", "compiled"),
+        default="patterns",
+        help="patterns: per-unit likelihood (baseline) against covariate patterns; compiled: the PyTensor graph nutpie "
+        "compiles per study (baseline) against fastglm's cached numba density",
+    )
+    p.add_argument(
+        "--controls",
+        nargs="*",
+        default=CONTROLS,
+        help="the analysis' controls (default dem lowstakes lowcost region; none: the bundled example's respondents_logit)",
     )
     p.add_argument("--all-methods", action="store_true", help="fit the default set of methods, not only the hierarchical model")
     p.add_argument("--in-process", action="store_true", help="the older check: no controls, cells against units, one process")

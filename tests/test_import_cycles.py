@@ -18,10 +18,8 @@ import hetreport
 ROOT = Path(hetreport.__file__).parent
 
 #: cycles still to break, as the sorted modules of each strongly connected component; shrink this list,
-#: never grow it (models.hierarchical <-> fastlogp: the sampling code's collapsed design)
-KNOWN: list[tuple[str, ...]] = [
-    ("hetreport.models.fastlogp", "hetreport.models.hierarchical"),
-]
+#: never grow it
+KNOWN: list[tuple[str, ...]] = []
 
 
 def _modules() -> dict[str, Path]:

@@ -29,6 +29,8 @@ import numba
 import numpy as np
 from numba import njit, types
 
+from .collapse import collapse_design
+
 #: prior families of the SDs (and sigma) the compiled density knows; others use the PyMC graph
 SD_FAMILIES = {"halfnormal": 0, "halfstudent_t": 1, "halfcauchy": 2, "exponential": 3}
 
@@ -60,9 +62,7 @@ def _prior_code(prior) -> tuple[float, float, float]:
 
 def pack(design, resolved: dict, control_sds, collapse) -> tuple[np.ndarray, dict]:
     """The study as one flat float64 buffer (header of sizes and offsets, then the arrays), and the sizes."""
-    from .hierarchical import _collapse_design
-
-    k_idx, r_idx, kept, member, D, H, gl_rest = _collapse_design(design, collapse)
+    k_idx, r_idx, kept, member, D, H, gl_rest = collapse_design(design, collapse)
     lt = design.level_term
     G, T, p = design.group_levels.shape[0], len(design.term_names), design.xx.shape[0]
     LK, Lr = len(k_idx), len(r_idx)
@@ -137,6 +137,92 @@ def pos_logp(fam, a1, a2, x):
 
 
 @njit(cache=True, error_model="numpy")
+def scales_logp(x, grad, i_sa, T, sdf, sd1, sd2, eta, sa, sb, rho, crho, drho_dx):
+    """The group-level scales, shared by every family's compiled density: x[i_sa : i_sa + 3T] holds
+    log sd_intercept (T), log sd_slope (T) and logit rho_raw (T). Their priors (the SD prior family
+    sdf with parameters sd1, sd2; rho_raw ~ Beta(eta, eta), the 2x2 LKJ marginal) plus the log Jacobians,
+    returned; their gradients added to grad; sa, sb, rho, sqrt(1 - rho^2) and d rho / d x filled in."""
+    i_sb, i_rho = i_sa + T, i_sa + 2 * T
+    lp = 0.0
+    betaln_eta = 2 * math.lgamma(eta) - math.lgamma(2 * eta)
+    for k in range(T):
+        u = x[i_sa + k]
+        sa[k] = math.exp(u)
+        l1, g1 = pos_logp(sdf, sd1, sd2, sa[k])
+        lp += l1 + u
+        grad[i_sa + k] += g1 * sa[k] + 1.0
+        u = x[i_sb + k]
+        sb[k] = math.exp(u)
+        l1, g1 = pos_logp(sdf, sd1, sd2, sb[k])
+        lp += l1 + u
+        grad[i_sb + k] += g1 * sb[k] + 1.0
+        xr = x[i_rho + k]
+        lu, l1u = -softplus(-xr), -softplus(xr)
+        uu = math.exp(lu)
+        lp += eta * lu + eta * l1u - betaln_eta
+        grad[i_rho + k] += eta * (1 - uu) - eta * uu
+        rho[k] = 2 * uu - 1
+        crho[k] = math.sqrt(1 - rho[k] ** 2)
+        drho_dx[k] = 2 * uu * (1 - uu)
+    return lp
+
+
+@njit(cache=True, error_model="numpy")
+def levels_forward(x, grad, i_z, buf, o_lt, o_gl, Lr, G, Tk, sa, sb, rho, crho, a_r, b_r, A, B):
+    """The sampled (non-centred) level effects, shared by every family: z = x[i_z : i_z + 2 Lr] ~ N(0, 1),
+    level l of term k has intercept a_l = sa_k z_l0 and slope b_l = sb_k (rho_k z_l0 + sqrt(1 - rho_k^2) z_l1)
+    (buf[o_lt + l] = k); group g sums its Tk levels (buf[o_gl + g Tk + j]) into A_g, B_g. Returns the log prior of z."""
+    lp = 0.0
+    for l in range(Lr):
+        k = int(buf[o_lt + l])
+        z0, z1 = x[i_z + 2 * l], x[i_z + 2 * l + 1]
+        lp += -0.5 * (z0 * z0 + z1 * z1) - math.log(2 * math.pi)
+        grad[i_z + 2 * l] -= z0
+        grad[i_z + 2 * l + 1] -= z1
+        a_r[l] = sa[k] * z0
+        b_r[l] = sb[k] * (rho[k] * z0 + crho[k] * z1)
+    for g in range(G):
+        A[g] = 0.0
+        B[g] = 0.0
+        for j in range(Tk):
+            l = int(buf[o_gl + g * Tk + j])
+            A[g] += a_r[l]
+            B[g] += b_r[l]
+    return lp
+
+
+@njit(cache=True, error_model="numpy")
+def levels_backward(x, grad, i_z, buf, o_lt, o_gl, Lr, G, Tk, sa, sb, rho, crho, gA, gB, dsa, dsb, drho):
+    """The chain rule of ``levels_forward``: given d lp / d A_g and d lp / d B_g, add the gradient in z to
+    grad and the derivatives in sa, sb, rho (natural scale) to dsa, dsb, drho."""
+    ga = np.zeros(Lr)
+    gb = np.zeros(Lr)
+    for g in range(G):
+        for j in range(Tk):
+            l = int(buf[o_gl + g * Tk + j])
+            ga[l] += gA[g]
+            gb[l] += gB[g]
+    for l in range(Lr):
+        k = int(buf[o_lt + l])
+        z0, z1 = x[i_z + 2 * l], x[i_z + 2 * l + 1]
+        c = crho[k]
+        dsa[k] += ga[l] * z0
+        grad[i_z + 2 * l] += ga[l] * sa[k] + gb[l] * sb[k] * rho[k]
+        dsb[k] += gb[l] * (rho[k] * z0 + c * z1)
+        drho[k] += gb[l] * sb[k] * (z0 - rho[k] / c * z1)
+        grad[i_z + 2 * l + 1] += gb[l] * sb[k] * c
+
+
+@njit(cache=True, error_model="numpy")
+def scales_backward(grad, i_sa, T, sa, sb, drho_dx, dsa, dsb, drho):
+    """The chain rule to the unconstrained scales (log SDs, logit rho_raw) of ``scales_logp``."""
+    for k in range(T):
+        grad[i_sa + k] += dsa[k] * sa[k]
+        grad[i_sa + T + k] += dsb[k] * sb[k]
+        grad[i_sa + 2 * T + k] += drho[k] * drho_dx[k]
+
+
+@njit(cache=True, error_model="numpy")
 def pinv(Li, d, a, b):
     """entry (a, b) of P^-1 = Linv' Linv"""
     s = 0.0
@@ -158,7 +244,7 @@ def logp_grad(x, buf, grad, expand):
     o_xx, o_xy, o_D, o_H, o_bmu, o_bsd = int(buf[27]), int(buf[28]), int(buf[29]), int(buf[30]), int(buf[31]), int(buf[32])
     d = 2 + 2 * LK
     G2 = 2 * G
-    i_sa, i_sb, i_rho, i_sig, i_z = p, p + T, p + 2 * T, p + 3 * T, p + 3 * T + 1
+    i_sa, i_sig, i_z = p, p + 3 * T, p + 3 * T + 1
     for i in range(grad.size):
         grad[i] = 0.0
     lp = 0.0
@@ -174,26 +260,7 @@ def logp_grad(x, buf, grad, expand):
     rho = np.empty(T)
     drho_dx = np.empty(T)
     crho = np.empty(T)
-    betaln_eta = 2 * math.lgamma(eta) - math.lgamma(2 * eta)
-    for k in range(T):
-        u = x[i_sa + k]
-        sa[k] = math.exp(u)
-        l1, g1 = pos_logp(sdf, sd1, sd2, sa[k])
-        lp += l1 + u
-        grad[i_sa + k] += g1 * sa[k] + 1.0
-        u = x[i_sb + k]
-        sb[k] = math.exp(u)
-        l1, g1 = pos_logp(sdf, sd1, sd2, sb[k])
-        lp += l1 + u
-        grad[i_sb + k] += g1 * sb[k] + 1.0
-        xr = x[i_rho + k]
-        lu, l1u = -softplus(-xr), -softplus(xr)
-        uu = math.exp(lu)
-        lp += eta * lu + eta * l1u - betaln_eta
-        grad[i_rho + k] += eta * (1 - uu) - eta * uu
-        rho[k] = 2 * uu - 1
-        crho[k] = math.sqrt(1 - rho[k] ** 2)
-        drho_dx[k] = 2 * uu * (1 - uu)
+    lp += scales_logp(x, grad, i_sa, T, sdf, sd1, sd2, eta, sa, sb, rho, crho, drho_dx)
     u = x[i_sig]
     sig = math.exp(u)
     l1, g1 = pos_logp(sgf, sg1, sg2, sig)
@@ -202,21 +269,9 @@ def logp_grad(x, buf, grad, expand):
     # rest levels (non-centred) -> A, B
     a_r = np.empty(Lr)
     b_r = np.empty(Lr)
-    for l in range(Lr):
-        k = int(buf[o_lt + l])
-        z0, z1 = x[i_z + 2 * l], x[i_z + 2 * l + 1]
-        lp += -0.5 * (z0 * z0 + z1 * z1) - math.log(2 * math.pi)
-        grad[i_z + 2 * l] -= z0
-        grad[i_z + 2 * l + 1] -= z1
-        a_r[l] = sa[k] * z0
-        b_r[l] = sb[k] * (rho[k] * z0 + crho[k] * z1)
     A = np.zeros(G)
     B = np.zeros(G)
-    for g in range(G):
-        for j in range(Tk):
-            l = int(buf[o_gl + g * Tk + j])
-            A[g] += a_r[l]
-            B[g] += b_r[l]
+    lp += levels_forward(x, grad, i_z, buf, o_lt, o_gl, Lr, G, Tk, sa, sb, rho, crho, a_r, b_r, A, B)
     # likelihood through the sufficient statistics
     r = np.empty(G2)
     for g in range(G):
@@ -416,26 +471,8 @@ def logp_grad(x, buf, grad, expand):
         for k in range(p):
             s += 2 * buf[o_xx + j * p + k] * beta[k]
         grad[j] += -s / (2 * s2)
-    ga = np.zeros(Lr)
-    gb = np.zeros(Lr)
-    for g in range(G):
-        for j in range(Tk):
-            l = int(buf[o_gl + g * Tk + j])
-            ga[l] += gA[g]
-            gb[l] += gB[g]
-    for l in range(Lr):
-        k = int(buf[o_lt + l])
-        z0, z1 = x[i_z + 2 * l], x[i_z + 2 * l + 1]
-        c = crho[k]
-        dsa[k] += ga[l] * z0
-        grad[i_z + 2 * l] += ga[l] * sa[k] + gb[l] * sb[k] * rho[k]
-        dsb[k] += gb[l] * (rho[k] * z0 + c * z1)
-        drho[k] += gb[l] * sb[k] * (z0 - rho[k] / c * z1)
-        grad[i_z + 2 * l + 1] += gb[l] * sb[k] * c
-    for k in range(T):
-        grad[i_sa + k] += dsa[k] * sa[k]
-        grad[i_sb + k] += dsb[k] * sb[k]
-        grad[i_rho + k] += drho[k] * drho_dx[k]
+    levels_backward(x, grad, i_z, buf, o_lt, o_gl, Lr, G, Tk, sa, sb, rho, crho, gA, gB, dsa, dsb, drho)
+    scales_backward(grad, i_sa, T, sa, sb, drho_dx, dsa, dsb, drho)
     return lp
 
 
@@ -477,6 +514,181 @@ def c_expand(dim, n_expanded, x_, out_, data_):
 
 def _kernels():
     return logp_grad, c_logp, c_expand
+
+
+# --------------------------------------------------------------------------- the non-Gaussian kernels (fastglm)
+# here, not in fastglm.py: numba's disk cache is invalidated per source file, so the kernels that call the
+# shared group-level functions above live in their file and are recompiled whenever those change
+
+
+@njit(cache=True, error_model="numpy")
+def glm_logp_grad(x, buf, grad, expand):
+    """Log density at x (unconstrained), its gradient into grad; expand (or an empty array) gets the stored
+    values: Intercept (ordinal: the cutpoints), b_treat, beta, sd_intercept, sd_slope, rho, group_intercept,
+    group_slope, crossing_slope. Family codes: 0 binomial (logit), 1 poisson (log), 2 ordinal (cumulative
+    logit, P(y <= k) = logistic(c_k - eta); the cutpoints under PyMC's ordered transform, c_0 = x_0,
+    c_j = c_(j-1) + exp(x_j), and the intercept absorbed by them)."""
+    G, L, T, p, R, fam = int(buf[1]), int(buf[2]), int(buf[3]), int(buf[4]), int(buf[5]), buf[6]
+    mu_a, s_a, mu_b, s_b, eta_lkj = buf[7], buf[8], buf[9], buf[10], buf[11]
+    sdf, sd1, sd2, const = buf[12], buf[13], buf[14], buf[15]
+    o_lt, o_gl, o_rg, o_rt, o_rx = int(buf[16]), int(buf[17]), int(buf[18]), int(buf[19]), int(buf[20])
+    o_ry, o_rn, o_rw, o_bmu, o_bsd = int(buf[21]), int(buf[22]), int(buf[23]), int(buf[24]), int(buf[25])
+    nh, o_cmu, o_csd = int(buf[26]), int(buf[27]), int(buf[28])  # head parameters: 1 intercept, or the cutpoints
+    ordinal = fam == 2.0
+    i_bt = nh
+    i_beta, i_sa, i_z = nh + 1, nh + 1 + p, nh + 1 + p + 3 * T
+    for i in range(grad.size):
+        grad[i] = 0.0
+    half_log_2pi = 0.5 * math.log(2 * math.pi)
+    bt = x[i_bt]
+    cut = np.empty(nh)
+    gcut = np.zeros(nh)
+    if ordinal:
+        a0 = 0.0
+        lp = 0.0
+        for j in range(nh):
+            cut[j] = x[0] if j == 0 else cut[j - 1] + math.exp(x[j])
+            if j > 0:
+                lp += x[j]  # log Jacobian of the ordered transform
+                grad[j] = 1.0
+            mu, s = buf[o_cmu + j], buf[o_csd + j]
+            lp += -0.5 * ((cut[j] - mu) / s) ** 2 - math.log(s) - half_log_2pi
+            gcut[j] = -(cut[j] - mu) / (s * s)
+    else:
+        a0 = x[0]
+        lp = -0.5 * ((a0 - mu_a) / s_a) ** 2 - math.log(s_a) - half_log_2pi
+        grad[0] = -(a0 - mu_a) / (s_a * s_a)
+    lp += -0.5 * ((bt - mu_b) / s_b) ** 2 - math.log(s_b) - half_log_2pi
+    grad[i_bt] = -(bt - mu_b) / (s_b * s_b)
+    for j in range(p):
+        mu, s = buf[o_bmu + j], buf[o_bsd + j]
+        lp += -0.5 * ((x[i_beta + j] - mu) / s) ** 2 - math.log(s) - half_log_2pi
+        grad[i_beta + j] = -(x[i_beta + j] - mu) / (s * s)
+    sa = np.empty(T)
+    sb = np.empty(T)
+    rho = np.empty(T)
+    crho = np.empty(T)
+    drho_dx = np.empty(T)
+    lp += scales_logp(x, grad, i_sa, T, sdf, sd1, sd2, eta_lkj, sa, sb, rho, crho, drho_dx)
+    a_l = np.empty(L)
+    b_l = np.empty(L)
+    A = np.empty(G)
+    B = np.empty(G)
+    lp += levels_forward(x, grad, i_z, buf, o_lt, o_gl, L, G, T, sa, sb, rho, crho, a_l, b_l, A, B)
+    if expand.size:
+        if ordinal:
+            for j in range(nh):
+                expand[j] = cut[j]
+        else:
+            expand[0] = a0
+        expand[nh] = bt
+        e = nh + 1
+        for j in range(p):
+            expand[e] = x[i_beta + j]
+            e += 1
+        for k in range(T):
+            expand[e + k] = sa[k]
+            expand[e + T + k] = sb[k]
+            expand[e + 2 * T + k] = rho[k]
+        e += 3 * T
+        for g in range(G):
+            expand[e + g] = a0 + A[g]
+            expand[e + G + g] = bt + B[g]
+            expand[e + 2 * G + g] = b_l[int(buf[o_gl + g * T + T - 1])]
+        return lp
+    # the likelihood over the unit table's rows, and d lp / d eta per row into the groups and controls
+    gA = np.zeros(G)
+    gB = np.zeros(G)
+    ll = const
+    for r in range(R):
+        g = int(buf[o_rg + r])
+        t = buf[o_rt + r]
+        e = a0 + A[g] + (bt + B[g]) * t
+        for j in range(p):
+            e += buf[o_rx + r * p + j] * x[i_beta + j]
+        y, n, w = buf[o_ry + r], buf[o_rn + r], buf[o_rw + r]
+        if fam == 0.0:
+            # log(1 + e^eta) and the logistic function, stable on both sides
+            if e > 0:
+                ee = math.exp(-e)
+                sp = e + math.log1p(ee)
+                h = 1.0 / (1.0 + ee)
+            else:
+                ee = math.exp(e)
+                sp = math.log1p(ee)
+                h = ee / (1.0 + ee)
+            ll += w * (y * e - n * sp)
+            ge = w * (y - n * h)
+        elif fam == 1.0:
+            mu = math.exp(e)
+            ll += w * (y * e - n * mu)
+            ge = w * (y - n * mu)
+        else:
+            # log P(y = k) = log(F(u) - F(l)), u = c_k - eta, l = c_(k-1) - eta (the PyMC graph's +-1000 beyond
+            # the ends), written as -softplus(-u) - softplus(l) + log(1 - e^(l - u)); its derivatives in u and l
+            # are logistic(-u) + 1 / expm1(u - l) and -logistic(l) - 1 / expm1(u - l)
+            k = int(y)
+            u = (cut[k] if k < nh else 1e3) - e
+            lo = (cut[k - 1] if k > 0 else -1e3) - e
+            dx = lo - u
+            l1m = math.log(-math.expm1(dx)) if dx > -0.6931471805599453 else math.log1p(-math.exp(dx))
+            ll += w * (-softplus(-u) - softplus(lo) + l1m)
+            q = 1.0 / math.expm1(u - lo)
+            fu = (math.exp(-u) / (1.0 + math.exp(-u)) if u > 0 else 1.0 / (1.0 + math.exp(u))) + q
+            fl = -(1.0 / (1.0 + math.exp(-lo)) if lo > 0 else math.exp(lo) / (1.0 + math.exp(lo))) - q
+            if k < nh:
+                gcut[k] += w * fu
+            if k > 0:
+                gcut[k - 1] += w * fl
+            ge = -w * (fu + fl)
+        gA[g] += ge
+        gB[g] += ge * t
+        for j in range(p):
+            grad[i_beta + j] += ge * buf[o_rx + r * p + j]
+    lp += ll
+    for g in range(G):
+        if not ordinal:
+            grad[0] += gA[g]
+        grad[i_bt] += gB[g]
+    if ordinal:  # through the ordered transform: d c_j / d x_0 = 1, d c_j / d x_i = exp(x_i) for 1 <= i <= j
+        tail = 0.0
+        for j in range(nh - 1, -1, -1):
+            tail += gcut[j]
+            grad[j] += tail if j == 0 else tail * math.exp(x[j])
+    dsa = np.zeros(T)
+    dsb = np.zeros(T)
+    drho = np.zeros(T)
+    levels_backward(x, grad, i_z, buf, o_lt, o_gl, L, G, T, sa, sb, rho, crho, gA, gB, dsa, dsb, drho)
+    scales_backward(grad, i_sa, T, sa, sb, drho_dx, dsa, dsb, drho)
+    return lp
+
+
+@numba.cfunc(c_logp_sig, cache=True, error_model="numpy")
+def c_glm_logp(dim, x_, out_, logp_, data_):
+    head = numba.carray(data_, (1,), np.float64)
+    buf = numba.carray(data_, (int(head[0]),), np.float64)
+    x = numba.carray(x_, (dim,))
+    out = numba.carray(out_, (dim,))
+    logp = numba.carray(logp_, (1,))
+    val = glm_logp_grad(x, buf, out, np.empty(0))
+    logp[0] = val
+    if not np.isfinite(val):
+        return 4
+    for i in range(dim):
+        if not np.isfinite(out[i]):
+            return 3
+    return 0
+
+
+@numba.cfunc(c_expand_sig, cache=True, error_model="numpy")
+def c_glm_expand(dim, n_expanded, x_, out_, data_):
+    head = numba.carray(data_, (1,), np.float64)
+    buf = numba.carray(data_, (int(head[0]),), np.float64)
+    x = numba.carray(x_, (dim,))
+    out = numba.carray(out_, (n_expanded,))
+    grad = np.empty(dim)
+    glm_logp_grad(x, buf, grad, out)
+    return 0
 
 
 def logp_and_grad(x: np.ndarray, buf: np.ndarray) -> tuple[float, np.ndarray]:
@@ -528,6 +740,8 @@ def _make_class():
         shape_list: tuple
         _coords: dict
         seed_init: Any = None
+        #: the callbacks' module function returning (logp_grad, c_logp, c_expand): the Gaussian ones, or another family's
+        kernels: Any = None
 
         @property
         def n_dim(self):
@@ -545,7 +759,7 @@ def _make_class():
             return _lib.PySampler.from_pymc(settings, cores, self._make_model(init_mean), progress_type, store)
 
         def _make_model(self, init_mean):
-            _, c_logp, c_expand = _kernels()
+            _, c_logp, c_expand = (self.kernels or _kernels)()
             n_exp = int(sum(int(np.prod(s)) for s in self.shape_list))
             expand_fn = _lib.ExpandFunc(self.n_dim, n_exp, c_expand.address, self.buf.ctypes.data, self)
             logp_fn = _lib.LogpFunc(c_logp.address, self.buf.ctypes.data, self)
@@ -561,13 +775,18 @@ def _make_class():
 _MODEL_CLASS = None
 
 
-def compile_collapsed(design, resolved: dict, control_sds, collapse, coords: dict):
-    """The nutpie model for one study: the cached callbacks and this study's buffer (no compilation after
-    the first use on a machine)."""
+def model_class():
+    """The nutpie model class (made once: it subclasses nutpie's CompiledModel, imported on first use)."""
     global _MODEL_CLASS
     if _MODEL_CLASS is None:
         _MODEL_CLASS = _make_class()
-    _kernels()
+    return _MODEL_CLASS
+
+
+def compile_collapsed(design, resolved: dict, control_sds, collapse, coords: dict):
+    """The nutpie model for one study: the cached callbacks and this study's buffer (no compilation after
+    the first use on a machine)."""
+    cls = model_class()
     buf, sizes = pack(design, resolved, control_sds, collapse)
     stored = _stored(sizes)
     names = tuple(s[0] for s in stored)
@@ -585,7 +804,7 @@ def compile_collapsed(design, resolved: dict, control_sds, collapse, coords: dic
         return x0 + rng.uniform(-1, 1, size=x0.size)
 
     used = {k: v for k, v in coords.items() if k in {"term", "group", "control", "collapsed"}}
-    return _MODEL_CLASS(dims=dims, buf=buf, sizes=sizes, names=names, shape_list=tuple(s[1] for s in stored), _coords=used, seed_init=init)
+    return cls(dims=dims, buf=buf, sizes=sizes, names=names, shape_list=tuple(s[1] for s in stored), _coords=used, seed_init=init)
 
 
 def _typical_scale(prior) -> float:

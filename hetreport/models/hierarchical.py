@@ -37,6 +37,7 @@ from ..errors import HetreportWarning, SpecError
 from ..groups import Groups, term_levels, terms  # noqa: F401 (formulas: pure, in groups.py)
 from ..groups import model_formulas as formulas
 from ..spec import Prior, Priors, Sampler
+from .collapse import collapse_design as _collapse_design
 from .priors import ResolvedPriors, _r, control_prior_sds, resolve_priors  # noqa: F401 (re-exported)
 
 _control_prior_sds = control_prior_sds  # the name the simulation study and pre-registration import
@@ -331,26 +332,6 @@ def collapsed_terms(design: Design, resolved: dict) -> tuple[int, ...] | None:
     return tuple(sorted(chosen))
 
 
-def _collapse_design(design: Design, collapse: tuple[int, ...]):
-    """Collapsed levels, kept terms, each group's membership in the collapsed levels (G, LK), the
-    incidence D of gamma = (alpha, b_treat, a_K, b_K) in the cell means (2G, d), and H = D'ND."""
-    lt, gl = design.level_term, design.group_levels
-    in_k = np.isin(lt, collapse)
-    k_idx, r_idx = np.flatnonzero(in_k), np.flatnonzero(~in_k)
-    kept = [k for k in range(len(design.term_names)) if k not in collapse]
-    pos = np.full(len(lt), -1)
-    pos[k_idx] = np.arange(len(k_idx))
-    member = np.zeros((gl.shape[0], len(k_idx)))
-    for k in collapse:
-        member[np.arange(gl.shape[0]), pos[gl[:, k]]] = 1.0
-    one, zero = np.ones((gl.shape[0], 1)), np.zeros((gl.shape[0], 1))
-    D = np.stack([np.hstack([one, zero, member, 0 * member]), np.hstack([one, one, member, member])], axis=1).reshape(2 * gl.shape[0], -1)
-    H = D.T @ (design.cell_n.reshape(-1, 1) * D)
-    rest_pos = np.full(len(lt), -1)
-    rest_pos[r_idx] = np.arange(len(r_idx))
-    return k_idx, r_idx, kept, member, D, H, rest_pos[gl[:, kept]]
-
-
 def build_collapsed_model(
     design: Design, resolved: dict, control_sds: np.ndarray | None, control_names, group_keys, collapse: tuple[int, ...]
 ):
@@ -593,9 +574,10 @@ def fit_hierarchical(
     compiled: bool = True,
     retry: bool = True,
 ) -> HierarchicalFit:
-    """Fit the hierarchical model. ``compiled``: sample the collapsed Gaussian model through the log density
-    compiled once per machine (``fastlogp``; the same posterior as the PyMC graph, checked point by point in
-    tests/test_fastlogp.py); False samples the PyMC graph, compiled for this study. ``retry``: when the first
+    """Fit the hierarchical model. ``compiled``: sample the collapsed Gaussian model, and the bernoulli, binomial,
+    poisson and ordinal models without slope predictors, through a log density compiled once per machine (``fastlogp``,
+    ``fastglm``; the same posterior as the PyMC graph, checked point by point in tests/test_fastlogp.py and
+    tests/test_fastglm.py); False samples the PyMC graph, compiled for this study. ``retry``: when the first
     diagnosis fails on a full-size run (``needs_retry``), sample once more with a longer warm-up
     (``retry_sampler``) and report that fit; ``diagnostics["retry"]`` records why, the first fit's figures and
     the settings used."""
@@ -680,19 +662,30 @@ def _fit_once(
             keep = [v for v in keep if v not in ("sigma", "group_effect", "Intercept")] + ["group_slope"]
             keep += ["cutpoints"] if family == "ordinal" else ["Intercept"]
             keep += ["alpha"] if family == "negativebinomial" else []
-            model = build_glm_model(
-                design,
-                ut,
-                family,
-                resolved,
-                control_sds,
-                adata.control_columns,
-                groups.keys,
-                Z,
-                predictors,
-                default_cutpoints(adata) if family == "ordinal" else None,
-            )
-            stored = keep
+            from . import fastglm
+
+            if compiled and sampler.backend == "nutpie" and fastglm.supported(family, resolved, Z):
+                # the log density compiled once per machine (fastglm; the PyMC graph's, point by point)
+                model, stored = None, None
+                coords = {"term": list(design.term_names), "group": list(groups.keys), "control": list(adata.control_columns)}
+                cut_mu = default_cutpoints(adata) if family == "ordinal" else None
+                if cut_mu is not None:
+                    coords["cutpoint"] = [f"{k + 1}|{k + 2}" for k in range(len(cut_mu))]
+                fast = lambda: fastglm.compile_glm(design, ut, family, resolved, control_sds, coords, cut_mu)  # noqa: E731
+            else:
+                model = build_glm_model(
+                    design,
+                    ut,
+                    family,
+                    resolved,
+                    control_sds,
+                    adata.control_columns,
+                    groups.keys,
+                    Z,
+                    predictors,
+                    default_cutpoints(adata) if family == "ordinal" else None,
+                )
+                stored = keep
         elif collapse is None:
             model, stored = build_model(design, resolved, control_sds, adata.control_columns, groups.keys, Z, predictors), keep
         elif compiled and _fast_supported(resolved):

@@ -75,7 +75,7 @@ def fit(spec: Spec | str | Path, *, progress: bool = False, log=None, preregistr
     import pandas as pd
 
     from .effects import combine, method_rows
-    from .methods import REGISTRY, FitRequest
+    from .methods import REFERENCE, REGISTRY, FitRequest
     from .modelcheck import loo_record
     from .models.hierarchical import posterior_predictive
     from .results import AnalysisResults, Diagnostics, HierarchicalInfo, MethodInfo, Modifier, StudyResults
@@ -106,7 +106,7 @@ def fit(spec: Spec | str | Path, *, progress: bool = False, log=None, preregistr
         modifier_order += [m for m in mods if m not in modifier_order]
         fits: dict[str, object] = {}
         for method in selection.methods(adata.family):
-            if method.name == "hierarchical":
+            if method.name == REFERENCE:
                 say(f"analysis '{analysis.name}': sampling the hierarchical model ({sampler.chains} chains x {sampler.draws} draws)")
             elif method.kind == "bayesian":
                 say(f"analysis '{analysis.name}': fitting {method.text}")
@@ -115,12 +115,12 @@ def fit(spec: Spec | str | Path, *, progress: bool = False, log=None, preregistr
             fits[method.name] = mfit
             method_seconds[(analysis.name, method.name)] = round(time.perf_counter() - t_m, 2)
             frames.append(method_rows(analysis.name, method.name, groups.table, mods, mfit.table, truth))
-        hfit = fits["hierarchical"].extra
+        hfit = fits[REFERENCE].extra
         ppc_rows = ppc_row_subset(adata.n, sampler.seed)
         y_rep = posterior_predictive(hfit, adata, groups, n_draws=50, seed=sampler.seed, rows=ppc_rows)
         timings[analysis.name] = {
             **{k: round(v, 2) for k, v in hfit.timings.items()},
-            **{f"{k}_s": method_seconds[(analysis.name, k)] for k in fits if REGISTRY[k].kind != "frequentist" and k != "hierarchical"},
+            **{f"{k}_s": method_seconds[(analysis.name, k)] for k in fits if REGISTRY[k].kind != "frequentist" and k != REFERENCE},
             "total_s": round(time.perf_counter() - t0, 2),
         }
         group_table = groups.table.drop(columns=[]).copy()
@@ -158,7 +158,7 @@ def fit(spec: Spec | str | Path, *, progress: bool = False, log=None, preregistr
                 methods={
                     k: MethodInfo.of_fit(f.formula, f.details)
                     for k, f in fits.items()
-                    if k != "hierarchical" and REGISTRY[k].kind != "frequentist"
+                    if k != REFERENCE and REGISTRY[k].kind != "frequentist"
                 },
                 y=adata.y / adata.trials if adata.family == "binomial" else adata.y,
                 t=adata.t,

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from . import methods as registry
 from .data import code_key
 from .errors import SpecError, suggest
 
@@ -45,7 +46,8 @@ COLUMNS = [
     "n_groups_b",
     "note",
 ]
-FREQUENTIST = ("ols_full", "glm_full")
+#: the fully crossed regressions whose group estimates a comparison combines (the GLM's on its response scale)
+FREQUENTIST = (registry.BASELINE, "glm_full")
 
 
 @dataclass(frozen=True)
@@ -195,7 +197,7 @@ def _freq_row(a, effects: pd.DataFrame, method: str, wa: np.ndarray, wb: np.ndar
     Vu = V[np.ix_(used, used)]
     value = float(w[used] @ est[used])
     se = float(np.sqrt(max(w[used] @ Vu @ w[used], 0.0)))
-    df = float(rows["df"].to_numpy(dtype=float)[used][0]) if method == "ols_full" else np.inf
+    df = float(rows["df"].to_numpy(dtype=float)[used][0]) if method == registry.BASELINE else np.inf
     out = {"estimate": value, "std_error": se, "prob_positive": np.nan, "note": note, **counts}
     from scipy import stats  # here, not at import: a spec error is reported before scipy.stats loads
 
@@ -219,7 +221,7 @@ def analysis_contrasts(a, effects: pd.DataFrame, compare) -> pd.DataFrame:
         wa, wb, na, nb, ga, gb = weights(a, c, i)
         w = wa - wb
         base = {"analysis": a.name, "name": c.name, "n_a": na, "n_b": nb, "label": c.label or c.name, "n_groups_a": ga, "n_groups_b": gb}
-        rows.append({**base, "method": "hierarchical", **_bayes_row(contrast_draws(a, w))})
+        rows.append({**base, "method": registry.REFERENCE, **_bayes_row(contrast_draws(a, w))})
         for method in FREQUENTIST:
             r = _freq_row(a, effects, method, wa, wb)
             if r is not None:

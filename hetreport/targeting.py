@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from . import methods as registry
 from .errors import SpecError
 
 QUANTITIES = ("reach", "mean_treated", "average", "gain_vs_random", "gain_per_person", "share_of_effect")
@@ -154,7 +155,7 @@ def targeting_of(a, effects: pd.DataFrame, budget: float | None, k: int | None) 
     chosen = np.zeros(len(n))
     chosen[chosen_idx] = 1.0
     ptop = prob_top_k(theta, kk)
-    ols = effects[(effects["analysis"] == a.name) & (effects["method"] == "ols_full")].set_index("group").reindex(groups["group"])
+    ols = effects[(effects["analysis"] == a.name) & (effects["method"] == registry.BASELINE)].set_index("group").reindex(groups["group"])
     se = ols["std_error"].to_numpy(dtype=float) if not ols.empty else np.full(len(n), np.nan)
     rows = []
     for version, sel in (("in_sample", chosen), ("replicate", replicate_choice(theta, n, se, budget, k))):

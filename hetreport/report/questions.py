@@ -12,6 +12,7 @@ import pandas as pd
 from markupsafe import Markup
 
 from .. import figures as figs
+from .. import methods as registry
 from ..contrasts import analysis_contrasts, resolve
 from ..data import code_key
 from ..figures import METHOD_LABELS
@@ -64,7 +65,7 @@ def contrasts_context(a, results, folder: Path) -> dict:
     items, rows = [], []
     u = fmt.unit_of(results.spec.unit_of(results.spec.analysis(a.name)))  # labels.units: the sentences say it
     for c in compare:
-        h, o, g = (_row(table, c.name, m) for m in ("hierarchical", "ols_full", "glm_full"))
+        h, o, g = (_row(table, c.name, m) for m in (registry.REFERENCE, registry.BASELINE, "glm_full"))
         wa, wb = side_words(a, c.a), side_words(a, c.b)
         label = c.label or c.name
         direction = "larger" if h["estimate"] >= 0 else "smaller"
@@ -96,10 +97,10 @@ def contrasts_context(a, results, folder: Path) -> dict:
         for r in (h, o, g):
             if r is None:
                 continue
-            prob = fmt.pct(r["prob_positive"]) if r["method"] == "hierarchical" else "—"
+            prob = fmt.pct(r["prob_positive"]) if r["method"] == registry.REFERENCE else "—"
             rows.append(
                 [
-                    label if r["method"] == "hierarchical" else "",
+                    label if r["method"] == registry.REFERENCE else "",
                     METHOD_LABELS[r["method"]],
                     f"{fmt.num(r['estimate'])} ({fmt.ci(r['lower_95'], r['upper_95'])})",
                     fmt.num(r["std_error"]),

@@ -314,8 +314,9 @@ def test_retry_settings_follow_the_failure():
     small = s.model_copy(update={"draws": RETRY_MIN_DRAWS // 4 - 1})
     assert not needs_retry(diag(div=5), small)  # quick looks are reported as they are
     r = retry_sampler(s, diag(rhat=1.02))
-    assert (r.tune, r.draws, r.target_accept, r.seed) == (2000, 1000, 0.98, 1)
+    assert (r.tune, r.draws, r.target_accept, r.seed) == (2000, 2000, 0.98, 1)  # twice the warm-up and the draws
     assert retry_sampler(s, diag(div=2)).target_accept == pytest.approx(0.995)
+    assert retry_sampler(s, diag(ess=300)).draws == 2000  # twice as many reach 400 with a margin
     assert retry_sampler(s, diag(ess=200)).draws == 2500  # 1,000 x 1.25 x 400 / 200
     assert retry_sampler(s, diag(ess=10)).draws == 4000  # at most four times as many
     assert retry_sampler(s.model_copy(update={"tune": 200}), diag(rhat=1.1)).tune == 1000

@@ -319,3 +319,21 @@ def test_the_figures_effect_axis_says_the_unit(small_study, tmp_path, unit):
     want = f"Effect of {a.treatment} on {a.outcome}" + ("" if unit is None else f" ({unit.replace('$', chr(92) + '$')})")
     assert figures["comparison"]["paper"].value[0].labels.x == want
     assert figures["by-modifier"]["paper"].value[0].labels.y == want
+
+
+def test_page_one_names_the_two_spreads_apart(small_study):
+    """Issue 15 §5: page one gave the spread of the group effects and, a paragraph later, the SD of the
+    hierarchical point estimates as two bare 'SDs'; a reader took them for a contradiction. The first is named
+    the spread of the group effects, the second the standard deviation of the point estimates, said to differ."""
+    _, results = small_study
+    c = _contexts(results)
+    text = " ".join(_page_one(results, c).split())
+    f = c.f
+    spread = fmt.interval(f.sd_between_groups)
+    assert f"spread of the group effects (their standard deviation across groups, computed for each posterior draw) is {spread}." in text
+    second = (
+        "the standard deviation of the point estimates, a different number from the spread of the group effects above: "
+        f"{fmt.effect(c.hier.dispersion)} against {fmt.effect(c.ols.dispersion)}"
+    )
+    assert second in text
+    assert text.count("spread of the group effects") == 2  # named once, referred to once

@@ -340,3 +340,46 @@ def test_posterior_predictive_on_a_subset_of_rows_is_the_same_model(fitted, anal
     big = ppc_row_subset(10 * PPC_MAX_ROWS, 1)
     assert len(np.unique(big)) == PPC_MAX_ROWS and np.all(np.diff(big) > 0)
     np.testing.assert_array_equal(big, ppc_row_subset(10 * PPC_MAX_ROWS, 1))
+
+
+class _SwallowingSampler:
+    """Stands in for nutpie's running sampler only in what this test is about: a ``wait()`` inside which a
+    signal's handler raises and the exception is dropped (what nutpie's Rust ``wait`` did in CI)."""
+
+    def __init__(self, sig=None):
+        self.sig, self.cancelled = sig, False
+
+    def wait(self):
+        import os
+        import time
+
+        if self.sig is not None:
+            try:
+                os.kill(os.getpid(), self.sig)
+                time.sleep(0.5)  # the handler runs here
+            except BaseException:  # dropped, as inside the sampler
+                pass
+        return "draws"
+
+    def cancel(self):
+        self.cancelled = True
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_a_signal_dropped_inside_the_samplers_wait_still_ends_the_run(sig):
+    import signal
+
+    from hetreport.cli import Terminated, _on_sigterm
+    from hetreport.models.hierarchical import wait_interruptibly
+
+    before = signal.signal(signal.SIGTERM, _on_sigterm), signal.getsignal(signal.SIGINT)
+    try:
+        running = _SwallowingSampler(getattr(signal, sig))
+        with pytest.raises(KeyboardInterrupt if sig == "SIGINT" else Terminated):
+            wait_interruptibly(running)
+        assert running.cancelled
+        quiet = _SwallowingSampler()
+        assert wait_interruptibly(quiet) == "draws" and not quiet.cancelled
+        assert signal.getsignal(signal.SIGTERM) is _on_sigterm and signal.getsignal(signal.SIGINT) is before[1]  # restored
+    finally:
+        signal.signal(signal.SIGTERM, before[0])

@@ -469,6 +469,50 @@ def draw_collapsed(post, design: Design, resolved: dict, collapse: tuple[int, ..
 # --------------------------------------------------------------------------- sampling
 
 
+def wait_interruptibly(running):
+    """The draws of a running nutpie sampler, or the interrupt that came while waiting for them.
+
+    A SIGINT or SIGTERM while nutpie's ``wait()`` runs calls the Python handler inside nutpie's Rust code; the
+    exception the handler raises there can be dropped and ``wait()`` then returns the draws as if nothing had
+    happened (seen in CI: an interrupted ``hetreport run`` finished and exited 0). So the signals are also
+    recorded here, and a recorded one ends the run after ``wait()`` returns: the sampler is cancelled and the
+    handler's exception (KeyboardInterrupt; the CLI's SIGTERM exception) raised from Python."""
+    import signal
+    import threading
+
+    seen: list[int] = []
+    previous: dict[int, object] = {}
+
+    def record(signum, frame):
+        seen.append(signum)
+        handler = previous[signum]
+        if callable(handler):
+            handler(signum, frame)
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            handler = signal.getsignal(sig)
+            if callable(handler):  # SIG_DFL / SIG_IGN keep their meaning (SIGTERM's default ends the process)
+                previous[sig] = handler
+                signal.signal(sig, record)
+    try:
+        try:
+            idata = running.wait()
+        except BaseException:
+            running.cancel()
+            raise
+        if seen:
+            running.cancel()
+            handler = previous[seen[0]]
+            handler(seen[0], None)  # the handler's own exception (it raised inside nutpie and was dropped)
+            raise KeyboardInterrupt
+        return idata
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def _sample(model, sampler: Sampler, var_names, progress: bool, compiled=None):
     """Sample the PyMC graph ``model`` (nutpie compiles it), or a ready nutpie model ``compiled``."""
     timings = {}
@@ -502,11 +546,7 @@ def _sample(model, sampler: Sampler, var_names, progress: bool, compiled=None):
                     save_warmup=False,
                     blocking=False,
                 )
-                try:
-                    idata = running.wait()
-                except BaseException:
-                    running.cancel()
-                    raise
+                idata = wait_interruptibly(running)
             timings["sampling_s"] = time.perf_counter() - t0
             return idata, timings, f"nutpie {nutpie.__version__}{suffix}"
     import pymc as pm

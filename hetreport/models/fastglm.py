@@ -74,12 +74,7 @@ def pack(design, ut, family: str, resolved, control_sds, cut_mu=None) -> tuple[n
     G, T, p = design.group_levels.shape[0], len(design.term_names), design.xx.shape[0]
     L = len(design.level_term)
     R = ut.n_rows
-    ip, bp = resolved["intercept"].kwargs(), resolved["b"].kwargs()
-    if control_sds is not None:
-        b_mu, b_sd = np.zeros(p), np.asarray(control_sds, dtype=float)
-    else:
-        b_mu, b_sd = np.full(p, bp["mu"]), np.full(p, bp["sigma"])
-    eta = resolved["cor"].params[0] if resolved["cor"] is not None else 2.0
+    ip, bp, b_mu, b_sd, eta = fastlogp.fixed_priors(resolved, control_sds, p)
     y = np.asarray(ut.y, dtype=float)
     n = np.asarray(ut.trials, dtype=float) if ut.trials is not None else np.ones(R)
     w = np.asarray(ut.weight, dtype=float)

@@ -60,18 +60,25 @@ def _prior_code(prior) -> tuple[float, float, float]:
     return 3.0, kw["lam"], 0.0
 
 
-def pack(design, resolved: dict, control_sds, collapse) -> tuple[np.ndarray, dict]:
-    """The study as one flat float64 buffer (header of sizes and offsets, then the arrays), and the sizes."""
-    k_idx, r_idx, kept, member, D, H, gl_rest = collapse_design(design, collapse)
-    lt = design.level_term
-    G, T, p = design.group_levels.shape[0], len(design.term_names), design.xx.shape[0]
-    LK, Lr = len(k_idx), len(r_idx)
+def fixed_priors(resolved: dict, control_sds, p: int):
+    """The intercept and b priors' parameters, the p controls' prior means and SDs (their own scales when given, else
+    the b prior), and the LKJ eta (2 when the model has no correlation): shared by every compiled density."""
     ip, bp = resolved["intercept"].kwargs(), resolved["b"].kwargs()
     if control_sds is not None:
         b_mu, b_sd = np.zeros(p), np.asarray(control_sds, dtype=float)
     else:
         b_mu, b_sd = np.full(p, bp["mu"]), np.full(p, bp["sigma"])
     eta = resolved["cor"].params[0] if resolved["cor"] is not None else 2.0
+    return ip, bp, b_mu, b_sd, eta
+
+
+def pack(design, resolved: dict, control_sds, collapse) -> tuple[np.ndarray, dict]:
+    """The study as one flat float64 buffer (header of sizes and offsets, then the arrays), and the sizes."""
+    k_idx, r_idx, kept, member, D, H, gl_rest = collapse_design(design, collapse)
+    lt = design.level_term
+    G, T, p = design.group_levels.shape[0], len(design.term_names), design.xx.shape[0]
+    LK, Lr = len(k_idx), len(r_idx)
+    ip, bp, b_mu, b_sd, eta = fixed_priors(resolved, control_sds, p)
     # D (the incidence of gamma in the cell means) is sparse: each group is in one level of every collapsed term
     gk = np.array([np.flatnonzero(row) for row in member]).reshape(G, -1) if LK else np.zeros((G, 0))
     arrays = [

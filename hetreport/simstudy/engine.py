@@ -235,7 +235,6 @@ def sample_density(d, collapse, resolved, control_sds, adata, groups, sampler, s
     then the collapsed coefficients are drawn exactly (``draw_collapsed``), as ``fit_hierarchical`` does. Returns
     (posterior with the graph route's variables, info); the same posterior as :func:`compile_model`'s graph
     (tests/test_prereg_density.py compares the two on one replication)."""
-    import nutpie
     from threadpoolctl import threadpool_limits
 
     from ..models import fastlogp
@@ -250,21 +249,8 @@ def sample_density(d, collapse, resolved, control_sds, adata, groups, sampler, s
     }
     compiled = fastlogp.compile_collapsed(d, resolved, control_sds, collapse, coords)
     info = {"compile": "density", "compile_s": time.perf_counter() - t0}
-    t0 = time.perf_counter()
     with threadpool_limits(1):  # one BLAS thread per chain, as fit_hierarchical: the collapsed route's small LAPACK calls
-        idata = nutpie.sample(
-            compiled,
-            draws=sampler.draws,
-            tune=sampler.tune,
-            chains=sampler.chains,
-            seed=seed,
-            target_accept=sampler.target_accept,
-            maxdepth=sampler.max_treedepth,
-            progress_bar=False,
-            save_warmup=False,
-            cores=cores,
-        )
-    info["sampling_s"] = time.perf_counter() - t0
+        idata, info["sampling_s"] = sample_compiled(compiled, sampler, seed, cores)
     post = idata.posterior
     post = post.assign(draw_collapsed(post, d, resolved, collapse, seed))
     import arviz as az

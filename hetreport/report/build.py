@@ -877,13 +877,36 @@ def write_document(project: Path, env, template: str, data: dict, what: str, rem
 
 
 def build_project(results: StudyResults, project: Path, route: str = "auto", formats=None, log=None) -> Path:
-    """Write the Quarto project (report.qmd, _quarto.yml, figures/) into ``project``; effects are written
-    with ``document_digits`` decimals."""
+    """Write the Quarto project (report.qmd, brief.qmd, _quarto.yml, figures/, paper/) into ``project``; effects
+    are written with ``document_digits`` decimals."""
+    paper = build_documents(results, project, route, formats, log)
+    paper()
+    return project
+
+
+class PaperStep:
+    """The second part of a project's build: ``paper/`` (every figure drawn again at a column's and a page's
+    width as PDF, SVG and PNG, the tables, methods and references). Nothing that report.qmd or brief.qmd
+    shows is in it, so it can be written while those two are rendered."""
+
+    def __init__(self, results: StudyResults, project: Path, contexts, log=None):
+        self.results, self.project, self.contexts, self.say = results, project, contexts, log or (lambda m: None)
+
+    def __call__(self) -> Path:
+        with fmt.using_digits(document_digits(self.results)), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self.say("paper/: figures at column and page width, tables, methods, references")
+            return write_paper(self.project, self.results, self.contexts)
+
+
+def build_documents(results: StudyResults, project: Path, route: str = "auto", formats=None, log=None) -> PaperStep:
+    """Write everything of the project that report.qmd and brief.qmd show (the two documents, _quarto.yml,
+    figures/); returns the step that writes ``paper/``."""
     with fmt.using_digits(document_digits(results)):
         return _build_project(results, project, route, formats, log)
 
 
-def _build_project(results: StudyResults, project: Path, route: str = "auto", formats=None, log=None) -> Path:
+def _build_project(results: StudyResults, project: Path, route: str = "auto", formats=None, log=None) -> PaperStep:
     say = log or (lambda m: None)
     spec = results.spec
     formats = list(formats or spec.report.formats)
@@ -931,11 +954,7 @@ def _build_project(results: StudyResults, project: Path, route: str = "auto", fo
         "the report template",
         "If report.templates overrides hetreport's templates, check that file; otherwise this is a bug in hetreport.",
     )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        say("paper/: figures at column and page width, tables, methods, references")
-        write_paper(project, results, contexts)
-    return project
+    return PaperStep(results, project, contexts, log)
 
 
 def _check_user_templates(user_dir: Path, spec_dir: Path) -> None:
@@ -1023,12 +1042,47 @@ def _build_and_render_in(project: Path, out_dir: Path, build, formats, route, sa
             f"the report would be rendered in '{project}', a path Quarto ignores (a part starts with '.' or '_'); "
             "give an output folder whose name starts with a letter or digit."
         )
-    build(project)
-    outdir.fault("report-built")
-    say(f"rendering {', '.join(formats)} ({describe_route(route)})")
-    outcome = render_documents(project, formats=formats, route=route)
+    later = build(project)
+    if isinstance(later, PaperStep):
+        outcome = _render_beside(later, project, formats, route, say)
+    else:
+        outdir.fault("report-built")
+        say(f"rendering {', '.join(formats)} ({describe_route(route)})")
+        outcome = render_documents(project, formats=formats, route=route)
     outdir.fault("rendered")
     return outcome
+
+
+def _render_beside(paper: PaperStep, project: Path, formats, route, say) -> RenderOutcome:
+    """Render the documents in a thread (pandoc and Typst do the work, in processes of their own) while this
+    thread draws ``paper/`` (Python: matplotlib). The rendering copies the project without paper/. A failure
+    of either is raised once both have ended; an interrupt ends the renderers and is raised at once."""
+    import threading
+
+    from .render import stop_renderers
+
+    outdir.fault("report-built")
+    say(f"rendering {', '.join(formats)} ({describe_route(route)})")
+    done: dict[str, object] = {}
+
+    def render():
+        try:
+            done["outcome"] = render_documents(project, formats=formats, route=route)
+        except BaseException as exc:  # handed to the main thread
+            done["error"] = exc
+
+    thread = threading.Thread(target=render, name="hetreport-render-documents", daemon=True)
+    thread.start()
+    try:
+        paper()
+        thread.join()
+    except BaseException:
+        stop_renderers()
+        thread.join(timeout=60)
+        raise
+    if "error" in done:
+        raise done["error"]
+    return done["outcome"]
 
 
 def _saved_manifest(folder: Path):
@@ -1046,8 +1100,8 @@ def build_and_render(results: StudyResults, out_dir: Path, formats=None, route: 
     generation that replaces the folder in one switch, so the report never sits beside other results."""
     formats = list(formats or results.spec.report.formats)
 
-    def build(p: Path) -> Path:
-        return build_project(results, p, route=route, formats=formats, log=log)
+    def build(p: Path) -> PaperStep:  # the documents now; paper/ while they render
+        return build_documents(results, p, route=route, formats=formats, log=log)
 
     if outdir.is_stage(Path(out_dir)):
         return render_atomically(out_dir, build, formats, route, log)

@@ -429,6 +429,16 @@ class _StepFailed(Exception):
         self.hint = hint
 
 
+#: the tools running now (formats render side by side): an interrupt of the run ends them all
+_LIVE: set[subprocess.Popen] = set()
+
+
+def stop_renderers() -> None:
+    """End every pandoc or Quarto process this process's renders have running (an interrupt of the run)."""
+    for popen in list(_LIVE):
+        _kill_tree(popen)
+
+
 def _run(cmd: list[str], cwd: Path, deadline: float, tool: str, hint: str) -> subprocess.CompletedProcess:
     remaining = deadline - time.monotonic()
     if remaining <= 0:
@@ -449,6 +459,7 @@ def _run(cmd: list[str], cwd: Path, deadline: float, tool: str, hint: str) -> su
         )
     except OSError as exc:
         raise _StepFailed(tool, f"it could not be started ({exc})", hint) from exc
+    _LIVE.add(popen)
     with popen:
         try:
             stdout, stderr = popen.communicate(timeout=remaining)
@@ -460,6 +471,8 @@ def _run(cmd: list[str], cwd: Path, deadline: float, tool: str, hint: str) -> su
                 f"it did not finish within the time limit; last output: {_tail(stderr or stdout)}",
                 "Raise render_project's timeout, or look for a very large figure or table.",
             ) from exc
+        finally:
+            _LIVE.discard(popen)
     proc = subprocess.CompletedProcess(cmd, popen.returncode, stdout, stderr)
     if proc.returncode != 0:
         missing = _MISSING_IMAGE.search(proc.stderr or "")
@@ -699,7 +712,8 @@ def _normalise_formats(formats: Sequence[str] | str) -> list[str]:
 
 def _copy_project(source: Path, target: Path, stem: str) -> None:
     """Copy the project, without earlier outputs or Quarto's scratch folders."""
-    skip_top = {f"{stem}.html", f"{stem}.pdf", f"{stem}.typ", f"{stem}.docx", f"{stem}_files", ".quarto"}
+    # paper/ (figures and tables for a manuscript) is written while the documents render, and neither shows it
+    skip_top = {f"{stem}.html", f"{stem}.pdf", f"{stem}.typ", f"{stem}.docx", f"{stem}_files", ".quarto", "paper"}
 
     def ignore(directory: str, names: list[str]) -> set[str]:
         ignored = {n for n in names if n.startswith(".hetreport-")}
@@ -719,6 +733,38 @@ def _install_output(built: Path, final: Path) -> None:
     finally:
         if partial.exists():
             partial.unlink()
+
+
+def _render_all(one, wanted: list[str], parallel: bool) -> dict[str, object]:
+    """``one(fmt)`` for every format: its output path, or the exception it raised (in ``wanted``'s order, so
+    the first failing format is the one reported). ``parallel``: each format in a thread of its own (the work
+    is in pandoc's and Typst's own code, which does not hold the GIL); otherwise one after the other, stopping
+    at the first failure."""
+    results: dict[str, object] = {}
+    if not parallel or len(wanted) == 1:
+        for fmt in wanted:
+            try:
+                results[fmt] = one(fmt)
+            except Exception as exc:
+                results[fmt] = exc
+                break
+        return results
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=len(wanted), thread_name_prefix="hetreport-render") as pool:
+        futures = {fmt: pool.submit(one, fmt) for fmt in wanted}
+        try:
+            for fmt, future in futures.items():
+                try:
+                    results[fmt] = future.result()
+                except Exception as exc:
+                    results[fmt] = exc
+        except BaseException:  # an interrupt (or SIGTERM) of the run: end the tools, do not wait for them
+            for future in futures.values():
+                future.cancel()
+            stop_renderers()
+            raise
+    return results
 
 
 def render_project(
@@ -766,24 +812,32 @@ def render_project(
                 f"Could not copy the project {project} to a temporary folder for rendering ({exc}). "
                 "Check that the files are readable and the temporary folder has room."
             ) from exc
+
+        def one(fmt: str) -> Path:
+            if resolved.kind == "quarto":
+                assert resolved.quarto is not None
+                return _render_quarto(resolved.quarto, work, document, fmt, deadline)
+            if fmt == "html":
+                return _render_builtin_html(work, document, deadline)
+            if fmt == "docx":
+                return _render_builtin_docx(work, document, deadline)
+            return _render_builtin_pdf(work, document, deadline)
+
+        # the builtin route's formats write different files (pandoc and Typst processes of their own), so they
+        # run side by side; Quarto renders one format at a time (it shares scratch folders in the project)
+        attempts = _render_all(one, wanted, parallel=resolved.kind != "quarto")
         for fmt in wanted:
-            try:
-                if resolved.kind == "quarto":
-                    assert resolved.quarto is not None
-                    built[fmt] = _render_quarto(resolved.quarto, work, document, fmt, deadline)
-                elif fmt == "html":
-                    built[fmt] = _render_builtin_html(work, document, deadline)
-                elif fmt == "docx":
-                    built[fmt] = _render_builtin_docx(work, document, deadline)
-                else:
-                    built[fmt] = _render_builtin_pdf(work, document, deadline)
-            except _StepFailed as failed:
+            failed = attempts[fmt]
+            if isinstance(failed, _StepFailed):
                 kept = ", ".join(f"{stem}{_SUFFIX[f]}" for f in wanted)
                 raise RenderError(
                     f"Rendering {document} to {_FORMAT_LABEL[fmt]} on the {resolved.kind} route "
                     f"({resolved.where}) failed in {failed.tool}: {failed.detail}. "
                     f"{failed.hint} Nothing was written to {project}; any earlier {kept} is unchanged."
                 ) from failed
+            if isinstance(failed, BaseException):
+                raise failed
+            built[fmt] = failed
 
         outputs: dict[str, Path] = {}
         for fmt in wanted:

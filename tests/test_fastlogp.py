@@ -16,6 +16,7 @@ from hetreport.models.hierarchical import (
     build_design,
     collapsed_terms,
     fit_hierarchical,
+    predictor_matrix,
     resolve_priors,
 )
 from hetreport.spec import Sampler
@@ -39,8 +40,10 @@ def _flat_to_point(model, x):
     return point
 
 
-def _check(tmp_path, frame, modifiers, controls, priors=None, mode=None, collapse=None, n_points=6, seed=0):
+def _check(tmp_path, frame, modifiers, controls, priors=None, mode=None, collapse=None, n_points=6, seed=0, predictors=()):
     extra = {"analysis": {"categorical": [c for c in controls if c == "x2"]}} if controls else {}
+    if predictors:
+        extra.setdefault("analysis", {})["slope_predictors"] = list(predictors)
     if priors:
         extra["priors"] = priors
     spec, adata, groups = make_analysis(tmp_path, frame, modifiers, controls, **extra)
@@ -49,9 +52,10 @@ def _check(tmp_path, frame, modifiers, controls, priors=None, mode=None, collaps
     control_sds = _control_prior_sds(resolved, adata)
     collapse = collapsed_terms(design, resolved) if collapse is None else collapse
     assert fastlogp.supported(resolved)
-    model = build_collapsed_model(design, resolved, control_sds, adata.control_columns, groups.keys, collapse)
+    Z = predictor_matrix(adata, groups, predictors)
+    model = build_collapsed_model(design, resolved, control_sds, adata.control_columns, groups.keys, collapse, Z, predictors)
     logp, dlogp, _ = _pymc_logp_dlogp(model)
-    buf, sizes = fastlogp.pack(design, resolved, control_sds, collapse)
+    buf, sizes = fastlogp.pack(design, resolved, control_sds, collapse, Z)
     n_dim = sum(int(np.prod(model.initial_point()[v.name].shape)) for v in model.value_vars)
     assert sizes["n_dim"] == n_dim
     rng = np.random.default_rng(seed)
@@ -100,6 +104,36 @@ def test_logp_and_gradient_equal_pymc_graph_everything_collapsed(tmp_path):
     frame = random_frame(n=300, seed=8)
     sizes = _check(tmp_path, frame, ["m1", "m2"], ["x1"], collapse=(0, 1, 2), seed=3)
     assert sizes["Lr"] == 0 and not sizes["cross"]
+
+
+def _predictor_frame(n, seed):
+    """Groups of m1 x m2 x m3; m2 and m3 (numeric codes) can be slope predictors."""
+    return random_frame(n=n, seed=seed, levels=(2, 3, 3))
+
+
+def test_logp_and_gradient_equal_pymc_graph_slope_predictors_with_controls(tmp_path):
+    """Slope predictors' lambda and gamma integrated out with the collapsed coefficients (d = 2 + 2 LK + 2q)."""
+    sizes = _check(tmp_path, _predictor_frame(500, 11), ["m1", "m2", "m3"], ["x1", "x2"], predictors=("m2", "m3"), seed=5)
+    assert sizes["q"] == 2 and sizes["p"] > 0 and sizes["d"] == 2 + 2 * sizes["LK"] + 4
+
+
+def test_logp_and_gradient_equal_pymc_graph_slope_predictors_without_controls(tmp_path):
+    sizes = _check(
+        tmp_path,
+        _predictor_frame(400, 12),
+        ["m1", "m2", "m3"],
+        [],
+        priors={"b": "normal(0.2, 0.7)", "intercept": "normal(0.5, 2)"},  # nonzero prior means reach v and the constant
+        mode="crossing",
+        predictors=("m3",),
+        seed=6,
+    )
+    assert sizes["q"] == 1 and sizes["p"] == 0
+
+
+def test_logp_and_gradient_equal_pymc_graph_slope_predictors_nothing_collapsed(tmp_path):
+    sizes = _check(tmp_path, _predictor_frame(300, 13), ["m1", "m2"], ["x1"], collapse=(), predictors=("m2",), seed=7)
+    assert sizes["LK"] == 0 and sizes["q"] == 1
 
 
 @pytest.mark.parametrize(

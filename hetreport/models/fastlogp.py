@@ -8,7 +8,8 @@ buffer that holds every size, index array, sufficient statistic and prior parame
 C callbacks nutpie calls (log density + gradient, and the values it stores per draw) are numba ``cfunc``s
 with ``cache=True`` and no data baked in: compiled on the first use on a machine, loaded from numba's disk
 cache by every later study, analysis and simulation replication of the model class (Gaussian, correlated,
-collapsed coarse terms, with or without controls).
+collapsed coarse terms, with or without controls and slope predictors: the predictors' lambda and gamma are
+integrated out with the collapsed coefficients, their (G, q) table Z in the buffer).
 
 Parameter vector (PyMC's order of value variables, so the two routes can be compared point by point):
 beta (p, controls), log sd_intercept (T), log sd_slope (T), logit rho_raw (T), log sigma, z (L_rest x 2).

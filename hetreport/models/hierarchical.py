@@ -648,7 +648,8 @@ def fit_hierarchical(
     compiled: bool = True,
     retry: bool = True,
 ) -> HierarchicalFit:
-    """Fit the hierarchical model. ``compiled``: sample the collapsed Gaussian model, and the bernoulli, binomial,
+    """Fit the hierarchical model. ``compiled``: sample the collapsed Gaussian model (slope predictors' lambda and
+    gamma integrated out with it), and the bernoulli, binomial,
     poisson and ordinal models without slope predictors, through a log density compiled once per machine (``fastlogp``,
     ``fastglm``; the same posterior as the PyMC graph, checked point by point in tests/test_fastlogp.py and
     tests/test_fastglm.py); False samples the PyMC graph, compiled for this study. ``retry``: when the first

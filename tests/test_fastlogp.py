@@ -208,7 +208,7 @@ def test_slope_predictor_fit_with_two_predictors_and_controls_samples_the_compil
     assert np.isfinite(post["group_intercept"]).all()
 
 
-@pytest.mark.slow  # ~50 s on the loaded 2-core machine: PyTensor compiles build_model's graph for the reference fit
+@pytest.mark.slow  # 19-50 s on the shared 2-core machine: PyTensor compiles build_model's graph for the reference fit
 def test_slope_predictors_compiled_route_gives_the_uncollapsed_models_posterior(tmp_path):
     """A slope-predictor analysis end to end through ``fit_hierarchical`` samples the compiled density (lambda and
     gamma integrated out, drawn afterwards); ``build_model`` (nothing integrated out, lambda and gamma sampled,

@@ -14,10 +14,13 @@ compile, sample, diagnose. Printed per fit: the process's wall and CPU time, the
 read to the first draw (build + compile), sampling, divergences, min bulk/tail ESS and max R-hat over the
 group effects and the SDs; then the graph / compiled ratios. The analyses are the bundled example's
 Gaussian ones (``examples/tomz-weeks/spec.yml``): respondents (15 terms, 100 groups, 4 controls) and
-scenario (15 terms, 32 groups, 4 controls), each with the spec's own sampler settings.
+scenario (15 terms, 32 groups, 4 controls), each with the spec's own sampler settings; optionally
+respondents_lambda (the crossing term over 100 groups, 4 slope predictors, 4 controls: lambda and gamma are
+integrated out with the collapsed coefficients on both routes).
 
     python benchmarks/bench_compile.py                        # both analyses, both routes (~15 min on 2 loaded cores)
     python benchmarks/bench_compile.py --analyses respondents --routes compiled
+    python benchmarks/bench_compile.py --analyses respondents_lambda   # the slope-predictor model (~1 min)
     python benchmarks/bench_compile.py --cold                 # empties the compiled density's numba cache first
 
 The machine is shared: the load average is printed before and after, compare the ratios.
@@ -53,7 +56,8 @@ adata = prepare_analysis(spec, ds, analysis)
 groups = build_groups(adata, spec.report.min_arm)
 t_read = time.perf_counter() - t0
 fit = fit_hierarchical(adata, groups, spec.priors_of(analysis), spec.sampler_of(analysis), mode=analysis.terms,
-                       correlated=analysis.correlated, compiled=sys.argv[3] == "compiled")
+                       correlated=analysis.correlated, predictors=analysis.slope_predictors or (),
+                       compiled=sys.argv[3] == "compiled")
 d = fit.diagnostics
 q = d["quantities"]
 print("RESULT " + json.dumps({

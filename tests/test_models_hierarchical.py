@@ -207,6 +207,7 @@ def test_slope_predictors_recover_a_linear_effect_pattern(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         fit = fit_hierarchical(adata, groups, spec.priors, spec.sampler, mode="crossing", predictors=["m2"])
+    assert "compiled by hetreport in numba" in fit.backend  # lambda and gamma integrated out: no per-study compile
     post = fit.idata.posterior
     lam = post["lambda"].sel(predictor="m2").to_numpy().ravel()
     assert abs(lam.mean() - 0.3) < 3 * lam.std() + 0.02
@@ -257,6 +258,74 @@ def test_collapsed_likelihood_is_the_exact_marginal(tmp_path):
             lp += mvn.logpdf([gam[2 + j], gam[2 + LK + j]], [0, 0], C)
         m0 = gam[0] + member @ gam[2 : 2 + LK] + Ar
         m = np.stack([m0, m0 + gam[1] + member @ gam[2 + LK :] + Br], axis=1)
+        quad = (
+            design.yy
+            - 2 * (m * design.cell_sy).sum()
+            + (design.cell_n * m**2).sum()
+            - 2 * design.xy @ beta
+            + 2 * (m[:, :, None] * design.cell_sx * beta).sum()
+            + beta @ design.xx @ beta
+        )
+        ll = -design.n * np.log(sig) - 0.5 * design.n * np.log(2 * np.pi) - quad / (2 * sig**2)
+        gaps.append(ll + lp - logm - mvn.logpdf(gam, gm, np.linalg.inv(P)))
+    np.testing.assert_allclose(gaps, 0, atol=1e-6)
+
+
+def test_collapsed_likelihood_with_slope_predictors_is_the_exact_marginal(tmp_path):
+    """With slope predictors, gamma also holds their main effects and slope coefficients (the b prior, here with a
+    nonzero mean): joint log density, written out by hand from build_model's formulas = collapsed potential +
+    log N(gamma | gamma_mean, P^-1), for any gamma."""
+    from scipy.stats import multivariate_normal as mvn
+    from scipy.stats import norm
+
+    from hetreport.models import hierarchical as H
+
+    frame = random_frame(n=600, seed=6, levels=(2, 3, 3))
+    spec, adata, groups = make_analysis(
+        tmp_path,
+        frame,
+        ["m1", "m2", "m3"],
+        ["x1"],
+        priors={"intercept": "normal(0.3, 1)", "b": "normal(0.1, 0.5)"},
+        analysis={"slope_predictors": ["m2", "m3"]},
+    )
+    resolved = H.resolve_priors(spec.priors, adata)
+    design = H.build_design(adata, groups, "all")
+    K = H.collapsed_terms(design, resolved)
+    assert 0 < len(K) < len(design.term_names)
+    Z = H.predictor_matrix(adata, groups, ("m2", "m3"))
+    sds = H._control_prior_sds(resolved, adata)
+    model = H.build_collapsed_model(design, resolved, sds, adata.control_columns, groups.keys, K, Z, ("m2", "m3"))
+    k_idx, _, _, member, _, Hm, _ = H._collapse_design(design, K, Z)
+    rng = np.random.default_rng(7)
+    point = {k: v + rng.normal(size=np.shape(v)) * 0.5 for k, v in model.initial_point().items()}
+    logm, gm, Ar, Br, sdi, sds_, rho, sig, beta = _evaluate(
+        model, ["likelihood", "gamma_mean", "A_rest", "B_rest", "sd_intercept", "sd_slope", "rho", "sigma", "beta"], point
+    )
+    lk, LK, q = design.level_term[k_idx], len(k_idx), 2
+    ipr, bpr = resolved["intercept"].kwargs(), resolved["b"].kwargs()
+    d = 2 + 2 * LK + 2 * q
+    assert gm.shape == (d,) and Hm.shape == (d, d)
+    ia, ib, iz = 2 + np.arange(LK), 2 + LK + np.arange(LK), 2 + 2 * LK + np.arange(2 * q)
+    om = 1 - rho[lk] ** 2
+    P = Hm / sig**2
+    P[0, 0] += 1 / ipr["sigma"] ** 2
+    P[1, 1] += 1 / bpr["sigma"] ** 2
+    P[iz, iz] += 1 / bpr["sigma"] ** 2
+    P[ia, ia] += 1 / (sdi[lk] ** 2 * om)
+    P[ib, ib] += 1 / (sds_[lk] ** 2 * om)
+    P[ia, ib] -= rho[lk] / (sdi[lk] * sds_[lk] * om)
+    P[ib, ia] -= rho[lk] / (sdi[lk] * sds_[lk] * om)
+    gaps = []
+    for _ in range(3):
+        gam = rng.normal(size=d) * 0.3
+        lp = norm.logpdf(gam[0], ipr["mu"] - design.y_mean, ipr["sigma"]) + norm.logpdf(gam[[1, *iz]], bpr["mu"], bpr["sigma"]).sum()
+        for j, l in enumerate(lk):
+            C = [[sdi[l] ** 2, rho[l] * sdi[l] * sds_[l]], [rho[l] * sdi[l] * sds_[l], sds_[l] ** 2]]
+            lp += mvn.logpdf([gam[2 + j], gam[2 + LK + j]], [0, 0], C)
+        g_z, l_z = gam[iz[:q]], gam[iz[q:]]
+        m0 = gam[0] + member @ gam[ia] + Z @ g_z + Ar  # build_model: alpha + A + Z gamma
+        m = np.stack([m0, m0 + gam[1] + Z @ l_z + member @ gam[ib] + Br], axis=1)  # + b_treat + Z lambda + B
         quad = (
             design.yy
             - 2 * (m * design.cell_sy).sum()

@@ -8,7 +8,8 @@ buffer that holds every size, index array, sufficient statistic and prior parame
 C callbacks nutpie calls (log density + gradient, and the values it stores per draw) are numba ``cfunc``s
 with ``cache=True`` and no data baked in: compiled on the first use on a machine, loaded from numba's disk
 cache by every later study, analysis and simulation replication of the model class (Gaussian, correlated,
-collapsed coarse terms, with or without controls).
+collapsed coarse terms, with or without controls and slope predictors: the predictors' lambda and gamma are
+integrated out with the collapsed coefficients, their (G, q) table Z in the buffer).
 
 Parameter vector (PyMC's order of value variables, so the two routes can be compared point by point):
 beta (p, controls), log sd_intercept (T), log sd_slope (T), logit rho_raw (T), log sigma, z (L_rest x 2).
@@ -40,6 +41,7 @@ _H_MUA, _H_SA, _H_MUB, _H_SB, _H_ETA = 9, 10, 11, 12, 13
 _H_SDF, _H_SD1, _H_SD2, _H_SGF, _H_SG1, _H_SG2, _H_CROSS = 14, 15, 16, 17, 18, 19, 20
 _O_LT, _O_GL, _O_LK, _O_CN, _O_CSY, _O_CSX, _O_XX, _O_XY, _O_D, _O_HH, _O_BMU, _O_BSD = range(21, 33)
 _H_KC = 33  # collapsed terms (columns of the group -> collapsed level table in the D slot)
+_H_Q, _O_Z = 34, 35  # slope predictors (q) and their (G, q) table Z: gamma_Z, lambda_Z appended to gamma
 _HEADER = 40
 
 
@@ -72,15 +74,18 @@ def fixed_priors(resolved: dict, control_sds, p: int):
     return ip, bp, b_mu, b_sd, eta
 
 
-def pack(design, resolved: dict, control_sds, collapse) -> tuple[np.ndarray, dict]:
-    """The study as one flat float64 buffer (header of sizes and offsets, then the arrays), and the sizes."""
-    k_idx, r_idx, kept, member, D, H, gl_rest = collapse_design(design, collapse)
+def pack(design, resolved: dict, control_sds, collapse, predictors=None) -> tuple[np.ndarray, dict]:
+    """The study as one flat float64 buffer (header of sizes and offsets, then the arrays), and the sizes.
+    ``predictors``: the (G, q) centred slope predictors, whose coefficients are integrated out with gamma."""
+    k_idx, r_idx, kept, member, D, H, gl_rest = collapse_design(design, collapse, predictors)
     lt = design.level_term
     G, T, p = design.group_levels.shape[0], len(design.term_names), design.xx.shape[0]
     LK, Lr = len(k_idx), len(r_idx)
     ip, bp, b_mu, b_sd, eta = fixed_priors(resolved, control_sds, p)
     # D (the incidence of gamma in the cell means) is sparse: each group is in one level of every collapsed term
     gk = np.array([np.flatnonzero(row) for row in member]).reshape(G, -1) if LK else np.zeros((G, 0))
+    Z = np.zeros((G, 0)) if predictors is None else np.asarray(predictors, dtype=float).reshape(G, -1)
+    q = Z.shape[1]
     arrays = [
         lt[r_idx],
         gl_rest.reshape(-1) if Lr else np.zeros(0),
@@ -95,6 +100,7 @@ def pack(design, resolved: dict, control_sds, collapse) -> tuple[np.ndarray, dic
         b_mu,
         b_sd,
     ]
+    arrays.append(Z.reshape(-1))
     header = np.zeros(_HEADER)
     cross = bool(Lr) and kept[-1] == T - 1
     header[[_H_G, _H_LR, _H_T, _H_LK, _H_P, _H_TK, _H_N, _H_YY]] = G, Lr, T, LK, p, (len(kept) if Lr else 0), design.n, design.yy
@@ -103,13 +109,14 @@ def pack(design, resolved: dict, control_sds, collapse) -> tuple[np.ndarray, dic
     header[[_H_SGF, _H_SG1, _H_SG2]] = _prior_code(resolved["sigma"])
     header[_H_CROSS] = float(cross)
     header[_H_KC] = gk.shape[1]
+    header[_H_Q] = q
     off = _HEADER
-    for slot, arr in zip(range(_O_LT, _O_BSD + 1), arrays):
+    for slot, arr in zip(list(range(_O_LT, _O_BSD + 1)) + [_O_Z], arrays, strict=True):
         header[slot] = off
         off += arr.size
     header[_H_LEN] = off
     buf = np.ascontiguousarray(np.concatenate([header] + [np.asarray(a, dtype=float).reshape(-1) for a in arrays]))
-    sizes = dict(G=G, T=T, p=p, LK=LK, Lr=Lr, d=2 + 2 * LK, cross=cross, n_dim=p + 3 * T + 1 + 2 * Lr)
+    sizes = dict(G=G, T=T, p=p, LK=LK, Lr=Lr, q=q, d=2 + 2 * LK + 2 * q, cross=cross, n_dim=p + 3 * T + 1 + 2 * Lr)
     return buf, sizes
 
 
@@ -249,7 +256,9 @@ def logp_grad(x, buf, grad, expand):
     cross = buf[20] > 0.5
     o_lt, o_gl, o_lk, o_cn, o_csy, o_csx = int(buf[21]), int(buf[22]), int(buf[23]), int(buf[24]), int(buf[25]), int(buf[26])
     o_xx, o_xy, o_D, o_H, o_bmu, o_bsd = int(buf[27]), int(buf[28]), int(buf[29]), int(buf[30]), int(buf[31]), int(buf[32])
-    d = 2 + 2 * LK
+    q, o_Z = int(buf[34]), int(buf[35])  # slope predictors: gamma_Z at iz0 + j, lambda_Z at iz0 + q + j (b prior)
+    iz0 = 2 + 2 * LK
+    d = iz0 + 2 * q
     G2 = 2 * G
     i_sa, i_sig, i_z = p, p + 3 * T, p + 3 * T + 1
     for i in range(grad.size):
@@ -306,6 +315,8 @@ def logp_grad(x, buf, grad, expand):
             P[i, j] = buf[o_H + i * d + j] / s2
     P[0, 0] += 1 / s_a**2
     P[1, 1] += 1 / s_b**2
+    for i in range(iz0, d):
+        P[i, i] += 1 / s_b**2
     for i in range(LK):
         k = int(buf[o_lk + i])
         om = 1 - rho[k] ** 2
@@ -317,6 +328,8 @@ def logp_grad(x, buf, grad, expand):
     v = np.zeros(d)
     v[0] = mu_a / s_a**2
     v[1] = mu_b / s_b**2
+    for i in range(iz0, d):
+        v[i] = mu_b / s_b**2
     Kc = int(buf[33])
     Dh = np.zeros(d)
     for g in range(G):
@@ -327,6 +340,10 @@ def logp_grad(x, buf, grad, expand):
             i = int(buf[o_D + g * Kc + j])
             Dh[2 + i] += h0 + h1
             Dh[2 + LK + i] += h1
+        for j in range(q):
+            zz = buf[o_Z + g * q + j]
+            Dh[iz0 + j] += (h0 + h1) * zz
+            Dh[iz0 + q + j] += h1 * zz
     for i in range(d):
         v[i] += Dh[i] / s2
     # Cholesky P = L L'
@@ -360,7 +377,7 @@ def logp_grad(x, buf, grad, expand):
     for i in range(d):
         logdet_L += math.log(L[i, i])
         ww += w[i] * w[i]
-    logdet_prior = 2 * math.log(s_a * s_b)
+    logdet_prior = 2 * math.log(s_a * s_b) + 4 * q * math.log(s_b)
     for i in range(LK):
         k = int(buf[o_lk + i])
         logdet_prior += 2 * math.log(sa[k] * sb[k]) + math.log(1 - rho[k] ** 2)
@@ -371,7 +388,7 @@ def logp_grad(x, buf, grad, expand):
         - 0.5 * logdet_prior
         - logdet_L
         + 0.5 * ww
-        - 0.5 * (mu_a**2 / s_a**2 + mu_b**2 / s_b**2)
+        - 0.5 * (mu_a**2 / s_a**2 + (1 + 2 * q) * mu_b**2 / s_b**2)
     )
     if expand.size:
         e = 0
@@ -419,6 +436,9 @@ def logp_grad(x, buf, grad, expand):
     dsig += -2 * MDh / sig**3
     trPL = pinv(Li, d, 0, 0) / s_a**2 + pinv(Li, d, 1, 1) / s_b**2
     MLM = M[0] ** 2 / s_a**2 + M[1] ** 2 / s_b**2
+    for i in range(iz0, d):
+        trPL += pinv(Li, d, i, i) / s_b**2
+        MLM += M[i] ** 2 / s_b**2
     for i in range(LK):
         k = int(buf[o_lk + i])
         om = 1 - rho[k] ** 2
@@ -459,6 +479,10 @@ def logp_grad(x, buf, grad, expand):
             i = int(buf[o_D + g * Kc + j])
             s0 += M[2 + i]
             s1 += M[2 + LK + i]
+        for j in range(q):
+            zz = buf[o_Z + g * q + j]
+            s0 += M[iz0 + j] * zz
+            s1 += M[iz0 + q + j] * zz
         gh[2 * g] = s0 / s2
         gh[2 * g + 1] = (s0 + s1) / s2
     gA = np.zeros(G)
@@ -790,11 +814,11 @@ def model_class():
     return _MODEL_CLASS
 
 
-def compile_collapsed(design, resolved: dict, control_sds, collapse, coords: dict):
+def compile_collapsed(design, resolved: dict, control_sds, collapse, coords: dict, predictors=None):
     """The nutpie model for one study: the cached callbacks and this study's buffer (no compilation after
-    the first use on a machine)."""
+    the first use on a machine). ``predictors``: the (G, q) centred slope predictors, or None."""
     cls = model_class()
-    buf, sizes = pack(design, resolved, control_sds, collapse)
+    buf, sizes = pack(design, resolved, control_sds, collapse, predictors)
     stored = _stored(sizes)
     names = tuple(s[0] for s in stored)
     dims = {s[0]: s[2] for s in stored}

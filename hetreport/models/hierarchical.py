@@ -333,10 +333,19 @@ def collapsed_terms(design: Design, resolved: dict) -> tuple[int, ...] | None:
 
 
 def build_collapsed_model(
-    design: Design, resolved: dict, control_sds: np.ndarray | None, control_names, group_keys, collapse: tuple[int, ...]
+    design: Design,
+    resolved: dict,
+    control_sds: np.ndarray | None,
+    control_names,
+    group_keys,
+    collapse: tuple[int, ...],
+    predictors: np.ndarray | None = None,
+    predictor_names=(),
 ):
     """build_model's posterior, with the intercept, the common slope and the level effects of the terms
-    in ``collapse`` (gamma, d = 2 + 2 x their levels) integrated out analytically.
+    in ``collapse`` (gamma, d = 2 + 2 x their levels) integrated out analytically; with slope
+    ``predictors`` (G x q, centred) their main effects and slope coefficients (gamma_Z, lambda_Z, the
+    ``b`` prior each) too (d = 2 + 2 x levels + 2q).
 
     Given the rest, gamma has a Gaussian prior and enters the cell means linearly (m = r + D gamma), so
     the likelihood is Gaussian in gamma with precision H / sigma^2, H = D'ND; the potential is the
@@ -349,19 +358,19 @@ def build_collapsed_model(
     import pytensor.tensor as pt
     from pytensor.tensor.slinalg import cholesky, solve_triangular
 
-    k_idx, r_idx, kept, member, D, H, gl_rest = _collapse_design(design, collapse)
+    k_idx, r_idx, kept, member, D, H, gl_rest = _collapse_design(design, collapse, predictors)
     lt, G, LK, p = design.level_term, design.group_levels.shape[0], len(k_idx), design.xx.shape[0]
     ia, ib = 2 + np.arange(LK), 2 + LK + np.arange(LK)
+    iz = 2 + 2 * LK + np.arange(D.shape[1] - 2 - 2 * LK)  # gamma_Z, lambda_Z: the b prior each
     ip, bp = resolved["intercept"].kwargs(), resolved["b"].kwargs()
     mu_a, s_a, mu_b, s_b = ip["mu"] - design.y_mean, ip["sigma"], bp["mu"], bp["sigma"]
-    names = [design.level_names[l] for l in k_idx]
     coords = {
         "term": list(design.term_names),
         "level_rest": [design.level_names[l] for l in r_idx],
         "group": list(group_keys),
         "control": list(control_names),
         "component": ["intercept", "slope"],
-        "collapsed": ["Intercept", "b_treat"] + [f"{n} intercept" for n in names] + [f"{n} slope" for n in names],
+        "collapsed": _collapsed_names(design, collapse, predictor_names),
     }
     eta = resolved["cor"].params[0] if resolved["cor"] is not None else 2.0
     with pm.Model(coords=coords) as model:
@@ -392,17 +401,20 @@ def build_collapsed_model(
         om = 1 - rk**2
         P = Hm / sigma**2
         P = pt.inc_subtensor(P[[0, 1], [0, 1]], np.array([1 / s_a**2, 1 / s_b**2]))
+        if len(iz):
+            P = pt.inc_subtensor(P[iz, iz], np.full(len(iz), 1 / s_b**2))
         if LK:
             P = pt.inc_subtensor(P[ia, ia], 1 / (sa**2 * om))
             P = pt.inc_subtensor(P[ib, ib], 1 / (sb**2 * om))
             P = pt.inc_subtensor(P[ia, ib], -rk / (sa * sb * om))
             P = pt.inc_subtensor(P[ib, ia], -rk / (sa * sb * om))
-        m0 = np.zeros(2 + 2 * LK)
+        m0 = np.zeros(D.shape[1])
         m0[:2] = mu_a / s_a**2, mu_b / s_b**2
+        m0[iz] = mu_b / s_b**2
         v = m0 + Dm.T @ h.reshape((2 * G,)) / sigma**2
         chol = cholesky(P, lower=True)
         w = solve_triangular(chol, v, lower=True)
-        logdet_prior = 2 * np.log(s_a * s_b) + (2 * pt.log(sa * sb) + pt.log(om)).sum()
+        logdet_prior = 2 * np.log(s_a * s_b) + 2 * len(iz) * np.log(s_b) + (2 * pt.log(sa * sb) + pt.log(om)).sum()
         pm.Potential(
             "likelihood",
             -n_obs * pt.log(sigma)
@@ -411,7 +423,7 @@ def build_collapsed_model(
             - 0.5 * logdet_prior
             - pt.log(pt.diagonal(chol)).sum()
             + 0.5 * (w**2).sum()
-            - 0.5 * (mu_a**2 / s_a**2 + mu_b**2 / s_b**2),
+            - 0.5 * (mu_a**2 / s_a**2 + (1 + len(iz)) * mu_b**2 / s_b**2),
         )
         pm.Deterministic("gamma_mean", solve_triangular(chol.T, w, lower=False), dims="collapsed")
     return model
@@ -423,19 +435,31 @@ def _fast_supported(resolved: dict) -> bool:
     return supported(resolved)
 
 
-def _collapsed_names(design: Design, collapse: tuple[int, ...]) -> list[str]:
-    """The coordinate of gamma = (Intercept, b_treat, the collapsed levels' intercepts, their slopes)."""
+def _collapsed_names(design: Design, collapse: tuple[int, ...], predictor_names=()) -> list[str]:
+    """The coordinate of gamma = (Intercept, b_treat, the collapsed levels' intercepts, their slopes[, the slope
+    predictors' main effects gamma_Z, their slope coefficients lambda_Z])."""
     in_k = np.isin(design.level_term, collapse)
     names = [design.level_names[l] for l in np.flatnonzero(in_k)]
-    return ["Intercept", "b_treat"] + [f"{n} intercept" for n in names] + [f"{n} slope" for n in names]
+    return (
+        ["Intercept", "b_treat"]
+        + [f"{n} intercept" for n in names]
+        + [f"{n} slope" for n in names]
+        + [f"gamma[{z}]" for z in predictor_names]
+        + [f"lambda[{z}]" for z in predictor_names]
+    )
 
 
-def draw_collapsed(post, design: Design, resolved: dict, collapse: tuple[int, ...], seed: int) -> dict:
+def draw_collapsed(
+    post, design: Design, resolved: dict, collapse: tuple[int, ...], seed: int, predictors: np.ndarray | None = None
+) -> dict:
     """Exact draws of gamma | rest ~ N(gamma_mean, P^-1), one per posterior draw, and the quantities
-    build_model records: Intercept, b_treat, group_effect, group_intercept, crossing_slope."""
-    k_idx, _, kept, member, _, H, _ = _collapse_design(design, collapse)
+    build_model records: Intercept, b_treat, group_effect, group_intercept, crossing_slope; with slope
+    ``predictors`` (G x q, centred, as sampled) also lambda, gamma and systematic_slope = b_treat + Z lambda."""
+    k_idx, _, kept, member, _, H, _ = _collapse_design(design, collapse, predictors)
     LK, lk = len(k_idx), design.level_term[k_idx]
     ia, ib = 2 + np.arange(LK), 2 + LK + np.arange(LK)
+    q = (H.shape[0] - 2 - 2 * LK) // 2
+    iz = 2 + 2 * LK + np.arange(2 * q)
     s_a, s_b = resolved["intercept"].kwargs()["sigma"], resolved["b"].kwargs()["sigma"]
     sa, sb = post["sd_intercept"].to_numpy()[..., lk], post["sd_slope"].to_numpy()[..., lk]
     rk = post["rho"].to_numpy()[..., lk]
@@ -443,6 +467,7 @@ def draw_collapsed(post, design: Design, resolved: dict, collapse: tuple[int, ..
     P = H / post["sigma"].to_numpy()[..., None, None] ** 2
     P[..., 0, 0] += 1 / s_a**2
     P[..., 1, 1] += 1 / s_b**2
+    P[..., iz, iz] += 1 / s_b**2
     P[..., ia, ia] += 1 / (sa**2 * om)
     P[..., ib, ib] += 1 / (sb**2 * om)
     P[..., ia, ib] -= rk / (sa * sb * om)
@@ -450,20 +475,27 @@ def draw_collapsed(post, design: Design, resolved: dict, collapse: tuple[int, ..
     chol = np.linalg.cholesky(P)
     eps = np.random.default_rng(seed).standard_normal(P.shape[:-1] + (1,))
     gamma = post["gamma_mean"].to_numpy() + np.linalg.solve(np.swapaxes(chol, -1, -2), eps)[..., 0]
-    theta = gamma[..., 1:2] + gamma[..., 2 + LK :] @ member.T + post["B_rest"].to_numpy()
-    alpha_g = gamma[..., :1] + gamma[..., 2 : 2 + LK] @ member.T + post["A_rest"].to_numpy() + design.y_mean
+    gam_z, lam_z = gamma[..., 2 + 2 * LK : 2 + 2 * LK + q], gamma[..., 2 + 2 * LK + q :]
+    Z = np.zeros((member.shape[0], 0)) if predictors is None else np.asarray(predictors, dtype=float)
+    systematic = gamma[..., 1:2] + lam_z @ Z.T
+    theta = systematic + gamma[..., 2 + LK : 2 + 2 * LK] @ member.T + post["B_rest"].to_numpy()
+    alpha_g = gamma[..., :1] + gamma[..., 2 : 2 + LK] @ member.T + gam_z @ Z.T + post["A_rest"].to_numpy() + design.y_mean
     last = len(design.term_names) - 1
     crossing = (
         post["crossing_rest"].to_numpy() if last in kept else gamma[..., 2 + LK + np.searchsorted(k_idx, design.group_levels[:, last])]
     )
     gd = ("chain", "draw", "group")
-    return {
+    out = {
         "Intercept": (("chain", "draw"), gamma[..., 0] + design.y_mean),
         "b_treat": (("chain", "draw"), gamma[..., 1]),
         "group_effect": (gd, theta),
         "group_intercept": (gd, alpha_g),
         "crossing_slope": (gd, crossing),
     }
+    if q:
+        pd_ = ("chain", "draw", "predictor")
+        out.update({"lambda": (pd_, lam_z), "gamma": (pd_, gam_z), "systematic_slope": (gd, systematic)})
+    return out
 
 
 # --------------------------------------------------------------------------- sampling
@@ -616,7 +648,8 @@ def fit_hierarchical(
     compiled: bool = True,
     retry: bool = True,
 ) -> HierarchicalFit:
-    """Fit the hierarchical model. ``compiled``: sample the collapsed Gaussian model, and the bernoulli, binomial,
+    """Fit the hierarchical model. ``compiled``: sample the collapsed Gaussian model (slope predictors' lambda and
+    gamma integrated out with it), and the bernoulli, binomial,
     poisson and ordinal models without slope predictors, through a log density compiled once per machine (``fastlogp``,
     ``fastglm``; the same posterior as the PyMC graph, checked point by point in tests/test_fastlogp.py and
     tests/test_fastglm.py); False samples the PyMC graph, compiled for this study. ``retry``: when the first
@@ -650,6 +683,22 @@ def fit_hierarchical(
     return fit
 
 
+def predictor_matrix(adata: AnalysisData, groups: Groups, predictors) -> np.ndarray | None:
+    """The groups' slope predictors (G x q), centred on the unit average (same θ_g, better geometry); None without."""
+    if not predictors:
+        return None
+    try:
+        Z = groups.table[list(predictors)].to_numpy(dtype=float)
+    except (TypeError, ValueError):
+        raise SpecError(
+            f"slope predictors must have numeric codes (they enter linearly); {list(predictors)} include text. "
+            "Recode them with data.derive, e.g. map(x, {'low': 1, 'high': 2}).",
+            where=f"analysis '{adata.name}'",
+        ) from None
+    w = groups.table["n"].to_numpy(dtype=float)
+    return Z - (w[:, None] * Z).sum(axis=0) / w.sum()
+
+
 def _fit_once(
     adata: AnalysisData,
     groups: Groups,
@@ -675,18 +724,7 @@ def _fit_once(
     if correlated:
         design = build_design(adata, groups, mode)
         control_sds = _control_prior_sds(resolved, adata)
-        Z = None
-        if predictors:
-            try:
-                Z = groups.table[list(predictors)].to_numpy(dtype=float)
-            except (TypeError, ValueError):
-                raise SpecError(
-                    f"slope predictors must have numeric codes (they enter linearly); {list(predictors)} include text. "
-                    "Recode them with data.derive, e.g. map(x, {'low': 1, 'high': 2}).",
-                    where=f"analysis '{adata.name}'",
-                ) from None
-            w = groups.table["n"].to_numpy(dtype=float)
-            Z = Z - (w[:, None] * Z).sum(axis=0) / w.sum()  # centred on the unit average: same θ_g, better geometry
+        Z = predictor_matrix(adata, groups, predictors)
         t0 = time.perf_counter()
         keep = ["Intercept", "b_treat", "sd_intercept", "sd_slope", "rho", "sigma", "group_effect", "group_intercept", "crossing_slope"]
         if predictors:
@@ -694,7 +732,8 @@ def _fit_once(
         if adata.control_matrix.shape[1]:
             keep.append("beta")
         # integrate the coarse terms out (nutpie only: under PyMC's C backend the Cholesky gradients are slow)
-        collapse = collapsed_terms(design, resolved) if sampler.backend == "nutpie" and not predictors and family == "gaussian" else None
+        # (slope predictors' main effects and slope coefficients too: they are more linear coefficients, ``collapse_design``)
+        collapse = collapsed_terms(design, resolved) if sampler.backend == "nutpie" and family == "gaussian" else None
         fast = None
         if family != "gaussian":
             from .families import default_cutpoints, unit_table
@@ -738,17 +777,19 @@ def _fit_once(
                 "term": list(design.term_names),
                 "group": list(groups.keys),
                 "control": list(adata.control_columns),
-                "collapsed": _collapsed_names(design, collapse),
+                "collapsed": _collapsed_names(design, collapse, predictors),
             }
-            fast = lambda: fastlogp.compile_collapsed(design, resolved, control_sds, collapse, coords)  # noqa: E731
+            fast = lambda: fastlogp.compile_collapsed(design, resolved, control_sds, collapse, coords, Z)  # noqa: E731
         else:
-            model = build_collapsed_model(design, resolved, control_sds, adata.control_columns, groups.keys, collapse)
+            model = build_collapsed_model(design, resolved, control_sds, adata.control_columns, groups.keys, collapse, Z, predictors)
             stored = [v for v in keep + ["gamma_mean", "A_rest", "B_rest", "crossing_rest"] if v in model.named_vars]
         idata, timings, backend = _sample(model, sampler, stored, progress, compiled=fast)
         timings["build_s"] = time.perf_counter() - t0 - sum(timings.values())
         post = idata.posterior
         if collapse is not None:
-            post = post.assign(draw_collapsed(post, design, resolved, collapse, sampler.seed))
+            post = post.assign(draw_collapsed(post, design, resolved, collapse, sampler.seed, Z))
+            if predictors:
+                post = post.assign_coords(predictor=list(predictors))
         post = post[[v for v in keep if v in post]]
         idata = az.InferenceData(posterior=post, sample_stats=idata.sample_stats)
         term_names = design.term_names

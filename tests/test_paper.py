@@ -139,3 +139,24 @@ def test_group_table_has_a_column_for_every_fitted_approach(small_study):
     heads = [c[: -len(" estimate")] for c in table.columns if c.endswith(" estimate")]
     assert heads == names and registry.get("bcf").short in heads
     assert np.allclose(table[f"{registry.get('bcf').short} estimate"], table["Hierarchical estimate"], equal_nan=True)
+
+
+def test_a_column_heat_map_keeps_a_horizontal_colourbar_that_fits(small_study, tmp_path):
+    """Turned vertical like other legends at a column's width, the heat map's colourbar was drawn as a squashed
+    bar; it stays horizontal, no longer than the column, its title above it."""
+    from hetreport.report import paper as paper_mod
+    from hetreport.report.build import write_figures
+
+    _, results = small_study
+    a = results.analyses[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        figures = write_figures(a, results.effects, results.facts_of(a.name), tmp_path, results.spec)
+    heat, _ = figures["heatmap"]["paper"].value
+    other, _ = figures["comparison"]["paper"].value
+    assert paper_mod._has_colourbar(heat) and not paper_mod._has_colourbar(other)
+    col = paper_mod.sized(heat, "column", COLUMN_IN, 4.0)
+    assert col.theme.getp("legend_direction") != "vertical"
+    assert col.theme.getp("legend_key_width") <= 72 * COLUMN_IN * 0.5
+    assert paper_mod.sized(other, "column", COLUMN_IN, 4.0).theme.getp("legend_direction") == "vertical"
+    assert paper_mod.sized(heat, "page", PAGE_IN, 4.0).theme.getp("legend_key_width") == heat.theme.getp("legend_key_width")

@@ -217,18 +217,34 @@ def _pandoc(args: list[str], cwd: Path) -> None:
 # --------------------------------------------------------------------------- figures
 
 
+def _has_colourbar(plot) -> bool:
+    """Whether the plot's legend is a colourbar (a continuous fill or colour scale, the heat maps'): turned
+    vertical in a column, it was drawn as a squashed bar."""
+    from plotnine.scales.scale_continuous import scale_continuous
+
+    return any(isinstance(s, scale_continuous) and {"fill", "color", "colour"} & set(s.aesthetics) for s in plot.scales)
+
+
+def sized(plot, size: str, width: float, height: float):
+    """The plot laid out at ``width`` x ``height`` inches; at a column's width its legend is rearranged to fit."""
+    from plotnine import theme
+
+    p = plot + theme(figure_size=(width, height))
+    if size == "column" and _has_colourbar(plot):  # a colourbar as long as a page's would not fit: shorter, title above
+        p = p + theme(legend_key_width=0.45 * width * 72, legend_title_position="top")
+    elif size == "column":  # a legend in one row is wider than a column: one entry per line
+        p = p + theme(legend_direction="vertical")
+    return p
+
+
 def _paper_figure(plot, stem: Path, natural: tuple[float, float]) -> list[Path]:
     """The plot at a column and a page width (aspect of its own layout, the column one a little
     taller so its text keeps its size), as PDF, SVG and 300-dpi PNG."""
-    from plotnine import theme
-
     w, h = natural
     written = []
     for size, width in (("column", COLUMN_IN), ("page", PAGE_IN)):
         height = h * width / w if size == "page" else min(max(h * width / w * 1.6, 2.6), 9.0)
-        p = plot + theme(figure_size=(width, height))
-        if size == "column":  # a legend in one row is wider than a column: one entry per line
-            p = p + theme(legend_direction="vertical")
+        p = sized(plot, size, width, height)
         for ext in ("pdf", "svg", "png"):
             path = stem.with_name(f"{stem.name}-{size}.{ext}")
             p.save(str(path), width=width, height=height, units="in", dpi=DPI, verbose=False)

@@ -215,6 +215,44 @@ def test_slope_predictors_recover_a_linear_effect_pattern(tmp_path):
     assert "treat:(m2)" in fit.formula_brms and "(1 + treat | m1:m2)" in fit.formula_brms
 
 
+def _gamma_precision(Hm, sig, ipr, bpr, lk, ia, ib, sdi, sds, rho, iz=np.arange(0)):
+    """P = H / sigma^2 + the prior precision of gamma = (alpha, b_treat, a_K, b_K[, gamma_Z, lambda_Z]), by hand."""
+    om = 1 - rho[lk] ** 2
+    P = Hm / sig**2
+    P[0, 0] += 1 / ipr["sigma"] ** 2
+    P[1, 1] += 1 / bpr["sigma"] ** 2
+    P[iz, iz] += 1 / bpr["sigma"] ** 2
+    P[ia, ia] += 1 / (sdi[lk] ** 2 * om)
+    P[ib, ib] += 1 / (sds[lk] ** 2 * om)
+    P[ia, ib] -= rho[lk] / (sdi[lk] * sds[lk] * om)
+    P[ib, ia] -= rho[lk] / (sdi[lk] * sds[lk] * om)
+    return P
+
+
+def _levels_logpdf(gam, lk, LK, sdi, sds, rho):
+    """The collapsed levels' bivariate normal prior (intercept and slope effect of each level), by hand."""
+    from scipy.stats import multivariate_normal as mvn
+
+    lp = 0.0
+    for j, l in enumerate(lk):
+        C = [[sdi[l] ** 2, rho[l] * sdi[l] * sds[l]], [rho[l] * sdi[l] * sds[l], sds[l] ** 2]]
+        lp += mvn.logpdf([gam[2 + j], gam[2 + LK + j]], [0, 0], C)
+    return lp
+
+
+def _gaussian_loglik(design, m, beta, sig):
+    """The Gaussian log likelihood from the cells' sufficient statistics at cell means m (G, 2) and controls beta."""
+    quad = (
+        design.yy
+        - 2 * (m * design.cell_sy).sum()
+        + (design.cell_n * m**2).sum()
+        - 2 * design.xy @ beta
+        + 2 * (m[:, :, None] * design.cell_sx * beta).sum()
+        + beta @ design.xx @ beta
+    )
+    return -design.n * np.log(sig) - 0.5 * design.n * np.log(2 * np.pi) - quad / (2 * sig**2)
+
+
 def test_collapsed_likelihood_is_the_exact_marginal(tmp_path):
     """The sampled graph integrates the intercept, common slope and coarse terms out: at any point,
     joint log density = collapsed potential + log N(gamma | gamma_mean, P^-1), for any gamma."""
@@ -241,32 +279,15 @@ def test_collapsed_likelihood_is_the_exact_marginal(tmp_path):
     lk, LK = design.level_term[k_idx], len(k_idx)
     ipr, bpr = resolved["intercept"].kwargs(), resolved["b"].kwargs()
     ia, ib = 2 + np.arange(LK), 2 + LK + np.arange(LK)
-    om = 1 - rho[lk] ** 2
-    P = Hm / sig**2
-    P[0, 0] += 1 / ipr["sigma"] ** 2
-    P[1, 1] += 1 / bpr["sigma"] ** 2
-    P[ia, ia] += 1 / (sdi[lk] ** 2 * om)
-    P[ib, ib] += 1 / (sds[lk] ** 2 * om)
-    P[ia, ib] -= rho[lk] / (sdi[lk] * sds[lk] * om)
-    P[ib, ia] -= rho[lk] / (sdi[lk] * sds[lk] * om)
+    P = _gamma_precision(Hm, sig, ipr, bpr, lk, ia, ib, sdi, sds, rho)
     gaps = []
     for _ in range(3):
         gam = rng.normal(size=2 + 2 * LK) * 0.3
         lp = norm.logpdf(gam[0], ipr["mu"] - design.y_mean, ipr["sigma"]) + norm.logpdf(gam[1], bpr["mu"], bpr["sigma"])
-        for j, l in enumerate(lk):
-            C = [[sdi[l] ** 2, rho[l] * sdi[l] * sds[l]], [rho[l] * sdi[l] * sds[l], sds[l] ** 2]]
-            lp += mvn.logpdf([gam[2 + j], gam[2 + LK + j]], [0, 0], C)
+        lp += _levels_logpdf(gam, lk, LK, sdi, sds, rho)
         m0 = gam[0] + member @ gam[2 : 2 + LK] + Ar
         m = np.stack([m0, m0 + gam[1] + member @ gam[2 + LK :] + Br], axis=1)
-        quad = (
-            design.yy
-            - 2 * (m * design.cell_sy).sum()
-            + (design.cell_n * m**2).sum()
-            - 2 * design.xy @ beta
-            + 2 * (m[:, :, None] * design.cell_sx * beta).sum()
-            + beta @ design.xx @ beta
-        )
-        ll = -design.n * np.log(sig) - 0.5 * design.n * np.log(2 * np.pi) - quad / (2 * sig**2)
+        ll = _gaussian_loglik(design, m, beta, sig)
         gaps.append(ll + lp - logm - mvn.logpdf(gam, gm, np.linalg.inv(P)))
     np.testing.assert_allclose(gaps, 0, atol=1e-6)
 
@@ -307,34 +328,16 @@ def test_collapsed_likelihood_with_slope_predictors_is_the_exact_marginal(tmp_pa
     d = 2 + 2 * LK + 2 * q
     assert gm.shape == (d,) and Hm.shape == (d, d)
     ia, ib, iz = 2 + np.arange(LK), 2 + LK + np.arange(LK), 2 + 2 * LK + np.arange(2 * q)
-    om = 1 - rho[lk] ** 2
-    P = Hm / sig**2
-    P[0, 0] += 1 / ipr["sigma"] ** 2
-    P[1, 1] += 1 / bpr["sigma"] ** 2
-    P[iz, iz] += 1 / bpr["sigma"] ** 2
-    P[ia, ia] += 1 / (sdi[lk] ** 2 * om)
-    P[ib, ib] += 1 / (sds_[lk] ** 2 * om)
-    P[ia, ib] -= rho[lk] / (sdi[lk] * sds_[lk] * om)
-    P[ib, ia] -= rho[lk] / (sdi[lk] * sds_[lk] * om)
+    P = _gamma_precision(Hm, sig, ipr, bpr, lk, ia, ib, sdi, sds_, rho, iz)
     gaps = []
     for _ in range(3):
         gam = rng.normal(size=d) * 0.3
         lp = norm.logpdf(gam[0], ipr["mu"] - design.y_mean, ipr["sigma"]) + norm.logpdf(gam[[1, *iz]], bpr["mu"], bpr["sigma"]).sum()
-        for j, l in enumerate(lk):
-            C = [[sdi[l] ** 2, rho[l] * sdi[l] * sds_[l]], [rho[l] * sdi[l] * sds_[l], sds_[l] ** 2]]
-            lp += mvn.logpdf([gam[2 + j], gam[2 + LK + j]], [0, 0], C)
+        lp += _levels_logpdf(gam, lk, LK, sdi, sds_, rho)
         g_z, l_z = gam[iz[:q]], gam[iz[q:]]
         m0 = gam[0] + member @ gam[ia] + Z @ g_z + Ar  # build_model: alpha + A + Z gamma
         m = np.stack([m0, m0 + gam[1] + Z @ l_z + member @ gam[ib] + Br], axis=1)  # + b_treat + Z lambda + B
-        quad = (
-            design.yy
-            - 2 * (m * design.cell_sy).sum()
-            + (design.cell_n * m**2).sum()
-            - 2 * design.xy @ beta
-            + 2 * (m[:, :, None] * design.cell_sx * beta).sum()
-            + beta @ design.xx @ beta
-        )
-        ll = -design.n * np.log(sig) - 0.5 * design.n * np.log(2 * np.pi) - quad / (2 * sig**2)
+        ll = _gaussian_loglik(design, m, beta, sig)
         gaps.append(ll + lp - logm - mvn.logpdf(gam, gm, np.linalg.inv(P)))
     np.testing.assert_allclose(gaps, 0, atol=1e-6)
 

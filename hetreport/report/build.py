@@ -1043,17 +1043,17 @@ def _build_and_render_in(project: Path, out_dir: Path, build, formats, route, sa
             "give an output folder whose name starts with a letter or digit."
         )
     later = build(project)
-    if isinstance(later, PaperStep):
-        outcome = _render_beside(later, project, formats, route, say)
+    outdir.fault("report-built")
+    say(f"rendering {', '.join(formats)} ({describe_route(route)})")
+    if isinstance(later, PaperStep):  # the study report: paper/ is drawn while the documents render
+        outcome = _render_beside(later, project, formats, route)
     else:
-        outdir.fault("report-built")
-        say(f"rendering {', '.join(formats)} ({describe_route(route)})")
         outcome = render_documents(project, formats=formats, route=route)
     outdir.fault("rendered")
     return outcome
 
 
-def _render_beside(paper: PaperStep, project: Path, formats, route, say) -> RenderOutcome:
+def _render_beside(paper: PaperStep, project: Path, formats, route) -> RenderOutcome:
     """Render the documents in a thread (pandoc and Typst do the work, in processes of their own) while this
     thread draws ``paper/`` (Python: matplotlib). The rendering copies the project without paper/. A failure
     of either is raised once both have ended; an interrupt ends the renderers and is raised at once."""
@@ -1061,8 +1061,6 @@ def _render_beside(paper: PaperStep, project: Path, formats, route, say) -> Rend
 
     from .render import stop_renderers
 
-    outdir.fault("report-built")
-    say(f"rendering {', '.join(formats)} ({describe_route(route)})")
     done: dict[str, object] = {}
 
     def render():

@@ -826,18 +826,17 @@ def render_project(
         # the builtin route's formats write different files (pandoc and Typst processes of their own), so they
         # run side by side; Quarto renders one format at a time (it shares scratch folders in the project)
         attempts = _render_all(one, wanted, parallel=resolved.kind != "quarto")
-        for fmt in wanted:
-            failed = attempts[fmt]
-            if isinstance(failed, _StepFailed):
+        for fmt, got in attempts.items():  # in wanted's order, up to the first failure
+            if isinstance(got, _StepFailed):
                 kept = ", ".join(f"{stem}{_SUFFIX[f]}" for f in wanted)
                 raise RenderError(
                     f"Rendering {document} to {_FORMAT_LABEL[fmt]} on the {resolved.kind} route "
-                    f"({resolved.where}) failed in {failed.tool}: {failed.detail}. "
-                    f"{failed.hint} Nothing was written to {project}; any earlier {kept} is unchanged."
-                ) from failed
-            if isinstance(failed, BaseException):
-                raise failed
-            built[fmt] = failed
+                    f"({resolved.where}) failed in {got.tool}: {got.detail}. "
+                    f"{got.hint} Nothing was written to {project}; any earlier {kept} is unchanged."
+                ) from got
+            if isinstance(got, BaseException):
+                raise got
+            built[fmt] = got
 
         outputs: dict[str, Path] = {}
         for fmt in wanted:
